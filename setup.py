@@ -1,0 +1,34 @@
+"""Packaging for tb-convfilters: a TensorBoard plugin that shows conv filters."""
+
+from setuptools import setup
+
+setup(
+    name="tb-convfilters",
+    version="0.1.0",
+    description="TensorBoard plugin: see convolution filters and activations as they train",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["tb_convfilters", "tb_convfilters.frontend"],
+    package_dir={"tb_convfilters.frontend": "frontend"},
+    package_data={
+        "tb_convfilters.frontend": ["*.md", "static/*.js", "static/*.css", "static/*.html"],
+    },
+    install_requires=["tensorboard>=2.12", "numpy>=1.23", "crc32c>=2.3", "werkzeug>=2.0"],
+    extras_require={
+        "tf": ["tensorflow>=2.13"],
+        "torch": ["torch"],
+        "test": ["pytest", "playwright", "hypothesis"],
+    },
+    entry_points={
+        "tensorboard_plugins": ["convfilters = tb_convfilters.plugin:ConvFiltersLoader"],
+        "console_scripts": ["tb-convfilters = tb_convfilters.cli:main"],
+    },
+    classifiers=[
+        "Framework :: TensorFlow",
+        "Intended Audience :: Science/Research",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Visualization",
+    ],
+)

@@ -1,0 +1,177 @@
+"""Summary ops: TF2 ops (``kernel``, ``activation``) and numpy-only twins (``*_pb``).
+
+The ``*_pb`` functions never import TensorFlow; the TF2 ops import it on first
+use, so ``import tb_convfilters.summary`` works without TensorFlow installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
+
+from tb_convfilters import metadata
+from tb_convfilters.record import Record, make_record
+
+Cap = int | Sequence[int] | None
+
+
+def _summary_pb(tag: str, rec: Record, description: str | None) -> summary_pb2.Summary:
+    if not isinstance(tag, str) or not tag:
+        raise ValueError(f"tag={tag!r} must be a non-empty string")
+    blobs = rec.blobs()
+    tensor = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=len(blobs))]
+        ),
+        string_val=blobs,
+    )
+    summary = summary_pb2.Summary()
+    summary.value.add(
+        tag=tag,
+        metadata=metadata.create_summary_metadata(rec.header, description),
+        tensor=tensor,
+    )
+    return summary
+
+
+def kernel_pb(
+    tag: str,
+    data: Any,
+    *,
+    layout: str = "HWIO",
+    description: str | None = None,
+    dtype: str | None = None,
+    max_filters: Cap = None,
+    max_channels: Cap = None,
+    image_shape: Sequence[int] | None = None,
+    max_bytes: int | None = None,
+) -> summary_pb2.Summary:
+    """A ``Summary`` proto holding one conv kernel, exactly as given (numpy only).
+
+    Args:
+      tag: the series name, e.g. ``"conv1/kernel"``.
+      data: array-like whose axes are named by `layout`.
+      layout: e.g. ``"HWIO"`` (Keras) or ``"OIHW"`` (PyTorch); see ``layouts.KERNEL_LAYOUTS``.
+      description: Markdown shown with the series.
+      dtype: store as this dtype instead (e.g. ``"float16"`` halves storage).
+      max_filters / max_channels: keep the first N output filters / input channels
+        (or the listed indices); the kept indices are recorded.
+      image_shape: for Dense layouts, ``(h, w, c)`` of the input side, to draw
+        each unit's weights as an image.
+      max_bytes: refuse tensors larger than this (default 1 GiB).
+    """
+    rec = make_record(
+        data,
+        kind="kernel",
+        layout=layout,
+        dtype=dtype,
+        max_filters=max_filters,
+        max_channels=max_channels,
+        image_shape=image_shape,
+        max_bytes=max_bytes,
+    )
+    return _summary_pb(tag, rec, description)
+
+
+def activation_pb(
+    tag: str,
+    data: Any,
+    *,
+    layout: str = "NHWC",
+    max_samples: int = 1,
+    description: str | None = None,
+    dtype: str | None = None,
+    max_filters: Cap = None,
+    max_bytes: int | None = None,
+) -> summary_pb2.Summary:
+    """A ``Summary`` proto holding feature maps of the first `max_samples` inputs.
+
+    `layout` is one of ``NWC NCW NHWC NCHW NDHWC NCDHW``; `max_filters` caps
+    the channels kept.
+    """
+    rec = make_record(
+        data,
+        kind="activation",
+        layout=layout,
+        dtype=dtype,
+        max_filters=max_filters,
+        max_samples=max_samples,
+        max_bytes=max_bytes,
+    )
+    return _summary_pb(tag, rec, description)
+
+
+def kernel(
+    name: str,
+    data: Any,
+    step: Any = None,
+    *,
+    layout: str = "HWIO",
+    description: str | None = None,
+    **options: Any,
+) -> Any:
+    """Writes a conv kernel to the default TF2 summary writer.
+
+    Use inside ``with writer.as_default():`` like ``tf.summary.scalar``; `data`
+    is a ``tf.Tensor``, ``tf.Variable`` or numpy array. `step` defaults to
+    ``tf.summary.experimental.get_step()``. Other options as in `kernel_pb`.
+    Returns True on success, False if no default writer is set.
+    """
+    return _write_tf(name, data, step, description, dict(kind="kernel", layout=layout, **options))
+
+
+def activation(
+    name: str,
+    data: Any,
+    step: Any = None,
+    *,
+    layout: str = "NHWC",
+    max_samples: int = 1,
+    description: str | None = None,
+    **options: Any,
+) -> Any:
+    """Writes feature maps to the default TF2 summary writer (see `activation_pb`)."""
+    return _write_tf(
+        name,
+        data,
+        step,
+        description,
+        dict(kind="activation", layout=layout, max_samples=max_samples, **options),
+    )
+
+
+def _write_tf(name: str, data: Any, step: Any, description: str | None, options: dict) -> Any:
+    import tensorflow as tf
+
+    if step is not None and not tf.is_tensor(step):
+        from tb_convfilters.record import check_step
+
+        step = check_step(step)
+    if tf.executing_eagerly():
+        if not tf.summary.should_record_summaries():
+            return tf.constant(False)
+        rec = make_record(np.asarray(data), **options)
+        tensor = tf.constant(rec.blobs(), dtype=tf.string)
+    else:
+        # Inside tf.function: the header is fixed at trace time from the static
+        # shape; the bytes are made by the same numpy code when the graph runs.
+        data = tf.convert_to_tensor(data)
+        if not data.shape.is_fully_defined():
+            raise ValueError(f"data must have a static shape inside tf.function, got {data.shape}")
+        rec = make_record(np.zeros(data.shape, data.dtype.as_numpy_dtype), **options)
+
+        def blobs(x: Any) -> np.ndarray:
+            return np.array(make_record(x.numpy(), **options).blobs(), dtype=object)
+
+        tensor = tf.py_function(blobs, [data], Tout=tf.string)
+        tensor.set_shape([3])
+    meta = metadata.create_summary_metadata(rec.header, description)
+    with tf.summary.experimental.summary_scope(name, "convfilters_summary", values=[step]) as (
+        tag,
+        _,
+    ):
+        return tf.summary.write(tag=tag, tensor=tensor, step=step, metadata=meta)

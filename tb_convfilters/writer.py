@@ -1,0 +1,206 @@
+"""A TensorFlow-free event file writer for kernels and activations.
+
+Records are framed by hand (TFRecord: length, masked CRC32C, data, masked
+CRC32C) so the tensor payload is written straight from the array's buffer and
+checksummed by the C ``crc32c`` package: TensorBoard's own Python writer
+serializes nested protos (several payload copies) and computes CRC32C in pure
+Python (~5 MB/s). Files are ordinary event files any TensorBoard reads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import struct
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import crc32c
+import numpy as np
+from tensorboard.compat.proto import (
+    event_pb2,
+    summary_pb2,
+    tensor_pb2,
+    tensor_shape_pb2,
+    types_pb2,
+)
+
+from tb_convfilters import metadata
+from tb_convfilters.record import Record, check_step, make_record
+
+_file_counter = itertools.count()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if n:
+            out.append(low | 0x80)
+        else:
+            out.append(low)
+            return bytes(out)
+
+
+def _len_field(field: int, length: int) -> bytes:
+    """Key and length prefix of a length-delimited protobuf field."""
+    return _varint(field << 3 | 2) + _varint(length)
+
+
+def _masked_crc(crc: int) -> int:
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def frame_event(prefix: bytes, payload: memoryview, suffix: bytes) -> tuple[bytes, bytes]:
+    """TFRecord framing of ``prefix + payload + suffix`` without joining them.
+
+    Returns (head, tail): write ``head, payload, tail`` in that order.
+    """
+    length = struct.pack("<Q", len(prefix) + payload.nbytes + len(suffix))
+    crc = crc32c.crc32c(prefix)
+    crc = crc32c.crc32c(payload, value=crc)
+    crc = crc32c.crc32c(suffix, value=crc)
+    head = length + struct.pack("<I", _masked_crc(crc32c.crc32c(length))) + prefix
+    return head, suffix + struct.pack("<I", _masked_crc(crc))
+
+
+def encode_event(tag: str, rec: Record, step: int, wall_time: float, description: str | None):
+    """The serialized Event of one record, split as (prefix, payload view, suffix).
+
+    Equivalent to serializing ``Event(step, wall_time, summary=Summary(value=[
+    Value(tag, metadata, tensor=TensorProto(string_val=[header, payload, stats]))]))``.
+    Field order inside a message is free in protobuf, so the payload can sit
+    near the end and be written from the array's own memory.
+    """
+    header_blob, stats_blob = rec.blobs_without_payload()
+    payload = memoryview(rec.array.reshape(-1).view(np.uint8))
+    tensor_head = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=3)]),
+        string_val=[header_blob],
+    ).SerializeToString() + _len_field(8, payload.nbytes)
+    suffix = _len_field(8, len(stats_blob)) + stats_blob
+    tensor_len = len(tensor_head) + payload.nbytes + len(suffix)
+    value_head = summary_pb2.Summary.Value(
+        tag=tag, metadata=metadata.create_summary_metadata(rec.header, description)
+    ).SerializeToString() + _len_field(8, tensor_len)
+    value_len = len(value_head) + tensor_len
+    summary_head = _len_field(1, value_len)
+    event_head = event_pb2.Event(step=step, wall_time=wall_time).SerializeToString()
+    event_head += _len_field(5, len(summary_head) + value_len)
+    return event_head + summary_head + value_head + tensor_head, payload, suffix
+
+
+class Writer:
+    """Writes kernels and activations to a new event file in `logdir`.
+
+    >>> with tb_convfilters.Writer("logs/run1") as w:
+    ...     w.kernel("conv1/kernel", weights, step=0, layout="OIHW")
+
+    `dtype` (e.g. ``"float16"``) applies to every tensor unless a call says
+    otherwise. Thread-safe; the file is flushed on `flush`, `close` and exit.
+    """
+
+    def __init__(self, logdir: str | os.PathLike, *, dtype: str | None = None, filename_suffix: str = ""):
+        self.logdir = os.fspath(logdir)
+        self._dtype = dtype
+        self._lock = threading.Lock()
+        os.makedirs(self.logdir, exist_ok=True)
+        name = "events.out.tfevents.%010d.%s.%s.%s%s" % (
+            time.time(),
+            socket.gethostname(),
+            os.getpid(),
+            next(_file_counter),
+            filename_suffix,
+        )
+        self.path = os.path.join(self.logdir, name)
+        self._file: Any = open(self.path, "wb")
+        self._write_raw(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+        self.flush()
+
+    def _write_raw(self, data: bytes) -> None:
+        head, tail = frame_event(data, memoryview(b""), b"")
+        self._file.write(head + tail)
+
+    def _write_record(self, tag: str, rec: Record, step: Any, description: str | None) -> None:
+        step = check_step(step)
+        prefix, payload, suffix = encode_event(tag, rec, step, time.time(), description)
+        head, tail = frame_event(prefix, payload, suffix)
+        with self._lock:
+            if self._file is None:
+                raise ValueError(f"Writer for {self.logdir!r} is closed")
+            self._file.write(head)
+            self._file.write(payload)
+            self._file.write(tail)
+
+    def kernel(
+        self,
+        tag: str,
+        data: Any,
+        step: int,
+        *,
+        layout: str = "HWIO",
+        description: str | None = None,
+        dtype: str | None = None,
+        max_filters: int | Sequence[int] | None = None,
+        max_channels: int | Sequence[int] | None = None,
+        image_shape: Sequence[int] | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        """Logs one kernel at `step`; arguments as in ``summary.kernel_pb``."""
+        rec = make_record(
+            data,
+            kind="kernel",
+            layout=layout,
+            dtype=dtype or self._dtype,
+            max_filters=max_filters,
+            max_channels=max_channels,
+            image_shape=image_shape,
+            max_bytes=max_bytes,
+        )
+        self._write_record(tag, rec, step, description)
+
+    def activation(
+        self,
+        tag: str,
+        data: Any,
+        step: int,
+        *,
+        layout: str = "NHWC",
+        max_samples: int = 1,
+        description: str | None = None,
+        dtype: str | None = None,
+        max_filters: int | Sequence[int] | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        """Logs feature maps at `step`; arguments as in ``summary.activation_pb``."""
+        rec = make_record(
+            data,
+            kind="activation",
+            layout=layout,
+            dtype=dtype or self._dtype,
+            max_filters=max_filters,
+            max_samples=max_samples,
+            max_bytes=max_bytes,
+        )
+        self._write_record(tag, rec, step, description)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
