@@ -106,9 +106,10 @@ def decode_header(data: bytes) -> dict:
 
 
 def payload_nbytes(header: dict) -> int:
-    return math.prod(header["shape"]) * np.dtype(
-        "uint16" if header["dtype"] == "bfloat16" else header["dtype"]
-    ).itemsize
+    return (
+        math.prod(header["shape"])
+        * np.dtype("uint16" if header["dtype"] == "bfloat16" else header["dtype"]).itemsize
+    )
 
 
 def check_payload(header: dict, payload: bytes) -> None:

@@ -49,8 +49,7 @@ def check_layout(layout: object, kind: str) -> str:
     allowed = LAYOUTS_BY_KIND[kind]
     if not isinstance(layout, str) or layout not in allowed:
         raise ValueError(
-            f"layout={layout!r} is not a {kind} layout; expected one of: "
-            + ", ".join(allowed)
+            f"layout={layout!r} is not a {kind} layout; expected one of: " + ", ".join(allowed)
         )
     return layout
 

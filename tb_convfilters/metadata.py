@@ -13,7 +13,9 @@ PROTO_VERSION = 1
 SERIES_KEYS = ("kind", "layout", "shape", "dtype", "filters", "channels", "image_shape")
 
 
-def create_summary_metadata(header: dict, description: str | None = None) -> summary_pb2.SummaryMetadata:
+def create_summary_metadata(
+    header: dict, description: str | None = None
+) -> summary_pb2.SummaryMetadata:
     """SummaryMetadata for a series whose first step has `header`."""
     content = {k: header[k] for k in SERIES_KEYS if k in header}
     content["version"] = PROTO_VERSION

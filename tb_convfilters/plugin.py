@@ -108,7 +108,9 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
 
     plugin_name = metadata.PLUGIN_NAME
 
-    def __init__(self, context: base_plugin.TBContext, max_tensor_mb: float = DEFAULT_MAX_TENSOR_MB):
+    def __init__(
+        self, context: base_plugin.TBContext, max_tensor_mb: float = DEFAULT_MAX_TENSOR_MB
+    ):
         self._provider = context.data_provider
         self._max_tensor_bytes = int(max_tensor_mb * (1 << 20))
         self._static = _frontend_dir() / "static"
@@ -156,16 +158,25 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
             downsample=_ALL_STEPS,
             run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
         )
-        if run not in data:
+        if tag in data.get(run, {}):
+            return data[run][tag]
+        # The provider drops runs with no matching tag: say which one is unknown.
+        known = self._provider.list_blob_sequences(
+            ctx,
+            experiment_id=experiment,
+            plugin_name=metadata.PLUGIN_NAME,
+            run_tag_filter=provider.RunTagFilter(runs=[run]),
+        )
+        if run not in known:
             raise HttpError(404, f"run {run!r} not found")
-        if tag not in data[run]:
-            raise HttpError(404, f"tag {tag!r} not found in run {run!r}")
-        return data[run][tag]
+        raise HttpError(404, f"tag {tag!r} not found in run {run!r}")
 
     def steps_impl(self, ctx: Any, experiment: str, run: str, tag: str) -> list[dict]:
         """Every kept step of a series, ascending."""
         series = self._series(ctx, experiment, run, tag)
-        return [{"step": d.step, "wall_time": d.wall_time} for d in sorted(series, key=lambda d: d.step)]
+        return [
+            {"step": d.step, "wall_time": d.wall_time} for d in sorted(series, key=lambda d: d.step)
+        ]
 
     def _datum(self, ctx: Any, experiment: str, run: str, tag: str, step: int | None) -> Any:
         series = self._series(ctx, experiment, run, tag)
@@ -194,7 +205,9 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         try:
             return blob.decode_header(self._blob(ctx, datum, blob.HEADER, run, tag))
         except blob.RecordError as e:
-            raise HttpError(422, f"step {datum.step} of run {run!r}, tag {tag!r} is unreadable: {e}") from None
+            raise HttpError(
+                422, f"step {datum.step} of run {run!r}, tag {tag!r} is unreadable: {e}"
+            ) from None
 
     def tensor_impl(
         self, ctx: Any, experiment: str, run: str, tag: str, step: int | None
@@ -213,7 +226,9 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         try:
             return blob.npy_bytes(header, payload), header, datum.step
         except blob.RecordError as e:
-            raise HttpError(422, f"step {datum.step} of run {run!r}, tag {tag!r} is unreadable: {e}") from None
+            raise HttpError(
+                422, f"step {datum.step} of run {run!r}, tag {tag!r} is unreadable: {e}"
+            ) from None
 
     def stats_impl(self, ctx: Any, experiment: str, run: str, tag: str) -> dict:
         """Per-filter statistics for every step: ``{names, steps: [{step, wall_time, values}]}``."""
@@ -229,7 +244,11 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
                 continue
             names = header.get("stats") or names
             steps.append(
-                {"step": datum.step, "wall_time": datum.wall_time, "values": _finite_or_none(matrix)}
+                {
+                    "step": datum.step,
+                    "wall_time": datum.wall_time,
+                    "values": _finite_or_none(matrix),
+                }
             )
         return {"names": names, "steps": steps}
 
@@ -298,5 +317,9 @@ class ConvFiltersLoader(base_plugin.TBLoader):
 
     def load(self, context: base_plugin.TBContext) -> ConvFiltersPlugin:
         flags = context.flags
-        max_mb = getattr(flags, "convfilters_max_tensor_mb", DEFAULT_MAX_TENSOR_MB) if flags else DEFAULT_MAX_TENSOR_MB
+        max_mb = (
+            getattr(flags, "convfilters_max_tensor_mb", DEFAULT_MAX_TENSOR_MB)
+            if flags
+            else DEFAULT_MAX_TENSOR_MB
+        )
         return ConvFiltersPlugin(context, max_tensor_mb=max_mb)

@@ -94,7 +94,8 @@ def make_record(
     a = _as_array(data)
     if a.ndim != len(layout):
         raise ValueError(
-            f"data has shape {a.shape} (rank {a.ndim}) but layout {layout!r} needs rank {len(layout)}"
+            f"data has shape {a.shape} (rank {a.ndim}) but layout {layout!r} "
+            f"needs rank {len(layout)}"
         )
     if a.size == 0:
         raise ValueError(f"data has shape {a.shape} with no elements")
@@ -128,7 +129,9 @@ def make_record(
         try:
             dims = [int(n) for n in image_shape]
         except (TypeError, ValueError):
-            raise TypeError(f"image_shape={image_shape!r} must be (height, width, channels)") from None
+            raise TypeError(
+                f"image_shape={image_shape!r} must be (height, width, channels)"
+            ) from None
         n_in = a.shape[layout.index("I")]
         if len(dims) != 3 or min(dims) < 1 or math.prod(dims) != n_in:
             raise ValueError(
@@ -155,11 +158,7 @@ def make_record(
             "raise max_bytes, log fewer filters (max_filters/max_channels) or use dtype='float16'"
         )
     header = blob.make_header(kind, layout, a.shape, target, stats=stats, **header_extra)
-    st = (
-        blob.filter_stats(a, layout, kind)
-        if stats
-        else np.zeros((0, 0), dtype=np.float32)
-    )
+    st = blob.filter_stats(a, layout, kind) if stats else np.zeros((0, 0), dtype=np.float32)
     return Record(a, header, st)
 
 

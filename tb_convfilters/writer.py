@@ -79,7 +79,9 @@ def encode_event(tag: str, rec: Record, step: int, wall_time: float, description
     payload = memoryview(rec.array.reshape(-1).view(np.uint8))
     tensor_head = tensor_pb2.TensorProto(
         dtype=types_pb2.DT_STRING,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=3)]),
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=3)]
+        ),
         string_val=[header_blob],
     ).SerializeToString() + _len_field(8, payload.nbytes)
     suffix = _len_field(8, len(stats_blob)) + stats_blob
@@ -104,21 +106,22 @@ class Writer:
     otherwise. Thread-safe; the file is flushed on `flush`, `close` and exit.
     """
 
-    def __init__(self, logdir: str | os.PathLike, *, dtype: str | None = None, filename_suffix: str = ""):
+    def __init__(
+        self, logdir: str | os.PathLike, *, dtype: str | None = None, filename_suffix: str = ""
+    ):
         self.logdir = os.fspath(logdir)
         self._dtype = dtype
         self._lock = threading.Lock()
         os.makedirs(self.logdir, exist_ok=True)
-        name = "events.out.tfevents.%010d.%s.%s.%s%s" % (
-            time.time(),
-            socket.gethostname(),
-            os.getpid(),
-            next(_file_counter),
-            filename_suffix,
+        name = (
+            f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
+            f".{os.getpid()}.{next(_file_counter)}{filename_suffix}"
         )
         self.path = os.path.join(self.logdir, name)
         self._file: Any = open(self.path, "wb")
-        self._write_raw(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+        self._write_raw(
+            event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString()
+        )
         self.flush()
 
     def _write_raw(self, data: bytes) -> None:

@@ -1,0 +1,157 @@
+"""Shared test machinery: the plugin behind TensorBoard's data provider, a real
+``tensorboard`` process, and Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+from tensorboard.backend import application
+from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+from tensorboard.plugins import base_plugin
+from werkzeug.test import Client
+
+from tb_convfilters import plugin
+
+PREFIX = "/data/plugin/convfilters/"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def load_provider(logdir: str | Path, samples: int = 0) -> data_provider.MultiplexerDataProvider:
+    """TensorBoard's Python data provider over `logdir`, loaded once."""
+    multiplexer = plugin_event_multiplexer.EventMultiplexer(
+        tensor_size_guidance={plugin.metadata.PLUGIN_NAME: samples}
+    )
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    return data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+
+
+def make_plugin(logdir: str | Path, samples: int = 0, **kwargs) -> plugin.ConvFiltersPlugin:
+    context = base_plugin.TBContext(
+        logdir=str(logdir), data_provider=load_provider(logdir, samples)
+    )
+    return plugin.ConvFiltersPlugin(context, **kwargs)
+
+
+def plugin_client(logdir: str | Path, samples: int = 0, **kwargs) -> Client:
+    """A werkzeug client for TensorBoard's WSGI app holding only our plugin."""
+    return Client(application.TensorBoardWSGI([make_plugin(logdir, samples, **kwargs)]))
+
+
+def load_npy(body: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(body), allow_pickle=False)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 30) -> tuple[int, bytes, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+@contextlib.contextmanager
+def tensorboard(
+    logdir: str | Path,
+    *,
+    load_fast: str = "false",
+    extra: tuple[str, ...] = (),
+    timeout: float = 90,
+) -> Iterator[str]:
+    """A real ``tensorboard`` on 127.0.0.1; yields its base URL once our plugin is listed."""
+    port = free_port()
+    exe = shutil.which("tensorboard", path=os.path.dirname(sys.executable)) or "tensorboard"
+    log = open(Path(logdir).parent / f"tensorboard-{port}.log", "w+")
+    proc = subprocess.Popen(
+        [
+            exe,
+            "--logdir",
+            str(logdir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            f"--load_fast={load_fast}",
+            "--reload_interval=1",
+            *extra,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"tensorboard exited {proc.returncode}:\n{log.read()[-3000:]}")
+            try:
+                status, body, _ = http_get(base + "/data/plugins_listing", timeout=5)
+                if status == 200 and "convfilters" in json.loads(body):
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                log.seek(0)
+                raise TimeoutError(f"tensorboard did not list convfilters:\n{log.read()[-3000:]}")
+            time.sleep(0.3)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def wait_for(predicate, timeout: float = 60, interval: float = 0.5, what: str = "condition"):
+    """Polls `predicate` until it returns a truthy value; returns that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def plugin_frame(page, timeout: float = 30):
+    """The dashboard iframe of a page showing ``/#convfilters``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for frame in page.frames:
+            if "plugin_entry.html?name=convfilters" in frame.url:
+                return frame
+        page.wait_for_timeout(200)
+    raise TimeoutError("the convfilters iframe did not appear")
