@@ -13,7 +13,7 @@ setup(
     packages=["tb_convfilters", "tb_convfilters.frontend"],
     package_dir={"tb_convfilters.frontend": "frontend"},
     package_data={
-        "tb_convfilters.frontend": ["*.md", "static/*.js", "static/*.css", "static/*.html"],
+        "tb_convfilters.frontend": ["*.md", "static/**/*"],
     },
     install_requires=["tensorboard>=2.12", "numpy>=1.23", "crc32c>=2.3", "werkzeug>=2.0"],
     extras_require={
