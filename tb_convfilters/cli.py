@@ -1,0 +1,32 @@
+"""The ``tb-convfilters`` command: ``export`` (logs to .npy) and ``doctor``.
+
+Each subcommand lives beside the code it drives: a module exposing
+``add_arguments(parser)`` and ``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS = {
+    "export": ("tb_convfilters.reader", "write logged tensors as .npy files"),
+    "doctor": ("tb_convfilters.doctor", "find dead, exploding, duplicate and frozen filters"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tb-convfilters", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    args = parser.parse_args(argv)
+    module = importlib.import_module(SUBCOMMANDS[args.command][0])
+    return module.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

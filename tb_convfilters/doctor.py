@@ -1,0 +1,793 @@
+"""The filter doctor: finds dead, exploding, duplicate, mirrored and frozen filters.
+
+It works from the per-filter statistics stored with every step
+(``blob.STAT_NAMES``) and reads few tensors: the last step of each kernel
+(duplicates), a few more to date a duplicate pair, and the first and last step
+of a layer whose statistics did not move (frozen).
+
+Two sources feed the same core (`diagnose_series`): `diagnose(logdir)` reads
+event files itself, keeping only headers, statistics and file offsets (for the
+command line and training pipelines); `provider_series` reads through
+TensorBoard's data provider (for the plugin's ``findings`` route).
+
+Command line: ``tb-convfilters doctor LOGDIR [--run R] [--json]``; exit status
+0 when nothing is found, 1 when something is, 2 on usage errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import struct
+import sys
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import crc32c
+import numpy as np
+from google.protobuf.message import DecodeError
+from tensorboard import errors
+from tensorboard.backend.event_processing import io_wrapper
+from tensorboard.compat.proto import event_pb2
+from tensorboard.data import provider
+
+from tb_convfilters import blob, layouts, metadata
+from tb_convfilters.writer import _masked_crc
+
+logger = logging.getLogger(__name__)
+
+PROBLEMS = ("dead", "exploding", "duplicate", "mirrored", "frozen")
+_NORM, _MEAN, _STD, _MIN, _MAX, _ZERO, _NONFINITE = range(len(blob.STAT_NAMES))
+# "Every step TensorBoard kept" for read_blob_sequences.
+_ALL_STEPS = 1_000_000_000
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When the doctor calls a filter sick; every field is also a CLI flag (``--dead-fraction``)."""
+
+    dead_fraction: float = field(
+        default=0.99,
+        metadata=_help(
+            "an activation channel is dead at a step when at least this fraction of its "
+            "positions is <= 0 for every logged sample"
+        ),
+    )
+    dead_steps: int = field(
+        default=3,
+        metadata=_help("dead means dead at each of the last K logged steps (all, if fewer)"),
+    )
+    dead_norm: float = field(
+        default=1e-6,
+        metadata=_help("a kernel filter whose L2 norm is at or below this is dead (zero weights)"),
+    )
+    dead_norm_rel: float = field(
+        default=1e-3,
+        metadata=_help("... or at or below this times the median filter norm of its layer"),
+    )
+    explode_growth: float = field(
+        default=10.0,
+        metadata=_help(
+            "a kernel filter explodes when its norm grows past this factor of its "
+            "norm at the first logged step"
+        ),
+    )
+    explode_median: float = field(
+        default=100.0,
+        metadata=_help(
+            "... or when its norm is above this times the median filter norm of its "
+            "layer (NaN/Inf weights always count)"
+        ),
+    )
+    duplicate_cosine: float = field(
+        default=0.99,
+        metadata=_help(
+            "two filters of a layer are duplicates when the cosine similarity of their "
+            "kernels is above this (mirrored when below minus this)"
+        ),
+    )
+    duplicate_min_size: int = field(
+        default=8,
+        metadata=_help(
+            "skip the duplicate check for filters with fewer weights than this "
+            "(tiny random vectors are often parallel by chance)"
+        ),
+    )
+    frozen_rtol: float = field(
+        default=0.0,
+        metadata=_help(
+            "a layer is frozen when no weight moved by more than this times its "
+            "largest |weight| between the first and last logged step (0: bit-exact)"
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("dead_fraction", 0 < self.dead_fraction <= 1, "0 < x <= 1"),
+            ("dead_steps", self.dead_steps >= 1, "an integer >= 1"),
+            ("dead_norm", self.dead_norm >= 0, "x >= 0"),
+            ("dead_norm_rel", 0 <= self.dead_norm_rel < 1, "0 <= x < 1"),
+            ("explode_growth", self.explode_growth > 1, "x > 1"),
+            ("explode_median", self.explode_median > 1, "x > 1"),
+            ("duplicate_cosine", 0 < self.duplicate_cosine < 1, "0 < x < 1"),
+            ("duplicate_min_size", self.duplicate_min_size >= 2, "an integer >= 2"),
+            ("frozen_rtol", 0 <= self.frozen_rtol < 1, "0 <= x < 1"),
+        )
+        for name, ok, allowed in checks:
+            if not ok:  # also catches NaN
+                value = getattr(self, name)
+                raise ValueError(f"{name}={value!r} is out of range; allowed: {allowed}")
+
+
+@dataclass
+class Finding:
+    """One diagnosis. `filter` is the original filter index (None: the whole layer)."""
+
+    run: str
+    tag: str
+    filter: int | None
+    problem: str
+    first_step: int
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-safe dict (non-finite numbers become None)."""
+        return {
+            "run": self.run,
+            "tag": self.tag,
+            "filter": self.filter,
+            "problem": self.problem,
+            "first_step": self.first_step,
+            "detail": {k: _jsonable(v) for k, v in self.detail.items()},
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (bool, str)) or value is None:
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+@dataclass
+class Series:
+    """One logged series as the doctor sees it: statistics of every step, tensors on demand."""
+
+    run: str
+    tag: str
+    kind: str
+    layout: str
+    shape: tuple[int, ...]
+    filters: list[int] | None  # original indices of the logged filters (max_filters)
+    steps: np.ndarray  # (T,) ascending
+    stats: np.ndarray  # (T, n_filters, len(STAT_NAMES)) float64
+    load: Callable[[int], np.ndarray]  # step -> the array logged at that step
+
+    @property
+    def n_filters(self) -> int:
+        return self.stats.shape[1]
+
+    @property
+    def filter_size(self) -> int:
+        return math.prod(self.shape) // max(self.n_filters, 1)
+
+    def original(self, index: int) -> int:
+        """The filter's index in the model (before ``max_filters`` picked some)."""
+        if not self.filters:
+            return int(index)
+        if "M" in self.layout:  # depthwise: filters lists kept input channels i of i*M + m
+            m = self.shape[self.layout.index("M")]
+            return int(self.filters[index // m]) * m + int(index % m)
+        return int(self.filters[index])
+
+
+def make_series(
+    run: str,
+    tag: str,
+    info: dict,
+    records: Iterable[tuple[int, np.ndarray | None]],
+    load: Callable[[int], np.ndarray],
+) -> Series | None:
+    """A Series from its description (kind, layout, shape, filters) and ``(step, stats)`` pairs.
+
+    Stats columns are ``blob.STAT_NAMES``; steps without usable stats are left
+    out. None when the series is not a kernel or activation, or has no stats.
+    """
+    kind, layout, shape = info.get("kind"), info.get("layout"), info.get("shape")
+    if kind not in ("kernel", "activation") or not isinstance(shape, list):
+        return None
+    try:
+        n_filters = math.prod(shape[axis] for axis in layouts.filter_axes(layout))
+    except (ValueError, TypeError, IndexError):
+        return None
+    wanted = (n_filters, len(blob.STAT_NAMES))
+    by_step = {int(step): m for step, m in records if m is not None and m.shape == wanted}
+    if not by_step:
+        return None
+    steps = np.array(sorted(by_step), dtype=np.int64)
+    filters = info.get("filters")
+    return Series(
+        run=run,
+        tag=tag,
+        kind=kind,
+        layout=layout,
+        shape=tuple(int(n) for n in shape),
+        filters=list(filters) if isinstance(filters, list) else None,
+        steps=steps,
+        stats=np.stack([by_step[int(s)] for s in steps]).astype(np.float64),
+        load=load,
+    )
+
+
+def _stats_matrix(names: list[str], data: bytes) -> np.ndarray | None:
+    """Stats of one step with columns reordered to ``STAT_NAMES``; None if it lacks some."""
+    if not all(name in names for name in blob.STAT_NAMES):
+        return None
+    matrix = blob.decode_stats({"stats": names}, data)
+    return matrix[:, [names.index(name) for name in blob.STAT_NAMES]]
+
+
+# ---- diagnoses ----
+
+
+def diagnose_series(
+    series: Iterable[Series], thresholds: Thresholds | None = None
+) -> list[Finding]:
+    """Every finding in `series`, sorted by run, tag, filter and problem."""
+    t = thresholds or Thresholds()
+    by_run: dict[str, list[Series]] = defaultdict(list)
+    for s in series:
+        by_run[s.run].append(s)
+    findings: list[Finding] = []
+    for group in by_run.values():
+        for s in group:
+            findings += _dead(s, t)
+            findings += _exploding(s, t)
+            if s.kind == "kernel":
+                findings += _duplicates(s, t)
+        findings += _frozen([s for s in group if s.kind == "kernel"], t)
+    findings.sort(
+        key=lambda f: (
+            f.run,
+            f.tag,
+            -1 if f.filter is None else f.filter,
+            PROBLEMS.index(f.problem),
+        )
+    )
+    return findings
+
+
+def _median_norm(s: Series) -> np.ndarray:
+    """(T,) median filter norm per step over filters without NaN/Inf."""
+    norms = np.where(s.stats[:, :, _NONFINITE] > 0, np.nan, s.stats[:, :, _NORM])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN step
+        return np.nanmedian(norms, axis=1)
+
+
+def _trailing(flags: np.ndarray) -> np.ndarray:
+    """Per column: how many of the last rows in a row are True."""
+    return np.cumprod(flags[::-1], axis=0).sum(axis=0)
+
+
+def _dead(s: Series, t: Thresholds) -> list[Finding]:
+    st = s.stats
+    if s.kind == "activation":
+        sick = st[:, :, _ZERO] >= t.dead_fraction
+    else:
+        median = _median_norm(s)
+        limit = np.fmax(t.dead_norm, t.dead_norm_rel * median)
+        sick = (st[:, :, _NORM] <= limit[:, None]) & (st[:, :, _NONFINITE] == 0)
+    streak = _trailing(sick)
+    out = []
+    for f in np.flatnonzero(streak >= min(t.dead_steps, len(s.steps))):
+        detail: dict[str, Any] = {"dead_steps": int(streak[f])}
+        if s.kind == "activation":  # few samples make a rarely firing channel look dead
+            detail.update(zero_frac=st[-1, f, _ZERO], samples=s.shape[s.layout.index("N")])
+        else:
+            detail.update(norm=st[-1, f, _NORM], median_norm=median[-1])
+        first = int(s.steps[len(s.steps) - streak[f]])
+        out.append(Finding(s.run, s.tag, s.original(f), "dead", first, detail))
+    return out
+
+
+def _exploding(s: Series, t: Thresholds) -> list[Finding]:
+    st = s.stats
+    flags = {"nonfinite": st[:, :, _NONFINITE] > 0}
+    if s.kind == "kernel":
+        norm = st[:, :, _NORM]
+        median = _median_norm(s)
+        alive = norm[0] > np.fmax(t.dead_norm, t.dead_norm_rel * median[0])
+        with np.errstate(all="ignore"):
+            growth = norm / np.where(alive, norm[0], np.nan)
+            flags["outlier"] = norm > t.explode_median * median[:, None]
+            flags["growth"] = growth > t.explode_growth
+    sick = np.logical_or.reduce(list(flags.values()))
+    out = []
+    for f in np.flatnonzero(sick.any(axis=0)):
+        i = int(np.argmax(sick[:, f]))
+        detail: dict[str, Any] = {
+            "reasons": [name for name, flag in flags.items() if flag[i, f]],
+            "nonfinite": st[i, f, _NONFINITE],
+        }
+        if s.kind == "kernel":
+            detail.update(
+                norm=norm[i, f],
+                norm_first=norm[0, f],
+                growth=growth[i, f],
+                median_norm=median[i],
+                norm_last=norm[-1, f],
+            )
+        out.append(Finding(s.run, s.tag, s.original(f), "exploding", int(s.steps[i]), detail))
+    return out
+
+
+def _filter_rows(a: np.ndarray, layout: str) -> np.ndarray:
+    """float64 ``(n_filters, values per filter)``."""
+    axes = layouts.filter_axes(layout)
+    moved = np.moveaxis(np.asarray(a), axes, range(len(axes)))
+    n_filters = math.prod(moved.shape[: len(axes)])
+    return moved.reshape(n_filters, -1).astype(np.float64)
+
+
+class _UnitRows:
+    """Unit-norm filter rows of a kernel's steps, loaded once each."""
+
+    def __init__(self, s: Series, t: Thresholds):
+        self._s, self._t = s, t
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def __call__(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unit rows, usable mask, norms) at step index `i`; dead and non-finite unusable."""
+        if i not in self._cache:
+            rows = _filter_rows(self._s.load(int(self._s.steps[i])), self._s.layout)
+            with np.errstate(all="ignore"):
+                norms = np.linalg.norm(rows, axis=1)
+            finite = np.isfinite(norms)
+            median = np.median(norms[finite]) if finite.any() else 0.0
+            ok = finite & (norms > max(self._t.dead_norm, self._t.dead_norm_rel * median))
+            unit = np.where(ok[:, None], rows, 0) / np.where(ok, norms, 1)[:, None]
+            self._cache[i] = (unit, ok, norms)
+        return self._cache[i]
+
+
+def _duplicates(s: Series, t: Thresholds) -> list[Finding]:
+    if s.n_filters < 2 or s.filter_size < t.duplicate_min_size:
+        return []
+    rows = _UnitRows(s, t)
+    try:
+        unit, ok, norms = rows(len(s.steps) - 1)
+        if unit.shape[0] != s.n_filters:
+            return []
+        cos = np.clip(unit @ unit.T, -1.0, 1.0)
+        out = []
+        for problem, sign in (("duplicate", 1), ("mirrored", -1)):
+            # hit[j, i]: filter j copies an earlier filter i
+            hit = np.tril(sign * cos > t.duplicate_cosine, k=-1) & ok[:, None] & ok[None, :]
+            for j in np.flatnonzero(hit.any(axis=1)):
+                i = int(np.argmax(hit[j]))
+                first = _pair_since(s, t, rows, i, int(j), sign)
+                detail = {
+                    "other_filter": s.original(i),
+                    "cosine": cos[j, i],
+                    "norm_ratio": norms[j] / norms[i],
+                }
+                out.append(
+                    Finding(s.run, s.tag, s.original(j), problem, int(s.steps[first]), detail)
+                )
+        return out
+    except (blob.RecordError, OSError, ValueError) as e:
+        logger.warning("doctor: skipping the duplicate check of %s/%s: %s", s.run, s.tag, e)
+        return []
+
+
+def _pair_since(s: Series, t: Thresholds, rows: _UnitRows, i: int, j: int, sign: int) -> int:
+    """Index of the earliest step from which filters i and j stayed (anti)parallel.
+
+    For unit vectors u, v with ``cos > c``: ``|u - v| <= d = sqrt(2 - 2c)``, so
+    their min and max differ by at most d and their mean and std by at most
+    ``d / sqrt(n)``. That screen over the stored stats bounds the trailing run
+    of steps where the pair can be (anti)parallel; a binary search over
+    tensors inside it dates the pair with a handful of reads.
+    """
+    st = s.stats[:, [i, j]]
+    with np.errstate(all="ignore"):
+        scaled = st[:, :, [_MEAN, _STD, _MIN, _MAX]] / st[:, :, _NORM, None]
+    a, b = scaled[:, 0], scaled[:, 1]
+    if sign < 0:  # stats of -v
+        b = np.stack([-b[:, 0], b[:, 1], -b[:, 3], -b[:, 2]], axis=1)
+    d = math.sqrt(2 - 2 * t.duplicate_cosine)
+    root_n = math.sqrt(s.filter_size)
+    slack = np.array([d / root_n, d / root_n, d, d]) + 1e-5  # + rounding of float32 stats
+    possible = np.all(np.abs(a - b) <= slack, axis=1)
+    lo, hi = len(s.steps) - max(int(_trailing(possible)), 1), len(s.steps) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        unit, ok, _ = rows(mid)
+        if ok[i] and ok[j] and sign * float(unit[i] @ unit[j]) > t.duplicate_cosine:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def _max_change(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest |a - b|, NaN/Inf equal to themselves; NaN if they differ there."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        delta = np.abs(a - b)
+    delta[(a == b) | (np.isnan(a) & np.isnan(b))] = 0.0
+    return float(np.max(delta, initial=0.0))
+
+
+def _moved(s: Series, tol: float) -> np.ndarray:
+    """(T,) True where the stats prove the kernel differs from its first step by more than tol.
+
+    A weight change of at most tol moves min, max, mean and std by at most tol
+    and the norm by at most ``tol * sqrt(n)``.
+    """
+    st = s.stats
+    limits = np.full(len(blob.STAT_NAMES), tol)
+    limits[_NORM] = tol * math.sqrt(max(s.filter_size, 1))
+    limits[_ZERO] = math.inf if tol > 0 else 0.0
+    limits[_NONFINITE] = 0.0
+    with np.errstate(invalid="ignore"):
+        same = (np.abs(st - st[0]) <= limits) | (np.isnan(st) & np.isnan(st[0]))
+    return ~same.all(axis=(1, 2))
+
+
+def _frozen(kernels: list[Series], t: Thresholds) -> list[Finding]:
+    changed_since: dict[str, int] = {}  # tag -> first step whose stats differ from the first
+    candidates = []
+    for s in kernels:
+        if len(s.steps) < 2:
+            continue
+        extremes = np.abs(s.stats[0][:, [_MIN, _MAX]])
+        extremes = extremes[np.isfinite(extremes)]
+        tol = t.frozen_rtol * float(extremes.max()) if extremes.size else 0.0
+        moved = _moved(s, tol)
+        if moved[-1]:
+            changed_since[s.tag] = int(s.steps[np.argmax(moved)])
+        else:
+            candidates.append((s, tol))
+    out = []
+    for s, tol in candidates:
+        if not changed_since:
+            break
+        try:
+            change = _max_change(s.load(int(s.steps[0])), s.load(int(s.steps[-1])))
+        except (blob.RecordError, OSError, ValueError) as e:
+            logger.warning("doctor: skipping the frozen check of %s/%s: %s", s.run, s.tag, e)
+            continue
+        if not change <= tol:
+            continue
+        # first seen: the first step of this layer at which another layer had moved
+        since = min(changed_since.values())
+        index = min(max(int(np.searchsorted(s.steps, since)), 1), len(s.steps) - 1)
+        detail = {
+            "max_change": change,
+            "first_logged_step": int(s.steps[0]),
+            "last_step": int(s.steps[-1]),
+            "changed_layers": len(changed_since),
+        }
+        out.append(Finding(s.run, s.tag, None, "frozen", int(s.steps[index]), detail))
+    return out
+
+
+# ---- source 1: event files, read directly ----
+
+
+def _read_record(f: BinaryIO, path: str) -> bytes | None:
+    """The next TFRecord's data; None at the end (or at a record still being written)."""
+    head = f.read(12)
+    if len(head) < 12:
+        return None
+    (length,) = struct.unpack("<Q", head[:8])
+    if _masked_crc(crc32c.crc32c(head[:8])) != struct.unpack("<I", head[8:])[0]:
+        raise blob.RecordError(f"{path}: corrupt record length at offset {f.tell() - 12}")
+    data = f.read(length)
+    footer = f.read(4)
+    if len(data) < length or len(footer) < 4:
+        return None
+    if _masked_crc(crc32c.crc32c(data)) != struct.unpack("<I", footer)[0]:
+        raise blob.RecordError(f"{path}: corrupt record at offset {f.tell() - length - 16}")
+    return data
+
+
+def _records(path: str) -> Iterator[tuple[int, bytes]]:
+    """(offset, data) of every complete record of an event file; stops at corruption."""
+    with open(path, "rb") as f:
+        while True:
+            offset = f.tell()
+            try:
+                data = _read_record(f, path)
+            except blob.RecordError as e:
+                logger.warning("doctor: %s; ignoring the rest of the file", e)
+                return
+            if data is None:
+                return
+            yield offset, data
+
+
+def event_files(logdir: str | os.PathLike) -> dict[str, list[str]]:
+    """``{run: [event file paths]}`` of a local logdir; runs named as TensorBoard names them."""
+    root = os.fspath(logdir)
+    runs = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        files = sorted(name for name in filenames if io_wrapper.IsSummaryEventsFile(name))
+        if files:
+            runs[os.path.relpath(dirpath, root)] = [os.path.join(dirpath, n) for n in files]
+    return runs
+
+
+def _value_blobs(event: event_pb2.Event, tag: str) -> Any:
+    for value in event.summary.value:
+        if value.tag == tag:
+            return value.tensor.string_val
+    raise blob.RecordError(f"tag {tag!r} not in the event at step {event.step}")
+
+
+def _file_loader(tag: str, where: dict[int, tuple[str, int]]) -> Callable[[int], np.ndarray]:
+    def load(step: int) -> np.ndarray:
+        path, offset = where[step]
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = _read_record(f, path)
+        if data is None:
+            raise blob.RecordError(f"{path}: record at offset {offset} is incomplete")
+        blobs = _value_blobs(event_pb2.Event.FromString(data), tag)
+        return blob.decode_array(blob.decode_header(blobs[blob.HEADER]), blobs[blob.PAYLOAD])
+
+    return load
+
+
+def _scan_run(run: str, paths: list[str]) -> list[Series]:
+    plugin_of: dict[str, str] = {}  # tag -> plugin named by its first metadata
+    steps: dict[str, dict[int, tuple]] = defaultdict(dict)
+    for path in paths:
+        for offset, data in _records(path):
+            try:
+                event = event_pb2.Event.FromString(data)
+            except DecodeError:
+                logger.warning("doctor: %s: undecodable event at offset %d", path, offset)
+                continue
+            for value in event.summary.value:
+                name = value.metadata.plugin_data.plugin_name
+                if name:
+                    plugin_of.setdefault(value.tag, name)
+                if plugin_of.get(value.tag) != metadata.PLUGIN_NAME:
+                    continue
+                blobs = value.tensor.string_val
+                try:
+                    if len(blobs) < 3:
+                        raise blob.RecordError("fewer than 3 blobs")
+                    header = blob.decode_header(blobs[blob.HEADER])
+                    stats = _stats_matrix(header.get("stats") or [], blobs[blob.STATS])
+                except blob.RecordError as e:
+                    logger.warning("doctor: %s/%s step %d: %s", run, value.tag, event.step, e)
+                    continue
+                steps[value.tag][event.step] = (header, stats, path, offset)
+    out = []
+    for tag, by_step in sorted(steps.items()):
+        info = by_step[max(by_step)][0]
+        where = {step: (path, offset) for step, (_, _, path, offset) in by_step.items()}
+        records = ((step, stats) for step, (_, stats, _, _) in by_step.items())
+        series = make_series(run, tag, info, records, _file_loader(tag, where))
+        if series is not None:
+            out.append(series)
+    return out
+
+
+def logdir_series(logdir: str | os.PathLike, run: str | None = None) -> list[Series]:
+    """Every kernel and activation series under `logdir` (or of one run), read from disk."""
+    root = os.fspath(logdir)
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"logdir={root!r} is not a directory")
+    runs = event_files(root)
+    if run is not None:
+        if run not in runs:
+            raise ValueError(
+                f"run={run!r} has no event files under {root!r}; runs: "
+                + (", ".join(sorted(runs)) or "none")
+            )
+        runs = {run: runs[run]}
+    return [s for name, paths in sorted(runs.items()) for s in _scan_run(name, paths)]
+
+
+def diagnose(
+    logdir: str | os.PathLike, run: str | None = None, thresholds: Thresholds | None = None
+) -> list[Finding]:
+    """Findings for every run under `logdir`, or for one `run` (a name as TensorBoard shows it)."""
+    return diagnose_series(logdir_series(logdir, run), thresholds)
+
+
+# ---- source 2: TensorBoard's data provider (the plugin) ----
+
+
+def provider_series(
+    data_provider: provider.DataProvider, ctx: Any, experiment_id: str, run: str | None = None
+) -> list[Series]:
+    """Every kernel and activation series of one run (or all) through a data provider.
+
+    Reads the stats blob of every step, one header per series, and tensors
+    only when a diagnosis asks. Raises ``errors.NotFoundError`` for an unknown run.
+    """
+    run_filter = provider.RunTagFilter(runs=[run]) if run is not None else None
+    common = dict(experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME)
+    listing = data_provider.list_blob_sequences(ctx, run_tag_filter=run_filter, **common)
+    if run is not None and run not in listing:
+        raise errors.NotFoundError(f"run {run!r} has no convfilters data")
+    data = data_provider.read_blob_sequences(
+        ctx, downsample=_ALL_STEPS, run_tag_filter=run_filter, **common
+    )
+    out = []
+    for run_name, tags in sorted(listing.items()):
+        for tag, time_series in sorted(tags.items()):
+            info = metadata.parse_plugin_metadata(time_series.plugin_content)
+            datums = {d.step: d for d in data.get(run_name, {}).get(tag, []) if len(d.values) >= 3}
+            if info is None or not datums:
+                continue
+
+            def read(step: int, index: int, datums: dict = datums) -> bytes:
+                return data_provider.read_blob(ctx, blob_key=datums[step].values[index].blob_key)
+
+            def load(step: int, read: Callable = read) -> np.ndarray:
+                header = blob.decode_header(read(step, blob.HEADER))
+                return blob.decode_array(header, read(step, blob.PAYLOAD))
+
+            try:
+                names = blob.decode_header(read(max(datums), blob.HEADER)).get("stats") or []
+            except blob.RecordError as e:
+                logger.warning("doctor: %s/%s: %s", run_name, tag, e)
+                continue
+            records = ((step, _provider_stats(read, step, names)) for step in datums)
+            series = make_series(run_name, tag, info, records, load)
+            if series is not None:
+                out.append(series)
+    return out
+
+
+def findings_report(
+    data_provider: provider.DataProvider,
+    ctx: Any,
+    experiment_id: str,
+    run: str | None = None,
+    thresholds: Thresholds | None = None,
+) -> dict:
+    """The ``findings`` route's JSON: ``{run, thresholds, series, findings}``."""
+    t = thresholds or Thresholds()
+    series = provider_series(data_provider, ctx, experiment_id, run)
+    return {
+        "run": run,
+        "thresholds": dataclasses.asdict(t),
+        "series": len(series),
+        "findings": [f.to_json() for f in diagnose_series(series, t)],
+    }
+
+
+def _provider_stats(read: Callable, step: int, names: list[str]) -> np.ndarray | None:
+    try:
+        return _stats_matrix(names, read(step, blob.STATS))
+    except blob.RecordError:
+        return None
+
+
+# ---- command line ----
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _problem_list(text: str) -> list[str]:
+    problems = [p.strip() for p in text.split(",") if p.strip()]
+    bad = [p for p in problems if p not in PROBLEMS]
+    if bad or not problems:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of: " + ", ".join(PROBLEMS)
+        )
+    return problems
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("logdir", metavar="LOGDIR", help="TensorBoard log directory")
+    parser.add_argument("--run", help="diagnose only this run (name as TensorBoard shows it)")
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object per finding: run, tag, filter, problem, first_step, detail",
+    )
+    parser.add_argument(
+        "--problems",
+        type=_problem_list,
+        default=list(PROBLEMS),
+        help="report (and gate on) only these problems, comma-separated (default: all of "
+        + ",".join(PROBLEMS)
+        + ")",
+    )
+    group = parser.add_argument_group("thresholds")
+    for f in dataclasses.fields(Thresholds):
+        group.add_argument(
+            _flag(f.name),
+            type=type(f.default),
+            default=f.default,
+            help=f.metadata["help"] + " (default: %(default)s)",
+        )
+    parser.epilog = "Exit status: 0 nothing found, 1 something found, 2 usage error."
+
+
+def _format_detail(detail: dict) -> str:
+    parts = []
+    for key, value in detail.items():
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
+        elif isinstance(value, float):
+            value = f"{value:.4g}"
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def format_table(findings: list[Finding]) -> str:
+    """Findings as an aligned text table."""
+    head = ("run", "tag", "filter", "problem", "first_step", "detail")
+    rows = [
+        (
+            f.run,
+            f.tag,
+            "layer" if f.filter is None else str(f.filter),
+            f.problem,
+            str(f.first_step),
+            _format_detail(f.to_json()["detail"]),
+        )
+        for f in findings
+    ]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head) - 1)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1]
+        for r in [head, *rows]
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """The ``doctor`` subcommand; returns the exit status."""
+
+    def fail(message: str) -> int:
+        print(f"tb-convfilters doctor: error: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        thresholds = Thresholds(
+            **{f.name: getattr(args, f.name) for f in dataclasses.fields(Thresholds)}
+        )
+        series = logdir_series(args.logdir, args.run)
+    except (ValueError, FileNotFoundError) as e:
+        return fail(str(e))
+    if not series:
+        where = f"run {args.run!r} of " if args.run is not None else ""
+        return fail(f"no convfilters kernels or activations with stats in {where}{args.logdir!r}")
+    findings = [f for f in diagnose_series(series, thresholds) if f.problem in args.problems]
+    if args.json:
+        for f in findings:
+            print(json.dumps(f.to_json(), allow_nan=False))
+    else:
+        if findings:
+            print(format_table(findings))
+        n_runs = len({s.run for s in series})
+        print(f"{len(findings)} finding(s); {len(series)} series in {n_runs} run(s) checked")
+    return 1 if findings else 0
