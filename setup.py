@@ -15,7 +15,14 @@ setup(
     package_data={
         "tb_convfilters.frontend": ["*.md", "static/**/*"],
     },
-    install_requires=["tensorboard>=2.12", "numpy>=1.23", "crc32c>=2.3", "werkzeug>=2.0"],
+    install_requires=[
+        "tensorboard>=2.12",
+        "numpy>=1.23",
+        "crc32c>=2.3",
+        "werkzeug>=2.0",
+        "tqdm",
+        "ml_dtypes",
+    ],
     extras_require={
         "tf": ["tensorflow>=2.13"],
         "torch": ["torch"],

@@ -5,6 +5,10 @@
 * payload: the tensor's raw bytes, little-endian, C order, exactly as logged.
 * stats: float32 little-endian array ``(n_filters, len(STAT_NAMES))``.
 
+The header also holds the CRC32C of the payload and of the stats
+(``payload_crc32c``, ``stats_crc32c``): TensorBoard's Rust data server loads
+records whose TFRecord checksum is wrong, so readers check these themselves.
+
 Everything here is numpy only; TensorFlow is never imported.
 """
 
@@ -16,6 +20,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import crc32c
 import numpy as np
 
 from tb_convfilters import layouts
@@ -25,6 +30,9 @@ HEADER, PAYLOAD, STATS = 0, 1, 2
 STAT_NAMES = ("norm", "mean", "std", "min", "max", "zero_frac", "nonfinite")
 # |w| at or below this counts as a zero weight in a kernel's ``zero_frac``.
 ZERO_EPS = 1e-6
+
+# More axes than any layout has; also below numpy's limit on every version.
+MAX_RANK = 32
 
 # numpy dtype name -> dtype of the payload as served in .npy files.
 STORABLE_DTYPES = ("float64", "float32", "float16", "bfloat16", "int8", "uint8")
@@ -82,26 +90,49 @@ class RecordError(ValueError):
     """A stored record that cannot be decoded (truncated, corrupt or foreign)."""
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 100 else text[:100] + "..."
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")
+
+
+def crc(data: Any) -> int:
+    """CRC32C of a bytes-like object (bytes, memoryview, contiguous array)."""
+    return crc32c.crc32c(data)
+
+
 def decode_header(data: bytes) -> dict:
     """Parses and checks a header blob; raises RecordError when it is malformed."""
     try:
-        header = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
-        raise RecordError(f"header is not JSON: {e}") from None
+        header = json.loads(bytes(data).decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise RecordError(f"header is not JSON: {str(e)[:100]}") from None
     if not isinstance(header, dict):
         raise RecordError("header is not a JSON object")
     version = header.get("version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise RecordError(f"unsupported record version {version!r}")
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+        raise RecordError(f"unsupported record version {_short(version)}")
     shape = header.get("shape")
-    if not isinstance(shape, list) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_RANK
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
     ):
-        raise RecordError(f"bad shape {shape!r}")
+        raise RecordError(f"bad shape {_short(shape)}")
     if header.get("dtype") not in STORABLE_DTYPES:
-        raise RecordError(f"bad dtype {header.get('dtype')!r}")
+        raise RecordError(f"bad dtype {_short(header.get('dtype'))}")
     if not isinstance(header.get("layout"), str) or len(header["layout"]) != len(shape):
-        raise RecordError(f"layout {header.get('layout')!r} does not match shape {shape}")
+        raise RecordError(f"layout {_short(header.get('layout'))} does not match shape {shape}")
+    names = header.get("stats", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise RecordError(f"bad stats names {_short(names)}")
+    for key in ("payload_crc32c", "stats_crc32c"):
+        value = header.get(key)
+        if value is not None and (not isinstance(value, int) or not 0 <= value < 1 << 32):
+            raise RecordError(f"bad {key} {_short(value)}")
     return header
 
 
@@ -112,13 +143,24 @@ def payload_nbytes(header: dict) -> int:
     )
 
 
+def _check_crc(header: dict, key: str, data: Any, what: str) -> None:
+    stored = header.get(key)
+    if stored is not None and crc(data) != stored:
+        raise RecordError(
+            f"{what} checksum mismatch (stored {stored:#010x}, computed {crc(data):#010x}): "
+            "the record is corrupt"
+        )
+
+
 def check_payload(header: dict, payload: bytes) -> None:
+    """Raises RecordError unless `payload` has the header's size (and checksum, if stored)."""
     expected = payload_nbytes(header)
     if len(payload) != expected:
         raise RecordError(
             f"payload has {len(payload)} bytes but header {header['shape']} "
             f"{header['dtype']} needs {expected}"
         )
+    _check_crc(header, "payload_crc32c", payload, "payload")
 
 
 def decode_array(header: dict, payload: bytes) -> np.ndarray:
@@ -146,8 +188,57 @@ def npy_bytes(header: dict, payload: bytes) -> bytes:
             "shape": tuple(header["shape"]),
         },
     )
-    out.write(payload)
-    return out.getvalue()
+    return b"".join((out.getvalue(), payload))  # one copy of the payload, not two
+
+
+def cap_letters(layout: str) -> tuple[str | None, str | None]:
+    """Axis letters capped by ``max_filters`` and ``max_channels`` in `layout` (or None)."""
+    filter_letter = next((c for c in "OC" if c in layout), "I" if "M" in layout else None)
+    channel_letter = "I" if "O" in layout else None
+    return filter_letter, channel_letter
+
+
+def view_header(header: dict, max_filters: int | None, max_channels: int | None) -> dict:
+    """The header of the first `max_filters` filters / `max_channels` channels of a record.
+
+    Kept indices compose with those capped at write time (``filters``/``channels``);
+    ``full_shape`` holds the stored shape when the view is smaller. Filters are the
+    images (axis N) of ``pattern``/``projection`` records. Raises ValueError when a
+    cap does not apply to the layout, RecordError when stored indices are corrupt.
+    """
+    out = dict(header)
+    layout, shape = header["layout"], list(header["shape"])
+    caps = (max_filters, max_channels)
+    names, keys = ("max_filters", "max_channels"), ("filters", "channels")
+    images = header.get("kind") in ("pattern", "projection") and "N" in layout
+    letters = ("N", None) if images else cap_letters(layout)
+    for cap, name, key, letter in zip(caps, names, keys, letters, strict=True):
+        if cap is None:
+            continue
+        if letter is None:
+            raise ValueError(f"{name} does not apply to layout {layout!r}")
+        axis = layout.index(letter)
+        kept = header.get(key, list(range(shape[axis])))
+        if not isinstance(kept, list) or len(kept) != shape[axis]:
+            raise RecordError(f"{key} {_short(kept)} does not match shape {header['shape']}")
+        if cap < shape[axis]:
+            shape[axis] = cap
+            out[key] = kept[:cap]
+    if shape != header["shape"]:
+        out["shape"] = shape
+        out["full_shape"] = header["shape"]
+        out.pop("payload_crc32c", None)  # it describes the stored payload, not the view
+    return out
+
+
+def view_payload(header: dict, view: dict, payload: bytes) -> bytes:
+    """The bytes of `view` (from `view_header`) cut out of the stored `payload`."""
+    check_payload(header, payload)
+    if view["shape"] == header["shape"]:
+        return payload
+    itemsize = 2 if header["dtype"] == "bfloat16" else np.dtype(header["dtype"]).itemsize
+    a = np.frombuffer(payload, dtype=f"<u{itemsize}").reshape(header["shape"])
+    return np.ascontiguousarray(a[tuple(slice(0, n) for n in view["shape"])]).tobytes()
 
 
 def _as_filter_matrix(a: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, int]:
@@ -168,33 +259,30 @@ def filter_stats(data: np.ndarray, layout: str, kind: str) -> np.ndarray:
     the other figures. ``zero_frac`` is, for kernels, the fraction of weights
     with ``|w| <= ZERO_EPS``; for activations, the fraction of positions that
     are ``<= 0`` for every sample (dead units).
+
+    One sweep over cache-sized blocks does every reduction (float32 partial sums
+    within a block, float64 across blocks); filters holding NaN/Inf, or whose
+    spread is tiny against their mean (where float32 sums lose the std), are
+    then recomputed exactly in float64.
     """
     a = np.asarray(data)
-    if a.dtype != np.float64:
-        a = a.astype(np.float32, copy=False)
     axes = layouts.filter_axes(layout)
     m, red = _as_filter_matrix(a, axes)
+    if red == 0 and m.shape[1] < 64:  # few filters: one contiguous row each reads faster
+        m, red = np.ascontiguousarray(m.T), 1
     n = m.shape[red]
     nf = m.shape[1 - red]
     out = np.zeros((nf, len(STAT_NAMES)), dtype=np.float64)
     if n == 0:
         return out.astype(np.float32)
     with np.errstate(all="ignore"):
-        total = m.sum(axis=red, dtype=np.float64)
-        sq = np.einsum("ij,ij->j" if red == 0 else "ij,ij->i", m, m, dtype=np.float64)
-        finite = np.isfinite(total) & np.isfinite(sq)
-        count = np.full(nf, n, dtype=np.float64)
-        if finite.all():
-            lo, hi = m.min(axis=red), m.max(axis=red)
-        else:  # mask non-finite values out (slow path, only when they exist)
-            ok = np.isfinite(m)
-            count = ok.sum(axis=red).astype(np.float64)
-            clean = np.where(ok, m, 0)
-            total = clean.sum(axis=red, dtype=np.float64)
-            sq = (clean.astype(np.float64) ** 2).sum(axis=red)
-            lo = np.where(ok, m, np.inf).min(axis=red)
-            hi = np.where(ok, m, -np.inf).max(axis=red)
-            out[:, 6] = 1.0 - count / n
+        total, sq, lo, hi, zeros = _block_reduce(m, red, zeros=kind != "activation")
+        count = np.full(nf, float(n))
+        mean = total / n
+        var = sq / n - mean * mean
+        exact = ~(np.isfinite(total) & np.isfinite(sq)) | (var < 1e-3 * mean * mean)
+        if exact.any():
+            _exact_stats(m, red, np.flatnonzero(exact), total, sq, lo, hi, count)
         safe = np.maximum(count, 1)
         mean = total / safe
         out[:, 0] = np.sqrt(sq)
@@ -202,11 +290,89 @@ def filter_stats(data: np.ndarray, layout: str, kind: str) -> np.ndarray:
         out[:, 2] = np.sqrt(np.maximum(sq / safe - mean * mean, 0.0))
         out[:, 3] = np.where(count > 0, lo, np.nan)
         out[:, 4] = np.where(count > 0, hi, np.nan)
+        out[:, 6] = 1.0 - count / n
         if kind == "activation":
             out[:, 5] = _dead_fraction(a, axes[0])
         else:
-            out[:, 5] = (np.abs(m) <= ZERO_EPS).mean(axis=red)
+            out[:, 5] = zeros / n
     return out.astype(np.float32)
+
+
+# Values per block: small enough that the block stays in L2 cache while several
+# reductions read it. Float32 partial sums run over <= 255 rows (or pairwise
+# along a row), which keeps them within ~1e-6 of float64; uint8 counts of <= 255
+# rows cannot overflow.
+_BLOCK = 1 << 16
+
+
+def _block_reduce(
+    m: np.ndarray, red: int, zeros: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per filter: sum, sum of squares, min, max and count of ``|v| <= ZERO_EPS`` (float64)."""
+    nf, width = m.shape[1 - red], m.shape[1]
+    work = np.float64 if m.dtype == np.float64 else np.float32
+    if red == 0:
+        rows = max(1, min(255, _BLOCK // max(width, 1)))
+        total, sq, small = np.zeros(nf), np.zeros(nf), np.zeros(nf, np.int64)
+        lo, hi = np.full(nf, np.inf, work), np.full(nf, -np.inf, work)
+    else:
+        rows = max(1, _BLOCK // max(width, 1))
+        total, sq = np.empty(nf), np.empty(nf)
+        lo, hi, small = np.empty(nf, work), np.empty(nf, work), np.empty(nf, work)
+    cast = np.empty(rows * width, work) if m.dtype != work else None
+    scratch = np.empty(rows * width, work)
+    flags = np.empty(rows * width, bool)
+    for start in range(0, m.shape[0], rows):
+        b = m[start : start + rows]
+        if cast is not None:  # float16, bfloat16, int8, uint8: widen one block at a time
+            wide = cast[: b.size].reshape(b.shape)
+            np.copyto(wide, b, casting="unsafe")
+            b = wide
+        if zeros:
+            ab = np.abs(b, out=scratch[: b.size].reshape(b.shape))
+        if red == 0:
+            total += np.add.reduce(b, axis=0)
+            sq += np.einsum("ij,ij->j", b, b)
+            np.minimum(lo, np.minimum.reduce(b, axis=0), out=lo)
+            np.maximum(hi, np.maximum.reduce(b, axis=0), out=hi)
+            if zeros:
+                near = np.less_equal(ab, ZERO_EPS, out=flags[: b.size].reshape(b.shape))
+                small += np.add.reduce(near.view(np.uint8), axis=0, dtype=np.uint8)
+        else:
+            sl = slice(start, start + b.shape[0])
+            total[sl] = np.add.reduce(b, axis=1)
+            sq[sl] = np.einsum("ij,ij->i", b, b)
+            lo[sl] = np.minimum.reduce(b, axis=1)
+            hi[sl] = np.maximum.reduce(b, axis=1)
+            if zeros:
+                small[sl] = np.minimum.reduce(ab, axis=1)
+    if red == 1 and zeros:  # count only in rows whose smallest |v| is that small (or NaN)
+        idx = np.flatnonzero(~(small > ZERO_EPS))
+        small = np.zeros(nf)
+        if len(idx):
+            small[idx] = np.count_nonzero(np.abs(m[idx]) <= ZERO_EPS, axis=1)
+    return total, sq, lo.astype(np.float64), hi.astype(np.float64), small.astype(np.float64)
+
+
+def _exact_stats(
+    m: np.ndarray,
+    red: int,
+    idx: np.ndarray,
+    total: np.ndarray,
+    sq: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    count: np.ndarray,
+) -> None:
+    """Recomputes filters `idx` in float64 over their finite values only (in place)."""
+    sub = np.take(m, idx, axis=1 - red).astype(np.float64)
+    ok = np.isfinite(sub)
+    clean = np.where(ok, sub, 0.0)
+    total[idx] = clean.sum(axis=red)
+    sq[idx] = (clean * clean).sum(axis=red)
+    lo[idx] = np.where(ok, sub, np.inf).min(axis=red)
+    hi[idx] = np.where(ok, sub, -np.inf).max(axis=red)
+    count[idx] = ok.sum(axis=red)
 
 
 def _dead_fraction(a: np.ndarray, channel_axis: int) -> np.ndarray:
@@ -225,6 +391,9 @@ def decode_stats(header: dict, data: bytes) -> np.ndarray:
     names = header.get("stats") or []
     if not names:
         return np.zeros((0, 0), dtype=np.float32)
+    if not isinstance(names, list):
+        raise RecordError(f"bad stats names {_short(names)}")
     if len(data) % (4 * len(names)):
         raise RecordError(f"stats blob of {len(data)} bytes does not fit {len(names)} columns")
+    _check_crc(header, "stats_crc32c", data, "stats")
     return np.frombuffer(data, dtype="<f4").reshape(-1, len(names))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -14,6 +16,8 @@ from tb_convfilters import blob, layouts
 
 # Refuse single tensors above this many stored bytes unless the caller raises it.
 DEFAULT_MAX_BYTES = 1 << 30
+# Event steps are int64.
+MAX_STEP = 2**63 - 1
 
 
 class Record(NamedTuple):
@@ -37,8 +41,8 @@ def check_step(step: Any) -> int:
         if hasattr(step, "numpy"):  # a scalar tf.Tensor / tf.Variable
             return check_step(step.numpy().item())
         raise TypeError(f"step={step!r} must be a non-negative integer")
-    if step < 0:
-        raise ValueError(f"step={step!r} must be a non-negative integer")
+    if not 0 <= step <= MAX_STEP:
+        raise ValueError(f"step={step!r} must be a non-negative integer up to 2**63-1")
     return int(step)
 
 
@@ -98,8 +102,24 @@ def make_record(
             f"needs rank {len(layout)}"
         )
     if a.size == 0:
-        raise ValueError(f"data has shape {a.shape} with no elements")
-    source_dtype = blob.dtype_name(a.dtype) if a.dtype.name != "bfloat16" else "bfloat16"
+        raise ValueError(f"data has shape {a.shape} with no elements; expected at least one")
+    source_dtype = a.dtype.name
+    if dtype is None and source_dtype not in blob.STORABLE_DTYPES:
+        raise TypeError(
+            f"data has dtype {source_dtype!r}, which is not stored as is; pass dtype= one of: "
+            + ", ".join(blob.STORABLE_DTYPES)
+        )
+    try:
+        target = source_dtype if dtype is None else blob.dtype_name(blob.numpy_dtype(dtype))
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"dtype={dtype!r} cannot be stored; expected None or one of: "
+            + ", ".join(blob.STORABLE_DTYPES)
+        ) from None
+    if max_bytes is not None and (
+        isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes < 1
+    ):
+        raise ValueError(f"max_bytes={max_bytes!r} must be a positive integer (bytes) or None")
     header_extra: dict[str, Any] = dict(extra or {})
 
     if max_samples is not None:
@@ -107,8 +127,7 @@ def make_record(
             raise ValueError(f"max_samples={max_samples!r} must be a positive integer")
         a = a[: int(max_samples)]
 
-    filter_letter = next((c for c in "OC" if c in layout), "I" if "M" in layout else None)
-    channel_letter = "I" if "O" in layout else None
+    filter_letter, channel_letter = blob.cap_letters(layout)
     for letter, cap, name, key in (
         (filter_letter, max_filters, "max_filters", "filters"),
         (channel_letter, max_channels, "max_channels", "channels"),
@@ -140,13 +159,9 @@ def make_record(
             )
         header_extra["image_shape"] = dims
 
-    target = source_dtype if dtype is None else blob.dtype_name(blob.numpy_dtype(dtype))
     want = blob.numpy_dtype(target)
     if a.dtype != want:
-        converted = a.astype(want)
-        if target in ("float16", "bfloat16"):
-            _warn_overflow(a, converted, target)
-        a = converted
+        a = _convert(a, want, target)
     a = np.ascontiguousarray(a)
     if target != source_dtype:
         header_extra["source_dtype"] = source_dtype
@@ -157,19 +172,137 @@ def make_record(
             f"data of shape {a.shape} is {a.nbytes} bytes as {target}, over max_bytes={limit}; "
             "raise max_bytes, log fewer filters (max_filters/max_channels) or use dtype='float16'"
         )
+    st, header_extra["payload_crc32c"] = _stats_and_crc(a, layout, kind, stats)
+    header_extra["stats_crc32c"] = blob.crc(blob.encode_stats(st))
     header = blob.make_header(kind, layout, a.shape, target, stats=stats, **header_extra)
-    st = blob.filter_stats(a, layout, kind) if stats else np.zeros((0, 0), dtype=np.float32)
     return Record(a, header, st)
 
 
-def _warn_overflow(before: np.ndarray, after: np.ndarray, target: str) -> None:
-    if before.dtype.kind != "f":
-        return
+def _convert(a: np.ndarray, want: np.dtype, target: str) -> np.ndarray:
+    """`a` as `want`; warns once per tensor when values overflow to inf or do not fit."""
+    bad, what = 0, ""
     with np.errstate(all="ignore"):
-        overflowed = np.isinf(after) & np.isfinite(before)
-    if overflowed.any():
+        if want.kind in "iu" and a.dtype.kind != "b":
+            info = np.iinfo(want)
+            bad = int((~np.isfinite(a) | (a < info.min) | (a > info.max)).sum())
+            what = f"values are NaN, inf or outside {info.min}..{info.max} for dtype={target!r}"
+        out = _cast(a, want)
+        if want.kind not in "iu" and a.dtype.kind in "fiuV" and not _all_finite(out, target):
+            bad = int((np.isinf(out) & np.isfinite(a)).sum())
+            what = f"finite values overflowed to inf when converted to {target}"
+    if bad:
+        warnings.warn(f"data: {bad} {what}", RuntimeWarning, stacklevel=4)
+    return out
+
+
+# Tensors of at least this many bytes are cast and summarized on two threads.
+PARALLEL_MIN_BYTES = 1 << 20
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+
+
+def _in_parallel(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
+    """Runs `first` on a worker thread and `second` here (numpy releases the GIL)."""
+    global _pool, _pool_pid
+    if _pool is None or _pool_pid != os.getpid():  # a forked child has no worker thread
+        _pool, _pool_pid = ThreadPoolExecutor(1, thread_name_prefix="tb_convfilters"), os.getpid()
+    future = _pool.submit(first)
+    try:
+        second_result = second()
+    finally:
+        first_result = future.result()
+    return first_result, second_result
+
+
+def _stats_and_crc(a: np.ndarray, layout: str, kind: str, stats: bool) -> tuple[np.ndarray, int]:
+    """Per-filter stats (empty when not wanted) and the payload CRC32C of contiguous `a`."""
+    if not stats:
+        return np.zeros((0, 0), dtype=np.float32), blob.crc(a)
+    axis = layouts.filter_axes(layout)[0]
+    if a.nbytes < PARALLEL_MIN_BYTES or a.shape[axis] < 2:
+        return blob.filter_stats(a, layout, kind), blob.crc(a)
+    # Split the filters in two (along the first filter axis, so filter order is kept):
+    # the worker takes one half, this thread the CRC and the other half.
+    head, tail = np.array_split(a, 2, axis=axis)
+    first, (second, crc) = _in_parallel(
+        lambda: blob.filter_stats(head, layout, kind),
+        lambda: (blob.filter_stats(tail, layout, kind), blob.crc(a)),
+    )
+    return np.concatenate([first, second]), crc
+
+
+def _cast(a: np.ndarray, want: np.dtype) -> np.ndarray:
+    """``a.astype(want)``; large contiguous arrays are cast in two halves at once."""
+    if a.nbytes < PARALLEL_MIN_BYTES or not a.flags.c_contiguous:
+        return a.astype(want)
+    out = np.empty(a.shape, want)
+    src, dst = a.reshape(-1), out.reshape(-1)
+    mid = src.size // 2
+    _in_parallel(lambda: _copy(dst[:mid], src[:mid]), lambda: _copy(dst[mid:], src[mid:]))
+    return out
+
+
+def _copy(dst: np.ndarray, src: np.ndarray) -> None:
+    with np.errstate(all="ignore"):  # per thread; overflow is reported by the caller
+        np.copyto(dst, src, casting="unsafe")
+
+
+# Exponent bits all ones (NaN or Inf) once the sign bit is shifted out.
+_EXPONENT_ONES = {
+    "float16": 0xF800,
+    "bfloat16": 0xFF00,
+    "float32": 0xFF000000,
+    "float64": 0xFFE0000000000000,
+}
+
+
+def _all_finite(x: np.ndarray, dtype: str) -> bool:
+    """True when `x` has no NaN/Inf, tested on the bits (fast for float16), block by block."""
+    limit = _EXPONENT_ONES.get(dtype)
+    if limit is None or not x.flags.c_contiguous:
+        return False  # unknown: the caller checks exactly
+    bits = x.reshape(-1).view(f"u{x.dtype.itemsize}")
+    scratch = np.empty(min(bits.size, 1 << 16), bits.dtype)
+    for start in range(0, bits.size, scratch.size):
+        block = bits[start : start + scratch.size]
+        if np.left_shift(block, 1, out=scratch[: block.size]).max() >= limit:
+            return False
+    return True
+
+
+# A logging step (all tensors of one callback call) above this many MiB gets a warning.
+DEFAULT_STEP_BUDGET_MB = 256.0
+
+
+def check_budget_mb(budget_mb: Any) -> float | None:
+    """Returns `budget_mb` as a float (None disables the check), or raises."""
+    if budget_mb is None:
+        return None
+    if isinstance(budget_mb, bool) or not isinstance(budget_mb, numbers.Real) or not budget_mb > 0:
+        raise ValueError(f"budget_mb={budget_mb!r} must be a positive number of MiB or None")
+    return float(budget_mb)
+
+
+class StepBudget:
+    """Warns once when one logging step stores more than `budget_mb` MiB.
+
+    `knobs` names the options of the caller that log less (shown in the warning).
+    """
+
+    def __init__(self, budget_mb: float | None, knobs: str):
+        self.budget_mb = check_budget_mb(budget_mb)
+        self.knobs = knobs
+        self.warned = False
+
+    def check(self, nbytes: int, where: str) -> None:
+        if self.warned or self.budget_mb is None or nbytes <= self.budget_mb * (1 << 20):
+            return
+        self.warned = True
         warnings.warn(
-            f"{int(overflowed.sum())} finite values overflowed to inf when converted to {target}",
-            RuntimeWarning,
-            stacklevel=4,
+            f"{where}: one step stored {nbytes / (1 << 20):.1f} MiB, over budget_mb="
+            f"{self.budget_mb:g}. Every logged step is kept on disk and, by default, in "
+            f"TensorBoard's memory. To store less: {self.knobs}, or keep fewer steps in "
+            "TensorBoard with --samples_per_plugin=convfilters=N. (Warned once.)",
+            UserWarning,
+            stacklevel=3,
         )

@@ -105,6 +105,100 @@ def activation_pb(
     return _summary_pb(tag, rec, description)
 
 
+PATTERN_KINDS = ("pattern", "projection")
+
+
+def _pattern_options(
+    shape: Sequence[int | None],
+    kind: str,
+    filters: Sequence[int] | None,
+    dtype: str | None,
+    max_bytes: int | None,
+) -> dict:
+    """`make_record` options for an image stack of `shape`; checks what the shape shows."""
+    if kind not in PATTERN_KINDS:
+        raise ValueError(f"kind={kind!r} must be one of: {', '.join(PATTERN_KINDS)}")
+    if len(shape) != 4 or shape[-1] not in (1, 3, None):
+        raise ValueError(
+            f"images has shape {tuple(shape)}; expected (n, height, width, channels) with "
+            "1 (grey) or 3 (RGB) channels"
+        )
+    if dtype is not None and dtype not in ("float64", "float32", "float16", "bfloat16"):
+        raise ValueError(
+            f"dtype={dtype!r} cannot hold images in [0, 1]; use float32, float16 or bfloat16"
+        )
+    extra = None
+    if filters is not None:
+        try:
+            indices = [int(i) for i in filters]
+        except (TypeError, ValueError):
+            raise TypeError(f"filters={filters!r} must be a list of filter indices") from None
+        if shape[0] is not None and len(indices) != shape[0]:
+            raise ValueError(
+                f"filters has {len(indices)} entries but images has {shape[0]}; "
+                "expected one filter index per image"
+            )
+        if min(indices, default=0) < 0:
+            raise ValueError(f"filters={indices} has negative entries; expected indices >= 0")
+        extra = {"filters": indices}
+    return dict(
+        kind=kind, layout="NHWC", dtype=dtype, max_bytes=max_bytes, stats=False, extra=extra
+    )
+
+
+def _check_pattern_values(images: np.ndarray) -> None:
+    if images.dtype.kind != "f" and images.dtype.name != "bfloat16":
+        raise TypeError(f"images has dtype {images.dtype.name!r}; expected floats in [0, 1]")
+    if images.size == 0:
+        return  # make_record says what is wrong
+    lo, hi = float(np.min(images)), float(np.max(images))
+    if not (0.0 <= lo and hi <= 1.0):  # also catches NaN
+        raise ValueError(f"images has values from {lo} to {hi}; expected floats in [0, 1]")
+
+
+def pattern_record(
+    images: Any,
+    *,
+    kind: str = "pattern",
+    filters: Sequence[int] | None = None,
+    dtype: str | None = None,
+    max_bytes: int | None = None,
+) -> Record:
+    """The record of an image stack ``(n, h, w, c)`` in [0, 1] (see `patterns_pb`)."""
+    a = np.asarray(images)
+    options = _pattern_options(a.shape, kind, filters, dtype, max_bytes)
+    _check_pattern_values(a)
+    return make_record(a, **options)
+
+
+def patterns_pb(
+    tag: str,
+    images: Any,
+    *,
+    filters: Sequence[int] | None = None,
+    kind: str = "pattern",
+    description: str | None = None,
+    dtype: str | None = None,
+    max_bytes: int | None = None,
+) -> summary_pb2.Summary:
+    """A ``Summary`` proto holding images of filters, e.g. from ``vis.filter_patterns``.
+
+    Args:
+      tag: the series name, e.g. ``"conv2/pattern"``.
+      images: floats in [0, 1], ``(n, height, width, channels)`` with 1 (grey) or
+        3 (RGB) channels; stored exactly as given, without per-filter stats.
+      filters: the filter index each image shows (one per image); recorded so the
+        dashboard labels the images with it.
+      kind: ``"pattern"`` (activation maximization) or ``"projection"``
+        (deconvnet / guided backprop).
+      description: Markdown shown with the series.
+      dtype: store as ``"float16"`` / ``"bfloat16"`` instead (halves storage).
+      max_bytes: refuse stacks larger than this (default 1 GiB).
+    """
+    rec = pattern_record(images, kind=kind, filters=filters, dtype=dtype, max_bytes=max_bytes)
+    return _summary_pb(tag, rec, description)
+
+
 def kernel(
     name: str,
     data: Any,
@@ -144,6 +238,31 @@ def activation(
     )
 
 
+def patterns(
+    name: str,
+    images: Any,
+    step: Any = None,
+    *,
+    filters: Sequence[int] | None = None,
+    kind: str = "pattern",
+    description: str | None = None,
+    dtype: str | None = None,
+    max_bytes: int | None = None,
+) -> Any:
+    """Writes images of filters to the default TF2 summary writer (see `patterns_pb`).
+
+    Value checks ([0, 1], float) run in eager mode; inside ``tf.function`` only the
+    shape is checked.
+    """
+    import tensorflow as tf
+
+    images = tf.convert_to_tensor(images)
+    options = _pattern_options(tuple(images.shape), kind, filters, dtype, max_bytes)
+    if tf.executing_eagerly():
+        _check_pattern_values(images.numpy())
+    return _write_tf(name, images, step, description, options)
+
+
 def _write_tf(name: str, data: Any, step: Any, description: str | None, options: dict) -> Any:
     import tensorflow as tf
 
@@ -154,6 +273,8 @@ def _write_tf(name: str, data: Any, step: Any, description: str | None, options:
     if tf.executing_eagerly():
         if not tf.summary.should_record_summaries():
             return tf.constant(False)
+        if isinstance(data, tf.Variable):  # np.asarray(variable) copies; a read does not
+            data = data.read_value()
         rec = make_record(np.asarray(data), **options)
         tensor = tf.constant(rec.blobs(), dtype=tf.string)
     else:
@@ -165,7 +286,7 @@ def _write_tf(name: str, data: Any, step: Any, description: str | None, options:
         rec = make_record(np.zeros(data.shape, data.dtype.as_numpy_dtype), **options)
 
         def blobs(x: Any) -> np.ndarray:
-            return np.array(make_record(x.numpy(), **options).blobs(), dtype=object)
+            return np.array(make_record(np.asarray(x), **options).blobs(), dtype=object)
 
         tensor = tf.py_function(blobs, [data], Tout=tf.string)
         tensor.set_shape([3])
@@ -175,3 +296,9 @@ def _write_tf(name: str, data: Any, step: Any, description: str | None, options:
         _,
     ):
         return tf.summary.write(tag=tag, tensor=tensor, step=step, metadata=meta)
+
+
+# Inside tf.function, AutoGraph would rewrite these ops (and the numpy code under them) on
+# the first trace, which takes seconds; they need no conversion. This marks them as
+# tf.autograph.experimental.do_not_convert does, without importing TensorFlow here.
+kernel.autograph_info__ = activation.autograph_info__ = patterns.autograph_info__ = None

@@ -30,6 +30,7 @@ from tensorboard.compat.proto import (
 
 from tb_convfilters import metadata
 from tb_convfilters.record import Record, check_step, make_record
+from tb_convfilters.summary import pattern_record
 
 _file_counter = itertools.count()
 
@@ -59,12 +60,53 @@ def frame_event(prefix: bytes, payload: memoryview, suffix: bytes) -> tuple[byte
 
     Returns (head, tail): write ``head, payload, tail`` in that order.
     """
+    return _frame(prefix, payload, suffix, None)
+
+
+def _frame(
+    prefix: bytes, payload: memoryview, suffix: bytes, payload_crc: int | None
+) -> tuple[bytes, bytes]:
+    """`frame_event`; a known CRC32C of `payload` spares reading it again."""
     length = struct.pack("<Q", len(prefix) + payload.nbytes + len(suffix))
     crc = crc32c.crc32c(prefix)
-    crc = crc32c.crc32c(payload, value=crc)
+    if payload_crc is None or payload.nbytes < 1 << 20:
+        crc = crc32c.crc32c(payload, value=crc)
+    else:
+        crc = _crc_combine(crc, payload_crc, payload.nbytes)
     crc = crc32c.crc32c(suffix, value=crc)
     head = length + struct.pack("<I", _masked_crc(crc32c.crc32c(length))) + prefix
     return head, suffix + struct.pack("<I", _masked_crc(crc))
+
+
+_CRC32C_POLY = 0x82F63B78  # reflected
+
+
+def _multmodp(a: int, b: int) -> int:
+    """a * b modulo the CRC32C polynomial (reflected bit order), as in zlib."""
+    m, p = 1 << 31, 0
+    while True:
+        if a & m:
+            p ^= b
+            if not a & (m - 1):
+                return p
+        m >>= 1
+        b = (b >> 1) ^ _CRC32C_POLY if b & 1 else b >> 1
+
+
+_X2N = [1 << 30]  # x^(2^k) modulo the polynomial
+for _ in range(31):
+    _X2N.append(_multmodp(_X2N[-1], _X2N[-1]))
+
+
+def _crc_combine(crc1: int, crc2: int, len2: int) -> int:
+    """CRC32C of ``a + b`` from ``crc(a)``, ``crc(b)`` and ``len(b)`` (zlib's crc32_combine)."""
+    p, k = 1 << 31, 3
+    while len2:
+        if len2 & 1:
+            p = _multmodp(_X2N[k & 31], p)
+        len2 >>= 1
+        k += 1
+    return _multmodp(p, crc1) ^ crc2
 
 
 def encode_event(tag: str, rec: Record, step: int, wall_time: float, description: str | None):
@@ -131,13 +173,23 @@ class Writer:
     def _write_record(self, tag: str, rec: Record, step: Any, description: str | None) -> None:
         step = check_step(step)
         prefix, payload, suffix = encode_event(tag, rec, step, time.time(), description)
-        head, tail = frame_event(prefix, payload, suffix)
+        head, tail = _frame(prefix, payload, suffix, rec.header.get("payload_crc32c"))
         with self._lock:
             if self._file is None:
                 raise ValueError(f"Writer for {self.logdir!r} is closed")
             self._file.write(head)
             self._file.write(payload)
             self._file.write(tail)
+
+    def write_record(
+        self, tag: str, rec: Record, step: Any, description: str | None = None
+    ) -> None:
+        """Writes a record made by ``record.make_record`` (lets callers build before opening)."""
+        self._write_record(tag, rec, step, description)
+
+    @property
+    def closed(self) -> bool:
+        return self._file is None
 
     def kernel(
         self,
@@ -188,6 +240,24 @@ class Writer:
             max_filters=max_filters,
             max_samples=max_samples,
             max_bytes=max_bytes,
+        )
+        self._write_record(tag, rec, step, description)
+
+    def patterns(
+        self,
+        tag: str,
+        images: Any,
+        step: int,
+        *,
+        filters: Sequence[int] | None = None,
+        kind: str = "pattern",
+        description: str | None = None,
+        dtype: str | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
+        """Logs images of filters ``(n, h, w, c)`` in [0, 1]; as in ``summary.patterns_pb``."""
+        rec = pattern_record(
+            images, kind=kind, filters=filters, dtype=dtype or self._dtype, max_bytes=max_bytes
         )
         self._write_record(tag, rec, step, description)
 

@@ -1,0 +1,337 @@
+"""Keras 3 callback that logs conv kernels (and optionally activations) during ``fit``.
+
+>>> model.fit(x, y, epochs=10, callbacks=[
+...     keras.callbacks.TensorBoard("logs"),
+...     tb_convfilters.keras.FiltersCallback("logs", sample_inputs=x[:4]),
+... ])
+
+Both callbacks write to ``logs/train``; the Filters tab reads ours, the other
+tabs read the stock callback's file.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
+
+import keras
+import numpy as np
+
+from tb_convfilters import blob
+from tb_convfilters.record import DEFAULT_STEP_BUDGET_MB, StepBudget, make_record
+from tb_convfilters.writer import Writer
+
+_L = keras.layers
+_SPATIAL = {3: "W", 4: "HW", 5: "DHW"}  # kernel / activation rank -> spatial letters
+_CONV = (_L.Conv1D, _L.Conv2D, _L.Conv3D)
+_TRANSPOSE = (_L.Conv1DTranspose, _L.Conv2DTranspose, _L.Conv3DTranspose)
+_DEPTHWISE = (_L.DepthwiseConv1D, _L.DepthwiseConv2D)
+_SEPARABLE = (_L.SeparableConv1D, _L.SeparableConv2D)
+# Logged when `layers` is None; Dense only when selected (it is not a filter bank).
+DEFAULT_LAYER_TYPES = _CONV + _TRANSPOSE + _DEPTHWISE + _SEPARABLE
+_KNOBS = (
+    "log less often (every_n_epochs / every_n_batches), store dtype='float16', cap "
+    "max_filters / max_channels, or pick fewer `layers`"
+)
+
+
+class _Kernel(NamedTuple):
+    tag: str
+    layout: str
+    variable_name: str  # attribute of the layer holding the kernel
+
+
+def kernel_parts(layer: keras.layers.Layer) -> list[_Kernel]:
+    """The kernels a layer logs (tag, layout, attribute); empty if it has none we know."""
+    name = layer.name
+    if isinstance(layer, _SEPARABLE):
+        spatial = "W" if isinstance(layer, _L.SeparableConv1D) else "HW"
+        return [
+            _Kernel(f"{name}/depthwise", spatial + "IM", "depthwise_kernel"),
+            _Kernel(f"{name}/pointwise", spatial + "IO", "pointwise_kernel"),
+        ]
+    if isinstance(layer, _DEPTHWISE):
+        spatial = "W" if isinstance(layer, _L.DepthwiseConv1D) else "HW"
+        return [_Kernel(f"{name}/kernel", spatial + "IM", "kernel")]
+    for types, suffix in ((_TRANSPOSE, "OI"), (_CONV, "IO")):
+        for rank, cls in enumerate(types, start=3):
+            if isinstance(layer, cls):
+                return [_Kernel(f"{name}/kernel", _SPATIAL[rank] + suffix, "kernel")]
+    if isinstance(layer, _L.Dense):
+        return [_Kernel(f"{name}/kernel", "IO", "kernel")]
+    return []
+
+
+def activation_layout(rank: int, data_format: str | None) -> str | None:
+    """Layout of a layer output of `rank` (None if it is not a 1-3D feature map)."""
+    spatial = _SPATIAL.get(rank)
+    if spatial is None:
+        return None
+    return "NC" + spatial if data_format == "channels_first" else "N" + spatial + "C"
+
+
+def _walk(layers: Iterable[keras.layers.Layer]) -> Iterator[keras.layers.Layer]:
+    """Every layer, descending into nested models (a backbone inside a Sequential)."""
+    for layer in layers:
+        yield layer
+        inner = getattr(layer, "layers", None)
+        if isinstance(layer, keras.Model) and inner:
+            yield from _walk(inner)
+
+
+def _positive_int(value: Any, name: str, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        allowed = "a positive integer or None" if optional else "a positive integer"
+        raise ValueError(f"{name}={value!r} must be {allowed}")
+    return int(value)
+
+
+class FiltersCallback(keras.callbacks.Callback):
+    """Logs the kernels of conv layers, and their activations on `sample_inputs`.
+
+    Args:
+      log_dir: the same directory as ``keras.callbacks.TensorBoard(log_dir)``;
+        events go to ``log_dir/train`` (a file of its own, opened on the first log).
+      layers: names (str) and/or layer classes to log. Default: every Conv1D/2D/3D,
+        Conv*Transpose, DepthwiseConv* and SeparableConv* layer, nested models
+        included. Dense layers are logged only when selected here.
+      every_n_epochs: log at the end of epochs 0, n, 2n, ... with step = epoch
+        (like the stock callback's ``histogram_freq``).
+      every_n_batches: instead of per epoch, log after every n-th training batch with
+        step = the batch count since the start of ``fit`` (1-based, like the stock
+        callback's ``update_freq=n`` scalars).
+      sample_inputs: a few model inputs; when given, the output of each logged
+        layer on them is logged too (needs a functional or Sequential model).
+      dtype: store tensors as this dtype, e.g. ``"float16"`` to halve storage.
+      max_filters / max_channels: keep the first N output filters / input channels.
+      budget_mb: warn once when one logging step stores more MiB than this (None: never).
+      raise_errors: raise a layer's logging error instead of warning once and going on.
+
+    Tags are ``<layer>/kernel`` (separable layers: ``<layer>/depthwise`` and
+    ``<layer>/pointwise``) and ``<layer>/activation``.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike,
+        *,
+        layers: Iterable[str | type] | str | type | None = None,
+        every_n_epochs: int = 1,
+        every_n_batches: int | None = None,
+        sample_inputs: Any = None,
+        dtype: str | None = None,
+        max_filters: int | None = None,
+        max_channels: int | None = None,
+        budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
+        raise_errors: bool = False,
+    ):
+        super().__init__()
+        if not isinstance(log_dir, str | os.PathLike) or not os.fspath(log_dir):
+            raise ValueError(f"log_dir={log_dir!r} must be a non-empty path")
+        self.log_dir = os.fspath(log_dir)
+        self.layers = self._check_layers(layers)
+        self.every_n_epochs = _positive_int(every_n_epochs, "every_n_epochs")
+        self.every_n_batches = _positive_int(every_n_batches, "every_n_batches", optional=True)
+        if dtype is not None and dtype not in blob.STORABLE_DTYPES:
+            raise ValueError(
+                f"dtype={dtype!r} cannot be stored; expected None or one of: "
+                + ", ".join(blob.STORABLE_DTYPES)
+            )
+        self.dtype = dtype
+        self.max_filters = _positive_int(max_filters, "max_filters", optional=True)
+        self.max_channels = _positive_int(max_channels, "max_channels", optional=True)
+        if sample_inputs is not None and isinstance(sample_inputs, str | bytes):
+            raise TypeError(f"sample_inputs={sample_inputs!r} must be model inputs (arrays)")
+        self.sample_inputs = sample_inputs
+        self.raise_errors = bool(raise_errors)
+        self._budget = StepBudget(budget_mb, _KNOBS)
+        self._writer: Writer | None = None
+        self._targets: list[keras.layers.Layer] | None = None
+        self._probe: tuple[keras.Model | None, list[tuple[str, str]]] | None = None
+        self._reported: set[str] = set()
+        self._batch = 0
+
+    @staticmethod
+    def _check_layers(layers: Any) -> tuple | None:
+        if layers is None:
+            return None
+        if isinstance(layers, str | type):
+            layers = [layers]
+        try:
+            entries = tuple(layers)
+        except TypeError:
+            raise TypeError(f"layers={layers!r} must be layer names and/or layer classes") from None
+        bad = [e for e in entries if not isinstance(e, str | type)]
+        if bad or not entries:
+            raise ValueError(
+                f"layers={layers!r} must be a non-empty list of layer names (str) "
+                "and/or layer classes, or None for every conv layer"
+            )
+        return entries
+
+    # ---- which layers ----
+
+    def _select(self) -> list[keras.layers.Layer]:
+        every = list(_walk(self.model.layers))
+        loggable = [layer for layer in every if kernel_parts(layer)]
+        if self.layers is None:
+            return [layer for layer in loggable if isinstance(layer, DEFAULT_LAYER_TYPES)]
+        names = ", ".join(layer.name for layer in loggable) or "(none)"
+        chosen: dict[int, keras.layers.Layer] = {}
+        for entry in self.layers:
+            if isinstance(entry, str):
+                match = [layer for layer in every if layer.name == entry]
+                if not match:
+                    raise ValueError(
+                        f"layers entry {entry!r} is not a layer of the model; "
+                        f"layers with kernels: {names}"
+                    )
+                if not kernel_parts(match[0]):
+                    raise ValueError(
+                        f"layers entry {entry!r} is a {type(match[0]).__name__}, which has no "
+                        f"kernel to log; layers with kernels: {names}"
+                    )
+            else:
+                match = [layer for layer in loggable if isinstance(layer, entry)]
+                if not match:
+                    raise ValueError(
+                        f"layers entry {entry.__name__} matches no layer with a kernel; "
+                        f"layers with kernels: {names}"
+                    )
+            chosen.update((id(layer), layer) for layer in match)
+        return [layer for layer in loggable if id(layer) in chosen]
+
+    # ---- Keras hooks ----
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._targets = self._select()
+        self._batch = 0
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._batch += 1
+        if self.every_n_batches and self._batch % self.every_n_batches == 0:
+            self._log(self._batch)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not self.every_n_batches and epoch % self.every_n_epochs == 0:
+            self._log(epoch)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._probe = None
+
+    # ---- logging ----
+
+    def _report(self, key: str, message: str, error: Exception) -> None:
+        if self.raise_errors:
+            raise error
+        if key not in self._reported:
+            self._reported.add(key)
+            warnings.warn(
+                f"FiltersCallback: {message}: {type(error).__name__}: {error} "
+                "(not logged; training goes on; raise_errors=True raises instead)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _write(self, tag: str, rec: Any, step: int, description: str) -> int:
+        if self._writer is None:
+            self._writer = Writer(os.path.join(self.log_dir, "train"))
+        self._writer.write_record(tag, rec, step, description)
+        return rec.array.nbytes
+
+    def _log(self, step: int) -> None:
+        if self._targets is None:  # fit() without on_train_begin, e.g. a custom loop
+            self._targets = self._select()
+        nbytes = 0
+        for layer in self._targets:
+            for part in kernel_parts(layer):
+                try:
+                    data = keras.ops.convert_to_numpy(getattr(layer, part.variable_name))
+                    rec = make_record(
+                        data,
+                        kind="kernel",
+                        layout=part.layout,
+                        dtype=self.dtype,
+                        max_filters=self.max_filters,
+                        max_channels=self.max_channels,
+                    )
+                except Exception as e:
+                    self._report(part.tag, f"layer {layer.name!r} kernel {part.tag!r}", e)
+                    continue
+                desc = f"{type(layer).__name__} `{layer.name}` {part.variable_name} ({part.layout})"
+                nbytes += self._write(part.tag, rec, step, desc)
+        if self.sample_inputs is not None:
+            nbytes += self._log_activations(step)
+        if self._writer is not None:
+            self._writer.flush()
+        self._budget.check(nbytes, f"FiltersCallback({self.log_dir!r}) at step {step}")
+
+    def _build_probe(self) -> tuple[keras.Model | None, list[tuple[str, str]]]:
+        """A model from the inputs to every logged layer's output, and (tag, layout) per output."""
+        try:
+            inputs = self.model.input  # nested like the data fit() takes
+        except AttributeError:  # a Sequential built by fit() without an Input
+            inputs = self.model.inputs[0] if len(self.model.inputs) == 1 else self.model.inputs
+        heads = []
+        for layer in self._targets:
+            try:
+                out = layer.output
+            except Exception as e:  # never called, or called more than once
+                self._report(f"{layer.name}/activation", f"layer {layer.name!r} has no output", e)
+                continue
+            layout = activation_layout(len(out.shape), getattr(layer, "data_format", None))
+            if layout is not None:  # Dense has no feature map to show
+                heads.append((layer, out, layout))
+        try:
+            probe = keras.Model(inputs, [out for _, out, _ in heads]) if heads else None
+        except Exception:  # find the layers that are not reachable from the model's inputs
+            reachable = []
+            for head in heads:
+                try:
+                    keras.Model(inputs, head[1])
+                    reachable.append(head)
+                except Exception as e:
+                    self._report(
+                        f"{head[0].name}/activation",
+                        f"the output of layer {head[0].name!r} cannot be computed from the "
+                        "model's inputs (activations need a functional or Sequential model)",
+                        e,
+                    )
+            heads = reachable
+            probe = keras.Model(inputs, [out for _, out, _ in heads]) if heads else None
+        return probe, [(f"{layer.name}/activation", layout) for layer, _, layout in heads]
+
+    def _log_activations(self, step: int) -> int:
+        if self._probe is None:
+            self._probe = self._build_probe()
+        probe, heads = self._probe
+        if probe is None:
+            return 0
+        try:
+            values = keras.tree.flatten(probe(self.sample_inputs, training=False))
+        except Exception as e:
+            self._report("sample_inputs", "running the model on sample_inputs failed", e)
+            return 0
+        nbytes = 0
+        for (tag, layout), value in zip(heads, values, strict=True):
+            try:
+                rec = make_record(
+                    np.asarray(keras.ops.convert_to_numpy(value)),
+                    kind="activation",
+                    layout=layout,
+                    dtype=self.dtype,
+                    max_filters=self.max_filters,
+                )
+            except Exception as e:
+                self._report(tag, f"activation {tag!r}", e)
+                continue
+            nbytes += self._write(tag, rec, step, f"output on sample_inputs ({layout})")
+        return nbytes
