@@ -1,0 +1,164 @@
+"""Regenerates the README screenshots from a real TensorBoard and Debian's Chromium.
+
+    .venv/bin/python docs/screenshots/make_screenshots.py
+
+Logs synthetic but filter-like data (oriented Gabor kernels sharpening out of
+noise over training steps, their feature maps, a second layer, a compared run),
+starts ``tensorboard`` on it and saves one PNG per main view next to this file.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import urllib.parse
+from pathlib import Path
+
+import numpy as np
+
+import tb_convfilters
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1] / "tests"))
+from support import CHROMIUM, CHROMIUM_ARGS, plugin_frame, tensorboard  # noqa: E402
+
+STEPS = (0, 100, 200, 400, 800)
+
+
+def gabor_bank(n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """(size, size, 3, n) HWIO kernels: oriented stripes, colour-tuned, plus a few blobs."""
+    y, x = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j]
+    out = np.zeros((size, size, 3, n), np.float32)
+    for f in range(n):
+        theta = rng.uniform(0, np.pi)
+        freq = rng.uniform(1.5, 4)
+        phase = rng.uniform(0, 2 * np.pi)
+        u = x * np.cos(theta) + y * np.sin(theta)
+        envelope = np.exp(-(x**2 + y**2) / 0.5)
+        pattern = np.cos(2 * np.pi * freq * u / 2 + phase) * envelope
+        colour = rng.normal(size=3)
+        colour /= np.linalg.norm(colour)
+        out[:, :, :, f] = pattern[:, :, None] * colour * 0.4
+    return out
+
+
+def correlate(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """NHWC 'valid' correlation of images with an HWIO kernel, then ReLU."""
+    kh, kw = kernel.shape[:2]
+    windows = np.lib.stride_tricks.sliding_window_view(images, (kh, kw), axis=(1, 2))
+    return np.maximum(np.einsum("nhwcij,ijco->nhwo", windows, kernel), 0).astype(np.float32)
+
+
+def write_logs(logdir: Path) -> None:
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:40, 0:40] / 40
+    images = np.stack(
+        [
+            np.stack([np.sin(8 * xx + 3 * yy), np.cos(6 * yy), np.sin(5 * (xx - yy))], -1),
+            np.stack([np.cos(10 * np.hypot(xx - 0.5, yy - 0.5))] * 3, -1),
+        ]
+    ).astype(np.float32)
+    for run, seed in (("resnet_lr0.1", 1), ("resnet_lr0.01", 2)):
+        r = np.random.default_rng(seed)
+        target1 = gabor_bank(32, 7, r)
+        target1[..., 9] = 0  # a dead filter
+        target1[..., 21] = target1[..., 4] * 1.3  # a near-duplicate
+        noise1 = r.normal(scale=0.3, size=target1.shape).astype(np.float32)
+        target2 = r.normal(scale=0.15, size=(3, 3, 32, 64)).astype(np.float32)
+        noise2 = r.normal(scale=0.2, size=target2.shape).astype(np.float32)
+        with tb_convfilters.Writer(logdir / run) as w:
+            for i, step in enumerate(STEPS):
+                a = 1 - np.exp(-i / (1.2 if seed == 1 else 2.5))
+                k1 = (a * target1 + (1 - a) * noise1).astype(np.float32)
+                k1[..., 9] = 0
+                k2 = (a * target2 + (1 - a) * noise2).astype(np.float32)
+                w.kernel(
+                    "conv1/kernel",
+                    k1,
+                    step=step,
+                    layout="HWIO",
+                    description="7x7 stem convolution (RGB input)",
+                )
+                w.kernel("conv2/kernel", k2, step=step, layout="HWIO")
+                w.activation(
+                    "conv1/activation",
+                    correlate(images, k1),
+                    step=step,
+                    layout="NHWC",
+                    max_samples=2,
+                )
+    big = rng.normal(scale=0.05, size=(3, 3, 512, 512)).astype(np.float16)
+    with tb_convfilters.Writer(logdir / "wide") as w:
+        w.kernel(
+            "block4/conv/kernel",
+            big,
+            step=0,
+            layout="HWIO",
+            description="3x3x512x512: 262,144 tiles",
+        )
+
+
+def shoot(base: str, page, name: str, state: str, action=None) -> None:
+    page.goto("about:blank")  # a new hash alone would not reload TensorBoard
+    page.goto(f"{base}/#convfilters&cf=" + urllib.parse.quote(state, safe=""))
+    frame = plugin_frame(page)
+    frame.wait_for_selector("canvas.main-grid[data-step]", timeout=60000)
+    page.wait_for_timeout(800)
+    if action:
+        action(frame)
+        page.wait_for_timeout(1200)
+    page.screenshot(path=str(HERE / f"{name}.png"))
+    print("saved", name)
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        logdir = Path(tmp) / "logs"
+        write_logs(logdir)
+        with tensorboard(logdir, load_fast="false") as base, sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 860})
+
+            def click_filter(frame):
+                canvas = frame.locator("canvas.main-grid").first
+                g = canvas.evaluate("c => Object.assign({}, c.dataset)")
+                pitch = int(g["tileH"]) * float(g["zoom"]) + int(g["gap"])
+                canvas.click(position={"x": 8, "y": 4 * pitch + 6})
+
+            shoot(base, page, "grid", "run=resnet_lr0.1&tag=conv1/kernel&step=800", click_filter)
+            shoot(base, page, "rgb", "run=resnet_lr0.1&tag=conv1/kernel&step=800&rgb=1&sort=norm")
+            shoot(
+                base,
+                page,
+                "compare",
+                "run=resnet_lr0.1&tag=conv1/kernel&step=200&cmp=resnet_lr0.01",
+            )
+            shoot(
+                base,
+                page,
+                "diff",
+                "run=resnet_lr0.1&tag=conv1/kernel&step=800&diff=first&sort=drift",
+            )
+
+            def click_channel(frame):
+                frame.locator("canvas.main-grid").first.click(position={"x": 40, "y": 40})
+
+            shoot(
+                base,
+                page,
+                "activations",
+                "run=resnet_lr0.1&tag=conv1/activation&step=800&cmap=sequential&norm=filter",
+                click_channel,
+            )
+            shoot(base, page, "big", "run=wide&tag=block4/conv/kernel&step=0")
+            dark = browser.new_page(viewport={"width": 1400, "height": 860}, color_scheme="dark")
+            shoot(base, dark, "dark", "run=resnet_lr0.1&tag=conv2/kernel&step=400", click_filter)
+            browser.close()
+
+
+if __name__ == "__main__":
+    main()

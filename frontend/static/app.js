@@ -1,0 +1,859 @@
+// The Filters dashboard: controls, one grid panel per compared run (sharing
+// one step slider), the health table and the detail view. The state lives in
+// the URL hash (state.js), mirrored into TensorBoard's page URL.
+
+import { cosineDrift, difference, nearDuplicates, orderBy } from "./analysis.js";
+import * as api from "./api.js";
+import { COLORMAPS, isSigned, lut } from "./colormap.js";
+import { DetailView } from "./detail.js";
+import { el, fillSelect, fmt, setChildren } from "./dom.js";
+import { HealthTable } from "./health.js";
+import { canonicalize, filterCells, filterCount, IMAGE_KINDS } from "./layout.js";
+import { cellLimits, limitsFromStats, MODE_LABELS, MODES } from "./normalize.js";
+import { GridView } from "./gridview.js";
+import { decode, encode, stepIndex, unionSteps } from "./state.js";
+
+const POLL_MS = 30000;
+const PLAY_MS = 700;
+const CACHE_BYTES = 384 * 1024 * 1024;
+// drift needs the first step's tensor too: only fetched for tensors up to this size
+const DRIFT_MAX_BYTES = 64 * 1024 * 1024;
+const PARENT_KEY = "cf";
+
+/** A small byte-bounded LRU of tensor promises. */
+class TensorCache {
+  constructor(limit) {
+    this.limit = limit;
+    this.map = new Map();
+  }
+
+  get(run, tag, step) {
+    const key = JSON.stringify([run, tag, String(step)]);
+    if (this.map.has(key)) {
+      const entry = this.map.get(key);
+      this.map.delete(key);
+      this.map.set(key, entry);
+      return entry.promise;
+    }
+    const entry = { promise: api.tensor(run, tag, step), bytes: 0 };
+    entry.promise.then((t) => { entry.bytes = t.buffer.byteLength; this.trim(); }, () => this.map.delete(key));
+    this.map.set(key, entry);
+    return entry.promise;
+  }
+
+  trim() {
+    let total = 0;
+    for (const e of this.map.values()) total += e.bytes;
+    for (const [key, e] of this.map) {
+      if (total <= this.limit || this.map.size <= 3) break;
+      total -= e.bytes;
+      this.map.delete(key);
+    }
+  }
+
+  clear() {
+    this.map.clear();
+  }
+}
+
+/** The state mirrored into TensorBoard's hash ("#convfilters&cf=..."), or null. */
+function parentState() {
+  try {
+    const hash = window.parent !== window ? window.parent.location.hash : "";
+    if (!/^#convfilters(&|$)/.test(hash)) return null;
+    return new URLSearchParams(hash.replace(/^#[^&]*&?/, "")).get(PARENT_KEY);
+  } catch {
+    return null;
+  }
+}
+
+function safeName(s) {
+  return String(s || "").replace(/[^A-Za-z0-9._-]+/g, "_").slice(0, 80);
+}
+
+function save(blob, name) {
+  const href = URL.createObjectURL(blob);
+  const a = el("a", { href, download: name, hidden: true });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(href), 10000);
+}
+
+function label(text, control, extra = {}) {
+  return el("label", { class: "ctl", ...extra }, el("span", { class: "ctl-label" }, text), control);
+}
+
+/** One grid: a run's tensor (or a diff) at the shared step. */
+class Panel {
+  constructor(dashboard, run) {
+    this.dashboard = dashboard;
+    this.run = run;
+    this.view = new GridView({
+      className: "main-grid",
+      onClick: (hit) => dashboard.clickCell(this, hit),
+      onView: (view) => dashboard.syncView(this, view),
+      maxHeight: () => dashboard.gridHeight(),
+    });
+    this.title = el("span", { class: "panel-title" });
+    this.status = el("div", { class: "panel-status", role: "status" });
+    this.colorbar = el("canvas", { class: "colorbar", width: 256, height: 12 });
+    this.barLabels = el("div", { class: "colorbar-labels" });
+    this.node = el(
+      "section",
+      { class: "panel" },
+      el("header", { class: "panel-header" }, this.title, el("span", { class: "panel-buttons" },
+        el("button", { type: "button", class: "png", title: "Download this view as PNG", onclick: () => this.downloadPng() }, "PNG"),
+        el("button", { type: "button", class: "npy", title: "Download this step's tensor as .npy (as logged)", onclick: () => this.downloadNpy() }, ".npy"))),
+      el("div", { class: "colorbar-row" }, this.colorbar, this.barLabels),
+      this.status,
+      this.view.node,
+    );
+    this.loaded = null;
+    this.node.dataset.run = run;
+    this.setTitle("");
+  }
+
+  setTitle(extra) {
+    setChildren(this.title, el("span", { class: "run-name" }, this.run), extra ? el("span", { class: "panel-extra" }, extra) : null);
+  }
+
+  setStatus(text, kind = "info") {
+    this.status.textContent = text || "";
+    this.status.dataset.kind = kind;
+  }
+
+  clear(message, kind = "info") {
+    this.loaded = null;
+    this.setStatus(message, kind);
+    this.view.data = null;
+    const c = this.view.canvas;
+    c.width = 1;
+    c.height = 1;
+    c.style.width = "1px";
+    c.style.height = "1px";
+    c.dataset.run = this.run;
+    c.dataset.tag = this.dashboard.state.tag || "";
+    c.dataset.step = "";
+    this.view.setHighlight(null);
+  }
+
+  downloadPng() {
+    const c = this.view.canvas;
+    c.toBlob((blob) => {
+      if (blob) save(blob, `${safeName(this.run)}_${safeName(c.dataset.tag)}_${c.dataset.step}.png`);
+    }, "image/png");
+  }
+
+  downloadNpy() {
+    if (!this.loaded) return;
+    const { tensor } = this.loaded;
+    save(new Blob([tensor.buffer], { type: "application/octet-stream" }),
+      `${safeName(this.run)}_${safeName(this.dashboard.state.tag)}_${tensor.step}.npy`);
+  }
+}
+
+export class Dashboard {
+  constructor(root) {
+    this.root = root;
+    this.state = decode(this.initialHash());
+    this.tags = {};
+    this.steps = [];
+    this.stepsByRun = new Map();
+    this.cache = new TensorCache(CACHE_BYTES);
+    this.statsCache = new Map();
+    this.panels = [];
+    this.token = 0;
+    this.playing = null;
+    this.dark = false;
+    this.health = new HealthTable({ onSelect: (f) => this.select(f, true) });
+    this.detail = new DetailView(this);
+    this.build();
+  }
+
+  // ---- URL state ----
+
+  /** The state to start from: the iframe's own hash, else the one mirrored into TensorBoard's URL. */
+  initialHash() {
+    if (location.hash.length > 1) return location.hash;
+    return parentState() || "";
+  }
+
+  /**
+   * Writes the state into the iframe's hash and, while the Filters tab is the
+   * one shown (TensorBoard's hash starts with "#convfilters"), mirrors it as
+   * "#convfilters&cf=<state>", which TensorBoard keeps, so the page URL is a
+   * shareable link and survives a reload.
+   */
+  writeHash() {
+    const hash = encode(this.state);
+    const here = `${location.pathname}${location.search}#${hash}`;
+    if (location.hash.replace(/^#/, "") !== hash) history.replaceState(null, "", here);
+    try {
+      const p = window.parent;
+      if (p === window || !/^#convfilters(&|$)/.test(p.location.hash)) return;
+      const want = `#convfilters&${PARENT_KEY}=${encodeURIComponent(hash)}`;
+      if (p.location.hash !== want) p.history.replaceState(p.history.state, "", `${p.location.pathname}${p.location.search}${want}`);
+    } catch {
+      // not same-origin: the iframe's own hash and "copy link" still work
+    }
+  }
+
+  shareLink() {
+    try {
+      if (window.parent !== window) return window.parent.location.href;
+    } catch {
+      // fall through
+    }
+    return location.href;
+  }
+
+  async copyLink() {
+    this.writeHash();
+    const link = this.shareLink();
+    this.controls.link.value = link;
+    this.controls.link.hidden = false;
+    this.controls.link.select();
+    try {
+      await navigator.clipboard.writeText(link);
+      this.controls.copy.textContent = "Copied";
+    } catch {
+      this.controls.copy.textContent = "Copy the link";
+    }
+    setTimeout(() => { this.controls.copy.textContent = "Copy link"; }, 2000);
+  }
+
+  // ---- DOM ----
+
+  build() {
+    const c = (this.controls = {});
+    c.run = el("select", { id: "run-select", onchange: () => this.change({ run: c.run.value, step: null, sel: null }) });
+    c.tag = el("select", { id: "tag-select", onchange: () => this.change({ tag: c.tag.value, step: null, sel: null, sample: 0 }) });
+    c.compareList = el("div", { id: "compare-runs", class: "compare-list" });
+    c.compare = el("details", { id: "compare", class: "compare" }, el("summary", {}, "Compare runs"), c.compareList);
+    c.slider = el("input", { type: "range", id: "step-slider", min: "0", max: "0", value: "0", "aria-label": "Step", oninput: () => this.slide() });
+    c.stepLabel = el("output", { id: "step-label", class: "step-label" });
+    c.play = el("button", { type: "button", id: "play", title: "Play / pause through the steps", onclick: () => this.togglePlay() }, "▶");
+    c.prev = el("button", { type: "button", id: "prev-step", title: "Previous step ([)", onclick: () => this.nudge(-1) }, "‹");
+    c.next = el("button", { type: "button", id: "next-step", title: "Next step (])", onclick: () => this.nudge(1) }, "›");
+    c.cmap = fillSelect(el("select", { id: "cmap-select", onchange: () => this.change({ cmap: c.cmap.value }) }), COLORMAPS);
+    c.norm = fillSelect(
+      el("select", { id: "norm-select", onchange: () => this.change({ norm: c.norm.value }) }),
+      MODES.map((m) => [m, MODE_LABELS[m]]),
+    );
+    c.pct = el("input", {
+      type: "number", id: "pct-input", min: "50", max: "100", step: "0.1",
+      title: "Colour limits from this percentile of |value| (symmetric), so one outlier does not wash out the rest",
+      onchange: () => {
+        const v = Number(c.pct.value);
+        if (v >= 50 && v <= 100) this.change({ pct: v });
+      },
+    });
+    c.diff = fillSelect(el("select", { id: "diff-select", onchange: () => this.change({ diff: c.diff.value }) }), [
+      ["none", "weights"], ["first", "− first step"], ["run", "− another run"],
+    ]);
+    c.base = el("select", { id: "base-select", onchange: () => this.change({ base: c.base.value }) });
+    c.baseLabel = label("minus run", c.base, { hidden: true });
+    c.sort = fillSelect(el("select", { id: "sort-select", onchange: () => this.change({ sort: c.sort.value }) }), [
+      ["none", "index"], ["norm", "norm"], ["drift", "drift"],
+    ]);
+    c.rgb = el("input", { type: "checkbox", id: "rgb-toggle", onchange: () => this.change({ rgb: c.rgb.checked }) });
+    c.rgbLabel = label("RGB", c.rgb, { hidden: true, title: "Draw each 3-channel filter as one colour tile" });
+    c.sample = el("input", { type: "number", id: "sample-input", min: "0", value: "0", onchange: () => this.change({ sample: Math.max(0, Number(c.sample.value) || 0) }) });
+    c.sampleLabel = label("Sample", c.sample, { hidden: true });
+    c.reload = el("button", { type: "button", id: "reload", title: "Reload runs, tags and steps (also every 30 s)", onclick: () => this.reload() }, "⟳ Reload");
+    c.copy = el("button", { type: "button", id: "copy-link", title: "Copy a link to this view", onclick: () => this.copyLink() }, "Copy link");
+    c.link = el("input", { type: "text", id: "share-link", readonly: true, hidden: true });
+    c.description = el("div", { class: "description", id: "tag-description" });
+    this.message = el("div", { class: "message", id: "message", role: "alert", hidden: true });
+    this.loading = el("span", { class: "loading", id: "loading", hidden: true }, "loading…");
+    this.panelsNode = el("div", { class: "panels", id: "panels" });
+    this.side = el("aside", { class: "side", id: "side" }, this.detail.node, this.health.node);
+    this.root.classList.add("convfilters");
+    this.root.replaceChildren(el("div", { class: "app" },
+      el("div", { class: "toolbar" },
+        label("Run", c.run), label("Tag", c.tag), c.compare, c.reload, c.copy, c.link, this.loading),
+      el("div", { class: "toolbar" },
+        el("span", { class: "step-box" }, c.prev, c.play, c.next, label("Step", c.slider), c.stepLabel),
+        label("Colormap", c.cmap), label("Scale", c.norm), label("Percentile", c.pct),
+        label("Show", c.diff), c.baseLabel, label("Sort rows", c.sort), c.rgbLabel, c.sampleLabel),
+      c.description, this.message,
+      el("div", { class: "main" }, this.panelsNode, this.side)));
+    this.root.addEventListener("keydown", (e) => {
+      if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
+      if (e.target instanceof HTMLCanvasElement) return;
+      if (e.key === "[") this.nudge(-1);
+      if (e.key === "]") this.nudge(1);
+    });
+  }
+
+  /** Canvas height that keeps a grid within the window (below the toolbars and panel header). */
+  gridHeight() {
+    const top = this.panelsNode.getBoundingClientRect().top + window.scrollY;
+    return Math.max(260, window.innerHeight - top - 64);
+  }
+
+  showMessage(text, kind = "error") {
+    this.message.textContent = text || "";
+    this.message.dataset.kind = kind;
+    this.message.hidden = !text;
+  }
+
+  setLoading(on, text = "loading…") {
+    this.loading.hidden = !on;
+    this.loading.textContent = text;
+  }
+
+  // ---- lifecycle ----
+
+  async start() {
+    this.watchTheme();
+    window.addEventListener("hashchange", () => this.fromHash());
+    try {
+      // a shared link pasted while the dashboard is open only changes TensorBoard's hash
+      if (window.parent !== window) window.parent.addEventListener("hashchange", () => this.fromParentHash());
+    } catch {
+      // not same-origin
+    }
+    let resize = null;
+    window.addEventListener("resize", () => {
+      clearTimeout(resize);
+      resize = setTimeout(() => this.panels.forEach((p) => p.view.draw()), 100);
+    });
+    this.pollTimer = setInterval(() => this.poll(), POLL_MS);
+    await this.loadTags();
+  }
+
+  async fromParentHash() {
+    const hash = parentState();
+    if (hash === null) return;
+    const next = decode(hash);
+    if (encode(next) === encode(this.state)) return;
+    this.state = next;
+    await this.loadTags(this.tags);
+  }
+
+  async fromHash() {
+    const next = decode(location.hash);
+    if (encode(next) === encode(this.state)) return;
+    this.state = next;
+    await this.loadTags(this.tags);
+  }
+
+  watchTheme() {
+    const media = window.matchMedia("(prefers-color-scheme: dark)");
+    const apply = () => {
+      let dark = media.matches;
+      try {
+        if (window.parent !== window) dark = window.parent.document.body.classList.contains("dark-mode");
+      } catch {
+        // cross-origin parent: prefers-color-scheme only
+      }
+      if (dark === this.dark && this.themeSet) return;
+      this.themeSet = true;
+      this.dark = dark;
+      this.root.classList.toggle("dark", dark);
+      this.root.dataset.theme = dark ? "dark" : "light";
+      this.redraw();
+    };
+    apply();
+    media.addEventListener("change", apply);
+    try {
+      if (window.parent !== window) {
+        new MutationObserver(apply).observe(window.parent.document.body, { attributes: true, attributeFilter: ["class"] });
+      }
+    } catch {
+      // cross-origin parent
+    }
+  }
+
+  async reload() {
+    this.cache.clear();
+    this.statsCache.clear();
+    this.tags = {};
+    await this.loadTags();
+  }
+
+  async poll() {
+    try {
+      const tags = await api.tags();
+      if (JSON.stringify(tags) !== JSON.stringify(this.tags)) {
+        await this.loadTags(tags);
+        return;
+      }
+      const before = this.steps.length;
+      await this.loadSteps(false);
+      if (this.steps.length !== before) {
+        this.statsCache.clear();
+        this.updateSide();
+      }
+    } catch (e) {
+      this.showMessage(`Checking for new data failed: ${e.message}`);
+    }
+  }
+
+  // ---- data flow: tags -> steps -> tensors ----
+
+  async loadTags(prefetched = null) {
+    try {
+      this.tags = prefetched && Object.keys(prefetched).length ? prefetched : await api.tags();
+    } catch (e) {
+      this.showMessage(`Could not list tags: ${e.message}`);
+      return;
+    }
+    const runs = Object.keys(this.tags).sort();
+    if (!runs.length) {
+      this.showEmpty();
+      return;
+    }
+    this.root.classList.remove("is-empty");
+    this.showMessage("");
+    const s = this.state;
+    if (!runs.includes(s.run)) s.run = runs.find((r) => s.tag !== null && this.tags[r][s.tag]) || runs[0];
+    const tagNames = Object.keys(this.tags[s.run]).sort();
+    if (!tagNames.includes(s.tag)) {
+      s.tag = tagNames.find((t) => this.tags[s.run][t].kind === "kernel") || tagNames[0];
+    }
+    s.compare = [...new Set(s.compare)].filter((r) => r !== s.run && this.tags[r]);
+    if (s.base === null || !this.tags[s.base]) s.base = runs.find((r) => r !== s.run) || s.run;
+    this.fillControls(runs, tagNames);
+    this.ensurePanels();
+    await this.loadSteps(true);
+  }
+
+  fillControls(runs, tagNames) {
+    const s = this.state;
+    const c = this.controls;
+    fillSelect(c.run, runs, s.run);
+    const byKind = {};
+    for (const t of tagNames) (byKind[this.tags[s.run][t].kind] ||= []).push(t);
+    c.tag.replaceChildren(...Object.entries(byKind).map(([kind, list]) =>
+      el("optgroup", { label: `${kind}s` }, ...list.map((t) => el("option", { value: t }, t)))));
+    c.tag.value = s.tag;
+    c.compareList.replaceChildren(...runs.filter((r) => r !== s.run).map((r) => {
+      const has = Boolean(this.tags[r][s.tag]);
+      return el("label", { class: "compare-run", title: has ? "" : `no ${s.tag} in this run` },
+        el("input", {
+          type: "checkbox", dataset: { run: r }, checked: s.compare.includes(r), disabled: !has,
+          onchange: (e) => {
+            const set = new Set(this.state.compare);
+            if (e.target.checked) set.add(r);
+            else set.delete(r);
+            this.change({ compare: runs.filter((x) => set.has(x)) });
+          },
+        }), el("span", {}, r));
+    }));
+    if (runs.length < 2) c.compareList.replaceChildren(el("span", { class: "dim" }, "only one run"));
+    c.compare.querySelector("summary").textContent = s.compare.length ? `Compare runs (${s.compare.length + 1})` : "Compare runs";
+    fillSelect(c.base, runs, s.base);
+    c.cmap.value = s.cmap;
+    c.norm.value = s.norm;
+    c.pct.value = String(s.pct);
+    c.diff.value = s.diff;
+    c.sort.value = s.sort;
+    c.rgb.checked = s.rgb;
+    c.sample.value = String(s.sample);
+    c.baseLabel.hidden = s.diff !== "run";
+    const info = this.info();
+    c.description.textContent = info.description || "";
+    const shape = info.shape || [];
+    c.rgbLabel.hidden = !(info.kind === "kernel" && !String(info.layout).includes("M")
+      && ((shape[String(info.layout).indexOf("I")] === 3) || (info.image_shape && info.image_shape[2] === 3)));
+    c.sampleLabel.hidden = info.kind !== "activation";
+    if (info.kind === "activation") c.sample.max = String(Math.max(0, (shape[0] || 1) - 1));
+  }
+
+  info(run = this.state.run, tag = this.state.tag) {
+    return (this.tags[run] && this.tags[run][tag]) || {};
+  }
+
+  showEmpty() {
+    this.panels = [];
+    this.root.classList.add("is-empty");
+    this.panelsNode.replaceChildren(
+      el("div", { class: "empty", id: "empty" },
+        el("h2", {}, "No filters logged yet — see README"),
+        el("p", {}, "Log kernels or activations with tb_convfilters (the Keras callback, the PyTorch hook, "
+          + "tb_convfilters.Writer or the summary ops) into this logdir; the README shows how. "
+          + "This page checks for new data every 30 s; press Reload to check now.")),
+    );
+    this.health.update(null);
+    this.detail.close();
+    fillSelect(this.controls.run, []);
+    this.controls.tag.replaceChildren();
+    this.controls.stepLabel.textContent = "";
+  }
+
+  /** Runs shown: the chosen run first, then compared runs that have the tag. */
+  shownRuns() {
+    const s = this.state;
+    return [s.run, ...s.compare.filter((r) => r !== s.run && this.info(r, s.tag).kind)];
+  }
+
+  ensurePanels() {
+    const runs = this.shownRuns();
+    const old = new Map(this.panels.map((p) => [p.run, p]));
+    this.panels = runs.map((r) => old.get(r) || new Panel(this, r));
+    this.panelsNode.replaceChildren(...this.panels.map((p) => p.node));
+    this.panelsNode.dataset.count = String(this.panels.length);
+  }
+
+  async loadSteps(show) {
+    const s = this.state;
+    const runs = [...new Set([...this.shownRuns(), ...(s.diff === "run" ? [s.base] : [])])];
+    let lists;
+    try {
+      lists = await Promise.all(runs.map((r) => (this.info(r, s.tag).kind ? api.steps(r, s.tag) : [])));
+    } catch (e) {
+      this.showMessage(`Could not list the steps of ${s.tag}: ${e.message}`);
+      return;
+    }
+    runs.forEach((r, i) => this.stepsByRun.set(r, lists[i].map((d) => d.step)));
+    this.steps = unionSteps(this.shownRuns().map((r) => this.stepsByRun.get(r) || []));
+    const slider = this.controls.slider;
+    slider.max = String(Math.max(0, this.steps.length - 1));
+    slider.disabled = this.steps.length < 2;
+    let i = s.step === null ? -1 : stepIndex(this.steps, s.step);
+    if (i < 0) i = this.steps.length - 1;
+    slider.value = String(i);
+    if (show || s.step !== this.steps[i]) {
+      s.step = this.steps.length ? this.steps[i] : null;
+      await this.showStep();
+    } else {
+      this.updateStepLabel();
+    }
+  }
+
+  updateStepLabel() {
+    const i = Number(this.controls.slider.value);
+    this.controls.stepLabel.textContent = this.steps.length
+      ? `${this.state.step} (${i + 1}/${this.steps.length})`
+      : "no steps";
+  }
+
+  slide() {
+    const i = Number(this.controls.slider.value);
+    if (this.steps[i] === undefined) return;
+    this.state.step = this.steps[i];
+    this.showStep();
+  }
+
+  nudge(delta) {
+    const i = Math.min(this.steps.length - 1, Math.max(0, Number(this.controls.slider.value) + delta));
+    this.controls.slider.value = String(i);
+    this.slide();
+  }
+
+  togglePlay() {
+    if (this.playing) {
+      clearTimeout(this.playing);
+      this.playing = null;
+      this.controls.play.textContent = "▶";
+      return;
+    }
+    this.controls.play.textContent = "❚❚";
+    const tick = async () => {
+      let i = Number(this.controls.slider.value) + 1;
+      if (i >= this.steps.length) i = 0;
+      this.controls.slider.value = String(i);
+      this.state.step = this.steps[i];
+      await this.showStep();
+      if (this.playing) this.playing = setTimeout(tick, PLAY_MS);
+    };
+    this.playing = setTimeout(tick, 0);
+  }
+
+  change(patch) {
+    Object.assign(this.state, patch);
+    if (["run", "tag", "compare", "diff", "base"].some((k) => k in patch)) {
+      if ("run" in patch || "tag" in patch) this.detail.close();
+      this.loadTags(this.tags);
+    } else {
+      this.showStep();
+    }
+  }
+
+  async stats(run, tag) {
+    const key = JSON.stringify([run, tag]);
+    if (!this.statsCache.has(key)) {
+      const p = api.stats(run, tag);
+      p.catch(() => this.statsCache.delete(key));
+      this.statsCache.set(key, p);
+    }
+    return this.statsCache.get(key);
+  }
+
+  /** Loads every panel's tensor at the current step, then draws them together. */
+  async showStep() {
+    const s = this.state;
+    const token = ++this.token;
+    this.updateStepLabel();
+    this.writeHash();
+    const step = s.step;
+    if (step === null || step === undefined) {
+      this.panels.forEach((p) => p.clear("No steps logged for this tag yet."));
+      return;
+    }
+    const timer = setTimeout(() => this.setLoading(true, `loading step ${step}…`), 150);
+    let results;
+    try {
+      results = await Promise.all(this.panels.map((p) => this.loadPanel(p, step)));
+    } finally {
+      clearTimeout(timer);
+      if (token === this.token) this.setLoading(false);
+    }
+    if (token !== this.token) return;
+    const signed = isSigned(s.cmap);
+    const fixed = await this.fixedLimits(results, signed);
+    if (token !== this.token) return;
+    const order = await this.rowOrder(results[0]);
+    if (token !== this.token) return;
+    this.panels.forEach((p, i) => this.drawPanel(p, results[i], fixed, order));
+    this.updateSide();
+  }
+
+  /** [lo, hi] shared by the panels for the fixed modes, or null. */
+  async fixedLimits(results, signed) {
+    const s = this.state;
+    if (s.norm !== "steps" && s.norm !== "runs") return null;
+    if (s.diff === "none") {
+      const runs = s.norm === "runs" ? this.panels.map((p) => p.run) : [s.run];
+      try {
+        return limitsFromStats(await Promise.all(runs.map((r) => this.stats(r, s.tag))), s.pct, signed);
+      } catch (e) {
+        this.showMessage(`Could not load statistics for fixed colour limits: ${e.message}`);
+        return null;
+      }
+    }
+    if (s.norm === "steps") return null; // a diff changes its range every step: per layer
+    let lo = 0;
+    let hi = 0;
+    for (const r of results) {
+      if (!r.values) continue;
+      const [a, b] = cellLimits(r.grid, r.values, { mode: "layer", p: s.pct, signed }).range;
+      lo = Math.min(lo, a);
+      hi = Math.max(hi, b);
+    }
+    return [lo, hi];
+  }
+
+  /** Display order of grid rows (sorted by norm or drift of the first run), or null. */
+  async rowOrder(result) {
+    const s = this.state;
+    if (s.sort === "none" || !result || !result.grid || !result.grid.rowFilters) return null;
+    if (s.sort === "drift") return result.drift ? orderBy(result.drift) : null;
+    try {
+      const stats = await this.stats(this.panels[0].run, s.tag);
+      const at = stats.steps.find((x) => x.step === s.step);
+      if (!at || !at.values) return null;
+      const i = stats.names.indexOf("norm");
+      return orderBy(at.values.map((row) => (row[i] === null ? NaN : row[i])));
+    } catch {
+      return null;
+    }
+  }
+
+  async loadPanel(panel, step) {
+    const s = this.state;
+    const runSteps = this.stepsByRun.get(panel.run) || [];
+    if (stepIndex(runSteps, step) < 0) {
+      return { error: `${panel.run} has no step ${step} of ${s.tag}`, kind: "info" };
+    }
+    let tensor;
+    try {
+      tensor = await this.cache.get(panel.run, s.tag, step);
+    } catch (e) {
+      return { error: `${s.tag} at step ${step}: ${e.message}` };
+    }
+    if (String(tensor.step) !== String(step)) return { error: `the server sent step ${tensor.step} for step ${step}` };
+    let grid;
+    try {
+      grid = canonicalize(tensor.header, { rgb: s.rgb, sample: s.sample });
+    } catch (e) {
+      return { error: `Cannot draw ${s.tag}: ${e.message}` };
+    }
+    const out = { tensor, grid, values: tensor.array, title: "" };
+    // the first step, for drift (and the "− first step" view)
+    const first = runSteps[0];
+    const wantFirst = s.diff === "first" || (grid.kind === "kernel" && tensor.buffer.byteLength <= DRIFT_MAX_BYTES);
+    if (wantFirst && first !== undefined) {
+      try {
+        const t0 = first === step ? tensor : await this.cache.get(panel.run, s.tag, first);
+        if (t0.array.length === tensor.array.length) {
+          out.drift = grid.kind === "kernel" ? cosineDrift(grid, tensor.array, t0.array) : null;
+          if (s.diff === "first") {
+            out.values = difference(tensor.array, t0.array);
+            out.title = `W(${step}) − W(${first})`;
+            out.viewName = "diff-first";
+          }
+        } else if (s.diff === "first") {
+          return { error: `the shape of ${s.tag} changed since step ${first}; no difference to show` };
+        }
+      } catch (e) {
+        if (s.diff === "first") return { error: `first step ${first}: ${e.message}` };
+      }
+    }
+    if (s.diff === "run") {
+      const baseSteps = this.stepsByRun.get(s.base) || [];
+      if (stepIndex(baseSteps, step) < 0) return { error: `${s.base} has no step ${step} of ${s.tag} to subtract`, kind: "info" };
+      try {
+        const b = await this.cache.get(s.base, s.tag, step);
+        out.values = difference(tensor.array, b.array);
+        out.title = `${panel.run} − ${s.base} at step ${step}`;
+        out.viewName = "diff-run";
+      } catch (e) {
+        return { error: `${s.base} at step ${step}: ${e.message}` };
+      }
+    }
+    return out;
+  }
+
+  drawPanel(panel, result, fixed, order) {
+    const s = this.state;
+    if (result.error) {
+      panel.setTitle("");
+      panel.clear(result.error, result.kind || "error");
+      return;
+    }
+    const { tensor, grid, values } = result;
+    // "pattern"/"projection" images hold values in [0, 1]: drawn as they are (RGB or grey)
+    const images = IMAGE_KINDS.includes(grid.kind) && s.diff === "none";
+    const signed = !images && (isSigned(s.cmap) || s.diff !== "none");
+    const cmap = images ? "grey" : s.diff !== "none" ? "diverging" : s.cmap;
+    const limits = images
+      ? cellLimits(grid, values, { mode: "steps", fixed: [0, 1] })
+      : cellLimits(grid, values, { mode: s.norm, p: s.pct, signed, fixed });
+    panel.loaded = { ...result, limits, cmap };
+    const notes = [];
+    if (s.diff !== "none" && s.cmap !== "diverging") notes.push("differences use the diverging colormap");
+    if (s.sort !== "none" && !order) {
+      notes.push(grid.rowFilters ? `no ${s.sort} to sort by at this step` : "sorting applies to kernel rows");
+    }
+    if (s.rgb && !grid.rgb && grid.kind === "kernel") notes.push("RGB needs 3 input channels");
+    panel.setStatus(notes.join("; "));
+    panel.setTitle(result.title);
+    panel.view.bg = this.dark ? [32, 33, 36] : [255, 255, 255];
+    panel.view.sep = this.dark ? [72, 74, 78] : [200, 200, 200];
+    panel.view.view.rowOrder = order;
+    panel.view.set({
+      grid,
+      values,
+      limits,
+      table: lut(cmap, { dark: this.dark }),
+      run: panel.run,
+      tag: s.tag,
+      step: String(tensor.step),
+      mode: s.norm,
+      viewName: result.viewName || "raw",
+    });
+    this.drawColorbar(panel, limits, cmap, signed);
+    this.highlightPanel(panel);
+  }
+
+  drawColorbar(panel, limits, cmap, signed) {
+    const s = this.state;
+    const table = lut(cmap, { dark: this.dark });
+    const c = panel.colorbar;
+    const ctx = c.getContext("2d");
+    const img = ctx.createImageData(c.width, c.height);
+    const n = table.length / 3;
+    for (let x = 0; x < c.width; x++) {
+      const i = Math.round((x / (c.width - 1)) * (n - 1)) * 3;
+      for (let y = 0; y < c.height; y++) img.data.set([table[i], table[i + 1], table[i + 2], 255], (y * c.width + x) * 4);
+    }
+    ctx.putImageData(img, 0, 0);
+    const [lo, hi] = limits.range;
+    const perCell = s.norm === "tile" || s.norm === "filter";
+    panel.barLabels.dataset.lo = String(lo);
+    panel.barLabels.dataset.hi = String(hi);
+    setChildren(
+      panel.barLabels,
+      el("span", { class: "bar-lo" }, perCell ? "−limit" : fmt(lo)),
+      el("span", {}, signed ? "0" : ""),
+      el("span", { class: "bar-hi" }, perCell ? "+limit" : fmt(hi)),
+      el("span", { class: "bar-note" }, perCell
+        ? `${MODE_LABELS[s.norm]}, p${s.pct} (limits up to ${fmt(Math.max(Math.abs(lo), Math.abs(hi)))}; hover a tile)`
+        : `${MODE_LABELS[s.norm]}, p${s.pct}`),
+      el("span", { class: "bar-nan", title: "NaN / Inf values" }, "NaN/Inf"),
+    );
+  }
+
+  redraw() {
+    if (this.panels.length && this.state.step !== null && this.steps.length) this.showStep();
+  }
+
+  // ---- selection, detail, health ----
+
+  clickCell(panel, hit) {
+    const f = panel.loaded ? panel.loaded.grid.filterOf(hit.r, hit.c) : hit.r;
+    this.select(f, false);
+    this.detail.show(panel, f);
+  }
+
+  /** Selects filter `f` everywhere (grid outline, table row); `reveal` scrolls the grids to it. */
+  select(f, reveal) {
+    this.state.sel = f;
+    this.writeHash();
+    this.health.select(f);
+    for (const p of this.panels) {
+      this.highlightPanel(p);
+      if (reveal && p.loaded) p.view.reveal(Math.floor(filterCells(p.loaded.grid, f)[0] / p.loaded.grid.cols));
+    }
+    if (reveal && this.panels[0] && this.panels[0].loaded) this.detail.show(this.panels[0], f);
+  }
+
+  highlightPanel(panel) {
+    const f = this.state.sel;
+    if (!panel.loaded || f === null || f >= filterCount(panel.loaded.grid)) {
+      panel.view.setHighlight(null);
+      return;
+    }
+    panel.view.setHighlight(filterCells(panel.loaded.grid, f));
+  }
+
+  async updateSide() {
+    const s = this.state;
+    const first = this.panels[0];
+    if (!first || !first.loaded) {
+      this.health.update(null);
+      return;
+    }
+    const token = this.token;
+    let stats;
+    try {
+      stats = await this.stats(first.run, s.tag);
+    } catch (e) {
+      this.health.update(null);
+      this.health.summary.textContent = `Statistics unavailable: ${e.message}`;
+      return;
+    }
+    if (token !== this.token) return;
+    const { grid, tensor, drift } = first.loaded;
+    const data = {
+      stats,
+      kind: grid.kind,
+      step: s.step,
+      drift: drift || null,
+      duplicates: null,
+      label: (f) => grid.filterLabel(f),
+    };
+    this.health.selected = s.sel;
+    this.health.update(data);
+    if (this.detail.open) this.detail.refresh();
+    // near-duplicates are O(filters^2): computed after the grid is on screen
+    setTimeout(() => {
+      if (token !== this.token || grid.kind === "activation") {
+        if (grid.kind === "activation") this.health.update({ ...data, duplicates: undefined });
+        return;
+      }
+      const duplicates = nearDuplicates(grid, tensor.array);
+      if (token === this.token) this.health.update({ ...data, duplicates });
+    }, 30);
+  }
+
+  syncView(source, view) {
+    for (const p of this.panels) {
+      if (p !== source && p.view.data) p.view.setView({ zoom: view.zoom, panX: view.panX, panY: view.panY });
+    }
+  }
+}

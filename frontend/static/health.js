@@ -1,0 +1,158 @@
+// The per-filter health table (from the `stats` route): sortable, one
+// sparkline per value over steps, flags, click a row to select the filter.
+
+import { healthFlags, series } from "./analysis.js";
+import { el, fmt } from "./dom.js";
+
+const SHOWN = 200;
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  return node;
+}
+
+/** A 34x16 sparkline of [{step, value}] with a dot at `step`. */
+export function sparkline(points, step) {
+  const w = 34;
+  const h = 16;
+  const root = svg("svg", { class: "spark", width: w, height: h, viewBox: `0 0 ${w} ${h}` });
+  const finite = points.filter((p) => p.value !== null && Number.isFinite(p.value));
+  if (finite.length < 2) return root;
+  const s0 = finite[0].step;
+  const s1 = finite[finite.length - 1].step;
+  let lo = Infinity;
+  let hi = -Infinity;
+  for (const p of finite) {
+    lo = Math.min(lo, p.value);
+    hi = Math.max(hi, p.value);
+  }
+  const x = (s) => 1 + ((s - s0) / Math.max(s1 - s0, 1)) * (w - 2);
+  const y = (v) => (hi > lo ? h - 2 - ((v - lo) / (hi - lo)) * (h - 4) : h / 2);
+  root.append(svg("polyline", { points: finite.map((p) => `${x(p.step).toFixed(1)},${y(p.value).toFixed(1)}`).join(" ") }));
+  const here = finite.find((p) => p.step === step);
+  if (here) root.append(svg("circle", { cx: x(here.step).toFixed(1), cy: y(here.value).toFixed(1), r: 2 }));
+  return root;
+}
+
+export class HealthTable {
+  /** options.onSelect(filter) */
+  constructor(options = {}) {
+    this.options = options;
+    this.sortKey = "filter";
+    this.descending = false;
+    this.showAll = false;
+    this.selected = null;
+    this.summary = el("div", { class: "health-summary" });
+    this.table = el("table", { class: "health-table", id: "health-table" });
+    this.more = el("button", { type: "button", class: "health-more", hidden: true, onclick: () => { this.showAll = true; this.render(); } });
+    this.node = el("section", { class: "health", id: "health" },
+      el("h3", {}, "Filter health"), this.summary, el("div", { class: "health-scroll" }, this.table), this.more);
+    this.data = null;
+  }
+
+  /**
+   * data: {stats, kind, step, drift?: Float64Array, duplicates?: {partner, similarity},
+   * label(f) -> string}
+   */
+  update(data) {
+    this.data = data;
+    this.render();
+  }
+
+  select(f) {
+    this.selected = f;
+    for (const tr of this.table.querySelectorAll("tr[data-filter]")) {
+      tr.classList.toggle("selected", Number(tr.dataset.filter) === f);
+    }
+    const row = this.table.querySelector(`tr[data-filter="${f}"]`);
+    if (row) row.scrollIntoView({ block: "nearest" });
+  }
+
+  columns() {
+    const { kind, drift } = this.data;
+    const cols = [
+      ["norm", "norm", "L2 norm"],
+      ["mean", "mean", "mean"],
+      ["std", "std", "standard deviation"],
+      ["zero_frac", kind === "activation" ? "dead" : "≈0", kind === "activation"
+        ? "fraction of positions never active (<= 0 for every sample)"
+        : "fraction of weights with |w| <= 1e-6"],
+      ["nonfinite", "NaN", "fraction of NaN/Inf values"],
+    ];
+    if (drift) cols.push(["drift", "drift", "cosine distance to the first step"]);
+    return cols;
+  }
+
+  render() {
+    const d = this.data;
+    if (!d || !d.stats) {
+      this.table.replaceChildren();
+      this.summary.textContent = "";
+      return;
+    }
+    const { stats, step } = d;
+    const current = stats.steps.find((s) => s.step === step);
+    if (!current || !current.values) {
+      this.table.replaceChildren();
+      this.summary.textContent = current && current.error ? current.error : `no statistics for step ${step}`;
+      return;
+    }
+    const rows = current.values;
+    const flags = healthFlags(stats.names, rows, d.kind, d.duplicates || null);
+    const counts = {};
+    flags.flat().forEach((f) => { counts[f] = (counts[f] || 0) + 1; });
+    const parts = Object.entries(counts).map(([k, v]) => `${v} ${k === "duplicate" ? "near-duplicate" : k}`);
+    this.summary.textContent = `${rows.length} filters at step ${step}` + (parts.length ? ` — ${parts.join(", ")}` : " — no problems flagged")
+      + (d.duplicates === undefined ? "" : d.duplicates === null ? " (near-duplicate check pending)" : "");
+    const cols = this.columns();
+    const value = (f, key) => {
+      if (key === "filter") return f;
+      if (key === "drift") return d.drift ? d.drift[f] : null;
+      if (key === "flags") return flags[f].length;
+      const v = rows[f][stats.names.indexOf(key)];
+      return v === null ? NaN : v;
+    };
+    const order = rows.map((_, f) => f);
+    const sign = this.descending ? -1 : 1;
+    const key = (f) => {
+      const v = value(f, this.sortKey);
+      return Number.isFinite(v) ? v : -Infinity;
+    };
+    order.sort((a, b) => sign * (key(a) - key(b)) || a - b);
+    const shown = this.showAll ? order : order.slice(0, SHOWN);
+    const head = el("tr", {},
+      ...[["filter", "#", "filter index"], ...cols, ["flags", "flags", "dead / exploding / near-duplicate"]].map(([k, text, title]) =>
+        el("th", {
+          title,
+          dataset: { key: k },
+          class: k === this.sortKey ? (this.descending ? "sorted desc" : "sorted asc") : null,
+          onclick: () => {
+            if (this.sortKey === k) this.descending = !this.descending;
+            else { this.sortKey = k; this.descending = k !== "filter"; }
+            this.render();
+          },
+        }, text)));
+    const body = shown.map((f) => el("tr", {
+      dataset: { filter: f },
+      class: f === this.selected ? "selected" : null,
+      onclick: () => { this.select(f); if (this.options.onSelect) this.options.onSelect(f); },
+    },
+    el("td", { class: "idx" }, d.label ? d.label(f) : String(f)),
+    ...cols.map(([k]) => {
+      if (k === "drift") return el("td", { class: "num" }, fmt(d.drift[f], 3));
+      if (k === "nonfinite") return el("td", { class: "num" }, fmt(rows[f][stats.names.indexOf(k)], 3));
+      return el("td", { class: "num" }, el("span", {}, fmt(rows[f][stats.names.indexOf(k)], 3)), sparkline(series(stats, k, f), step));
+    }),
+    el("td", { class: "flags" }, ...flags[f].map((x) => el("span", {
+      class: `flag flag-${x}`,
+      title: x === "duplicate" && d.duplicates
+        ? `cosine similarity ${fmt(d.duplicates.similarity[f], 4)} with filter ${d.label ? d.label(d.duplicates.partner[f]) : d.duplicates.partner[f]}`
+        : x,
+    }, x)))));
+    this.table.replaceChildren(el("thead", {}, head), el("tbody", {}, ...body));
+    this.more.hidden = shown.length === order.length;
+    this.more.textContent = `show all ${order.length} filters`;
+  }
+}

@@ -1,0 +1,273 @@
+// Canonical grid geometry of a logged tensor (pure, DOM-free).
+//
+// Every layout of tb_convfilters/layouts.py becomes a grid of `rows` x `cols`
+// cells, each cell a tile of `th` x `tw` pixels. The flat (C-order) offset of
+// cell (r, c), tile pixel (y, x) is always additive:
+//     cellBase[r * cols + c] + yOff[y] + xOff[x]     (cellBase = rowBase[r] + colBase[c])
+// (xOff[x] is -1 on the 1-px separators between the D slices of 3D tiles).
+// That keeps the renderer one tight loop whatever the layout.
+
+export const KERNEL_LAYOUTS = [
+  "WIO", "OIW", "HWIO", "OIHW", "DHWIO", "OIDHW", "WIM", "HWIM",
+  "WOI", "HWOI", "DHWOI", "IOW", "IOHW", "IODHW", "IO", "OI",
+];
+export const ACTIVATION_LAYOUTS = ["NWC", "NCW", "NHWC", "NCHW", "NDHWC", "NCDHW"];
+export const IMAGE_KINDS = ["pattern", "projection"];
+
+/** C-order strides (in elements) of `shape`. */
+export function strides(shape) {
+  const out = new Array(shape.length);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    out[i] = s;
+    s *= shape[i];
+  }
+  return out;
+}
+
+function axis(layout, shape, st, letter) {
+  const i = layout.indexOf(letter);
+  return i < 0 ? { n: 1, s: 0 } : { n: shape[i], s: st[i] };
+}
+
+function range(n, f) {
+  const out = new Int32Array(n);
+  for (let i = 0; i < n; i++) out[i] = f(i);
+  return out;
+}
+
+/** yOff/xOff of D?H?W spatial axes: D slices side by side with a 1-px separator. */
+function spatial(layout, shape, st) {
+  const d = axis(layout, shape, st, "D");
+  const h = axis(layout, shape, st, "H");
+  const w = axis(layout, shape, st, "W");
+  const tw = d.n * w.n + (d.n - 1);
+  const xOff = range(tw, (x) => {
+    const slice = Math.floor(x / (w.n + 1));
+    const within = x - slice * (w.n + 1);
+    return within === w.n ? -1 : slice * d.s + within * w.s;
+  });
+  return { th: h.n, tw, yOff: range(h.n, (y) => y * h.s), xOff, depth: d.n, width: w.n };
+}
+
+/** Number of columns that makes `count` tiles of th x tw pixels a near-square grid. */
+export function squareColumns(count, th, tw) {
+  const ideal = Math.sqrt((count * th) / Math.max(tw, 1));
+  return Math.min(count, Math.max(1, Math.round(ideal)));
+}
+
+function labels(kept, n) {
+  return Array.isArray(kept) && kept.length === n ? kept.slice() : null;
+}
+
+/**
+ * The grid of one tensor.
+ *
+ * header: {kind, layout, shape, filters?, channels?, image_shape?} (the step header).
+ * opts.sample: sample index for activations/images' N axis (default 0).
+ * opts.rgb: draw 3-channel kernels (and 3-channel images) as one colour tile.
+ *
+ * Returns {rows, cols, th, tw, rowBase, colBase, yOff, xOff, cells, rgb,
+ * chanOff (rgb only: offsets of the 3 colour channels), samples, filterOf(r, c),
+ * channelOf(r, c), filterLabel(f), channelLabel(ch), nFilters, nChannels, kind, layout}.
+ * `cells` is the number of valid cells in row-major order (activation grids
+ * may leave the last row incomplete).
+ */
+export function canonicalize(header, opts = {}) {
+  const { layout, shape } = header;
+  const kind = header.kind || "kernel";
+  if (!Array.isArray(shape) || typeof layout !== "string" || shape.length !== layout.length) {
+    throw new Error(`layout ${JSON.stringify(layout)} does not match shape ${JSON.stringify(shape)}`);
+  }
+  const st = strides(shape);
+  if (kind === "activation" || IMAGE_KINDS.includes(kind)) return sampleGrid(header, st, opts, kind);
+  if (!KERNEL_LAYOUTS.includes(layout)) throw new Error(`unknown kernel layout ${JSON.stringify(layout)}`);
+  return kernelGrid(header, st, opts);
+}
+
+function kernelGrid(header, st, opts) {
+  const { layout, shape } = header;
+  const I = axis(layout, shape, st, "I");
+  const O = axis(layout, shape, st, "O");
+  const M = axis(layout, shape, st, "M");
+  const depthwise = layout.includes("M");
+  let sp = spatial(layout, shape, st);
+  let rowsAx, colsAx, nChannels;
+  if (depthwise) {
+    rowsAx = I; // filter i*M + m reads input channel i
+    colsAx = M;
+    nChannels = I.n;
+  } else {
+    rowsAx = O;
+    colsAx = I;
+    nChannels = I.n;
+  }
+  let colBaseFn = (c) => c * colsAx.s;
+  let cols = colsAx.n;
+  const img = header.image_shape;
+  if ((layout === "IO" || layout === "OI") && Array.isArray(img) && img.length === 3
+      && img[0] * img[1] * img[2] === I.n) {
+    const [h, w, c] = img;
+    cols = c;
+    colBaseFn = (ch) => ch * I.s;
+    sp = { th: h, tw: w, yOff: range(h, (y) => y * w * c * I.s), xOff: range(w, (x) => x * c * I.s) };
+    nChannels = c;
+  }
+  const rows = rowsAx.n;
+  const filterLabels = labels(header.filters, depthwise ? I.n : O.n);
+  const channelLabels = depthwise ? labels(header.filters, I.n) : labels(header.channels, I.n);
+  const nFilters = depthwise ? I.n * M.n : O.n;
+  const rgb = Boolean(opts.rgb) && !depthwise && cols === 3;
+  const grid = {
+    kind: "kernel",
+    layout,
+    rows,
+    cols: rgb ? 1 : cols,
+    th: sp.th,
+    tw: sp.tw,
+    rowBase: range(rows, (r) => r * rowsAx.s),
+    colBase: rgb ? new Int32Array(1) : range(cols, colBaseFn),
+    yOff: sp.yOff,
+    xOff: sp.xOff,
+    cells: rows * (rgb ? 1 : cols),
+    rgb,
+    chanOff: rgb ? range(3, colBaseFn) : null,
+    samples: 1,
+    nFilters,
+    nChannels,
+    canRgb: !depthwise && cols === 3,
+    filterOf: depthwise ? (r, c) => r * M.n + c : (r) => r,
+    channelOf: depthwise ? (r) => r : (r, c) => c,
+    filterLabel: depthwise
+      ? (f) => {
+        const i = Math.floor(f / M.n);
+        return String((filterLabels ? filterLabels[i] : i) * M.n + (f % M.n));
+      }
+      : (f) => String(filterLabels ? filterLabels[f] : f),
+    channelLabel: (ch) => String(channelLabels ? channelLabels[ch] : ch),
+  };
+  return withCells(grid);
+}
+
+function sampleGrid(header, st, opts, kind) {
+  const { layout, shape } = header;
+  const known = kind === "activation" ? ACTIVATION_LAYOUTS : ["NHWC"];
+  if (!known.includes(layout)) throw new Error(`unknown ${kind} layout ${JSON.stringify(layout)}`);
+  const N = axis(layout, shape, st, "N");
+  const C = axis(layout, shape, st, "C");
+  const sample = Math.min(Math.max(0, Math.floor(opts.sample || 0)), N.n - 1);
+  const base = sample * N.s;
+  const sp = spatial(layout, shape, st);
+  const images = kind !== "activation";
+  // activations: one tile per channel; images: one tile per sample (filter), channels = colour
+  const count = images ? N.n : C.n;
+  const rgb = images ? C.n === 3 : false;
+  const cols = squareColumns(count, sp.th, sp.tw);
+  const rows = Math.ceil(count / cols);
+  const step = images ? N.s : C.s;
+  const cellBase = images ? 0 : base;
+  const filterLabels = labels(header.filters, count);
+  return withCells({
+    kind,
+    layout,
+    rows,
+    cols,
+    th: sp.th,
+    tw: sp.tw,
+    rowBase: range(rows, (r) => cellBase + r * cols * step),
+    colBase: range(cols, (c) => c * step),
+    yOff: sp.yOff,
+    xOff: sp.xOff,
+    cells: count,
+    rgb,
+    chanOff: rgb ? range(3, (c) => c * C.s) : null,
+    samples: images ? 1 : N.n,
+    sample: images ? 0 : sample,
+    nFilters: count,
+    nChannels: images ? C.n : 1,
+    canRgb: false,
+    filterOf: (r, c) => r * cols + c,
+    channelOf: (r, c) => r * cols + c,
+    filterLabel: (f) => String(filterLabels ? filterLabels[f] : f),
+    channelLabel: (ch) => String(ch),
+  });
+}
+
+/** Adds cellBase[cell] = rowBase[r] + colBase[c] (row-major cells) and filter ranges. */
+function withCells(grid) {
+  const cellBase = new Int32Array(grid.rows * grid.cols);
+  for (let r = 0; r < grid.rows; r++) {
+    for (let c = 0; c < grid.cols; c++) cellBase[r * grid.cols + c] = grid.rowBase[r] + grid.colBase[c];
+  }
+  grid.cellBase = cellBase;
+  // a filter is a whole row for (non-depthwise) kernels, one cell otherwise
+  grid.rowFilters = grid.kind === "kernel" && !grid.layout.includes("M");
+  return grid;
+}
+
+/** Cells [start, end) (row-major) that hold filter `f`. */
+export function filterCells(grid, f) {
+  return grid.rowFilters ? [f * grid.cols, (f + 1) * grid.cols] : [f, f + 1];
+}
+
+/** Number of filters drawn (rows of a kernel grid, else cells). */
+export function filterCount(grid) {
+  return grid.rowFilters ? grid.rows : grid.cells;
+}
+
+/** The display row and column of filter `f`'s first cell. */
+export function filterCell(grid, f) {
+  const [start] = filterCells(grid, f);
+  return { r: Math.floor(start / grid.cols), c: start % grid.cols };
+}
+
+/**
+ * A grid of some cells of `grid` (e.g. one filter's tiles) rearranged
+ * near-square; `origin[i]` is the source cell of cell i.
+ */
+export function subGrid(grid, cells) {
+  const n = cells.length;
+  const cols = squareColumns(n, grid.th, grid.tw);
+  const rows = Math.ceil(n / cols);
+  const cellBase = new Int32Array(rows * cols);
+  cells.forEach((cell, i) => { cellBase[i] = grid.cellBase[cell]; });
+  const origin = Int32Array.from(cells);
+  const src = (r, c) => {
+    const cell = origin[r * cols + c];
+    return [Math.floor(cell / grid.cols), cell % grid.cols];
+  };
+  return {
+    ...grid,
+    rows,
+    cols,
+    cells: n,
+    cellBase,
+    rowBase: new Int32Array(rows),
+    colBase: new Int32Array(cols),
+    origin,
+    rowFilters: false,
+    filterOf: (r, c) => grid.filterOf(...src(r, c)),
+    channelOf: (r, c) => grid.channelOf(...src(r, c)),
+  };
+}
+
+/** Flat offsets of every value of cell (r, c) (rgb: of every colour channel too). */
+export function cellOffsets(grid, r, c) {
+  const out = [];
+  const chans = grid.rgb ? grid.chanOff : [0];
+  const base = grid.cellBase[r * grid.cols + c];
+  for (const ch of chans) {
+    for (let y = 0; y < grid.th; y++) {
+      for (let x = 0; x < grid.tw; x++) {
+        if (grid.xOff[x] >= 0) out.push(base + ch + grid.yOff[y] + grid.xOff[x]);
+      }
+    }
+  }
+  return out;
+}
+
+/** Flat offset of tile pixel (y, x) of cell (r, c), or -1 on a slice separator. */
+export function offsetOf(grid, r, c, y, x) {
+  const xo = grid.xOff[x];
+  return xo < 0 ? -1 : grid.cellBase[r * grid.cols + c] + grid.yOff[y] + xo;
+}
