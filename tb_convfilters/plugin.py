@@ -11,7 +11,6 @@ import functools
 import json
 import logging
 import math
-import mimetypes
 import re
 from collections.abc import Callable
 from importlib import resources
@@ -35,15 +34,29 @@ _ALL_STEPS = 1_000_000_000
 _MAX_STEP = 2**63 - 1
 DEFAULT_MAX_TENSOR_MB = 256
 _STEP_RE = re.compile(r"[0-9]{1,19}")
+_COUNT_RE = re.compile(r"[0-9]{1,9}")
+# Static files are served with these types only; anything else is application/octet-stream.
+_CONTENT_TYPES = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".css": "text/css",
+    ".html": "text/html",
+    ".json": "application/json",
+    ".md": "text/markdown",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".woff2": "font/woff2",
+}
 
 
 class HttpError(Exception):
-    """An error answered as JSON ``{"error": message}`` with `status`."""
+    """An error answered as JSON ``{"error": message, **details}`` with `status`."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, **details: Any):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.details = details
 
 
 def _frontend_dir() -> Path:
@@ -58,6 +71,11 @@ def _json(request: wrappers.Request, content: Any, code: int = 200) -> wrappers.
     return http_util.Respond(request, body, "application/json", code=code)
 
 
+def _cut(message: str, limit: int = 500) -> str:
+    """An error message cut short: they may quote huge names from the request."""
+    return message if len(message) <= limit else message[:limit] + "..."
+
+
 def _route(handler: Callable[..., wrappers.Response]) -> Callable:
     """Wraps a handler: HttpError and TensorBoard's public errors become JSON."""
 
@@ -67,11 +85,11 @@ def _route(handler: Callable[..., wrappers.Response]) -> Callable:
         try:
             return handler(self, request)
         except HttpError as e:
-            return _json(request, {"error": e.message}, e.status)
+            return _json(request, {"error": e.message, **e.details}, e.status)
         except errors.NotFoundError as e:
-            return _json(request, {"error": str(e)}, 404)
+            return _json(request, {"error": _cut(str(e))}, 404)
         except errors.PublicError as e:
-            return _json(request, {"error": str(e)}, 400)
+            return _json(request, {"error": _cut(str(e))}, 400)
         except Exception:  # never answer with a traceback or a bare 500 page
             logger.exception("convfilters: %s failed", request.path)
             return _json(request, {"error": "internal error; see the TensorBoard log"}, 500)
@@ -99,6 +117,27 @@ def _step_param(request: wrappers.Request) -> int | None:
     return int(raw)
 
 
+def _count_param(request: wrappers.Request, name: str) -> int | None:
+    raw = _param(request, name, required=False)
+    if raw is None:
+        return None
+    if not _COUNT_RE.fullmatch(raw) or int(raw) < 1:
+        raise HttpError(
+            400, f"{name}={raw[:40]!r} is not a count; expected an integer 1..999999999"
+        )
+    return int(raw)
+
+
+def _name(value: str) -> str:
+    """`value` quoted for an error message, cut short if huge."""
+    text = repr(value)
+    return text if len(text) <= 200 else text[:200] + "..."
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if math.isfinite(value) else None
+
+
 def _finite_or_none(matrix: np.ndarray) -> list:
     return [[float(v) if math.isfinite(v) else None for v in row] for row in matrix.tolist()]
 
@@ -114,6 +153,7 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         self._provider = context.data_provider
         self._max_tensor_bytes = int(max_tensor_mb * (1 << 20))
         self._static = _frontend_dir() / "static"
+        self._skipped: set[tuple[str, str]] = set()  # series already logged as unreadable
 
     def get_plugin_apps(self) -> dict[str, Callable]:
         return {
@@ -122,6 +162,7 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
             "/tensor": self._serve_tensor,
             "/stats": self._serve_stats,
             "/static/*": self._serve_static,
+            "/findings": self._serve_findings,
         }
 
     def is_active(self) -> bool:
@@ -140,13 +181,20 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         result: dict[str, dict] = {}
         for run, tags in listing.items():
             for tag, series in tags.items():
-                info = metadata.parse_plugin_metadata(series.plugin_content)
+                try:  # one hostile series must not hide the others
+                    info = metadata.parse_plugin_metadata(series.plugin_content)
+                    if info is not None:
+                        info.pop("version")
+                        info["description"] = series.description or ""
+                        info["max_step"] = series.max_step
+                        json.dumps(info, allow_nan=False)
+                except (ValueError, TypeError, RecursionError):
+                    info = None
                 if info is None:
-                    logger.warning("convfilters: skipping %s/%s: unreadable metadata", run, tag)
+                    if (run, tag) not in self._skipped:
+                        self._skipped.add((run, tag))
+                        logger.warning("convfilters: skipping %s/%s: unreadable metadata", run, tag)
                     continue
-                info.pop("version")
-                info["description"] = series.description or ""
-                info["max_step"] = series.max_step
                 result.setdefault(run, {})[tag] = info
         return result
 
@@ -168,20 +216,21 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
             run_tag_filter=provider.RunTagFilter(runs=[run]),
         )
         if run not in known:
-            raise HttpError(404, f"run {run!r} not found")
-        raise HttpError(404, f"tag {tag!r} not found in run {run!r}")
+            raise HttpError(404, f"run {_name(run)} not found")
+        raise HttpError(404, f"tag {_name(tag)} not found in run {_name(run)}")
 
     def steps_impl(self, ctx: Any, experiment: str, run: str, tag: str) -> list[dict]:
         """Every kept step of a series, ascending."""
         series = self._series(ctx, experiment, run, tag)
         return [
-            {"step": d.step, "wall_time": d.wall_time} for d in sorted(series, key=lambda d: d.step)
+            {"step": d.step, "wall_time": _finite(d.wall_time)}
+            for d in sorted(series, key=lambda d: d.step)
         ]
 
     def _datum(self, ctx: Any, experiment: str, run: str, tag: str, step: int | None) -> Any:
         series = self._series(ctx, experiment, run, tag)
         if not series:
-            raise HttpError(404, f"no steps in run {run!r}, tag {tag!r}")
+            raise HttpError(404, f"no steps in run {_name(run)}, tag {_name(tag)}")
         if step is None:
             return max(series, key=lambda d: d.step)
         for datum in series:
@@ -190,45 +239,81 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         steps = sorted(d.step for d in series)
         raise HttpError(
             404,
-            f"step {step} not found in run {run!r}, tag {tag!r}; "
+            f"step {step} not found in run {_name(run)}, tag {_name(tag)}; "
             f"it has {len(steps)} steps from {steps[0]} to {steps[-1]}",
         )
 
     def _blob(self, ctx: Any, datum: Any, index: int, run: str, tag: str) -> bytes:
         if len(datum.values) <= index:
             raise HttpError(
-                422, f"step {datum.step} of run {run!r}, tag {tag!r} is not a convfilters record"
+                422,
+                f"step {datum.step} of run {_name(run)}, tag {_name(tag)} "
+                "is not a convfilters record",
             )
-        return self._provider.read_blob(ctx, blob_key=datum.values[index].blob_key)
+        try:
+            return self._provider.read_blob(ctx, blob_key=datum.values[index].blob_key)
+        except errors.InvalidArgumentError as e:
+            hint = ""
+            if re.search(r'["\\\x00-\x1f]', run + tag):
+                hint = (
+                    "; TensorBoard's Rust data server (--load_fast=true) cannot read runs or "
+                    "tags whose names hold '\"', '\\' or control characters: rename them or "
+                    "use --load_fast=false"
+                )
+            raise HttpError(
+                422,
+                f"step {datum.step} of run {_name(run)}, tag {_name(tag)} "
+                f"could not be read: {e}{hint}",
+            ) from None
 
     def _header(self, ctx: Any, datum: Any, run: str, tag: str) -> dict:
         try:
             return blob.decode_header(self._blob(ctx, datum, blob.HEADER, run, tag))
         except blob.RecordError as e:
             raise HttpError(
-                422, f"step {datum.step} of run {run!r}, tag {tag!r} is unreadable: {e}"
+                422, f"step {datum.step} of run {_name(run)}, tag {_name(tag)} is unreadable: {e}"
             ) from None
 
     def tensor_impl(
-        self, ctx: Any, experiment: str, run: str, tag: str, step: int | None
+        self,
+        ctx: Any,
+        experiment: str,
+        run: str,
+        tag: str,
+        step: int | None,
+        max_filters: int | None = None,
+        max_channels: int | None = None,
     ) -> tuple[bytes, dict, int]:
-        """(.npy bytes, step header, step) of one logged tensor; latest step if None."""
+        """(.npy bytes, header, step) of one logged tensor; latest step if None.
+
+        `max_filters` / `max_channels` serve only the first N filters / M input
+        channels (a smaller view of a tensor over the size limit); the header then
+        lists the kept indices in ``filters`` / ``channels``.
+        """
         datum = self._datum(ctx, experiment, run, tag, step)
         header = self._header(ctx, datum, run, tag)
-        size = blob.payload_nbytes(header)
+        where = f"run {_name(run)}, tag {_name(tag)}, step {datum.step}"
+        try:
+            view = blob.view_header(header, max_filters, max_channels)
+        except blob.RecordError as e:
+            raise HttpError(422, f"{where} is unreadable: {e}") from None
+        except ValueError as e:
+            raise HttpError(400, f"{e} ({where})") from None
+        size = blob.payload_nbytes(view)
         if size > self._max_tensor_bytes:
             raise HttpError(
                 413,
-                f"tensor of run {run!r}, tag {tag!r}, step {datum.step} is {size} bytes, over the "
-                f"limit of {self._max_tensor_bytes} (TensorBoard flag --convfilters_max_tensor_mb)",
+                f"tensor of {where} is {size} bytes, over the limit of {self._max_tensor_bytes} "
+                "(TensorBoard flag --convfilters_max_tensor_mb); ask for a smaller view with "
+                "max_filters=N and/or max_channels=M",
+                nbytes=size,
+                limit_bytes=self._max_tensor_bytes,
             )
         payload = self._blob(ctx, datum, blob.PAYLOAD, run, tag)
         try:
-            return blob.npy_bytes(header, payload), header, datum.step
+            return blob.npy_bytes(view, blob.view_payload(header, view, payload)), view, datum.step
         except blob.RecordError as e:
-            raise HttpError(
-                422, f"step {datum.step} of run {run!r}, tag {tag!r} is unreadable: {e}"
-            ) from None
+            raise HttpError(422, f"{where} is unreadable: {e}") from None
 
     def stats_impl(self, ctx: Any, experiment: str, run: str, tag: str) -> dict:
         """Per-filter statistics for every step: ``{names, steps: [{step, wall_time, values}]}``."""
@@ -240,13 +325,16 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
                 header = self._header(ctx, datum, run, tag)
                 matrix = blob.decode_stats(header, self._blob(ctx, datum, blob.STATS, run, tag))
             except (HttpError, blob.RecordError) as e:
-                steps.append({"step": datum.step, "wall_time": datum.wall_time, "error": str(e)})
+                error = e.message if isinstance(e, HttpError) else f"step {datum.step}: {e}"
+                steps.append(
+                    {"step": datum.step, "wall_time": _finite(datum.wall_time), "error": error}
+                )
                 continue
             names = header.get("stats") or names
             steps.append(
                 {
                     "step": datum.step,
-                    "wall_time": datum.wall_time,
+                    "wall_time": _finite(datum.wall_time),
                     "values": _finite_or_none(matrix),
                 }
             )
@@ -271,7 +359,8 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
     @_route
     def _serve_tensor(self, request: wrappers.Request) -> wrappers.Response:
         step = _step_param(request)
-        body, header, real_step = self.tensor_impl(*self._request_args(request), step)
+        caps = _count_param(request, "max_filters"), _count_param(request, "max_channels")
+        body, header, real_step = self.tensor_impl(*self._request_args(request), step, *caps)
         headers = [
             ("X-Convfilters-Step", str(real_step)),
             ("X-Convfilters-Header", json.dumps(header, separators=(",", ":"))),
@@ -285,13 +374,33 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
     @_route
     def _serve_static(self, request: wrappers.Request) -> wrappers.Response:
         name = request.path.split("/static/", 1)[-1]
-        path = safe_join(str(self._static), name)
-        if path is None or not Path(path).is_file():
+        root = self._static.resolve()
+        joined = safe_join(str(root), name)
+        try:  # resolve() also catches symlinks that lead out of static/
+            path = Path(joined).resolve() if joined else None
+            found = path is not None and path.is_relative_to(root) and path.is_file()
+        except (OSError, ValueError):
+            found = False
+        if not found:
             raise HttpError(404, f"no static file {name[:100]!r}")
-        content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        if path.endswith(".js"):
-            content_type = "text/javascript"
-        return http_util.Respond(request, Path(path).read_bytes(), content_type)
+        content_type = _CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        return http_util.Respond(request, path.read_bytes(), content_type)
+
+    # ---- filter doctor: the findings route (see doctor.py) ----
+
+    def findings_impl(self, ctx: Any, experiment: str, run: str | None) -> dict:
+        """``{run, thresholds, series, findings}`` for one run, or every run if `run` is None."""
+        from tb_convfilters import doctor
+
+        return doctor.findings_report(self._provider, ctx, experiment, run)
+
+    @_route
+    def _serve_findings(self, request: wrappers.Request) -> wrappers.Response:
+        ctx = plugin_util.context(request.environ)
+        experiment = plugin_util.experiment_id(request.environ)
+        return _json(request, self.findings_impl(ctx, experiment, _param(request, "run", False)))
+
+    # ---- end of filter doctor ----
 
 
 class ConvFiltersLoader(base_plugin.TBLoader):

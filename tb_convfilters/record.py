@@ -219,7 +219,7 @@ def _stats_and_crc(a: np.ndarray, layout: str, kind: str, stats: bool) -> tuple[
     if not stats:
         return np.zeros((0, 0), dtype=np.float32), blob.crc(a)
     axis = layouts.filter_axes(layout)[0]
-    if a.nbytes < PARALLEL_MIN_BYTES or a.shape[axis] < 2:
+    if a.nbytes < PARALLEL_MIN_BYTES or a.shape[axis] < 128:  # halves of >= 64 filters
         return blob.filter_stats(a, layout, kind), blob.crc(a)
     # Split the filters in two (along the first filter axis, so filter order is kept):
     # the worker takes one half, this thread the CRC and the other half.
