@@ -12,6 +12,8 @@ import json
 import logging
 import math
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -32,6 +34,8 @@ logger = logging.getLogger(__name__)
 # Effectively "every step that TensorBoard kept" for read_blob_sequences.
 _ALL_STEPS = 1_000_000_000
 _MAX_STEP = 2**63 - 1
+# Headers and stats blobs kept in memory (the Rust loader answers each read by RPC).
+_SMALL_BLOB_CACHE_BYTES = 64 << 20
 DEFAULT_MAX_TENSOR_MB = 256
 _STEP_RE = re.compile(r"[0-9]{1,19}")
 _COUNT_RE = re.compile(r"[0-9]{1,9}")
@@ -154,6 +158,9 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         self._max_tensor_bytes = int(max_tensor_mb * (1 << 20))
         self._static = _frontend_dir() / "static"
         self._skipped: set[tuple[str, str]] = set()  # series already logged as unreadable
+        self._small_blobs: OrderedDict[tuple, bytes] = OrderedDict()
+        self._small_bytes = 0
+        self._cache_lock = threading.Lock()
 
     def get_plugin_apps(self) -> dict[str, Callable]:
         return {
@@ -250,8 +257,15 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
                 f"step {datum.step} of run {_name(run)}, tag {_name(tag)} "
                 "is not a convfilters record",
             )
+        key = (datum.values[index].blob_key, datum.wall_time)
+        if index != blob.PAYLOAD:
+            with self._cache_lock:
+                cached = self._small_blobs.get(key)
+                if cached is not None:
+                    self._small_blobs.move_to_end(key)
+                    return cached
         try:
-            return self._provider.read_blob(ctx, blob_key=datum.values[index].blob_key)
+            data = self._provider.read_blob(ctx, blob_key=key[0])
         except errors.InvalidArgumentError as e:
             hint = ""
             if re.search(r'["\\\x00-\x1f]', run + tag):
@@ -265,6 +279,18 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
                 f"step {datum.step} of run {_name(run)}, tag {_name(tag)} "
                 f"could not be read: {e}{hint}",
             ) from None
+        if index != blob.PAYLOAD:
+            self._cache_small_blob(key, data)
+        return data
+
+    def _cache_small_blob(self, key: tuple, data: bytes) -> None:
+        """Keeps headers and stats (read once per step by every stats poll) in an LRU."""
+        with self._cache_lock:
+            self._small_blobs[key] = data
+            self._small_bytes += len(data)
+            while self._small_bytes > _SMALL_BLOB_CACHE_BYTES:
+                _, old = self._small_blobs.popitem(last=False)
+                self._small_bytes -= len(old)
 
     def _header(self, ctx: Any, datum: Any, run: str, tag: str) -> dict:
         try:

@@ -35,6 +35,13 @@ class Record(NamedTuple):
         return [header, self.array.tobytes(), stats]
 
 
+def check_tag(tag: Any) -> str:
+    """Returns `tag`, or raises for anything but a non-empty string."""
+    if not isinstance(tag, str) or not tag:
+        raise ValueError(f"tag={tag!r} must be a non-empty string")
+    return tag
+
+
 def check_step(step: Any) -> int:
     """Returns `step` as an int, or raises for negative and non-integer steps."""
     if isinstance(step, bool) or not isinstance(step, numbers.Integral):

@@ -13,14 +13,13 @@ import numpy as np
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
 from tb_convfilters import metadata
-from tb_convfilters.record import Record, make_record
+from tb_convfilters.record import Record, check_tag, make_record
 
 Cap = int | Sequence[int] | None
 
 
 def _summary_pb(tag: str, rec: Record, description: str | None) -> summary_pb2.Summary:
-    if not isinstance(tag, str) or not tag:
-        raise ValueError(f"tag={tag!r} must be a non-empty string")
+    check_tag(tag)
     blobs = rec.blobs()
     tensor = tensor_pb2.TensorProto(
         dtype=types_pb2.DT_STRING,

@@ -29,7 +29,7 @@ from tensorboard.compat.proto import (
 )
 
 from tb_convfilters import metadata
-from tb_convfilters.record import Record, check_step, make_record
+from tb_convfilters.record import Record, check_step, check_tag, make_record
 from tb_convfilters.summary import pattern_record
 
 _file_counter = itertools.count()
@@ -171,6 +171,7 @@ class Writer:
         self._file.write(head + tail)
 
     def _write_record(self, tag: str, rec: Record, step: Any, description: str | None) -> None:
+        check_tag(tag)
         step = check_step(step)
         prefix, payload, suffix = encode_event(tag, rec, step, time.time(), description)
         head, tail = _frame(prefix, payload, suffix, rec.header.get("payload_crc32c"))

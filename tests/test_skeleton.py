@@ -187,3 +187,30 @@ def test_real_tensorboard_serves_exact_kernel(tmp_path, load_fast):
             assert load_npy(body).tobytes() == (KERNEL + 1).tobytes()
         status, body, _ = http_get(base + PREFIX + "tensor?run=np&tag=conv1/kernel&step=x")
         assert status == 400 and "error" in json.loads(body)
+
+
+@pytest.mark.parametrize("tag", ["", None, 3])
+def test_writer_and_pb_refuse_bad_tags(tmp_path, tag):
+    with tb_convfilters.Writer(tmp_path) as w, pytest.raises(ValueError, match="tag="):
+        w.kernel(tag, KERNEL, 0)
+    with pytest.raises(ValueError, match="tag="):
+        summary.kernel_pb(tag, KERNEL)
+
+
+def test_stats_polls_read_headers_and_stats_once(tmp_path):
+    _write_numpy(tmp_path / "np", [0, 1, 2])
+    from support import make_plugin
+
+    plugin = make_plugin(tmp_path)
+    reads = []
+    read_blob = plugin._provider.read_blob
+    plugin._provider.read_blob = lambda ctx, blob_key: reads.append(blob_key) or read_blob(
+        ctx, blob_key=blob_key
+    )
+    from tensorboard import context
+
+    ctx = context.RequestContext()
+    first = plugin.stats_impl(ctx, "", "np", "conv1/kernel")
+    assert len(reads) == 6  # header + stats of 3 steps
+    assert plugin.stats_impl(ctx, "", "np", "conv1/kernel") == first
+    assert len(reads) == 6
