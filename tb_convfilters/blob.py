@@ -17,7 +17,10 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import crc32c
@@ -276,7 +279,7 @@ def filter_stats(data: np.ndarray, layout: str, kind: str) -> np.ndarray:
     if n == 0:
         return out.astype(np.float32)
     with np.errstate(all="ignore"):
-        total, sq, lo, hi, zeros = _block_reduce(m, red, zeros=kind != "activation")
+        total, sq, lo, hi, zeros = _reduce(m, red, zeros=kind != "activation")
         count = np.full(nf, float(n))
         mean = total / n
         var = sq / n - mean * mean
@@ -298,11 +301,52 @@ def filter_stats(data: np.ndarray, layout: str, kind: str) -> np.ndarray:
     return out.astype(np.float32)
 
 
+# Arrays of at least this many bytes are reduced, cast and checksummed on two threads.
+PARALLEL_MIN_BYTES = 1 << 20
+_WORKER = "tb_convfilters"
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+
+
+def in_parallel(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
+    """Runs `first` on a worker thread and `second` here (numpy releases the GIL).
+
+    `first` must not call this itself; on the worker thread both run in turn.
+    """
+    global _pool, _pool_pid
+    if threading.current_thread().name.startswith(_WORKER):
+        return first(), second()
+    if _pool is None or _pool_pid != os.getpid():  # a forked child has no worker thread
+        _pool, _pool_pid = ThreadPoolExecutor(1, thread_name_prefix=_WORKER), os.getpid()
+    future = _pool.submit(first)
+    try:
+        second_result = second()
+    finally:
+        first_result = future.result()
+    return first_result, second_result
+
+
+def _reduce(
+    m: np.ndarray, red: int, zeros: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`_block_reduce`, each half of the rows on its own thread for large arrays."""
+    if m.nbytes < PARALLEL_MIN_BYTES or m.shape[0] < 2:
+        return _block_reduce(m, red, zeros)
+    mid = m.shape[0] // 2
+    head, tail = in_parallel(
+        lambda: _block_reduce(m[:mid], red, zeros), lambda: _block_reduce(m[mid:], red, zeros)
+    )
+    if red == 1:  # rows are filters
+        return tuple(np.concatenate(pair) for pair in zip(head, tail, strict=True))
+    (t1, s1, lo1, hi1, z1), (t2, s2, lo2, hi2, z2) = head, tail
+    return t1 + t2, s1 + s2, np.minimum(lo1, lo2), np.maximum(hi1, hi2), z1 + z2
+
+
 # Values per block: small enough that the block stays in L2 cache while several
 # reductions read it. Float32 partial sums run over <= 255 rows (or pairwise
 # along a row), which keeps them within ~1e-6 of float64; uint8 counts of <= 255
 # rows cannot overflow.
-_BLOCK = 1 << 16
+_BLOCK = 1 << 18
 
 
 def _block_reduce(

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import warnings
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -202,50 +200,25 @@ def _convert(a: np.ndarray, want: np.dtype, target: str) -> np.ndarray:
     return out
 
 
-# Tensors of at least this many bytes are cast and summarized on two threads.
-PARALLEL_MIN_BYTES = 1 << 20
-_pool: ThreadPoolExecutor | None = None
-_pool_pid = 0
-
-
-def _in_parallel(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
-    """Runs `first` on a worker thread and `second` here (numpy releases the GIL)."""
-    global _pool, _pool_pid
-    if _pool is None or _pool_pid != os.getpid():  # a forked child has no worker thread
-        _pool, _pool_pid = ThreadPoolExecutor(1, thread_name_prefix="tb_convfilters"), os.getpid()
-    future = _pool.submit(first)
-    try:
-        second_result = second()
-    finally:
-        first_result = future.result()
-    return first_result, second_result
-
-
 def _stats_and_crc(a: np.ndarray, layout: str, kind: str, stats: bool) -> tuple[np.ndarray, int]:
     """Per-filter stats (empty when not wanted) and the payload CRC32C of contiguous `a`."""
     if not stats:
         return np.zeros((0, 0), dtype=np.float32), blob.crc(a)
-    axis = layouts.filter_axes(layout)[0]
-    if a.nbytes < PARALLEL_MIN_BYTES or a.shape[axis] < 128:  # halves of >= 64 filters
+    if a.nbytes < blob.PARALLEL_MIN_BYTES:
         return blob.filter_stats(a, layout, kind), blob.crc(a)
-    # Split the filters in two (along the first filter axis, so filter order is kept):
-    # the worker takes one half, this thread the CRC and the other half.
-    head, tail = np.array_split(a, 2, axis=axis)
-    first, (second, crc) = _in_parallel(
-        lambda: blob.filter_stats(head, layout, kind),
-        lambda: (blob.filter_stats(tail, layout, kind), blob.crc(a)),
-    )
-    return np.concatenate([first, second]), crc
+    # The worker checksums, then takes half of the rows of the stats started here.
+    crc, st = blob.in_parallel(lambda: blob.crc(a), lambda: blob.filter_stats(a, layout, kind))
+    return st, crc
 
 
 def _cast(a: np.ndarray, want: np.dtype) -> np.ndarray:
     """``a.astype(want)``; large contiguous arrays are cast in two halves at once."""
-    if a.nbytes < PARALLEL_MIN_BYTES or not a.flags.c_contiguous:
+    if a.nbytes < blob.PARALLEL_MIN_BYTES or not a.flags.c_contiguous:
         return a.astype(want)
     out = np.empty(a.shape, want)
     src, dst = a.reshape(-1), out.reshape(-1)
     mid = src.size // 2
-    _in_parallel(lambda: _copy(dst[:mid], src[:mid]), lambda: _copy(dst[mid:], src[mid:]))
+    blob.in_parallel(lambda: _copy(dst[:mid], src[:mid]), lambda: _copy(dst[mid:], src[mid:]))
     return out
 
 

@@ -12,7 +12,6 @@ import urllib.parse
 
 import numpy as np
 import pytest
-from support import http_get, load_npy, plugin_frame, tensorboard
 from browser_support import (
     canvas_pixels,
     expected_diverging,
@@ -22,6 +21,7 @@ from browser_support import (
     pixel_at,
     tile_pixels,
 )
+from support import http_get, load_npy, plugin_frame, tensorboard
 
 import tb_convfilters
 

@@ -12,7 +12,6 @@ import time
 
 import numpy as np
 import pytest
-from support import http_get, load_npy, plugin_frame, tensorboard
 from browser_support import (
     canvas_pixels,
     expected_diverging,
@@ -20,6 +19,7 @@ from browser_support import (
     lut_of,
     tile_pixels,
 )
+from support import http_get, load_npy, plugin_frame, tensorboard
 
 import tb_convfilters
 

@@ -1,0 +1,1 @@
+"""Benchmarks of tb-convfilters: ``python -m benchmarks`` (see ``__main__.py``)."""

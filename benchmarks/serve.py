@@ -1,0 +1,157 @@
+"""Figure 2, serve: the plugin's routes through TensorBoard's WSGI app and data provider.
+
+* ``tensor``: a 3x3x512x512 float32 kernel (9.4 MB) fetched from real event
+  files through the real plugin app (TensorBoard's Python data provider, the
+  ``TensorBoardWSGI`` wrapper, werkzeug), vs ``np.load`` of the same ``.npy``.
+* ``tags`` and ``steps`` of a logdir of 10 runs x 50 layers x 100 steps:
+  median latency of each, against a budget of 100 ms.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+
+import numpy as np
+
+from benchmarks.common import (
+    Result,
+    Timer,
+    fmt_ms,
+    http_get,
+    log,
+    median_ms,
+    scratch_dir,
+    tensorboard,
+)
+
+PREFIX = "/data/plugin/convfilters/"
+
+
+def plugin_client(logdir: str):
+    """A werkzeug client of TensorBoard's WSGI app holding our plugin, logdir loaded once."""
+    from tensorboard.backend import application
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from werkzeug.test import Client
+
+    from tb_convfilters import plugin
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer(
+        tensor_size_guidance={plugin.metadata.PLUGIN_NAME: 0}
+    )
+    multiplexer.AddRunsFromDirectory(logdir)
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, logdir)
+    context = base_plugin.TBContext(logdir=logdir, data_provider=provider)
+    return Client(application.TensorBoardWSGI([plugin.ConvFiltersPlugin(context)]))
+
+
+def get(client, route: str) -> bytes:
+    response = client.get(PREFIX + route)
+    if response.status_code != 200:
+        raise RuntimeError(f"{route}: HTTP {response.status_code}: {response.data[:300]!r}")
+    return response.data
+
+
+def run(quick: bool) -> list[Result]:
+    import tb_convfilters
+
+    results = []
+    runs, layers, steps = 10, 50, (20 if quick else 100)
+    rounds = 10 if quick else 30
+    size = f"{runs} runs x {layers} layers x {steps} steps"
+    with scratch_dir("serve") as root:
+        logdir = os.path.join(root, "logs")
+        kernel = np.random.default_rng(0).standard_normal((3, 3, 512, 512)).astype(np.float32)
+        with tb_convfilters.Writer(os.path.join(logdir, "big")) as w:
+            for step in range(3):
+                w.kernel("conv/kernel", kernel, step=step)
+        npy = os.path.join(root, "kernel.npy")
+        np.save(npy, kernel)
+        log(f"writing {size}")
+        small = np.random.default_rng(1).standard_normal((3, 3, 4, 8)).astype(np.float32)
+        for r in range(runs):
+            with tb_convfilters.Writer(os.path.join(logdir, f"run{r:02d}")) as w:
+                for step in range(steps):
+                    for layer in range(layers):
+                        w.kernel(f"layer{layer:02d}/kernel", small, step=step)
+        start = time.perf_counter()
+        client = plugin_client(logdir)
+        log(
+            f"Python loader read {runs * layers * steps + 3} records in "
+            f"{time.perf_counter() - start:.1f} s"
+        )
+        tensor = "tensor?run=big&tag=conv/kernel&step=1"
+        routes = (("tags", "tags"), ("steps", "steps?run=run05&tag=layer25/kernel"))
+
+        def fetch(get_body) -> None:
+            served = np.load(io.BytesIO(get_body(tensor)))
+            assert served.tobytes() == kernel.tobytes(), "served tensor differs from the logged one"
+            timer = Timer(rounds, warmup=2)
+            timer.add("GET tensor", lambda: get_body(tensor))
+            timer.add("np.load", lambda: np.load(npy))
+            return timer.run()
+
+        best = fetch(lambda route: get(client, route))
+        results.append(_versus_np_load("serve.tensor_vs_np_load", best, "WSGI app", rounds))
+        for name, route in routes:
+            ms = median_ms(lambda route=route: get(client, route), rounds)
+            results.append(
+                _budget(f"serve.{name}_ms", ms, f"WSGI app, Python loader; {size}", rounds)
+            )
+
+        log("the same logdir in a real tensorboard --load_fast=true (Rust data server)")
+        with tensorboard(logdir, "true") as (base, _):
+            url = base + PREFIX
+            wait_for_steps(url + routes[1][1], steps)
+            best = fetch(lambda route: http_get(url + route))
+            results.append(
+                _versus_np_load(
+                    "serve.tensor_vs_np_load_load_fast", best, "HTTP, Rust loader", rounds
+                )
+            )
+            for name, route in routes:
+                ms = median_ms(lambda route=route: http_get(url + route), rounds)
+                results.append(
+                    _budget(f"serve.{name}_ms_load_fast", ms, f"HTTP, Rust loader; {size}", rounds)
+                )
+    return results
+
+
+def _versus_np_load(name: str, best: dict, how: str, rounds: int) -> Result:
+    ours, floor = best["GET tensor"], best["np.load"]
+    return Result(
+        name,
+        ours / floor,
+        "<= 3",
+        f"GET tensor 3x3x512x512 f32 ({how}) {fmt_ms(ours)} vs np.load {fmt_ms(floor)} "
+        f"(best of {rounds})",
+        {"best_of": rounds},
+    )
+
+
+def _budget(name: str, ms: float, what: str, n: int) -> Result:
+    return Result(
+        name,
+        ms / 100,
+        "<= 1",
+        f"median {ms:.1f} ms of a 100 ms budget ({what}; median of {n})",
+        {"value_ms": round(ms, 2), "n": n},
+    )
+
+
+def wait_for_steps(url: str, steps: int, timeout: float = 180) -> None:
+    """Waits until a live TensorBoard has loaded every step of the series at `url`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if len(json.loads(http_get(url))) >= steps:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} did not reach {steps} steps")
+        time.sleep(0.5)
