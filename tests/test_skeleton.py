@@ -9,7 +9,9 @@ import sys
 import numpy as np
 import pytest
 from support import PREFIX, http_get, load_npy, plugin_client, tensorboard
+from tensorboard.backend import application
 from tensorboard.compat.proto import summary_pb2
+from werkzeug.test import Client
 
 import tb_convfilters
 from tb_convfilters import summary
@@ -214,3 +216,33 @@ def test_stats_polls_read_headers_and_stats_once(tmp_path):
     assert len(reads) == 6  # header + stats of 3 steps
     assert plugin.stats_impl(ctx, "", "np", "conv1/kernel") == first
     assert len(reads) == 6
+
+
+def test_steps_follow_new_data_after_reload(tmp_path):
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+
+    from tb_convfilters.plugin import ConvFiltersPlugin
+
+    w = tb_convfilters.Writer(tmp_path / "run")
+    w.kernel("k", KERNEL, 0)
+    w.flush()
+    multiplexer = plugin_event_multiplexer.EventMultiplexer(
+        tensor_size_guidance={"convfilters": 0}
+    )
+    multiplexer.AddRunsFromDirectory(str(tmp_path))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(tmp_path))
+    client = Client(
+        application.TensorBoardWSGI(
+            [ConvFiltersPlugin(base_plugin.TBContext(logdir=str(tmp_path), data_provider=provider))]
+        )
+    )
+    assert [s["step"] for s in client.get(PREFIX + "steps?run=run&tag=k").json] == [0]
+    w.kernel("k", KERNEL + 1, 1)
+    w.close()
+    multiplexer.Reload()
+    assert [s["step"] for s in client.get(PREFIX + "steps?run=run&tag=k").json] == [0, 1]
+    r = client.get(PREFIX + "tensor?run=run&tag=k")
+    assert r.headers["X-Convfilters-Step"] == "1"
+    assert load_npy(r.data).tobytes() == (KERNEL + 1).tobytes()
