@@ -14,7 +14,7 @@ from __future__ import annotations
 import numbers
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import keras
@@ -111,6 +111,13 @@ class FiltersCallback(keras.callbacks.Callback):
       max_filters / max_channels: keep the first N output filters / input channels.
       budget_mb: warn once when one logging step stores more MiB than this (None: never).
       raise_errors: raise a layer's logging error instead of warning once and going on.
+      patterns: layer names whose filters' activation-maximization patterns are
+        logged as ``<layer>/pattern`` (see ``tb_convfilters.vis.filter_patterns``).
+      patterns_every_n_epochs: log patterns at the end of epochs 0, n, 2n, ...
+      projection_inputs: a few input images; when given with `patterns`, their
+        guided-backprop projections are logged as ``<layer>/projection``.
+      patterns_max_filters: the first N filters of each pattern layer (or a list).
+      patterns_options: passed on to ``vis.filter_patterns`` (size, steps, jitter, blur).
 
     Tags are ``<layer>/kernel`` (separable layers: ``<layer>/depthwise`` and
     ``<layer>/pointwise``) and ``<layer>/activation``.
@@ -129,6 +136,11 @@ class FiltersCallback(keras.callbacks.Callback):
         max_channels: int | None = None,
         budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
         raise_errors: bool = False,
+        patterns: Iterable[str] | str | None = None,
+        patterns_every_n_epochs: int = 5,
+        projection_inputs: Any = None,
+        patterns_max_filters: int | Sequence[int] = 64,
+        patterns_options: dict | None = None,
     ):
         super().__init__()
         if not isinstance(log_dir, str | os.PathLike) or not os.fspath(log_dir):
@@ -150,6 +162,21 @@ class FiltersCallback(keras.callbacks.Callback):
         self.sample_inputs = sample_inputs
         self.raise_errors = bool(raise_errors)
         self._budget = StepBudget(budget_mb, _KNOBS)
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        self.patterns = list(patterns or [])
+        if not all(isinstance(name, str) for name in self.patterns):
+            raise TypeError(f"patterns={patterns!r} must be layer names")
+        self.patterns_every_n_epochs = _positive_int(
+            patterns_every_n_epochs, "patterns_every_n_epochs"
+        )
+        if projection_inputs is not None and not self.patterns:
+            raise ValueError("projection_inputs needs patterns=[layer names] to project")
+        self.projection_inputs = projection_inputs
+        self.patterns_max_filters = patterns_max_filters
+        if patterns_options is not None and not isinstance(patterns_options, dict):
+            raise TypeError(f"patterns_options={patterns_options!r} must be a dict")
+        self.patterns_options = dict(patterns_options or {})
         self._writer: Writer | None = None
         self._targets: list[keras.layers.Layer] | None = None
         self._probe: tuple[keras.Model | None, list[tuple[str, str]]] | None = None
@@ -210,6 +237,10 @@ class FiltersCallback(keras.callbacks.Callback):
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._targets = self._select()
+        if self.patterns:
+            from tb_convfilters import vis
+
+            vis.check_layers(self.model, self.patterns)  # fail now, not epochs later
         self._batch = 0
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -220,6 +251,8 @@ class FiltersCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if not self.every_n_batches and epoch % self.every_n_epochs == 0:
             self._log(epoch)
+        if self.patterns and epoch % self.patterns_every_n_epochs == 0:
+            self._log_patterns(epoch)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._writer is not None:
@@ -273,6 +306,30 @@ class FiltersCallback(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.flush()
         self._budget.check(nbytes, f"FiltersCallback({self.log_dir!r}) at step {step}")
+
+    def _log_patterns(self, epoch: int) -> None:
+        from tb_convfilters import vis
+
+        if self._writer is None:
+            self._writer = Writer(os.path.join(self.log_dir, "train"))
+        try:
+            logged = vis.log_patterns(
+                self._writer,
+                self.model,
+                self.patterns,
+                epoch,
+                max_filters=self.patterns_max_filters,
+                projection_inputs=self.projection_inputs,
+                # patterns are images in [0, 1]: only float dtypes can hold them
+                dtype=self.dtype if self.dtype in ("float16", "bfloat16") else None,
+                **self.patterns_options,
+            )
+        except Exception as e:
+            self._report("patterns", f"patterns of {self.patterns}", e)
+            return
+        self._writer.flush()
+        nbytes = sum(a.nbytes for a in logged.values())
+        self._budget.check(nbytes, f"FiltersCallback patterns at epoch {epoch}")
 
     def _build_probe(self) -> tuple[keras.Model | None, list[tuple[str, str]]]:
         """A model from the inputs to every logged layer's output, and (tag, layout) per output."""

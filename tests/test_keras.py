@@ -267,3 +267,40 @@ def test_activation_layout_follows_data_format():
     assert activation_layout(3, "channels_first") == "NCW"
     assert activation_layout(5, None) == "NDHWC"
     assert activation_layout(2, None) is None  # Dense output: no feature map
+
+
+def test_fit_logs_patterns_and_projections_every_n_epochs(tmp_path):
+    model = model_2d()
+    x, y = data((8, 8, 3))
+    callback = FiltersCallback(
+        tmp_path,
+        layers=["conv"],
+        patterns=["conv"],
+        patterns_every_n_epochs=2,
+        projection_inputs=x[:2],
+        patterns_max_filters=3,
+        patterns_options={"steps": 3},
+    )
+    model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[callback])
+    client = plugin_client(tmp_path)
+    tags = client.get(PREFIX + "tags").json["train"]
+    assert tags["conv/pattern"]["kind"] == "pattern"
+    assert tags["conv/projection"]["kind"] == "projection"
+    assert steps(client, "conv/pattern") == [0, 2]
+    assert steps(client, "conv/kernel") == [0, 1, 2]
+    images, header = tensor(client, "conv/pattern")
+    assert images.shape == (3, 8, 8, 3) and header["filters"] == [0, 1, 2]
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    projections, _ = tensor(client, "conv/projection")
+    assert projections.shape == (2 * 3, 8, 8, 3)
+
+
+def test_patterns_arguments_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="patterns_every_n_epochs"):
+        FiltersCallback(tmp_path, patterns=["conv"], patterns_every_n_epochs=0)
+    with pytest.raises(ValueError, match="projection_inputs needs patterns"):
+        FiltersCallback(tmp_path, projection_inputs=np.zeros((1, 8, 8, 3)))
+    model = model_2d()
+    x, y = data((8, 8, 3))
+    with pytest.raises(ValueError, match="nope"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[FiltersCallback(tmp_path, patterns=["nope"])])
