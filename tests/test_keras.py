@@ -303,4 +303,5 @@ def test_patterns_arguments_are_checked(tmp_path):
     model = model_2d()
     x, y = data((8, 8, 3))
     with pytest.raises(ValueError, match="nope"):
-        model.fit(x, y, epochs=1, verbose=0, callbacks=[FiltersCallback(tmp_path, patterns=["nope"])])
+        callback = FiltersCallback(tmp_path, patterns=["nope"])
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
