@@ -1,7 +1,10 @@
 """Demo: train a small Keras CNN on synthetic oriented-stripe images and log its filters.
 
-Two runs (two learning rates) land in ``LOGDIR/<run>/train`` so the Filters tab
-can compare them. Runs in well under a minute on 2 CPU cores; no downloads.
+Two runs (two learning rates) land in ``LOGDIR/<run>/train`` beside the stock
+TensorBoard callback's scalars, so the Filters tab can compare them. Logged every
+epoch: every conv kernel and its activations on four sample images; every other
+epoch: conv2's activation-maximization patterns and their projections.
+Runs in about a minute on 2 CPU cores; no downloads.
 
     python demo/train.py --logdir demo/logs
 """
@@ -15,9 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from tb_convfilters import summary  # noqa: E402
+from tb_convfilters.keras import FiltersCallback  # noqa: E402
 
 ANGLES = (0.0, 45.0, 90.0, 135.0)  # one class per stripe orientation
 
@@ -50,30 +52,6 @@ def build_model() -> keras.Model:
     )
 
 
-class LogKernels(keras.callbacks.Callback):
-    """Logs every Conv2D kernel with ``tb_convfilters.summary.kernel`` each epoch."""
-
-    def __init__(self, logdir: str):
-        super().__init__()
-        self.writer = tf.summary.create_file_writer(logdir)
-
-    def _log(self, step: int) -> None:
-        with self.writer.as_default():
-            for layer in self.model.layers:
-                if isinstance(layer, keras.layers.Conv2D):
-                    summary.kernel(f"{layer.name}/kernel", layer.kernel, step=step)
-        self.writer.flush()
-
-    def on_train_begin(self, logs=None):
-        self._log(0)
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._log(epoch + 1)
-
-    def on_train_end(self, logs=None):
-        self.writer.close()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--logdir", default="demo/logs")
@@ -97,7 +75,15 @@ def main() -> None:
             verbose=0,
             callbacks=[
                 keras.callbacks.TensorBoard(run_dir),
-                LogKernels(os.path.join(run_dir, "train")),
+                FiltersCallback(
+                    run_dir,
+                    sample_inputs=x[:4],
+                    patterns=["conv2"],
+                    patterns_every_n_epochs=2,
+                    projection_inputs=x[:2],
+                    patterns_max_filters=16,
+                    patterns_options={"steps": 20},
+                ),
             ],
         )
         print(f"{run}: accuracy {history.history['accuracy'][-1]:.2f} -> {run_dir}")
