@@ -1,10 +1,12 @@
 """Regenerates the README screenshots from a real TensorBoard and Debian's Chromium.
 
-    .venv/bin/python docs/screenshots/make_screenshots.py
+    .venv/bin/python docs/screenshots/make_screenshots.py [NAME ...]
 
 Logs synthetic but filter-like data (oriented Gabor kernels sharpening out of
-noise over training steps, their feature maps, a second layer, a compared run),
-starts ``tensorboard`` on it and saves one PNG per main view next to this file.
+noise over training steps, their feature maps, a second layer, a compared run,
+a run with planted problems for the filter doctor, patterns of a layer),
+starts ``tensorboard`` on it and saves one PNG per main view next to this file
+(only the named ones, e.g. ``doctor patterns``, when names are given).
 """
 
 from __future__ import annotations
@@ -49,6 +51,42 @@ def correlate(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return np.maximum(np.einsum("nhwcij,ijco->nhwo", windows, kernel), 0).astype(np.float32)
 
 
+def sick_run(logdir: Path) -> None:
+    """A run with planted problems: dead, duplicate, mirrored, exploding filters, a frozen layer."""
+    r = np.random.default_rng(3)
+    target = gabor_bank(16, 7, r)
+    noise = r.normal(scale=0.3, size=target.shape).astype(np.float32)
+    frozen = r.normal(scale=0.15, size=(3, 3, 16, 32)).astype(np.float32)
+    with tb_convfilters.Writer(logdir / "sick") as w:
+        for i, step in enumerate(STEPS):
+            a = 1 - np.exp(-i / 1.2)
+            k = (a * target + (1 - a) * noise).astype(np.float32)
+            k[..., 4] = 0  # dead
+            k[..., 9] = k[..., 2] * 0.8  # duplicate of 2
+            k[..., 13] = -k[..., 6]  # mirror of 6
+            k[..., 11] *= 3.0**i  # exploding
+            w.kernel("conv1/kernel", k, step=step, layout="HWIO")
+            w.kernel("conv2/kernel", frozen, step=step, layout="HWIO")  # never trained
+
+
+def patterns_run(logdir: Path) -> None:
+    """A layer's kernels and patterns of some of its filters (the same Gabors at 48 x 48)."""
+    kernels = gabor_bank(16, 7, np.random.default_rng(5))
+    big = gabor_bank(16, 48, np.random.default_rng(5))
+    kept = [0, 1, 2, 3, 5, 6, 8, 10, 11, 12, 14, 15]
+    images = np.moveaxis(big[..., kept], -1, 0)
+    images = np.clip(0.5 + images / (2.2 * np.abs(images).max()), 0, 1).astype(np.float32)
+    with tb_convfilters.Writer(logdir / "vis") as w:
+        w.kernel("conv1/kernel", kernels, step=800, layout="HWIO")
+        w.patterns(
+            "conv1/pattern",
+            images,
+            step=800,
+            filters=kept,
+            description="Patterns: the input each filter responds to most",
+        )
+
+
 def write_logs(logdir: Path) -> None:
     rng = np.random.default_rng(7)
     yy, xx = np.mgrid[0:40, 0:40] / 40
@@ -87,6 +125,8 @@ def write_logs(logdir: Path) -> None:
                     layout="NHWC",
                     max_samples=2,
                 )
+    sick_run(logdir)
+    patterns_run(logdir)
     big = rng.normal(scale=0.05, size=(3, 3, 512, 512)).astype(np.float16)
     with tb_convfilters.Writer(logdir / "wide") as w:
         w.kernel(
@@ -111,8 +151,11 @@ def shoot(base: str, page, name: str, state: str, action=None) -> None:
     print("saved", name)
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
     from playwright.sync_api import sync_playwright
+
+    def want(name: str) -> bool:
+        return not names or name in names
 
     with tempfile.TemporaryDirectory() as tmp:
         logdir = Path(tmp) / "logs"
@@ -129,36 +172,70 @@ def main() -> None:
                 pitch = int(g["tileH"]) * float(g["zoom"]) + int(g["gap"])
                 canvas.click(position={"x": 8, "y": 4 * pitch + 6})
 
-            shoot(base, page, "grid", "run=resnet_lr0.1&tag=conv1/kernel&step=800", click_filter)
-            shoot(base, page, "rgb", "run=resnet_lr0.1&tag=conv1/kernel&step=800&rgb=1&sort=norm")
-            shoot(
-                base,
-                page,
-                "compare",
-                "run=resnet_lr0.1&tag=conv1/kernel&step=200&cmp=resnet_lr0.01",
-            )
-            shoot(
-                base,
-                page,
-                "diff",
-                "run=resnet_lr0.1&tag=conv1/kernel&step=800&diff=first&sort=drift",
-            )
+            if want("grid"):
+                shoot(
+                    base, page, "grid", "run=resnet_lr0.1&tag=conv1/kernel&step=800", click_filter
+                )
+            if want("rgb"):
+                shoot(
+                    base, page, "rgb", "run=resnet_lr0.1&tag=conv1/kernel&step=800&rgb=1&sort=norm"
+                )
+            if want("compare"):
+                shoot(
+                    base,
+                    page,
+                    "compare",
+                    "run=resnet_lr0.1&tag=conv1/kernel&step=200&cmp=resnet_lr0.01",
+                )
+            if want("diff"):
+                shoot(
+                    base,
+                    page,
+                    "diff",
+                    "run=resnet_lr0.1&tag=conv1/kernel&step=800&diff=first&sort=drift",
+                )
 
             def click_channel(frame):
                 frame.locator("canvas.main-grid").first.click(position={"x": 40, "y": 40})
 
-            shoot(
-                base,
-                page,
-                "activations",
-                "run=resnet_lr0.1&tag=conv1/activation&step=800&cmap=sequential&norm=filter",
-                click_channel,
-            )
-            shoot(base, page, "big", "run=wide&tag=block4/conv/kernel&step=0")
-            dark = browser.new_page(viewport={"width": 1400, "height": 860}, color_scheme="dark")
-            shoot(base, dark, "dark", "run=resnet_lr0.1&tag=conv2/kernel&step=400", click_filter)
+            if want("activations"):
+                shoot(
+                    base,
+                    page,
+                    "activations",
+                    "run=resnet_lr0.1&tag=conv1/activation&step=800&cmap=sequential&norm=filter",
+                    click_channel,
+                )
+            if want("big"):
+                shoot(base, page, "big", "run=wide&tag=block4/conv/kernel&step=0")
+
+            def open_finding(frame):
+                frame.wait_for_selector("li.finding")
+                frame.locator('li.finding[data-problem="exploding"]').click()
+
+            if want("doctor"):
+                tall = browser.new_page(viewport={"width": 1400, "height": 1150})
+                shoot(base, tall, "doctor", "run=sick&tag=conv1/kernel&norm=filter", open_finding)
+
+            def hover_pattern(frame):
+                canvas = frame.locator("canvas.main-grid").first
+                g = canvas.evaluate("c => Object.assign({}, c.dataset)")
+                pitch = int(g["tileW"]) * float(g["zoom"]) + int(g["gap"])
+                for dx in (0, 1):  # the kernel loads on the first hover, shows on the next
+                    canvas.hover(position={"x": 1.5 * pitch + dx, "y": 0.6 * pitch})
+                    frame.wait_for_timeout(800)
+
+            if want("patterns"):
+                shoot(base, page, "patterns", "run=vis&tag=conv1/pattern", hover_pattern)
+            if want("dark"):
+                dark = browser.new_page(
+                    viewport={"width": 1400, "height": 860}, color_scheme="dark"
+                )
+                shoot(
+                    base, dark, "dark", "run=resnet_lr0.1&tag=conv2/kernel&step=400", click_filter
+                )
             browser.close()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

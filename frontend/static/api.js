@@ -53,6 +53,8 @@ export async function getJSON(path, params = {}, init = {}) {
 export const tags = (init) => getJSON("tags", {}, init);
 export const steps = (run, tag, init) => getJSON("steps", { run, tag }, init);
 export const stats = (run, tag, init) => getJSON("stats", { run, tag }, init);
+/** The filter doctor's findings for one run: {run, series, thresholds, findings}. */
+export const findings = (run, init) => getJSON("findings", { run }, init);
 
 /**
  * One logged tensor: {array, shape, dtype, header, step, buffer}.

@@ -1,16 +1,22 @@
 // The Filters dashboard: controls, one grid panel per compared run (sharing
-// one step slider), the health table and the detail view. The state lives in
-// the URL hash (state.js), mirrored into TensorBoard's page URL.
+// one step slider), the filter doctor's findings (badges, list, health flags),
+// the health table and the detail view. The state lives in the URL hash
+// (state.js), mirrored into TensorBoard's page URL.
 
-import { cosineDrift, difference, nearDuplicates, orderBy } from "./analysis.js";
+import { cosineDrift, difference, healthFlags, nearDuplicates, orderBy } from "./analysis.js";
 import * as api from "./api.js";
 import { COLORMAPS, isSigned, lut } from "./colormap.js";
 import { DetailView } from "./detail.js";
+import { chip, DoctorView, legend } from "./doctorview.js";
 import { el, fillSelect, fmt, setChildren } from "./dom.js";
+import {
+  badgesFor, describeFinding, findingFilter, findingsByFilter, PROBLEMS, seriesFindings, stepAtOrAfter,
+} from "./findings.js";
 import { HealthTable } from "./health.js";
 import { canonicalize, filterCells, filterCount, IMAGE_KINDS } from "./layout.js";
 import { cellLimits, limitsFromStats, MODE_LABELS, MODES } from "./normalize.js";
 import { GridView } from "./gridview.js";
+import { PatternHover } from "./patterns.js";
 import { decode, encode, stepIndex, unionSteps } from "./state.js";
 
 const POLL_MS = 30000;
@@ -19,6 +25,7 @@ const CACHE_BYTES = 384 * 1024 * 1024;
 // drift needs the first step's tensor too: only fetched for tensors up to this size
 const DRIFT_MAX_BYTES = 64 * 1024 * 1024;
 const PARENT_KEY = "cf";
+const IMAGE_TILE = 192;
 
 /** A small byte-bounded LRU of tensor promises. */
 class TensorCache {
@@ -94,11 +101,14 @@ class Panel {
       onClick: (hit) => dashboard.clickCell(this, hit),
       onView: (view) => dashboard.syncView(this, view),
       maxHeight: () => dashboard.gridHeight(),
+      hoverExtra: (hit, view) => dashboard.hoverExtra(this, hit, view),
     });
     this.title = el("span", { class: "panel-title" });
     this.status = el("div", { class: "panel-status", role: "status" });
     this.colorbar = el("canvas", { class: "colorbar", width: 256, height: 12 });
     this.barLabels = el("div", { class: "colorbar-labels" });
+    this.banner = el("div", { class: "panel-banner", role: "status", hidden: true });
+    this.legend = el("div", { class: "panel-legend", hidden: true });
     this.node = el(
       "section",
       { class: "panel" },
@@ -106,6 +116,8 @@ class Panel {
         el("button", { type: "button", class: "png", title: "Download this view as PNG", onclick: () => this.downloadPng() }, "PNG"),
         el("button", { type: "button", class: "npy", title: "Download this step's tensor as .npy (as logged)", onclick: () => this.downloadNpy() }, ".npy"))),
       el("div", { class: "colorbar-row" }, this.colorbar, this.barLabels),
+      this.banner,
+      this.legend,
       this.status,
       this.view.node,
     );
@@ -116,6 +128,22 @@ class Panel {
 
   setTitle(extra) {
     setChildren(this.title, el("span", { class: "run-name" }, this.run), extra ? el("span", { class: "panel-extra" }, extra) : null);
+  }
+
+  /** The frozen-layer banner (findings with filter null), or none. */
+  setBanner(findings) {
+    const list = findings || [];
+    this.banner.hidden = !list.length;
+    this.banner.dataset.problem = list.length ? list[0].problem : "";
+    setChildren(this.banner, list.map((f) => el("div", {}, chip(f.problem), " ",
+      `This layer is ${f.problem}: `, describeFinding(f).replace(/^frozen: /, ""),
+      ". Was it meant to train (trainable / requires_grad)?")));
+  }
+
+  /** The legend of the badge colours present on this grid. */
+  setLegend(problems) {
+    this.legend.hidden = !problems.length;
+    setChildren(this.legend, problems.length ? [el("span", { class: "dim" }, "Badges:"), legend(problems)] : []);
   }
 
   setStatus(text, kind = "info") {
@@ -136,6 +164,9 @@ class Panel {
     c.dataset.tag = this.dashboard.state.tag || "";
     c.dataset.step = "";
     this.view.setHighlight(null);
+    this.view.setMarks(null);
+    this.setBanner(null);
+    this.setLegend([]);
   }
 
   downloadPng() {
@@ -162,12 +193,16 @@ export class Dashboard {
     this.stepsByRun = new Map();
     this.cache = new TensorCache(CACHE_BYTES);
     this.statsCache = new Map();
+    this.findingsCache = new Map();
+    this.healthBase = null;
     this.panels = [];
     this.token = 0;
     this.playing = null;
     this.dark = false;
     this.health = new HealthTable({ onSelect: (f) => this.select(f, true) });
     this.detail = new DetailView(this);
+    this.doctor = new DoctorView({ onJump: (f) => this.jumpTo(f) });
+    this.patternHover = new PatternHover(this);
     this.build();
   }
 
@@ -268,7 +303,7 @@ export class Dashboard {
     this.message = el("div", { class: "message", id: "message", role: "alert", hidden: true });
     this.loading = el("span", { class: "loading", id: "loading", hidden: true }, "loading…");
     this.panelsNode = el("div", { class: "panels", id: "panels" });
-    this.side = el("aside", { class: "side", id: "side" }, this.detail.node, this.health.node);
+    this.side = el("aside", { class: "side", id: "side" }, this.detail.node, this.doctor.node, this.health.node);
     this.root.classList.add("convfilters");
     this.root.replaceChildren(el("div", { class: "app" },
       el("div", { class: "toolbar" },
@@ -370,6 +405,8 @@ export class Dashboard {
   async reload() {
     this.cache.clear();
     this.statsCache.clear();
+    this.findingsCache.clear();
+    this.patternHover.clear();
     this.tags = {};
     await this.loadTags();
   }
@@ -378,6 +415,7 @@ export class Dashboard {
     try {
       const tags = await api.tags();
       if (JSON.stringify(tags) !== JSON.stringify(this.tags)) {
+        this.findingsCache.clear();
         await this.loadTags(tags);
         return;
       }
@@ -385,7 +423,9 @@ export class Dashboard {
       await this.loadSteps(false);
       if (this.steps.length !== before) {
         this.statsCache.clear();
+        this.findingsCache.clear();
         this.updateSide();
+        this.updateFindings();
       }
     } catch (e) {
       this.showMessage(`Checking for new data failed: ${e.message}`);
@@ -478,6 +518,7 @@ export class Dashboard {
           + "This page checks for new data every 30 s; press Reload to check now.")),
     );
     this.health.update(null);
+    this.doctor.update([]);
     this.detail.close();
     fillSelect(this.controls.run, []);
     this.controls.tag.replaceChildren();
@@ -610,12 +651,15 @@ export class Dashboard {
     if (token !== this.token) return;
     this.panels.forEach((p, i) => this.drawPanel(p, results[i], fixed, order));
     this.updateSide();
+    this.updateFindings();
   }
 
   /** [lo, hi] shared by the panels for the fixed modes, or null. */
   async fixedLimits(results, signed) {
     const s = this.state;
     if (s.norm !== "steps" && s.norm !== "runs") return null;
+    // images are drawn on their own [0, 1] scale and have no statistics
+    if (IMAGE_KINDS.includes(this.info().kind) && s.diff === "none") return null;
     if (s.diff === "none") {
       const runs = s.norm === "runs" ? this.panels.map((p) => p.run) : [s.run];
       try {
@@ -745,12 +789,15 @@ export class Dashboard {
       step: String(tensor.step),
       mode: s.norm,
       viewName: result.viewName || "raw",
+      // pattern/projection images are pictures: shown larger than kernel tiles when they fit
+      maxTile: IMAGE_KINDS.includes(grid.kind) ? IMAGE_TILE : undefined,
     });
-    this.drawColorbar(panel, limits, cmap, signed);
+    this.drawColorbar(panel, limits, cmap, signed, images);
+    this.markPanel(panel);
     this.highlightPanel(panel);
   }
 
-  drawColorbar(panel, limits, cmap, signed) {
+  drawColorbar(panel, limits, cmap, signed, images = false) {
     const s = this.state;
     const table = lut(cmap, { dark: this.dark });
     const c = panel.colorbar;
@@ -768,12 +815,14 @@ export class Dashboard {
     panel.barLabels.dataset.hi = String(hi);
     setChildren(
       panel.barLabels,
-      el("span", { class: "bar-lo" }, perCell ? "−limit" : fmt(lo)),
+      el("span", { class: "bar-lo" }, perCell && !images ? "−limit" : fmt(lo)),
       el("span", {}, signed ? "0" : ""),
-      el("span", { class: "bar-hi" }, perCell ? "+limit" : fmt(hi)),
-      el("span", { class: "bar-note" }, perCell
-        ? `${MODE_LABELS[s.norm]}, p${s.pct} (limits up to ${fmt(Math.max(Math.abs(lo), Math.abs(hi)))}; hover a tile)`
-        : `${MODE_LABELS[s.norm]}, p${s.pct}`),
+      el("span", { class: "bar-hi" }, perCell && !images ? "+limit" : fmt(hi)),
+      el("span", { class: "bar-note" }, images
+        ? "images as logged (0 black, 1 white; 3 channels as RGB); labels are filter indices"
+        : perCell
+          ? `${MODE_LABELS[s.norm]}, p${s.pct} (limits up to ${fmt(Math.max(Math.abs(lo), Math.abs(hi)))}; hover a tile)`
+          : `${MODE_LABELS[s.norm]}, p${s.pct}`),
       el("span", { class: "bar-nan", title: "NaN / Inf values" }, "NaN/Inf"),
     );
   }
@@ -814,8 +863,16 @@ export class Dashboard {
   async updateSide() {
     const s = this.state;
     const first = this.panels[0];
+    this.healthBase = null;
     if (!first || !first.loaded) {
       this.health.update(null);
+      return;
+    }
+    const { grid, drift } = first.loaded;
+    if (IMAGE_KINDS.includes(grid.kind)) {
+      this.health.update({ message: `${grid.kind === "pattern" ? "Patterns" : "Projections"} have no per-filter statistics: `
+        + "hover an image for its filter's kernel and statistics." });
+      if (this.detail.open) this.detail.refresh();
       return;
     }
     const token = this.token;
@@ -823,32 +880,187 @@ export class Dashboard {
     try {
       stats = await this.stats(first.run, s.tag);
     } catch (e) {
-      this.health.update(null);
-      this.health.summary.textContent = `Statistics unavailable: ${e.message}`;
+      this.health.update({ message: `Statistics unavailable: ${e.message}` });
       return;
     }
     if (token !== this.token) return;
-    const { grid, tensor, drift } = first.loaded;
     const data = {
       stats,
       kind: grid.kind,
       step: s.step,
       drift: drift || null,
-      duplicates: null,
       label: (f) => grid.filterLabel(f),
     };
+    this.healthBase = { token, data, run: first.run, loaded: first.loaded };
     this.health.selected = s.sel;
-    this.health.update(data);
+    this.applyHealthFlags();
     if (this.detail.open) this.detail.refresh();
-    // near-duplicates are O(filters^2): computed after the grid is on screen
+  }
+
+  // ---- the filter doctor ----
+
+  /** The cache entry of a run's findings: {promise, report, error}; fetched once per run. */
+  findingsEntry(run) {
+    if (!this.findingsCache.has(run)) {
+      const entry = { report: null, error: null };
+      entry.promise = api.findings(run).then(
+        (r) => { entry.report = r; },
+        (e) => { entry.error = e.message; },
+      );
+      this.findingsCache.set(run, entry);
+    }
+    return this.findingsCache.get(run);
+  }
+
+  /** A run's findings report if it has arrived, else null. */
+  findingsReport(run) {
+    const e = this.findingsCache.get(run);
+    return e ? e.report : null;
+  }
+
+  /** Fetches the findings of the shown runs and shows them (badges, banners, list, health flags). */
+  async updateFindings() {
+    const entries = this.panels.map((p) => this.findingsEntry(p.run));
+    this.applyFindings(false);
+    if (entries.every((e) => e.report || e.error)) return;
+    await Promise.all(entries.map((e) => e.promise));
+    this.applyFindings(true);
+  }
+
+  /** Shows the findings at hand; `arrived`: some just came in (the detail view lists them too). */
+  applyFindings(arrived) {
+    const s = this.state;
+    this.doctor.update(this.panels.map((p) => {
+      const e = this.findingsCache.get(p.run) || {};
+      return { run: p.run, report: e.report || null, error: e.error || null };
+    }), { run: s.run, tag: s.tag });
+    for (const p of this.panels) this.markPanel(p);
+    this.applyHealthFlags();
+    if (arrived && this.detail.open) this.detail.refresh();
+  }
+
+  /** Badges on the panel's flagged tiles, its frozen banner and legend; labels on images. */
+  markPanel(panel) {
+    const loaded = panel.loaded;
+    if (!loaded) return;
+    const report = this.findingsReport(panel.run);
+    const found = report ? seriesFindings(report.findings, panel.run, this.state.tag) : [];
+    const badges = badgesFor(loaded.grid, found);
+    panel.view.setMarks({ badges, labels: IMAGE_KINDS.includes(loaded.grid.kind) });
+    panel.setBanner(found.filter((f) => f.filter === null));
+    panel.setLegend(PROBLEMS.filter((p) => badges.some((b) => b.problems.includes(p))));
+  }
+
+  /**
+   * The health table's flags: the filter doctor's findings when its route
+   * answered; only if it failed, per-step checks computed here from the
+   * step's statistics (and tensor, for near-duplicates), labelled as such.
+   */
+  applyHealthFlags() {
+    const h = this.healthBase;
+    if (!h || h.token !== this.token) return;
+    const { data, loaded } = h;
+    const n = filterCount(loaded.grid);
+    const entry = this.findingsCache.get(h.run);
+    if (entry && entry.report) {
+      const per = findingsByFilter(loaded.grid, seriesFindings(entry.report.findings, h.run, this.state.tag), n);
+      const flags = per.map((list) => list.map((f) => ({
+        problem: f.problem,
+        title: describeFinding(f) + (this.state.step < f.first_step ? ` (not yet at step ${this.state.step})` : ""),
+        later: this.state.step < f.first_step,
+      })));
+      this.health.update({ ...data, flags, flagNote: "Flags: the filter doctor's findings over the whole run "
+        + "(a faded flag was first seen after this step). Click one in the Filter doctor list to jump to it." });
+      return;
+    }
+    if (!entry || !entry.error) {
+      this.health.update({ ...data, flags: null, flagNote: "" });
+      return;
+    }
+    this.clientFlags(h, entry.error);
+  }
+
+  /** Fallback flags when the findings route failed: this step's statistics (and tensor) only. */
+  clientFlags(h, error) {
+    const { data, loaded } = h;
+    const at = data.stats.steps.find((x) => x.step === data.step);
+    if (!at || !at.values) {
+      this.health.update({ ...data, flags: [], flagNote: "" });
+      return;
+    }
+    const label = data.label;
+    const show = (duplicates) => {
+      const flags = healthFlags(data.stats.names, at.values, data.kind, duplicates).map((list, f) => list.map((p) => ({
+        problem: p,
+        title: p === "duplicate"
+          ? `cosine similarity ${fmt(duplicates.similarity[f], 4)} with filter ${label(duplicates.partner[f])} at this step`
+          : `${p} at this step`,
+      })));
+      this.health.update({ ...data, flags, flagNote: `The filter doctor did not answer (${error}); these flags are `
+        + `computed in the browser from step ${data.step} alone${duplicates || data.kind !== "kernel" ? "" : " (near-duplicate check pending)"}.` });
+    };
+    show(null);
+    if (data.kind !== "kernel") return;
+    // near-duplicates are O(filters^2): computed after the table is on screen
     setTimeout(() => {
-      if (token !== this.token || grid.kind === "activation") {
-        if (grid.kind === "activation") this.health.update({ ...data, duplicates: undefined });
-        return;
-      }
-      const duplicates = nearDuplicates(grid, tensor.array);
-      if (token === this.token) this.health.update({ ...data, duplicates });
+      if (h !== this.healthBase || h.token !== this.token) return;
+      show(nearDuplicates(loaded.grid, loaded.tensor.array));
     }, 30);
+  }
+
+  /**
+   * Shows a finding: its tag at its first step (or the nearest logged step
+   * after it), its run, and its filter selected and opened; says which step.
+   */
+  async jumpTo(f) {
+    let steps;
+    try {
+      steps = (await api.steps(f.run, f.tag)).map((x) => x.step);
+    } catch (e) {
+      this.doctor.setNote(`Cannot open ${f.tag} of ${f.run}: ${e.message}`);
+      return;
+    }
+    const at = stepAtOrAfter(steps, f.first_step);
+    if (!at) {
+      this.doctor.setNote(`${f.tag} of ${f.run} has no steps to show.`);
+      return;
+    }
+    if (this.playing) this.togglePlay();
+    const s = this.state;
+    const shown = f.run === s.run || (s.compare.includes(f.run) && this.info(f.run, f.tag).kind);
+    if (!shown) s.run = f.run;
+    if (s.tag !== f.tag) s.sample = 0;
+    Object.assign(s, { tag: f.tag, step: at.step, sel: null });
+    this.doctor.active = f;
+    this.detail.close();
+    await this.loadTags(this.tags);
+    const where = at.exact
+      ? `step ${at.step}, where it was first seen`
+      : at.after
+        ? `step ${at.step}, the nearest logged step after step ${f.first_step} where it was first seen`
+        : `step ${at.step}, the last logged step (none at or after step ${f.first_step}, where it was first seen)`;
+    if (f.filter === null) {
+      this.doctor.setNote(`${f.run} · ${f.tag}: the whole layer is ${f.problem}; showing ${where}.`);
+      return;
+    }
+    const panel = this.panels.find((p) => p.run === f.run);
+    const idx = panel && panel.loaded ? findingFilter(panel.loaded.grid, f) : -1;
+    if (idx < 0) {
+      this.doctor.setNote(`${f.run} · ${f.tag} at ${where}: filter ${f.filter} is not drawn.`);
+      return;
+    }
+    this.select(idx, false);
+    for (const p of this.panels) {
+      if (p.loaded && idx < filterCount(p.loaded.grid)) p.view.reveal(Math.floor(filterCells(p.loaded.grid, idx)[0] / p.loaded.grid.cols));
+    }
+    this.detail.show(panel, idx);
+    this.doctor.setNote(`${f.run} · ${f.tag} · filter ${f.filter} (${f.problem}) at ${where}.`);
+  }
+
+  /** Extra tooltip content: for pattern/projection images, their filter's kernel and stats. */
+  hoverExtra(panel, hit, view) {
+    if (!panel.loaded || !IMAGE_KINDS.includes(panel.loaded.grid.kind)) return null;
+    return this.patternHover.nodes(panel, hit, view);
   }
 
   syncView(source, view) {

@@ -4,7 +4,9 @@
 
 import * as api from "./api.js";
 import { lut } from "./colormap.js";
-import { el, fmt } from "./dom.js";
+import { chip } from "./doctorview.js";
+import { el, fmt, setChildren } from "./dom.js";
+import { describeFinding, seriesFindings } from "./findings.js";
 import { GridView } from "./gridview.js";
 import { canonicalize, filterCells, subGrid } from "./layout.js";
 import { cellLimits } from "./normalize.js";
@@ -42,6 +44,7 @@ export class DetailView {
     this.dashboard = dashboard;
     this.title = el("h3", { class: "detail-title" });
     this.info = el("div", { class: "detail-info" });
+    this.findings = el("div", { class: "detail-findings", id: "detail-findings" });
     this.view = new GridView({ className: "detail-grid", maxZoom: 48, maxTile: 400, showValues: true, maxHeight: () => 420 });
     this.kernelTitle = el("h4", { class: "detail-kernel-title" });
     this.kernelView = new GridView({ className: "detail-grid kernel-slices", maxZoom: 40, maxTile: 160, showValues: true, maxHeight: () => 360 });
@@ -49,7 +52,7 @@ export class DetailView {
     this.node = el("section", { class: "detail", id: "detail", hidden: true },
       el("header", { class: "detail-header" }, this.title,
         el("button", { type: "button", class: "close", title: "Close", onclick: () => this.close() }, "×")),
-      this.info, this.view.node, this.kernelBox);
+      this.info, this.findings, this.view.node, this.kernelBox);
     this.open = false;
     this.target = null;
   }
@@ -102,6 +105,12 @@ export class DetailView {
     this.info.textContent = `${panel.run} · ${d.state.tag} · step ${tensor.step}`
       + ` · ${cells.length} tile${cells.length === 1 ? "" : "s"} of ${grid.th}×${grid.tw}`
       + ` · min ${fmt(min)} · max ${fmt(max)} · L2 ${fmt(norm)}`;
+    const report = d.findingsReport(panel.run);
+    const label = grid.filterLabel(f);
+    const found = report
+      ? seriesFindings(report.findings, panel.run, d.state.tag).filter((x) => x.filter === null || String(x.filter) === label)
+      : [];
+    setChildren(this.findings, found.map((x) => el("div", { dataset: { problem: x.problem } }, chip(x.problem), " ", describeFinding(x))));
     this.view.bg = panel.view.bg;
     this.view.sep = panel.view.sep;
     this.view.fitted = false;

@@ -2,6 +2,7 @@
 // from render.js on zoom/pan. No per-tile DOM: hover and click are hit-tested.
 
 import { el, fmt } from "./dom.js";
+import { cssColor, PROBLEM_STYLE } from "./findings.js";
 import { cellRect, fitZoom, geometry, hitTest, renderGrid } from "./render.js";
 
 const MIN_ZOOM = 1 / 16;
@@ -12,7 +13,8 @@ export class GridView {
    * options.onClick(hit, view), options.onView(view) (zoom/pan changed by the user),
    * options.maxHeight() -> css px, options.maxZoom (css px per value when fitting),
    * options.maxTile (largest tile when fitting, css px), options.className (extra canvas
-   * class), options.showValues (write values at large zoom).
+   * class), options.showValues (write values at large zoom), options.hoverExtra(hit, view)
+   * -> nodes appended to the tooltip (or null).
    */
   constructor(options = {}) {
     this.options = options;
@@ -20,6 +22,10 @@ export class GridView {
     this.highlight = el("div", { class: "grid-highlight", hidden: true });
     this.tooltip = el("div", { class: "grid-tooltip", role: "tooltip", hidden: true });
     this.node = el("div", { class: "grid-wrap" }, this.canvas, this.highlight, this.tooltip);
+    // badges and image labels: drawn on a transparent canvas over the grid (made on first use)
+    this.overlay = null;
+    this.marks = null;
+    this.lastMouse = null;
     this.data = null;
     this.view = { zoom: 1, panX: 0, panY: 0, rowOrder: null };
     this.fitted = false;
@@ -28,7 +34,7 @@ export class GridView {
     this.sep = [200, 200, 200];
     this.pending = false;
     this.canvas.addEventListener("mousemove", (e) => this.hover(e));
-    this.canvas.addEventListener("mouseleave", () => { this.tooltip.hidden = true; });
+    this.canvas.addEventListener("mouseleave", () => { this.tooltip.hidden = true; this.lastMouse = null; });
     this.canvas.addEventListener("click", (e) => this.click(e));
     this.canvas.addEventListener("wheel", (e) => this.wheel(e), { passive: false });
     this.canvas.addEventListener("keydown", (e) => this.key(e));
@@ -36,7 +42,7 @@ export class GridView {
   }
 
   /**
-   * data: {grid, values, limits, table, run, tag, step}; values may be null
+   * data: {grid, values, limits, table, run, tag, step, maxTile?}; values may be null
    * (nothing to draw yet). Keeps zoom/pan unless the grid's shape changed.
    */
   set(data) {
@@ -68,8 +74,8 @@ export class GridView {
     if (!this.data) return;
     const dpr = this.dpr();
     const grid = this.data.grid;
-    // tiles at most options.maxTile css px (default 72: 24 px per value for 3x3 kernels, 10 for 7x7)
-    const maxTile = this.options.maxTile || 72;
+    // tiles at most maxTile css px (default 72: 24 px per value for 3x3 kernels, 10 for 7x7)
+    const maxTile = this.data.maxTile || this.options.maxTile || 72;
     const maxZoom = Math.min(this.options.maxZoom || 24, Math.max(1, Math.floor(maxTile / Math.max(grid.th, grid.tw))));
     let z = fitZoom(grid, this.availableWidth() * dpr, Math.round(maxZoom * dpr));
     // shrink to fit the height too, but keep tiles >= ~24 px (then scroll)
@@ -90,6 +96,19 @@ export class GridView {
   setRowOrder(order) {
     this.view.rowOrder = order;
     this.draw();
+  }
+
+  /**
+   * Marks drawn over the grid: {badges: [{label, problems, cells: [start, end)}]
+   * (findings.badgesFor), labels: true to write each image tile's filter label}; null: none.
+   */
+  setMarks(marks) {
+    this.marks = marks;
+    if (!this.overlay && marks) {
+      this.overlay = el("canvas", { class: "grid-overlay", "aria-hidden": "true" });
+      this.node.insertBefore(this.overlay, this.tooltip);
+    }
+    this.drawOverlay();
   }
 
   /** Outlines cells [start, end) of one grid row (a filter), or nothing (null). */
@@ -152,7 +171,98 @@ export class GridView {
     c.dataset.mode = d.mode || "";
     c.dataset.view = d.viewName || "raw";
     c.dataset.rendered = String((Number(c.dataset.rendered) || 0) + 1);
+    this.drawOverlay();
     this.placeHighlight();
+  }
+
+  /** Display row of every grid row (the inverse of view.rowOrder). */
+  displayRows() {
+    const rows = this.data.grid.rows;
+    const out = new Int32Array(rows);
+    const order = this.view.rowOrder;
+    for (let i = 0; i < rows; i++) {
+      if (order) out[order[i]] = i;
+      else out[i] = i;
+    }
+    return out;
+  }
+
+  /** Redraws the badges / labels canvas over the visible window. */
+  drawOverlay() {
+    const o = this.overlay;
+    if (!o) return;
+    const c = this.canvas;
+    if (o.width !== c.width) o.width = c.width;
+    if (o.height !== c.height) o.height = c.height;
+    o.style.width = c.style.width;
+    o.style.height = c.style.height;
+    const ctx = o.getContext("2d");
+    ctx.clearRect(0, 0, o.width, o.height);
+    const d = this.data;
+    const marks = this.marks;
+    if (!d || !d.grid || !d.values || !marks) {
+      o.dataset.badges = "[]";
+      delete o.dataset.labels;
+      return;
+    }
+    const grid = d.grid;
+    const g = geometry(grid, this.view.zoom);
+    const rows = this.displayRows();
+    const dpr = this.dpr();
+    const { panX, panY } = this.view;
+    if (marks.labels) {
+      const labels = [];
+      for (let cell = 0; cell < grid.cells; cell++) labels.push(grid.filterLabel(cell));
+      o.dataset.labels = JSON.stringify(labels);
+      if (g.tileH >= 16 * dpr && g.tileW >= 16 * dpr) this.drawLabels(ctx, g, rows, labels);
+    } else {
+      delete o.dataset.labels;
+    }
+    const placed = [];
+    for (const badge of marks.badges || []) {
+      const [start, end] = badge.cells;
+      const row = rows[Math.floor(start / grid.cols)];
+      const c0 = start % grid.cols;
+      const c1 = (end - 1) % grid.cols;
+      placed.push({ filter: badge.label, problems: badge.problems, row, col: c0, cols: c1 - c0 + 1 });
+      const x = c0 * g.pitchX - panX;
+      const y = row * g.pitchY - panY;
+      const w = (c1 - c0) * g.pitchX + g.tileW;
+      const h = g.tileH;
+      if (x > o.width || y > o.height || x + w < 0 || y + h < 0) continue;
+      drawBadge(ctx, x, y, w, h, badge.problems, dpr);
+    }
+    o.dataset.badges = JSON.stringify(placed);
+    o.dataset.run = d.run;
+    o.dataset.tag = d.tag;
+    o.dataset.step = d.step;
+  }
+
+  /** Each visible image tile's label (its filter index) in its top-left corner. */
+  drawLabels(ctx, g, rows, labels) {
+    const grid = this.data.grid;
+    const dpr = this.dpr();
+    const size = Math.round(Math.min(11 * dpr, g.tileH / 3));
+    ctx.font = `${size}px sans-serif`;
+    ctx.textBaseline = "top";
+    ctx.textAlign = "left";
+    const pad = Math.max(1, Math.round(size / 6));
+    for (let r = 0; r < grid.rows; r++) {
+      const y = rows[r] * g.pitchY - this.view.panY;
+      if (y + g.tileH < 0 || y > this.overlay.height) continue;
+      for (let c = 0; c < grid.cols; c++) {
+        const cell = r * grid.cols + c;
+        if (cell >= grid.cells) break;
+        const x = c * g.pitchX - this.view.panX;
+        if (x + g.tileW < 0 || x > this.overlay.width) continue;
+        const text = labels[cell];
+        const w = Math.min(g.tileW, ctx.measureText(text).width + 2 * pad);
+        ctx.fillStyle = "rgba(0, 0, 0, 0.6)";
+        ctx.fillRect(x, y, w, size + 2 * pad);
+        ctx.fillStyle = "#fff";
+        ctx.fillText(text, x + pad, y + pad, g.tileW - 2 * pad);
+      }
+    }
   }
 
   /** Writes each value on its pixel (detail views at large zoom). */
@@ -176,7 +286,7 @@ export class GridView {
             const p = (Math.floor(cy) * width + Math.floor(cx)) * 4;
             const light = 0.3 * pixels[p] + 0.59 * pixels[p + 1] + 0.11 * pixels[p + 2] > 140;
             ctx.fillStyle = light ? "#000" : "#fff";
-            const v = grid.rgb ? grid.chanOff.map((o) => fmt(values[off + o], 2)).join(" ") : fmt(values[off], 3);
+            const v = grid.rgb ? Array.from(grid.chanOff, (o) => fmt(values[off + o], 2)).join(" ") : fmt(values[off], 3);
             ctx.fillText(v, cx, cy, z - 2);
           }
         }
@@ -241,6 +351,7 @@ export class GridView {
 
   hover(e) {
     if (this.drag) return;
+    this.lastMouse = { clientX: e.clientX, clientY: e.clientY };
     const hit = this.hitAt(e);
     if (!hit) {
       this.tooltip.hidden = true;
@@ -248,13 +359,21 @@ export class GridView {
     }
     const { grid, values, limits } = this.data;
     const lines = describe(grid, hit, values, limits, this.data);
-    this.tooltip.replaceChildren(...lines.map((t) => el("div", {}, t)));
-    const box = this.node.getBoundingClientRect();
-    const x = e.clientX - box.left + 14;
-    const y = e.clientY - box.top + 14;
-    this.tooltip.style.left = `${Math.min(x, Math.max(0, box.width - 220))}px`;
-    this.tooltip.style.top = `${y}px`;
+    const extra = this.options.hoverExtra ? this.options.hoverExtra(hit, this) : null;
+    this.tooltip.replaceChildren(...lines.map((t) => el("div", {}, t)), ...(extra || []));
+    // position: fixed, so the grid's clipping box does not cut the tooltip off
     this.tooltip.hidden = false;
+    const w = this.tooltip.offsetWidth;
+    const h = this.tooltip.offsetHeight;
+    const x = e.clientX + 14 + w > window.innerWidth ? Math.max(0, e.clientX - 14 - w) : e.clientX + 14;
+    const y = e.clientY + 14 + h > window.innerHeight ? Math.max(0, e.clientY - 14 - h) : e.clientY + 14;
+    this.tooltip.style.left = `${x}px`;
+    this.tooltip.style.top = `${y}px`;
+  }
+
+  /** Rebuilds the tooltip at the last mouse position (e.g. once data it shows has loaded). */
+  rehover() {
+    if (this.lastMouse && !this.tooltip.hidden) this.hover(this.lastMouse);
   }
 
   click(e) {
@@ -363,6 +482,69 @@ export class GridView {
   }
 }
 
+/**
+ * A finding badge over the filter's tiles (device px x, y, w, h): a frame in
+ * the first problem's colour (filled, when the tiles are too small for a
+ * frame) and, where they fit, one chip per problem with its name or code.
+ */
+function drawBadge(ctx, x, y, w, h, problems, dpr) {
+  const lw = Math.max(2, Math.round(2 * dpr));
+  const main = problems[0];
+  if (h < 3 * lw || w < 3 * lw) {
+    ctx.fillStyle = cssColor(main);
+    ctx.fillRect(x, y, w, h);
+    return;
+  }
+  ctx.lineWidth = lw + 2;
+  ctx.strokeStyle = "rgba(0, 0, 0, 0.85)";
+  ctx.strokeRect(x + (lw + 2) / 2, y + (lw + 2) / 2, w - lw - 2, h - lw - 2);
+  ctx.lineWidth = lw;
+  ctx.strokeStyle = cssColor(main);
+  ctx.strokeRect(x + lw / 2, y + lw / 2, w - lw, h - lw);
+  const size = Math.round(Math.min(11 * dpr, (h - 2 * lw) * 0.7));
+  if (size < 7 * dpr) return;
+  ctx.font = `bold ${size}px sans-serif`;
+  ctx.textBaseline = "top";
+  ctx.textAlign = "left";
+  const pad = Math.max(1, Math.round(size / 5));
+  const room = w - 2 * lw;
+  const words = ctx.measureText(problems.join(" ")).width + problems.length * (2 * pad + 1);
+  let cx = x + lw;
+  for (const p of problems) {
+    const text = words <= room ? p : PROBLEM_STYLE[p].code;
+    const cw = ctx.measureText(text).width + 2 * pad;
+    if (cx + cw > x + w - lw) break;
+    ctx.fillStyle = cssColor(p);
+    ctx.fillRect(cx, y + lw, cw, size + 2 * pad);
+    ctx.fillStyle = cssColor(p, "text");
+    ctx.fillText(text, cx + pad, y + lw + pad);
+    cx += cw + 1;
+  }
+}
+
+/**
+ * Draws `grid` whole at integer `zoom` into `canvas` (small fixed views such as
+ * a tooltip's kernel tile) and records the geometry in its dataset like a grid canvas.
+ */
+export function renderStatic(canvas, data, zoom, bg, sep) {
+  const g = geometry(data.grid, zoom);
+  canvas.width = g.width;
+  canvas.height = g.height;
+  const dpr = window.devicePixelRatio || 1;
+  canvas.style.width = `${g.width / dpr}px`;
+  canvas.style.height = `${g.height / dpr}px`;
+  const ctx = canvas.getContext("2d");
+  const img = ctx.createImageData(g.width, g.height);
+  const view = { zoom, panX: 0, panY: 0, rowOrder: null };
+  renderGrid(img.data, g.width, g.height, data.grid, data.values, data.limits, data.table, view, bg, sep);
+  ctx.putImageData(img, 0, 0);
+  Object.assign(canvas.dataset, {
+    run: data.run, tag: data.tag, step: data.step, zoom: String(zoom), panX: "0", panY: "0",
+    gap: String(g.gap), rows: String(data.grid.rows), cols: String(data.grid.cols),
+    tileH: String(data.grid.th), tileW: String(data.grid.tw), kind: data.grid.kind,
+  });
+}
+
 /** Tooltip lines for a hit: indices, exact value, limits. */
 export function describe(grid, hit, values, limits, data = {}) {
   const f = grid.filterOf(hit.r, hit.c);
@@ -375,13 +557,13 @@ export function describe(grid, hit, values, limits, data = {}) {
   } else if (grid.kind === "activation") {
     lines.push(`channel ${grid.filterLabel(f)}, sample ${grid.sample}`);
   } else {
-    lines.push(`filter ${grid.filterLabel(f)}`);
+    lines.push(`filter ${grid.filterLabel(f)} (image ${f + 1} of ${grid.cells}, ${grid.kind})`);
   }
   const pos = grid.th > 1 ? `y ${hit.ty}, x ${hit.tx}` : `x ${hit.tx}`;
   if (hit.offset < 0) {
     lines.push(pos);
   } else if (grid.rgb) {
-    const rgb = grid.chanOff.map((o) => fmt(values[hit.offset + o], 5));
+    const rgb = Array.from(grid.chanOff, (o) => fmt(values[hit.offset + o], 5));
     lines.push(`${pos}: (${rgb.join(", ")})`);
   } else {
     lines.push(`${pos}: ${fmt(values[hit.offset], 6)}`);

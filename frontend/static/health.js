@@ -1,7 +1,8 @@
 // The per-filter health table (from the `stats` route): sortable, one
-// sparkline per value over steps, flags, click a row to select the filter.
+// sparkline per value over steps, flags (the filter doctor's findings),
+// click a row to select the filter.
 
-import { healthFlags, series } from "./analysis.js";
+import { series } from "./analysis.js";
 import { el, fmt } from "./dom.js";
 
 const SHOWN = 200;
@@ -43,18 +44,27 @@ export class HealthTable {
     this.sortKey = "filter";
     this.descending = false;
     this.showAll = false;
+    this.onlyFlagged = false;
     this.selected = null;
     this.summary = el("div", { class: "health-summary" });
+    this.flagNote = el("div", { class: "health-flag-note", id: "health-flag-note" });
+    this.flaggedToggle = el("input", {
+      type: "checkbox", id: "health-flagged-only",
+      onchange: () => { this.onlyFlagged = this.flaggedToggle.checked; this.render(); },
+    });
     this.table = el("table", { class: "health-table", id: "health-table" });
     this.more = el("button", { type: "button", class: "health-more", hidden: true, onclick: () => { this.showAll = true; this.render(); } });
     this.node = el("section", { class: "health", id: "health" },
-      el("h3", {}, "Filter health"), this.summary, el("div", { class: "health-scroll" }, this.table), this.more);
+      el("header", { class: "health-header" }, el("h3", {}, "Filter health"),
+        el("label", { class: "ctl", title: "Show only filters with a flag" }, this.flaggedToggle, el("span", {}, "only flagged"))),
+      this.summary, this.flagNote, el("div", { class: "health-scroll" }, this.table), this.more);
     this.data = null;
   }
 
   /**
-   * data: {stats, kind, step, drift?: Float64Array, duplicates?: {partner, similarity},
-   * label(f) -> string}
+   * data: {stats, kind, step, drift?: Float64Array, label(f) -> string,
+   * flags: per filter [{problem, title, later?}] or null while pending, flagNote: where
+   * the flags come from}
    */
   update(data) {
     this.data = data;
@@ -89,9 +99,12 @@ export class HealthTable {
     const d = this.data;
     if (!d || !d.stats) {
       this.table.replaceChildren();
-      this.summary.textContent = "";
+      this.summary.textContent = d && d.message ? d.message : "";
+      this.flagNote.textContent = "";
+      this.more.hidden = true;
       return;
     }
+    this.flagNote.textContent = d.flagNote || "";
     const { stats, step } = d;
     const current = stats.steps.find((s) => s.step === step);
     if (!current || !current.values) {
@@ -100,12 +113,14 @@ export class HealthTable {
       return;
     }
     const rows = current.values;
-    const flags = healthFlags(stats.names, rows, d.kind, d.duplicates || null);
+    const flags = rows.map((_, f) => (d.flags && d.flags[f]) || []);
     const counts = {};
-    flags.flat().forEach((f) => { counts[f] = (counts[f] || 0) + 1; });
-    const parts = Object.entries(counts).map(([k, v]) => `${v} ${k === "duplicate" ? "near-duplicate" : k}`);
-    this.summary.textContent = `${rows.length} filters at step ${step}` + (parts.length ? ` — ${parts.join(", ")}` : " — no problems flagged")
-      + (d.duplicates === undefined ? "" : d.duplicates === null ? " (near-duplicate check pending)" : "");
+    flags.flat().forEach((x) => { counts[x.problem] = (counts[x.problem] || 0) + 1; });
+    const parts = Object.entries(counts).map(([k, v]) => `${v} ${k}`);
+    const flagged = flags.filter((x) => x.length).length;
+    this.summary.textContent = `${rows.length} filters at step ${step}` + (d.flags === null
+      ? " — checking for problems…"
+      : parts.length ? ` — ${flagged} flagged: ${parts.join(", ")}` : " — no problems flagged");
     const cols = this.columns();
     const value = (f, key) => {
       if (key === "filter") return f;
@@ -121,9 +136,10 @@ export class HealthTable {
       return Number.isFinite(v) ? v : -Infinity;
     };
     order.sort((a, b) => sign * (key(a) - key(b)) || a - b);
-    const shown = this.showAll ? order : order.slice(0, SHOWN);
+    const listed = this.onlyFlagged ? order.filter((f) => flags[f].length) : order;
+    const shown = this.showAll ? listed : listed.slice(0, SHOWN);
     const head = el("tr", {},
-      ...[["filter", "#", "filter index"], ...cols, ["flags", "flags", "dead / exploding / near-duplicate"]].map(([k, text, title]) =>
+      ...[["filter", "#", "filter index"], ...cols, ["flags", "flags", "problems found (hover a flag for the numbers)"]].map(([k, text, title]) =>
         el("th", {
           title,
           dataset: { key: k },
@@ -146,13 +162,15 @@ export class HealthTable {
       return el("td", { class: "num" }, el("span", {}, fmt(rows[f][stats.names.indexOf(k)], 3)), sparkline(series(stats, k, f), step));
     }),
     el("td", { class: "flags" }, ...flags[f].map((x) => el("span", {
-      class: `flag flag-${x}`,
-      title: x === "duplicate" && d.duplicates
-        ? `cosine similarity ${fmt(d.duplicates.similarity[f], 4)} with filter ${d.label ? d.label(d.duplicates.partner[f]) : d.duplicates.partner[f]}`
-        : x,
-    }, x)))));
-    this.table.replaceChildren(el("thead", {}, head), el("tbody", {}, ...body));
-    this.more.hidden = shown.length === order.length;
-    this.more.textContent = `show all ${order.length} filters`;
+      class: `flag flag-${x.problem}${x.later ? " later" : ""}`,
+      dataset: { problem: x.problem },
+      title: x.title || x.problem,
+    }, x.problem)))));
+    const empty = this.onlyFlagged && !listed.length
+      ? [el("tr", { class: "health-empty" }, el("td", { colspan: String(cols.length + 2) }, d.flags === null ? "checking…" : "no flagged filters"))]
+      : [];
+    this.table.replaceChildren(el("thead", {}, head), el("tbody", {}, ...body, ...empty));
+    this.more.hidden = shown.length === listed.length;
+    this.more.textContent = `show all ${listed.length} filters`;
   }
 }
