@@ -26,7 +26,7 @@ setup(
     extras_require={
         "tf": ["tensorflow>=2.13"],
         "torch": ["torch"],
-        "test": ["pytest", "playwright", "hypothesis"],
+        "test": ["pytest", "playwright", "hypothesis", "moto[server]", "boto3"],
     },
     entry_points={
         "tensorboard_plugins": ["convfilters = tb_convfilters.plugin:ConvFiltersLoader"],

@@ -5,10 +5,11 @@ It works from the per-filter statistics stored with every step
 (duplicates), a few more to date a duplicate pair, and the first and last step
 of a layer whose statistics did not move (frozen).
 
-Two sources feed the same core (`diagnose_series`): `diagnose(logdir)` reads
-event files itself, keeping only headers, statistics and file offsets (for the
-command line and training pipelines); `provider_series` reads through
-TensorBoard's data provider (for the plugin's ``findings`` route).
+Two sources feed the same core (`diagnose_series`): `diagnose(logdir)` streams
+event files through ``reader`` (any path TensorBoard reads, ``s3://`` too),
+keeping only headers, statistics and record offsets (for the command line and
+training pipelines); `provider_series` reads through TensorBoard's data
+provider (for the plugin's ``findings`` route).
 
 Command line: ``tb-convfilters doctor LOGDIR [--run R] [--json]``; exit status
 0 when nothing is found, 1 when something is, 2 on usage errors.
@@ -22,24 +23,18 @@ import json
 import logging
 import math
 import os
-import struct
 import sys
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any
 
-import crc32c
 import numpy as np
-from google.protobuf.message import DecodeError
 from tensorboard import errors
-from tensorboard.backend.event_processing import io_wrapper
-from tensorboard.compat.proto import event_pb2
 from tensorboard.data import provider
 
-from tb_convfilters import blob, layouts, metadata
-from tb_convfilters.writer import _masked_crc
+from tb_convfilters import blob, layouts, metadata, reader
 
 logger = logging.getLogger(__name__)
 
@@ -489,117 +484,49 @@ def _frozen(kernels: list[Series], t: Thresholds) -> list[Finding]:
     return out
 
 
-# ---- source 1: event files, read directly ----
+# ---- source 1: event files, read through reader (any path TensorBoard reads) ----
 
 
-def _read_record(f: BinaryIO, path: str) -> bytes | None:
-    """The next TFRecord's data; None at the end (or at a record still being written)."""
-    head = f.read(12)
-    if len(head) < 12:
-        return None
-    (length,) = struct.unpack("<Q", head[:8])
-    if _masked_crc(crc32c.crc32c(head[:8])) != struct.unpack("<I", head[8:])[0]:
-        raise blob.RecordError(f"{path}: corrupt record length at offset {f.tell() - 12}")
-    data = f.read(length)
-    footer = f.read(4)
-    if len(data) < length or len(footer) < 4:
-        return None
-    if _masked_crc(crc32c.crc32c(data)) != struct.unpack("<I", footer)[0]:
-        raise blob.RecordError(f"{path}: corrupt record at offset {f.tell() - length - 16}")
-    return data
-
-
-def _records(path: str) -> Iterator[tuple[int, bytes]]:
-    """(offset, data) of every complete record of an event file; stops at corruption."""
-    with open(path, "rb") as f:
-        while True:
-            offset = f.tell()
-            try:
-                data = _read_record(f, path)
-            except blob.RecordError as e:
-                logger.warning("doctor: %s; ignoring the rest of the file", e)
-                return
-            if data is None:
-                return
-            yield offset, data
-
-
-def event_files(logdir: str | os.PathLike) -> dict[str, list[str]]:
-    """``{run: [event file paths]}`` of a local logdir; runs named as TensorBoard names them."""
-    root = os.fspath(logdir)
-    runs = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        files = sorted(name for name in filenames if io_wrapper.IsSummaryEventsFile(name))
-        if files:
-            runs[os.path.relpath(dirpath, root)] = [os.path.join(dirpath, n) for n in files]
-    return runs
-
-
-def _value_blobs(event: event_pb2.Event, tag: str) -> Any:
-    for value in event.summary.value:
-        if value.tag == tag:
-            return value.tensor.string_val
-    raise blob.RecordError(f"tag {tag!r} not in the event at step {event.step}")
-
-
-def _file_loader(tag: str, where: dict[int, tuple[str, int]]) -> Callable[[int], np.ndarray]:
+def _entry_loader(
+    run: str, tag: str, where: dict[int, tuple[str, int]]
+) -> Callable[[int], np.ndarray]:
     def load(step: int) -> np.ndarray:
-        path, offset = where[step]
-        with open(path, "rb") as f:
-            f.seek(offset)
-            data = _read_record(f, path)
-        if data is None:
-            raise blob.RecordError(f"{path}: record at offset {offset} is incomplete")
-        blobs = _value_blobs(event_pb2.Event.FromString(data), tag)
-        return blob.decode_array(blob.decode_header(blobs[blob.HEADER]), blobs[blob.PAYLOAD])
+        return reader._entry_at(run, tag, *where[step]).array()
 
     return load
 
 
-def _scan_run(run: str, paths: list[str]) -> list[Series]:
-    plugin_of: dict[str, str] = {}  # tag -> plugin named by its first metadata
+def _scan_run(run: str, files: tuple[str, ...]) -> list[Series]:
     steps: dict[str, dict[int, tuple]] = defaultdict(dict)
-    for path in paths:
-        for offset, data in _records(path):
-            try:
-                event = event_pb2.Event.FromString(data)
-            except DecodeError:
-                logger.warning("doctor: %s: undecodable event at offset %d", path, offset)
-                continue
-            for value in event.summary.value:
-                name = value.metadata.plugin_data.plugin_name
-                if name:
-                    plugin_of.setdefault(value.tag, name)
-                if plugin_of.get(value.tag) != metadata.PLUGIN_NAME:
-                    continue
-                blobs = value.tensor.string_val
-                try:
-                    if len(blobs) < 3:
-                        raise blob.RecordError("fewer than 3 blobs")
-                    header = blob.decode_header(blobs[blob.HEADER])
-                    stats = _stats_matrix(header.get("stats") or [], blobs[blob.STATS])
-                except blob.RecordError as e:
-                    logger.warning("doctor: %s/%s step %d: %s", run, value.tag, event.step, e)
-                    continue
-                steps[value.tag][event.step] = (header, stats, path, offset)
+    for entry, path, offset in reader._scan(run, files, None):
+        blobs = entry.value.tensor.string_val
+        try:
+            if len(blobs) < 3:
+                raise blob.RecordError("fewer than 3 blobs")
+            header = blob.decode_header(blobs[blob.HEADER])
+            stats = _stats_matrix(header.get("stats") or [], blobs[blob.STATS])
+        except blob.RecordError as e:
+            logger.warning("doctor: %s/%s step %d: %s", run, entry.tag, entry.step, e)
+            continue
+        steps[entry.tag][entry.step] = (header, stats, path, offset)
     out = []
     for tag, by_step in sorted(steps.items()):
         info = by_step[max(by_step)][0]
         where = {step: (path, offset) for step, (_, _, path, offset) in by_step.items()}
         records = ((step, stats) for step, (_, stats, _, _) in by_step.items())
-        series = make_series(run, tag, info, records, _file_loader(tag, where))
+        series = make_series(run, tag, info, records, _entry_loader(run, tag, where))
         if series is not None:
             out.append(series)
     return out
 
 
 def logdir_series(logdir: str | os.PathLike, run: str | None = None) -> list[Series]:
-    """Every kernel and activation series under `logdir` (or of one run), read from disk."""
+    """Every kernel and activation series under `logdir` (or of one run), read from its files."""
     root = os.fspath(logdir)
-    if not os.path.isdir(root):
-        raise FileNotFoundError(f"logdir={root!r} is not a directory")
-    runs = event_files(root)
+    try:
+        runs = reader._runs(root)
+    except reader.NotFoundError:
+        raise FileNotFoundError(f"logdir={root!r} is not a directory") from None
     if run is not None:
         if run not in runs:
             raise ValueError(

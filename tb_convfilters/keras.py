@@ -6,7 +6,8 @@
 ... ])
 
 Both callbacks write to ``logs/train``; the Filters tab reads ours, the other
-tabs read the stock callback's file.
+tabs read the stock callback's file. ``log_dir`` may be a URL TensorBoard reads
+(``s3://bucket/logs``, see ``tb_convfilters.fs``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 
-from tb_convfilters import blob
+from tb_convfilters import blob, fs
 from tb_convfilters.record import DEFAULT_STEP_BUDGET_MB, StepBudget, make_record
 from tb_convfilters.writer import Writer
 
@@ -82,6 +83,12 @@ def _walk(layers: Iterable[keras.layers.Layer]) -> Iterator[keras.layers.Layer]:
             yield from _walk(inner)
 
 
+def _is_chief(model: keras.Model) -> bool:
+    """False on the workers of a multi-worker ``tf.distribute`` strategy that are not the chief."""
+    strategy = getattr(model, "distribute_strategy", None)  # TensorFlow backend only
+    return bool(getattr(getattr(strategy, "extended", None), "should_save_summary", True))
+
+
 def _positive_int(value: Any, name: str, optional: bool = False) -> int | None:
     if value is None and optional:
         return None
@@ -121,6 +128,9 @@ class FiltersCallback(keras.callbacks.Callback):
 
     Tags are ``<layer>/kernel`` (separable layers: ``<layer>/depthwise`` and
     ``<layer>/pointwise``) and ``<layer>/activation``.
+
+    Under a multi-worker ``tf.distribute`` strategy (``MultiWorkerMirroredStrategy``)
+    only the chief logs; the other workers read and write nothing.
     """
 
     def __init__(
@@ -182,6 +192,7 @@ class FiltersCallback(keras.callbacks.Callback):
         self._probe: tuple[keras.Model | None, list[tuple[str, str]]] | None = None
         self._reported: set[str] = set()
         self._batch = 0
+        self._chief: bool | None = None
 
     @staticmethod
     def _check_layers(layers: Any) -> tuple | None:
@@ -242,6 +253,7 @@ class FiltersCallback(keras.callbacks.Callback):
 
             vis.check_layers(self.model, self.patterns)  # fail now, not epochs later
         self._batch = 0
+        self._chief = _is_chief(self.model)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._batch += 1
@@ -276,13 +288,21 @@ class FiltersCallback(keras.callbacks.Callback):
 
     def _write(self, tag: str, rec: Any, step: int, description: str) -> int:
         if self._writer is None:
-            self._writer = Writer(os.path.join(self.log_dir, "train"))
+            self._writer = Writer(fs.join(self.log_dir, "train"))
         self._writer.write_record(tag, rec, step, description)
         return rec.array.nbytes
+
+    def _writes(self) -> bool:
+        """True unless this is a worker of a multi-worker strategy other than the chief."""
+        if self._chief is None:  # no on_train_begin, e.g. a custom loop
+            self._chief = _is_chief(self.model)
+        return self._chief
 
     def _log(self, step: int) -> None:
         if self._targets is None:  # fit() without on_train_begin, e.g. a custom loop
             self._targets = self._select()
+        if not self._writes():
+            return
         nbytes = 0
         for layer in self._targets:
             for part in kernel_parts(layer):
@@ -310,8 +330,10 @@ class FiltersCallback(keras.callbacks.Callback):
     def _log_patterns(self, epoch: int) -> None:
         from tb_convfilters import vis
 
+        if not self._writes():
+            return
         if self._writer is None:
-            self._writer = Writer(os.path.join(self.log_dir, "train"))
+            self._writer = Writer(fs.join(self.log_dir, "train"))
         try:
             logged = vis.log_patterns(
                 self._writer,

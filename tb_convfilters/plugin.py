@@ -472,7 +472,9 @@ class ConvFiltersLoader(base_plugin.TBLoader):
             samples.setdefault(metadata.PLUGIN_NAME, 0)
         # Our Keras callback shares log_dir/train with the stock TensorBoard callback:
         # poll every event file of a run, not only the newest, unless told otherwise.
-        if getattr(flags, "reload_multifile", False) is None:
+        # Not on object stores, where our Writer uploads one new file per flush.
+        logdir = getattr(flags, "logdir", "") or ""
+        if getattr(flags, "reload_multifile", False) is None and "://" not in logdir:
             flags.reload_multifile = True
 
     def load(self, context: base_plugin.TBContext) -> ConvFiltersPlugin:

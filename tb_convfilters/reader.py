@@ -4,11 +4,12 @@
 >>> reader.list("logs")                      # {run: {tag: [steps]}}
 >>> w = reader.read("logs", "train", "conv1/kernel", step=3)
 
-Event files are streamed with TensorBoard's own loader (one event in memory at a
-time), from any path TensorBoard can read (local, ``gs://``, ``s3://``, ...).
-Runs are named like TensorBoard names them: the directory relative to the
-logdir, ``.`` for the logdir itself. When a step was logged twice in a run, the
-last one written wins.
+Event files are streamed one record at a time, from any path TensorBoard can
+read (local, ``gs://``, ``s3://``, ...: see ``fs``), and read like TensorBoard
+reads them: files in name order, each up to a record still being written or a
+corrupt one. Runs are named like TensorBoard names them: the directory relative
+to the logdir, ``.`` for the logdir itself. When a step was logged twice in a
+run, the last one written wins.
 """
 
 from __future__ import annotations
@@ -16,18 +17,23 @@ from __future__ import annotations
 import argparse
 import builtins
 import json
+import logging
 import os
+import struct
 import sys
 import urllib.parse
 from collections.abc import Container, Iterator
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
+import crc32c
 import numpy as np
-from tensorboard.backend.event_processing import event_file_loader, io_wrapper
-from tensorboard.compat import tf
-from tensorboard.compat.proto import summary_pb2
+from google.protobuf.message import DecodeError
+from tensorboard.compat.proto import event_pb2, summary_pb2
 
-from tb_convfilters import blob, metadata
+from tb_convfilters import blob, fs, metadata
+from tb_convfilters.writer import _masked_crc
+
+logger = logging.getLogger(__name__)
 
 
 class NotFoundError(LookupError):
@@ -74,27 +80,74 @@ class Entry(NamedTuple):
             raise blob.RecordError(f"{self._where()} is unreadable: {e}") from None
 
 
+def _is_events_file(name: str) -> bool:
+    """TensorBoard's test (io_wrapper.IsSummaryEventsFile) on a file name."""
+    return "tfevents" in name and not name.endswith(".profile-empty")
+
+
+def _run_name(directory: str, logdir: str) -> str:
+    if not fs.is_url(logdir):
+        return os.path.relpath(directory, logdir)
+    return directory[len(logdir.rstrip("/")) :].strip("/") or "."
+
+
 def _runs(logdir: str | os.PathLike) -> dict[str, tuple[str, ...]]:
     """{run: its event files in the order TensorBoard reads them}."""
     path = os.fspath(logdir)
-    if not tf.io.gfile.isdir(path):
+    if not fs.isdir(path):
         raise NotFoundError(f"logdir {path!r} is not a directory")
     runs = {}
-    for subdir in io_wrapper.GetLogdirSubdirectories(path):
-        files = sorted(
-            f for f in io_wrapper.ListDirectoryAbsolute(subdir) if io_wrapper.IsSummaryEventsFile(f)
-        )
+    for directory, names in fs.walk(path):
+        files = sorted(fs.join(directory, name) for name in names if _is_events_file(name))
         if files:
-            runs[os.path.relpath(subdir, path)] = tuple(files)
+            runs[_run_name(directory, path)] = tuple(files)
     return dict(sorted(runs.items()))
 
 
-def _values(run: str, files: tuple[str, ...], tags: Container[str] | None) -> Iterator[Entry]:
-    """Every convfilters value of a run, streamed in file order."""
+def _read_record(f: BinaryIO, path: str, offset: int) -> bytes | None:
+    """The data of the TFRecord at `offset`; None if it is incomplete (still being written)."""
+    head = f.read(12)
+    if len(head) < 12:
+        return None
+    if _masked_crc(crc32c.crc32c(head[:8])) != struct.unpack("<I", head[8:])[0]:
+        raise blob.RecordError(f"{path}: corrupt record length at offset {offset}")
+    (length,) = struct.unpack("<Q", head[:8])
+    data = f.read(length)
+    footer = f.read(4)
+    if len(data) < length or len(footer) < 4:
+        return None
+    if _masked_crc(crc32c.crc32c(data)) != struct.unpack("<I", footer)[0]:
+        raise blob.RecordError(f"{path}: corrupt record at offset {offset}")
+    return data
+
+
+def _records(path: str) -> Iterator[tuple[int, bytes]]:
+    """(offset, data) of each complete record of an event file; stops at a corrupt one."""
+    with fs.open_read(path) as f:
+        offset = 0
+        while True:
+            try:
+                data = _read_record(f, path, offset)
+            except blob.RecordError as e:
+                logger.warning("%s; ignoring the rest of the file", e)
+                return
+            if data is None:
+                return
+            yield offset, data
+            offset += len(data) + 16
+
+
+def _scan(
+    run: str, files: tuple[str, ...], tags: Container[str] | None
+) -> Iterator[tuple[Entry, str, int]]:
+    """Every convfilters value of a run in file order, with its file and record offset."""
     ours: dict[str, bool] = {}  # tag -> carries our plugin's data (from its first metadata)
     for path in files:
-        for event in event_file_loader.EventFileLoader(path).Load():
-            if not event.HasField("summary"):
+        for offset, data in _records(path):
+            try:
+                event = event_pb2.Event.FromString(data)
+            except DecodeError:
+                logger.warning("%s: undecodable event at offset %d", path, offset)
                 continue
             for value in event.summary.value:
                 if value.metadata.plugin_data.plugin_name:
@@ -103,7 +156,26 @@ def _values(run: str, files: tuple[str, ...], tags: Container[str] | None) -> It
                     )
                 if not ours.get(value.tag) or (tags is not None and value.tag not in tags):
                     continue
-                yield Entry(run, value.tag, event.step, event.wall_time, value)
+                yield Entry(run, value.tag, event.step, event.wall_time, value), path, offset
+
+
+def _values(run: str, files: tuple[str, ...], tags: Container[str] | None) -> Iterator[Entry]:
+    """Every convfilters value of a run, streamed in file order."""
+    for entry, _, _ in _scan(run, files, tags):
+        yield entry
+
+
+def _entry_at(run: str, tag: str, path: str, offset: int) -> Entry:
+    """`tag`'s entry in the record at `offset` of `path` (as found by `_scan`)."""
+    with fs.open_read(path, offset) as f:
+        data = _read_record(f, path, offset)
+    if data is None:
+        raise blob.RecordError(f"{path}: the record at offset {offset} is incomplete")
+    event = event_pb2.Event.FromString(data)
+    for value in event.summary.value:
+        if value.tag == tag:
+            return Entry(run, tag, event.step, event.wall_time, value)
+    raise blob.RecordError(f"{path}: no tag {tag!r} in the record at offset {offset}")
 
 
 def _pick_runs(logdir: str | os.PathLike, run: str | None) -> dict[str, tuple[str, ...]]:
@@ -205,6 +277,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    if fs.is_url(args.out):
+        print(f"tb-convfilters export: --out {args.out!r} must be a local folder", file=sys.stderr)
+        return 1
     try:
         runs = _runs(args.logdir)
     except NotFoundError as e:

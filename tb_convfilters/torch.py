@@ -10,7 +10,10 @@
 `target` is a ``torch.utils.tensorboard.SummaryWriter`` (our records go to a
 file of their own in its ``log_dir``, written by a ``tb_convfilters.Writer``:
 TensorBoard's Python writer checksums in pure Python and is ~80x slower), a
-``tb_convfilters.Writer`` or a log directory path.
+``tb_convfilters.Writer`` or a log directory path (or URL, see ``tb_convfilters.fs``).
+
+Under ``torch.distributed`` (DDP) only rank 0 writes unless ``all_ranks=True``;
+the other ranks return at once, so ``target`` may be None there.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ except ImportError as e:  # pragma: no cover - exercised by a test that hides to
         f"(or pip install torch). Import failed with: {e}"
     ) from e
 
-from tb_convfilters import blob
+from tb_convfilters import blob, fs
 from tb_convfilters.record import (
     DEFAULT_STEP_BUDGET_MB,
     StepBudget,
@@ -86,7 +89,9 @@ def _writer_for(target: Any) -> Writer:
                 weakref.finalize(target, writer.close)
             return writer
         if isinstance(target, str | os.PathLike):
-            path = os.path.abspath(os.fspath(target))
+            path = os.fspath(target)
+            if not fs.is_url(path):
+                path = os.path.abspath(path)
             writer = _by_path.get(path)
             if writer is None or writer.closed:
                 writer = _by_path[path] = Writer(path)
@@ -115,6 +120,12 @@ def _unwrap(module: nn.Module) -> nn.Module:
             module = module._orig_mod
         else:
             return module
+
+
+def _rank() -> int:
+    """This process's rank in ``torch.distributed`` (0 when it is not initialized)."""
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _select(
@@ -181,6 +192,7 @@ def log_kernels(
     max_channels: int | None = None,
     prefix: str | None = None,
     budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
+    all_ranks: bool = False,
 ) -> list[str]:
     """Logs the weight of every Conv1d/2d/3d, ConvTranspose1d/2d/3d and Linear at `step`.
 
@@ -192,13 +204,14 @@ def log_kernels(
         keep the first N output filters / input channels.
       prefix: put tags under ``prefix/``; tags are ``<module name>/weight``.
       budget_mb: warn once per writer when one call stores more MiB than this.
+      all_ranks: under ``torch.distributed``, write on every rank (give each its own
+        target or prefix); by default only rank 0 writes and other ranks return [].
 
     Returns the tags written. Weights are copied to the CPU; layouts are
     ``OIW OIHW OIDHW IOW IOHW IODHW OI``.
     """
     step = check_step(step)
     check_budget_mb(budget_mb)
-    writer = _writer_for(target)
     selected = _select(module, modules, tuple(KERNEL_LAYOUTS))
     if modules is not None:
         bad = [name for name, m in selected if kernel_layout(m) is None]
@@ -207,6 +220,9 @@ def log_kernels(
                 f"modules {bad} have no conv/linear weight; supported types: "
                 + ", ".join(t.__name__ for t in KERNEL_LAYOUTS)
             )
+    if not all_ranks and _rank() != 0:
+        return []
+    writer = _writer_for(target)
     tags, nbytes = [], 0
     for name, m in selected:
         weight = getattr(m, "weight", None)
@@ -242,6 +258,7 @@ def log_activations(
     max_filters: int | None = None,
     prefix: str | None = None,
     budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
+    all_ranks: bool = False,
 ) -> Iterator[list[str]]:
     """Logs the outputs of conv submodules during the forward passes run inside the block.
 
@@ -254,13 +271,17 @@ def log_activations(
     default every Conv*/ConvTranspose* module is hooked; `modules` picks others
     (names or classes, e.g. the ReLU after a conv) whose outputs are 3-5-D.
     Yields the list of tags written so far; hooks are removed when the block ends.
+    Under ``torch.distributed`` only rank 0 hooks and writes unless `all_ranks`.
     """
     step = check_step(step)
     check_budget_mb(budget_mb)
     if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
         raise ValueError(f"max_samples={max_samples!r} must be a positive integer")
-    writer = _writer_for(target)
     selected = _select(module, modules, _CONV_TYPES)
+    if not all_ranks and _rank() != 0:
+        yield []
+        return
+    writer = _writer_for(target)
     tags: list[str] = []
     sizes: list[int] = []
 

@@ -5,10 +5,15 @@ CRC32C) so the tensor payload is written straight from the array's buffer and
 checksummed by the C ``crc32c`` package: TensorBoard's own Python writer
 serializes nested protos (several payload copies) and computes CRC32C in pure
 Python (~5 MB/s). Files are ordinary event files any TensorBoard reads.
+
+A URL logdir (``s3://``, ``gs://``, ...) goes through ``fs``: object stores
+cannot append, so records are buffered and each flush uploads them as a new,
+complete event file.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
 import socket
@@ -28,11 +33,13 @@ from tensorboard.compat.proto import (
     types_pb2,
 )
 
-from tb_convfilters import metadata
+from tb_convfilters import fs, metadata
 from tb_convfilters.record import Record, check_step, check_tag, make_record
 from tb_convfilters.summary import pattern_record
 
 _file_counter = itertools.count()
+# A URL logdir's buffered records are also uploaded once this many bytes wait.
+PART_BYTES = 64 << 20
 
 
 def _varint(n: int) -> bytes:
@@ -146,6 +153,11 @@ class Writer:
 
     `dtype` (e.g. ``"float16"``) applies to every tensor unless a call says
     otherwise. Thread-safe; the file is flushed on `flush`, `close` and exit.
+
+    `logdir` may be a URL TensorBoard reads (``s3://bucket/logs/run1``, see
+    ``fs``). There, records wait in memory and `flush`, `close` (and every
+    ``PART_BYTES`` of records) upload them as a new event file; `path` is
+    then the last file uploaded (None before the first).
     """
 
     def __init__(
@@ -154,21 +166,40 @@ class Writer:
         self.logdir = os.fspath(logdir)
         self._dtype = dtype
         self._lock = threading.Lock()
-        os.makedirs(self.logdir, exist_ok=True)
-        name = (
-            f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
-            f".{os.getpid()}.{next(_file_counter)}{filename_suffix}"
-        )
-        self.path = os.path.join(self.logdir, name)
-        self._file: Any = open(self.path, "wb")
-        self._write_raw(
-            event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString()
-        )
+        self._remote = fs.is_url(self.logdir)
+        fs.makedirs(self.logdir)
+        self._id = f"{socket.gethostname()}.{os.getpid()}.{next(_file_counter)}"
+        self._suffix = filename_suffix
+        self._parts = 0
+        self.path: str | None = None
+        if self._remote:
+            self._file: Any = io.BytesIO()
+        else:
+            self.path = fs.join(self.logdir, self._file_name(""))
+            self._file = open(self.path, "wb")
+        self._start_file()
         self.flush()
 
-    def _write_raw(self, data: bytes) -> None:
-        head, tail = frame_event(data, memoryview(b""), b"")
+    def _file_name(self, part: str) -> str:
+        return f"events.out.tfevents.{int(time.time()):010d}.{self._id}{part}{self._suffix}"
+
+    def _start_file(self) -> None:
+        event = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
+        head, tail = frame_event(event.SerializeToString(), memoryview(b""), b"")
         self._file.write(head + tail)
+        self._header_end = self._file.tell()
+
+    def _upload(self) -> None:
+        """Uploads the buffered records as the next event file (lock held)."""
+        if self._file.tell() <= self._header_end:
+            return
+        # Parts sort in upload order (time, then number): TensorBoard reads files in name order.
+        path = fs.join(self.logdir, self._file_name(f".{self._parts:06d}"))
+        fs.upload(path, self._file.getvalue())
+        self.path = path
+        self._parts += 1
+        self._file = io.BytesIO()
+        self._start_file()
 
     def _write_record(self, tag: str, rec: Record, step: Any, description: str | None) -> None:
         check_tag(tag)
@@ -179,8 +210,10 @@ class Writer:
             if self._file is None:
                 raise ValueError(f"Writer for {self.logdir!r} is closed")
             self._file.write(head)
-            self._file.write(payload)
+            self._file.write(payload)  # into a URL logdir's buffer: a copy, as it must be
             self._file.write(tail)
+            if self._remote and self._file.tell() >= PART_BYTES:
+                self._upload()
 
     def write_record(
         self, tag: str, rec: Record, step: Any, description: str | None = None
@@ -263,14 +296,25 @@ class Writer:
         self._write_record(tag, rec, step, description)
 
     def flush(self) -> None:
+        """Writes out what was logged (on a URL logdir: uploads it as a new event file)."""
         with self._lock:
-            if self._file is not None:
+            if self._file is None:
+                return
+            if self._remote:
+                self._upload()
+            else:
                 self._file.flush()
 
     def close(self) -> None:
         with self._lock:
-            if self._file is not None:
-                self._file.close()
+            if self._file is None:
+                return
+            try:
+                if self._remote:
+                    self._upload()
+                else:
+                    self._file.close()
+            finally:
                 self._file = None
 
     def __enter__(self) -> Writer:

@@ -130,6 +130,11 @@ def test_every_step_is_kept_by_default(tmp_path):
         argv=["tensorboard", "--logdir", str(tmp_path), "--samples_per_plugin=convfilters=5"]
     )
     assert tb.flags.samples_per_plugin["convfilters"] == 5
+    assert tb.flags.reload_multifile is True
+    tb.configure(argv=["tensorboard", "--logdir", str(tmp_path), "--reload_multifile=false"])
+    assert tb.flags.reload_multifile is False
+    tb.configure(argv=["tensorboard", "--logdir", "s3://bucket/logs"])
+    assert tb.flags.reload_multifile is None  # one file per flush on object stores
     steps = plugin_client(tmp_path).get(PREFIX + "steps?run=run&tag=k").json
     assert [s["step"] for s in steps] == list(range(250))
 
