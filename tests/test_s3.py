@@ -241,8 +241,8 @@ def get_json(url: str):
 
 
 def test_tensorboard_serves_runs_from_s3(s3, two_runs):
-    # as the README recommends for object stores: poll only the newest file of a run
-    with tensorboard_on(two_runs.url, s3.env, "--reload_multifile=false") as base:
+    # the plugin leaves --reload_multifile off for URL logdirs: each finished file is read once
+    with tensorboard_on(two_runs.url, s3.env) as base:
 
         def loaded():  # TensorBoard serves what it has read so far: wait for every file
             tags = get_json(base + PREFIX + "tags")
