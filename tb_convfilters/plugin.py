@@ -454,6 +454,18 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
     # ---- end of filter doctor ----
 
 
+def _use_c_crc32c() -> None:
+    """Makes TensorBoard's TensorFlow-free event reader check CRCs in C.
+
+    Without TensorFlow (e.g. to read s3:// logdirs) TensorBoard computes every
+    record's CRC32C in pure Python, ~7 MB/s; the C ``crc32c`` gives the same values.
+    """
+    import crc32c
+    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
+
+    pywrap_tensorflow.crc32c = crc32c.crc32c
+
+
 class ConvFiltersLoader(base_plugin.TBLoader):
     """Loads the plugin and makes every logged step available by default."""
 
@@ -466,6 +478,7 @@ class ConvFiltersLoader(base_plugin.TBLoader):
         )
 
     def fix_flags(self, flags: Any) -> None:
+        _use_c_crc32c()
         # Keep every step (0 = all) unless the user set --samples_per_plugin=convfilters=N.
         samples = getattr(flags, "samples_per_plugin", None)
         if isinstance(samples, dict):

@@ -251,3 +251,20 @@ def test_steps_follow_new_data_after_reload(tmp_path):
     r = client.get(PREFIX + "tensor?run=run&tag=k")
     assert r.headers["X-Convfilters-Step"] == "1"
     assert load_npy(r.data).tobytes() == (KERNEL + 1).tobytes()
+
+
+def test_loader_gives_tensorflow_free_tensorboard_a_c_crc32c():
+    import crc32c
+    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
+
+    from tb_convfilters.plugin import ConvFiltersLoader
+
+    data = np.random.default_rng(1).bytes(1 << 16)
+    expected = [pywrap_tensorflow.masked_crc32c(d) for d in (b"123456789", data)]
+    original = pywrap_tensorflow.crc32c
+    try:
+        ConvFiltersLoader().fix_flags(type("Flags", (), {"samples_per_plugin": {}})())
+        assert pywrap_tensorflow.crc32c is crc32c.crc32c
+        assert [pywrap_tensorflow.masked_crc32c(d) for d in (b"123456789", data)] == expected
+    finally:
+        pywrap_tensorflow.crc32c = original
