@@ -308,6 +308,8 @@ def test_server_errors_are_shown(served, page):
         ".includes('over the limit')"
     )
     assert "convfilters_max_tensor_mb" in status.inner_text()
+    # 640 filters of 18432 bytes are over 10 MiB: the first 568 fit (tests/test_browser_limits.py)
+    assert status.locator("button.cap-offer").inner_text() == "Show the first 568 filters"
 
 
 def test_dark_mode_follows_tensorboard(served, browser):

@@ -2,11 +2,15 @@
 //
 // URLs are relative: the dashboard's document has <base href="plugin/convfilters/">.
 
-/** An error answered by the server ({"error": ...}) or a failed request. */
+/**
+ * An error answered by the server ({"error": ...}) or a failed request.
+ * `body` is the parsed JSON error body (e.g. a 413's {error, nbytes, limit_bytes}), or null.
+ */
 export class ApiError extends Error {
-  constructor(status, message) {
+  constructor(status, message, body = null) {
     super(message);
     this.status = status;
+    this.body = body;
   }
 }
 
@@ -22,18 +26,22 @@ export function url(path, params = {}) {
 async function check(resp) {
   if (resp.ok) return resp;
   let message = `${resp.status} ${resp.statusText}`;
+  let json = null;
   try {
     const body = await resp.text();
     try {
       const parsed = JSON.parse(body);
-      if (parsed && typeof parsed.error === "string") message = parsed.error;
+      if (parsed && typeof parsed.error === "string") {
+        message = parsed.error;
+        json = parsed;
+      }
     } catch {
       if (body) message = `${message}: ${body.slice(0, 300)}`;
     }
   } catch {
     // keep the status line
   }
-  throw new ApiError(resp.status, message);
+  throw new ApiError(resp.status, message, json);
 }
 
 async function request(path, params, init) {
@@ -59,9 +67,11 @@ export const findings = (run, init) => getJSON("findings", { run }, init);
 /**
  * One logged tensor: {array, shape, dtype, header, step, buffer}.
  * `step` comes from X-Convfilters-Step (the step actually served, as a string).
+ * `maxFilters` / `maxChannels` ask for only the first N filters / M input channels.
  */
-export async function tensor(run, tag, step, init = {}) {
-  const resp = await request("tensor", { run, tag, step }, init);
+export async function tensor(run, tag, step, init = {}, { maxFilters, maxChannels } = {}) {
+  const params = { run, tag, step, max_filters: maxFilters, max_channels: maxChannels };
+  const resp = await request("tensor", params, init);
   const buffer = await resp.arrayBuffer();
   const npy = parseNpy(buffer);
   let header = {};

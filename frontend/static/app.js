@@ -34,15 +34,17 @@ class TensorCache {
     this.map = new Map();
   }
 
-  get(run, tag, step) {
-    const key = JSON.stringify([run, tag, String(step)]);
+  /** `cap` ({maxFilters, maxChannels}) asks for a smaller view; it is part of the key. */
+  get(run, tag, step, cap = null) {
+    const caps = cap ? { maxFilters: cap.maxFilters, maxChannels: cap.maxChannels } : {};
+    const key = JSON.stringify([run, tag, String(step), caps.maxFilters ?? null, caps.maxChannels ?? null]);
     if (this.map.has(key)) {
       const entry = this.map.get(key);
       this.map.delete(key);
       this.map.set(key, entry);
       return entry.promise;
     }
-    const entry = { promise: api.tensor(run, tag, step), bytes: 0 };
+    const entry = { promise: api.tensor(run, tag, step, {}, caps), bytes: 0 };
     entry.promise.then((t) => { entry.bytes = t.buffer.byteLength; this.trim(); }, () => this.map.delete(key));
     this.map.set(key, entry);
     return entry.promise;
@@ -87,6 +89,32 @@ function save(blob, name) {
   setTimeout(() => URL.revokeObjectURL(href), 10000);
 }
 
+/**
+ * The largest view of a tensor that fits the server's size limit, from a 413
+ * body: the first `maxFilters` filters (and `maxChannels` input channels when
+ * even one filter is too big). `filters` / `channels` are the axis lengths.
+ */
+export function fittingCap(nbytes, limit, filters, channels) {
+  const maxFilters = Math.floor((limit * filters) / nbytes);
+  if (maxFilters >= 1) return { maxFilters: Math.min(maxFilters, filters), maxChannels: null };
+  const maxChannels = channels ? Math.max(1, Math.floor((limit * filters * channels) / nbytes)) : null;
+  return { maxFilters: 1, maxChannels };
+}
+
+/** Lengths of the axes `max_filters` / `max_channels` cap in a tag's layout (channels null if none). */
+function capAxes(info) {
+  const { layout, shape } = info;
+  if (typeof layout !== "string" || !Array.isArray(shape)) return null;
+  const images = IMAGE_KINDS.includes(info.kind) && layout.includes("N");
+  const filterLetter = images ? "N" : ["O", "C"].find((c) => layout.includes(c)) || (layout.includes("M") ? "I" : null);
+  const channelLetter = !images && layout.includes("O") ? "I" : null;
+  if (!filterLetter) return null;
+  return {
+    filters: shape[layout.indexOf(filterLetter)],
+    channels: channelLetter ? shape[layout.indexOf(channelLetter)] : null,
+  };
+}
+
 function label(text, control, extra = {}) {
   return el("label", { class: "ctl", ...extra }, el("span", { class: "ctl-label" }, text), control);
 }
@@ -109,6 +137,9 @@ class Panel {
     this.barLabels = el("div", { class: "colorbar-labels" });
     this.banner = el("div", { class: "panel-banner", role: "status", hidden: true });
     this.legend = el("div", { class: "panel-legend", hidden: true });
+    this.partial = el("div", { class: "panel-partial", role: "status", hidden: true });
+    // {tag, maxFilters, maxChannels, filters, channels}: a smaller view asked for after a 413
+    this.cap = null;
     this.node = el(
       "section",
       { class: "panel" },
@@ -118,6 +149,7 @@ class Panel {
       el("div", { class: "colorbar-row" }, this.colorbar, this.barLabels),
       this.banner,
       this.legend,
+      this.partial,
       this.status,
       this.view.node,
     );
@@ -151,6 +183,41 @@ class Panel {
     this.status.dataset.kind = kind;
   }
 
+  /** The cap in force for `tag`, or null. */
+  capFor(tag) {
+    return this.cap && this.cap.tag === tag ? this.cap : null;
+  }
+
+  /** Labels a grid drawn from a capped view ("filters 0–N-1 of F"), or hides the label. */
+  setPartial(cap) {
+    this.partial.hidden = !cap;
+    if (!cap) {
+      this.partial.textContent = "";
+      return;
+    }
+    const shownFilters = Math.min(cap.maxFilters, cap.filters);
+    const parts = [`filters 0–${shownFilters - 1} of ${cap.filters}`];
+    if (cap.maxChannels && cap.channels) {
+      parts.push(`input channels 0–${Math.min(cap.maxChannels, cap.channels) - 1} of ${cap.channels}`);
+    }
+    this.partial.textContent = `Partial view: ${parts.join(", ")} (the whole tensor is over the server's size limit).`;
+  }
+
+  /** Next to a 413 message: a button that draws the first filters that fit. */
+  offerCap(cap) {
+    const n = cap.maxFilters;
+    const text = `Show the first ${n} filter${n === 1 ? "" : "s"}`
+      + (cap.maxChannels ? ` (first ${cap.maxChannels} input channel${cap.maxChannels === 1 ? "" : "s"})` : "");
+    this.status.append(" ", el("button", {
+      type: "button",
+      class: "cap-offer",
+      onclick: () => {
+        this.cap = cap;
+        this.dashboard.showStep();
+      },
+    }, text));
+  }
+
   clear(message, kind = "info") {
     this.loaded = null;
     this.setStatus(message, kind);
@@ -167,6 +234,7 @@ class Panel {
     this.view.setMarks(null);
     this.setBanner(null);
     this.setLegend([]);
+    this.setPartial(null);
   }
 
   downloadPng() {
@@ -691,7 +759,8 @@ export class Dashboard {
       const at = stats.steps.find((x) => x.step === s.step);
       if (!at || !at.values) return null;
       const i = stats.names.indexOf("norm");
-      return orderBy(at.values.map((row) => (row[i] === null ? NaN : row[i])));
+      // a capped view draws only the first filters
+      return orderBy(at.values.slice(0, result.grid.rows).map((row) => (row[i] === null ? NaN : row[i])));
     } catch {
       return null;
     }
@@ -703,11 +772,12 @@ export class Dashboard {
     if (stepIndex(runSteps, step) < 0) {
       return { error: `${panel.run} has no step ${step} of ${s.tag}`, kind: "info" };
     }
+    const cap = panel.capFor(s.tag);
     let tensor;
     try {
-      tensor = await this.cache.get(panel.run, s.tag, step);
+      tensor = await this.cache.get(panel.run, s.tag, step, cap);
     } catch (e) {
-      return { error: `${s.tag} at step ${step}: ${e.message}` };
+      return { error: `${s.tag} at step ${step}: ${e.message}`, offer: cap ? null : this.offerFor(panel.run, e) };
     }
     if (String(tensor.step) !== String(step)) return { error: `the server sent step ${tensor.step} for step ${step}` };
     let grid;
@@ -716,13 +786,13 @@ export class Dashboard {
     } catch (e) {
       return { error: `Cannot draw ${s.tag}: ${e.message}` };
     }
-    const out = { tensor, grid, values: tensor.array, title: "" };
+    const out = { tensor, grid, values: tensor.array, title: "", cap };
     // the first step, for drift (and the "− first step" view)
     const first = runSteps[0];
     const wantFirst = s.diff === "first" || (grid.kind === "kernel" && tensor.buffer.byteLength <= DRIFT_MAX_BYTES);
     if (wantFirst && first !== undefined) {
       try {
-        const t0 = first === step ? tensor : await this.cache.get(panel.run, s.tag, first);
+        const t0 = first === step ? tensor : await this.cache.get(panel.run, s.tag, first, cap);
         if (t0.array.length === tensor.array.length) {
           out.drift = grid.kind === "kernel" ? cosineDrift(grid, tensor.array, t0.array) : null;
           if (s.diff === "first") {
@@ -741,7 +811,7 @@ export class Dashboard {
       const baseSteps = this.stepsByRun.get(s.base) || [];
       if (stepIndex(baseSteps, step) < 0) return { error: `${s.base} has no step ${step} of ${s.tag} to subtract`, kind: "info" };
       try {
-        const b = await this.cache.get(s.base, s.tag, step);
+        const b = await this.cache.get(s.base, s.tag, step, cap);
         out.values = difference(tensor.array, b.array);
         out.title = `${panel.run} − ${s.base} at step ${step}`;
         out.viewName = "diff-run";
@@ -752,11 +822,21 @@ export class Dashboard {
     return out;
   }
 
+  /** The view to offer after a 413 (the first filters that fit the limit), or null. */
+  offerFor(run, error) {
+    const body = error instanceof api.ApiError && error.status === 413 ? error.body : null;
+    const axes = capAxes(this.info(run));
+    if (!body || !axes || !(body.nbytes > 0) || !(body.limit_bytes > 0)) return null;
+    const cap = fittingCap(body.nbytes, body.limit_bytes, axes.filters, axes.channels);
+    return { tag: this.state.tag, ...cap, ...axes };
+  }
+
   drawPanel(panel, result, fixed, order) {
     const s = this.state;
     if (result.error) {
       panel.setTitle("");
       panel.clear(result.error, result.kind || "error");
+      if (result.offer) panel.offerCap(result.offer);
       return;
     }
     const { tensor, grid, values } = result;
@@ -775,6 +855,7 @@ export class Dashboard {
     }
     if (s.rgb && !grid.rgb && grid.kind === "kernel") notes.push("RGB needs 3 input channels");
     panel.setStatus(notes.join("; "));
+    panel.setPartial(result.cap);
     panel.setTitle(result.title);
     panel.view.bg = this.dark ? [32, 33, 36] : [255, 255, 255];
     panel.view.sep = this.dark ? [72, 74, 78] : [200, 200, 200];
