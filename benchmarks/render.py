@@ -3,12 +3,15 @@
 In headless Chromium (Playwright, Debian's /usr/bin/chromium) a page imports
 the dashboard's own pure modules (``frontend/static``: ``parseNpy``,
 ``canonicalize``, ``cellLimits`` with the default per-layer 99.5th percentile,
-``renderGrid``) and draws a 3x3x512x512 kernel at zoom 1 (one device pixel per
-value; the dashboard draws 1-px gaps from zoom 2 on), against a straightforward
-per-value loop in the same page (max |v| -> symmetric scale -> 256-entry LUT ->
-RGBA -> ``putImageData``) on the same canvas size. Also: frames/s while every
-animation frame draws the next step (scrubbing), and the per-value cost of
-``renderGrid`` and ``cellLimits`` in node.
+``renderGrid`` into the canvas's reused ``imageFor`` buffer, as the grid view
+does) and draws a 3x3x512x512 kernel at zoom 1 (one device pixel per value; the
+dashboard draws 1-px gaps from zoom 2 on), against a straightforward per-value
+loop in the same page (max |v| -> symmetric scale -> 256-entry LUT -> RGBA ->
+``putImageData``) on the same canvas size. Also: frames/s while every animation
+frame draws the next of 4 steps (scrubbing), once from the tensors' bytes (limits
+computed every frame) and once over the parsed tensors the dashboard's cache
+keeps (limits remembered per tensor), and the per-value cost of ``renderGrid``
+and ``cellLimits`` in node.
 """
 
 from __future__ import annotations
@@ -87,7 +90,9 @@ def run(quick: bool) -> list[Result]:
                 page.evaluate("urls => window.bench.load(urls)", urls)
                 page.evaluate("n => window.bench.compare(n)", 2)  # warm-up (JIT)
                 times = page.evaluate("n => window.bench.compare(n)", rounds)
-                scrub = page.evaluate("ms => window.bench.scrub(ms)", 1500 if quick else 3000)
+                ms = 1500 if quick else 3000
+                scrub = page.evaluate("ms => window.bench.scrub(ms, false)", ms)
+                rescrub = page.evaluate("ms => window.bench.scrub(ms, true)", ms)
                 browser.close()
                 if errors:
                     raise RuntimeError(f"benchmark page errors: {errors}")
@@ -118,8 +123,9 @@ def run(quick: bool) -> list[Result]:
             scrub["fps"] / 30,
             ">= 1",
             f"{scrub['fps']:.1f} frames/s of a 30 frames/s goal while each frame draws the next "
-            f"step's 512x512 grid ({scrub['frames']} frames)",
-            {"fps": round(scrub["fps"], 1)},
+            f"step's 512x512 grid from its bytes ({scrub['frames']} frames); "
+            f"{rescrub['fps']:.1f} frames/s over steps already drawn (limits remembered)",
+            {"fps": round(scrub["fps"], 1), "seen_fps": round(rescrub["fps"], 1)},
         )
     )
     costs = node_costs(rounds)

@@ -3,7 +3,7 @@
 
 import { el, fmt } from "./dom.js";
 import { cssColor, PROBLEM_STYLE } from "./findings.js";
-import { cellRect, fitZoom, geometry, hitTest, renderGrid } from "./render.js";
+import { cellRect, fitZoom, geometry, hitTest, imageFor, renderGrid } from "./render.js";
 
 const MIN_ZOOM = 1 / 16;
 const MAX_ZOOM = 64;
@@ -150,7 +150,7 @@ export class GridView {
     this.clampPan();
     const ctx = this.canvas.getContext("2d");
     if (d.values) {
-      const img = ctx.createImageData(w, h);
+      const img = imageFor(ctx, w, h);
       renderGrid(img.data, w, h, d.grid, d.values, d.limits, d.table, this.view, this.bg, this.sep);
       ctx.putImageData(img, 0, 0);
       if (this.options.showValues && this.view.zoom >= 30 * dpr) this.drawValues(ctx, g, img.data, w);

@@ -195,14 +195,90 @@ function sampleGrid(header, st, opts, kind) {
 
 /** Adds cellBase[cell] = rowBase[r] + colBase[c] (row-major cells) and filter ranges. */
 function withCells(grid) {
-  const cellBase = new Int32Array(grid.rows * grid.cols);
-  for (let r = 0; r < grid.rows; r++) {
-    for (let c = 0; c < grid.cols; c++) cellBase[r * grid.cols + c] = grid.rowBase[r] + grid.colBase[c];
+  const { rows, cols, rowBase, colBase } = grid;
+  const cellBase = new Int32Array(rows * cols);
+  for (let r = 0, k = 0; r < rows; r++) {
+    for (let c = 0; c < cols; c++, k++) cellBase[k] = rowBase[r] + colBase[c];
   }
   grid.cellBase = cellBase;
   // a filter is a whole row for (non-depthwise) kernels, one cell otherwise
   grid.rowFilters = grid.kind === "kernel" && !grid.layout.includes("M");
   return grid;
+}
+
+/** The common difference of `list` (0 for one entry), or NaN if it is not arithmetic. */
+function stepOf(list) {
+  const s = list.length > 1 ? list[1] - list[0] : 0;
+  for (let i = 2; i < list.length; i++) if (list[i] - list[i - 1] !== s) return NaN;
+  return s;
+}
+
+/** [count, stride] axes of a tile row's xOff: W, or D slices of W split by -1. */
+function xAxes(xOff) {
+  const runs = [[]];
+  for (const x of xOff) {
+    if (x < 0) runs.push([]);
+    else runs[runs.length - 1].push(x);
+  }
+  const w = runs[0].length;
+  const inner = stepOf(runs[0]);
+  if (!w || runs.some((run) => run.length !== w || (w > 1 && stepOf(run) !== inner))) return null;
+  return [[w, inner], [runs.length, stepOf(runs.map((run) => run[0]))]];
+}
+
+const stridesOf = new WeakMap();
+
+/**
+ * {rowStride, colStride} when cell (r, c) starts at cellBase[0] + r * rowStride +
+ * c * colStride for every cell (true of every canonical grid), else null.
+ * Remembered per grid object (grids are not modified).
+ */
+export function cellStrides(grid) {
+  if (!stridesOf.has(grid)) stridesOf.set(grid, regularCells(grid));
+  return stridesOf.get(grid);
+}
+
+function regularCells(grid) {
+  const { rows, cols, cells, cellBase } = grid;
+  if (!cells) return null;
+  const b0 = cellBase[0];
+  const colStride = cols > 1 ? cellBase[1] - b0 : 0;
+  const rowStride = rows > 1 ? cellBase[cols] - b0 : 0;
+  for (let r = 0; r < rows; r++) {
+    const n = Math.min(cols, cells - r * cols);
+    for (let c = 0, k = r * cols; c < n; c++, k++) {
+      if (cellBase[k] !== b0 + r * rowStride + c * colStride) return null;
+    }
+  }
+  return { rowStride, colStride };
+}
+
+/**
+ * {start, end, rowStride, colStride} when the values of all of `grid`'s cells
+ * (every colour channel) are exactly values[start..end), each once, and its
+ * cells are regular (cellStrides); else null. Such a layer can be read in
+ * memory order.
+ */
+export function denseRange(grid) {
+  const strides = grid.th ? cellStrides(grid) : null;
+  const xs = xAxes(grid.xOff);
+  if (!strides || !xs) return null;
+  const { rows, cols, cells } = grid;
+  const { rowStride, colStride } = strides;
+  const axes = cells === rows * cols ? [[rows, rowStride], [cols, colStride]]
+    : rowStride === cols * colStride ? [[cells, colStride]] : null;
+  if (!axes) return null;
+  axes.push([grid.th, stepOf(grid.yOff)], ...xs);
+  if (grid.rgb) axes.push([grid.chanOff.length, stepOf(grid.chanOff)]);
+  // a mixed-radix number system with digits (count, stride) covers [0, size) once
+  const used = axes.filter(([n]) => n > 1).sort((a, b) => a[1] - b[1]);
+  let size = 1;
+  for (const [n, stride] of used) {
+    if (stride !== size) return null;
+    size *= n;
+  }
+  const start = grid.cellBase[0] + grid.yOff[0] + grid.xOff[0] + (grid.rgb ? grid.chanOff[0] : 0);
+  return { start, end: start + size, rowStride, colStride };
 }
 
 /** Cells [start, end) (row-major) that hold filter `f`. */

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { cosineDrift, difference, healthFlags, nearDuplicates, orderBy, series } from "../static/analysis.js";
-import { canonicalize } from "../static/layout.js";
+import { canonicalize, filterCells, filterCount, KERNEL_LAYOUTS } from "../static/layout.js";
+import { forEachValue } from "../static/normalize.js";
 
 test("difference subtracts elementwise and refuses mismatched sizes", () => {
   const d = difference(new Float32Array([1, 2, 3]), new Float32Array([1, 0, 5]));
@@ -81,4 +82,42 @@ test("kernel tags of the same layer: <layer>/kernel first, then <layer>/weight",
   } };
   assert.deepEqual(kernelTagsFor(tags, "r", "block1/conv/activation"), ["block1/conv/kernel", "block1/conv/weight"]);
   assert.deepEqual(kernelTagsFor(tags, "nope", "block1/conv/activation"), []);
+});
+
+/** cosineDrift as one forEachValue pass per filter: the sums the fast one must equal. */
+function simpleDrift(grid, now, first) {
+  return Array.from({ length: filterCount(grid) }, (_, f) => {
+    const [start, end] = filterCells(grid, f);
+    let d = 0;
+    let x = 0;
+    let y = 0;
+    forEachValue(grid, start, end, (off) => {
+      const u = now[off];
+      const v = first[off];
+      if (Number.isFinite(u) && Number.isFinite(v)) {
+        d += u * v;
+        x += u * u;
+        y += v * v;
+      }
+    });
+    if (x === 0 && y === 0) return 0;
+    if (x === 0 || y === 0) return 1;
+    return 1 - Math.max(-1, Math.min(1, d / Math.sqrt(x * y)));
+  });
+}
+
+test("cosine drift sums each filter in forEachValue order, whatever the layout", () => {
+  const sizes = { D: 2, H: 3, W: 2, I: 3, O: 37, M: 2 };
+  for (const layout of KERNEL_LAYOUTS) {
+    for (const rgb of [false, true]) {
+      const shape = [...layout].map((l) => sizes[l]);
+      const n = shape.reduce((a, b) => a * b, 1);
+      const g = canonicalize({ kind: "kernel", layout, shape }, { rgb });
+      const now = Float32Array.from({ length: n }, (_, i) => Math.sin(i * 1.7) * (i % 11));
+      const first = Float32Array.from({ length: n }, (_, i) => Math.cos(i * 0.3));
+      now[4] = NaN;
+      first[9] = Infinity;
+      assert.deepEqual(Array.from(cosineDrift(g, now, first)), simpleDrift(g, now, first), `${layout} rgb ${rgb}`);
+    }
+  }
 });

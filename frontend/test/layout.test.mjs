@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import {
-  ACTIVATION_LAYOUTS, KERNEL_LAYOUTS, canonicalize, cellOffsets, offsetOf, squareColumns, strides,
+  ACTIVATION_LAYOUTS, KERNEL_LAYOUTS, canonicalize, cellOffsets, cellStrides, denseRange, offsetOf,
+  squareColumns, strides, subGrid,
 } from "../static/layout.js";
 
 // the layouts of tb_convfilters/layouts.py
@@ -134,4 +135,47 @@ test("pattern images: one tile per filter, RGB when C = 3", () => {
 test("bad headers are refused with the offending layout", () => {
   assert.throws(() => canonicalize({ kind: "kernel", layout: "HWXO", shape: [1, 1, 1, 1] }), /HWXO/);
   assert.throws(() => canonicalize({ kind: "kernel", layout: "HWIO", shape: [1, 1, 1] }), /does not match/);
+});
+
+/** Every value offset of every cell of `g`, sorted. */
+function allOffsets(g) {
+  const out = [];
+  for (let cell = 0; cell < g.cells; cell++) out.push(...cellOffsets(g, Math.floor(cell / g.cols), cell % g.cols));
+  return out.sort((a, b) => a - b);
+}
+
+test("denseRange: every layout's grid is one block of memory, read once", () => {
+  const headers = [
+    ...KERNEL_LAYOUTS.map((layout) => ({ kind: "kernel", layout })),
+    ...ACTIVATION_LAYOUTS.map((layout) => ({ kind: "activation", layout })),
+    { kind: "pattern", layout: "NHWC", sizes: { C: 3 } },
+    { kind: "kernel", layout: "IO", shape: [12, 4], image_shape: [2, 3, 2] },
+    { kind: "kernel", layout: "OIHW", sizes: { I: 3 }, rgb: true },
+  ];
+  for (const h of headers) {
+    const shape = h.shape || [...h.layout].map((l) => (h.sizes && h.sizes[l]) || SIZES[l]);
+    for (const sample of h.kind === "activation" ? [0, 2] : [0]) {
+      const g = canonicalize({ ...h, shape }, { sample, rgb: h.rgb });
+      const d = denseRange(g);
+      assert.ok(d, `${h.layout} ${h.kind}`);
+      const offsets = allOffsets(g);
+      assert.equal(d.end - d.start, offsets.length, `${h.layout} ${h.kind} size`);
+      assert.ok(offsets.every((o, i) => o === d.start + i), `${h.layout} ${h.kind} sample ${sample}`);
+      assert.deepEqual(cellStrides(g), { rowStride: d.rowStride, colStride: d.colStride });
+    }
+  }
+});
+
+test("denseRange and cellStrides refuse cells that are not one regular block", () => {
+  const g = canonicalize({ kind: "kernel", layout: "OIHW", shape: [3, 2, 2, 2] });
+  const holed = subGrid(g, [0, 1, 4, 5]); // filters 0 and 2: regular, with a hole
+  assert.deepEqual(cellStrides(holed), { rowStride: 16, colStride: 4 });
+  assert.equal(denseRange(holed), null);
+  const shuffled = subGrid(g, [0, 3, 1, 2]);
+  assert.equal(cellStrides(shuffled), null);
+  assert.equal(denseRange(shuffled), null);
+  const backwards = subGrid(g, [5, 4, 3, 2, 1, 0]);
+  assert.deepEqual(cellStrides(backwards), { rowStride: -8, colStride: -4 });
+  assert.equal(denseRange(backwards), null);
+  assert.deepEqual(denseRange(subGrid(g, [2, 3, 4, 5])), { start: 8, end: 24, rowStride: 8, colStride: 4 });
 });

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { LUT_SIZE, MID, NONFINITE, lut } from "../static/colormap.js";
-import { canonicalize, subGrid } from "../static/layout.js";
+import { ACTIVATION_LAYOUTS, KERNEL_LAYOUTS, canonicalize, subGrid } from "../static/layout.js";
 import { cellLimits } from "../static/normalize.js";
-import { fitZoom, geometry, hitTest, renderGrid } from "../static/render.js";
+import { fitZoom, geometry, hitTest, imageFor, renderGrid } from "../static/render.js";
 
 const BG = [1, 2, 3];
 const SEP = [4, 5, 6];
@@ -76,4 +76,225 @@ test("a sub-grid keeps its cells' values", () => {
   assert.deepEqual(Array.from(sub.cellBase), [4, 5, 6, 7]);
   assert.equal(sub.filterOf(1, 1), 1);
   assert.equal(sub.channelOf(1, 0), 2);
+});
+
+// The simple per-pixel renderGrid that the fast paths must match byte for byte.
+function simpleAxis(n, pan, pitch, tile, zoom, count, tiles) {
+  // per screen position: cell index (or -1) and pixel within the tile
+  const cell = new Int32Array(n).fill(-1);
+  const pix = new Int32Array(n);
+  for (let s = 0; s < n; s++) {
+    const w = s + pan;
+    if (w < 0) continue;
+    const i = Math.floor(w / pitch);
+    if (i >= count) continue;
+    const within = w - i * pitch;
+    if (within >= tile) continue;
+    cell[s] = i;
+    pix[s] = Math.min(tiles - 1, Math.floor(within / zoom));
+  }
+  return { cell, pix };
+}
+
+function simpleRender(out, width, height, grid, values, limits, table, view, bg, sep = bg) {
+  const g = geometry(grid, view.zoom);
+  const xs = simpleAxis(width, view.panX, g.pitchX, g.tileW, view.zoom, grid.cols, grid.tw);
+  const ys = simpleAxis(height, view.panY, g.pitchY, g.tileH, view.zoom, grid.rows, grid.th);
+  const colOff = new Int32Array(width);
+  for (let sx = 0; sx < width; sx++) {
+    const c = xs.cell[sx];
+    if (c < 0) continue;
+    const xo = grid.xOff[xs.pix[sx]];
+    if (xo < 0) xs.cell[sx] = -1;
+    else colOff[sx] = xo;
+  }
+  const { lo, hi } = limits;
+  const top = LUT_SIZE - 1;
+  const [br, bgG, bb] = bg;
+  const [gr, gg, gb] = sep;
+  const [nr, ng, nb] = NONFINITE;
+  const chans = grid.rgb ? grid.chanOff : null;
+  let p = 0;
+  for (let sy = 0; sy < height; sy++) {
+    const row = ys.cell[sy];
+    const r = row < 0 ? -1 : view.rowOrder ? view.rowOrder[row] : row;
+    const rowOff = r < 0 ? 0 : grid.yOff[ys.pix[sy]];
+    const cellBase = grid.cellBase;
+    const cellRow = r * grid.cols;
+    for (let sx = 0; sx < width; sx++, p += 4) {
+      const c = xs.cell[sx];
+      const cell = cellRow + c;
+      if (r < 0 || c < 0 || cell >= grid.cells) {
+        // a separator if inside the grid's extent, else background
+        const inside = cell < grid.cells && ((sy + view.panY) < g.height) && ((sx + view.panX) < g.width)
+          && (sy + view.panY) >= 0 && (sx + view.panX) >= 0;
+        out[p] = inside ? gr : br;
+        out[p + 1] = inside ? gg : bgG;
+        out[p + 2] = inside ? gb : bb;
+        out[p + 3] = 255;
+        continue;
+      }
+      const l = lo[cell];
+      const span = hi[cell] - l;
+      const off = cellBase[cell] + rowOff + colOff[sx];
+      out[p + 3] = 255;
+      if (chans) {
+        let bad = false;
+        for (let k = 0; k < 3; k++) {
+          const v = values[off + chans[k]];
+          if (!Number.isFinite(v)) bad = true;
+          const t = span > 0 ? (v - l) / span : 0.5;
+          out[p + k] = t <= 0 ? 0 : t >= 1 ? 255 : Math.round(t * 255);
+        }
+        if (bad) {
+          out[p] = nr;
+          out[p + 1] = ng;
+          out[p + 2] = nb;
+        }
+        continue;
+      }
+      const v = values[off];
+      if (!Number.isFinite(v)) {
+        out[p] = nr;
+        out[p + 1] = ng;
+        out[p + 2] = nb;
+        continue;
+      }
+      let i;
+      if (span > 0) {
+        const t = (v - l) / span;
+        i = t <= 0 ? 0 : t >= 1 ? top : Math.round(t * top);
+      } else {
+        i = top >> 1;
+      }
+      i *= 3;
+      out[p] = table[i];
+      out[p + 1] = table[i + 1];
+      out[p + 2] = table[i + 2];
+    }
+  }
+  return out;
+}
+
+/** Pseudo-random normal float32 values (xorshift32 + Box-Muller), scaled by `sigma`. */
+function normal(n, sigma = 1, seed = 1) {
+  const v = new Float32Array(n);
+  let s = seed;
+  const uniform = () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return ((s >>> 0) + 0.5) / 2 ** 32;
+  };
+  for (let i = 0; i < n; i++) v[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform()) * sigma;
+  return v;
+}
+
+/** Draws with renderGrid and the simple loop; returns the first differing byte (or -1). */
+function compareDraw(grid, values, limits, t, view, w, h) {
+  const got = new Uint8ClampedArray(w * h * 4).fill(7);
+  const want = new Uint8ClampedArray(w * h * 4);
+  renderGrid(got, w, h, grid, values, limits, t, view, BG, SEP);
+  simpleRender(want, w, h, grid, values, limits, t, view, BG, SEP);
+  return got.findIndex((b, i) => b !== want[i]);
+}
+
+test("every layout, mode, view and number type draws what the per-pixel loop draws", () => {
+  const sizes = { D: 2, H: 3, W: 2, I: 4, O: 5, M: 2, N: 2, C: 7 };
+  const headers = [
+    ...KERNEL_LAYOUTS.map((layout) => ({ kind: "kernel", layout })),
+    ...ACTIVATION_LAYOUTS.map((layout) => ({ kind: "activation", layout })),
+    { kind: "kernel", layout: "IO", shape: [12, 4], image_shape: [2, 2, 3] },
+    { kind: "kernel", layout: "OIHW", shape: [4, 3, 2, 2], rgb: true },
+    { kind: "pattern", layout: "NHWC", shape: [3, 4, 4, 3] },
+  ];
+  const views = [
+    { zoom: 1, panX: 0, panY: 0 }, { zoom: 3, panX: 0, panY: 0 }, { zoom: 2, panX: -3, panY: 5, more: 4 },
+    { zoom: 0.37, panX: 1, panY: 0 }, { zoom: 0.5, panX: 0, panY: 0, more: 3 },
+  ];
+  for (const h of headers) {
+    const shape = h.shape || [...h.layout].map((l) => sizes[l]);
+    const n = shape.reduce((a, b) => a * b, 1);
+    const grid = canonicalize({ ...h, shape }, { rgb: h.rgb, sample: 1 });
+    const f32 = normal(n, 0.5, n);
+    f32[1] = NaN;
+    f32[n - 2] = Infinity;
+    f32[2] = -Infinity;
+    const cases = [f32, Float64Array.from(f32), Int16Array.from(f32, (v) => (Number.isFinite(v) ? v * 4 : 0))];
+    const grids = [grid, subGrid(grid, Array.from({ length: grid.cells }, (_, i) => grid.cells - 1 - i))];
+    const order = Int32Array.from({ length: grid.rows }, (_, i) => grid.rows - 1 - i);
+    for (const g of grids) {
+      for (const values of cases) {
+        for (const mode of ["tile", "filter", "layer", "steps"]) {
+          for (const cmap of ["diverging", "sequential"]) {
+            const limits = cellLimits(g, values, { mode, p: 99, signed: cmap === "diverging", fixed: [-0.3, 0.9] });
+            for (const { more = 0, ...v } of views) {
+              const geo = geometry(g, v.zoom);
+              const rowOrder = g === grid ? order : null;
+              const view = { ...v, rowOrder };
+              const at = compareDraw(g, values, limits, lut(cmap), view, geo.width + more, geo.height + more);
+              assert.equal(at, -1, `${h.kind} ${h.layout} ${values.constructor.name} ${mode} ${cmap} zoom ${v.zoom}`);
+            }
+          }
+        }
+      }
+    }
+  }
+});
+
+test("a big layer coloured by bit-pattern buckets matches, bucket edges and NaN included", () => {
+  const shape = [3, 3, 64, 64];
+  const grid = canonicalize({ kind: "kernel", layout: "HWIO", shape });
+  const values = normal(3 * 3 * 64 * 64, 0.02);
+  values[5] = NaN;
+  values[6] = -Infinity;
+  values[7] = -0;
+  const g = geometry(grid, 1);
+  for (const [cmap, signed] of [["diverging", true], ["sequential", false], ["grey", false]]) {
+    for (const p of [99.5, 100, 60]) {
+      const limits = cellLimits(grid, values, { mode: "layer", p, signed });
+      // the values exactly at the limits and at the 2 * 256 half-way points between colours
+      const { lo, hi } = { lo: limits.lo[0], hi: limits.hi[0] };
+      for (let j = 0; j <= 512; j++) values[100 + j] = lo + ((hi - lo) * j) / 512;
+      for (const view of [{ zoom: 1, panX: 0, panY: 0 }, { zoom: 2, panX: 37, panY: 11 }]) {
+        assert.equal(compareDraw(grid, values, limits, lut(cmap), view, g.width, g.height), -1, `${cmap} p${p}`);
+      }
+    }
+  }
+  const limits = cellLimits(grid, values, { mode: "layer", p: 99.5 });
+  const out = new Uint8ClampedArray(g.width * g.height * 4);
+  renderGrid(out, g.width, g.height, grid, values, limits, table, { zoom: 1, panX: 0, panY: 0 }, BG);
+  // value 5 sits in filter 5, channel 0, pixel (0, 0): screen (0, 15)
+  assert.deepEqual(Array.from(out.slice((15 * g.width) * 4, (15 * g.width) * 4 + 3)), NONFINITE);
+});
+
+test("limits narrow for their magnitude, and unaligned output, still match", () => {
+  const grid = canonicalize({ kind: "kernel", layout: "HWIO", shape: [3, 3, 8, 8] });
+  const values = normal(3 * 3 * 8 * 8, 1e-4).map((v) => 100 + v); // many colours per bucket
+  const limits = cellLimits(grid, values, { mode: "layer", p: 99, signed: false });
+  const g = geometry(grid, 2);
+  assert.equal(compareDraw(grid, values, limits, table, { zoom: 2, panX: 0, panY: 0 }, g.width, g.height), -1);
+  const bytes = new Uint8ClampedArray(g.width * g.height * 4 + 1);
+  const out = bytes.subarray(1);
+  const want = new Uint8ClampedArray(g.width * g.height * 4);
+  const wide = cellLimits(grid, values, { mode: "layer", p: 99, signed: true });
+  renderGrid(out, g.width, g.height, grid, values, wide, table, { zoom: 2, panX: 0, panY: 0 }, BG, SEP);
+  simpleRender(want, g.width, g.height, grid, values, wide, table, { zoom: 2, panX: 0, panY: 0 }, BG, SEP);
+  assert.deepEqual(out, want);
+});
+
+test("imageFor keeps one ImageData per context and size", () => {
+  let made = 0;
+  const createImageData = (width, height) => {
+    made++;
+    return { width, height, data: new Uint8ClampedArray(width * height * 4) };
+  };
+  const ctx = { createImageData };
+  const a = imageFor(ctx, 4, 3);
+  assert.equal(imageFor(ctx, 4, 3), a);
+  const b = imageFor(ctx, 5, 3);
+  assert.notEqual(b, a);
+  assert.equal(b.width, 5);
+  assert.notEqual(imageFor({ createImageData }, 5, 3), b, "another context");
+  assert.equal(made, 3);
 });
