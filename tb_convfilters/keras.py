@@ -159,6 +159,9 @@ class FiltersCallback(keras.callbacks.Callback):
         self.layers = self._check_layers(layers)
         self.every_n_epochs = _positive_int(every_n_epochs, "every_n_epochs")
         self.every_n_batches = _positive_int(every_n_batches, "every_n_batches", optional=True)
+        if self.every_n_batches:
+            # Only then: a batch hook turns off Keras' async callback dispatch (JAX, torch).
+            self.on_train_batch_end = self._on_train_batch_end
         if dtype is not None and dtype not in blob.STORABLE_DTYPES:
             raise ValueError(
                 f"dtype={dtype!r} cannot be stored; expected None or one of: "
@@ -255,7 +258,7 @@ class FiltersCallback(keras.callbacks.Callback):
         self._batch = 0
         self._chief = _is_chief(self.model)
 
-    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+    def _on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self._batch += 1
         if self.every_n_batches and self._batch % self.every_n_batches == 0:
             self._log(self._batch)
