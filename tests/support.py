@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -83,27 +84,34 @@ def http_get(url: str, timeout: float = 30) -> tuple[int, bytes, dict]:
 def tensorboard(
     logdir: str | Path,
     *,
-    load_fast: str = "false",
+    load_fast: str | None = "false",
     extra: tuple[str, ...] = (),
     timeout: float = 90,
+    command: list[str] | None = None,
+    env: dict | None = None,
 ) -> Iterator[str]:
-    """A real ``tensorboard`` on 127.0.0.1; yields its base URL once our plugin is listed."""
+    """A real ``tensorboard`` on 127.0.0.1; yields its base URL once our plugin is listed.
+
+    `command` replaces the ``tensorboard`` executable (e.g. a launcher script), `env`
+    adds environment variables; `load_fast=None` leaves TensorBoard's default.
+    """
     port = free_port()
     exe = shutil.which("tensorboard", path=os.path.dirname(sys.executable)) or "tensorboard"
-    log = open(Path(logdir).parent / f"tensorboard-{port}.log", "w+")
+    log = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(
         [
-            exe,
+            *(command or [exe]),
             "--logdir",
             str(logdir),
             "--host",
             "127.0.0.1",
             "--port",
             str(port),
-            f"--load_fast={load_fast}",
+            *([f"--load_fast={load_fast}"] if load_fast else []),
             "--reload_interval=1",
             *extra,
         ],
+        env={**os.environ, **(env or {})},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

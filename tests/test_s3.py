@@ -8,7 +8,6 @@ the server under test runs as in such an environment (see `TENSORBOARD_WITHOUT_T
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -16,7 +15,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,7 +23,7 @@ import boto3
 import numpy as np
 import pytest
 from moto.server import ThreadedMotoServer
-from support import PREFIX, free_port, http_get, load_npy, plugin_client, wait_for
+from support import PREFIX, free_port, http_get, load_npy, plugin_client, tensorboard, wait_for
 from tensorboard.compat.proto import event_pb2
 
 from tb_convfilters import Writer, cli, doctor, reader
@@ -186,52 +184,16 @@ def two_runs(s3) -> SimpleNamespace:
     )
 
 
-@contextlib.contextmanager
-def tensorboard_on(url: str, env: dict, *flags: str, timeout: float = 90) -> Iterator[str]:
+def tensorboard_on(url: str, env: dict, *flags: str, timeout: float = 90):
     """TensorBoard as installed without TensorFlow, on `url`; yields its base URL."""
-    port = free_port()
-    log = tempfile.TemporaryFile("w+")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            TENSORBOARD_WITHOUT_TF,
-            "--logdir",
-            url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--reload_interval=1",
-            *flags,
-        ],
-        env={**os.environ, **env},
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    return tensorboard(
+        url,
+        load_fast=None,
+        extra=flags,
+        timeout=timeout,
+        command=[sys.executable, "-c", TENSORBOARD_WITHOUT_TF],
+        env=env,
     )
-    base = f"http://127.0.0.1:{port}"
-    try:
-
-        def up() -> bool:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"tensorboard exited {proc.returncode}:\n{log.read()[-3000:]}")
-            try:
-                status, body, _ = http_get(base + "/data/plugins_listing", timeout=5)
-                return status == 200 and "convfilters" in json.loads(body)
-            except OSError:
-                return False
-
-        wait_for(up, timeout, 0.3, "tensorboard on s3")
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def get_json(url: str):
