@@ -265,6 +265,7 @@ export class Dashboard {
     this.healthBase = null;
     this.panels = [];
     this.token = 0;
+    this.stepsSeq = 0; // the latest loadSteps call
     this.playing = null;
     this.dark = false;
     this.health = new HealthTable({ onSelect: (f) => this.select(f, true) });
@@ -610,13 +611,16 @@ export class Dashboard {
   async loadSteps(show) {
     const s = this.state;
     const runs = [...new Set([...this.shownRuns(), ...(s.diff === "run" ? [s.base] : [])])];
+    // A newer selection may start another listing while this one waits: drop stale answers.
+    const seq = ++this.stepsSeq;
     let lists;
     try {
       lists = await Promise.all(runs.map((r) => (this.info(r, s.tag).kind ? api.steps(r, s.tag) : [])));
     } catch (e) {
-      this.showMessage(`Could not list the steps of ${s.tag}: ${e.message}`);
+      if (seq === this.stepsSeq) this.showMessage(`Could not list the steps of ${s.tag}: ${e.message}`);
       return;
     }
+    if (seq !== this.stepsSeq) return;
     runs.forEach((r, i) => this.stepsByRun.set(r, lists[i].map((d) => d.step)));
     this.steps = unionSteps(this.shownRuns().map((r) => this.stepsByRun.get(r) || []));
     const slider = this.controls.slider;
