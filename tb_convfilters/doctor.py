@@ -501,9 +501,7 @@ def _scan_run(run: str, files: tuple[str, ...]) -> list[Series]:
     for entry, path, offset in reader._scan(run, files, None):
         blobs = entry.value.tensor.string_val
         try:
-            if len(blobs) < 3:
-                raise blob.RecordError("fewer than 3 blobs")
-            header = blob.decode_header(blobs[blob.HEADER])
+            header = blob.decode_blobs_header(blobs)
             stats = _stats_matrix(header.get("stats") or [], blobs[blob.STATS])
         except blob.RecordError as e:
             logger.warning("doctor: %s/%s step %d: %s", run, entry.tag, entry.step, e)
@@ -574,8 +572,10 @@ def provider_series(
             def read(step: int, index: int, datums: dict = datums) -> bytes:
                 return data_provider.read_blob(ctx, blob_key=datums[step].values[index].blob_key)
 
-            def load(step: int, read: Callable = read) -> np.ndarray:
+            def load(step: int, read: Callable = read, datums: dict = datums) -> np.ndarray:
                 header = blob.decode_header(read(step, blob.HEADER))
+                if len(datums[step].values) > blob.CHECKS:
+                    header = blob.with_checks(header, read(step, blob.CHECKS))
                 return blob.decode_array(header, read(step, blob.PAYLOAD))
 
             try:

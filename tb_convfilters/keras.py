@@ -66,6 +66,14 @@ def kernel_parts(layer: keras.layers.Layer) -> list[_Kernel]:
     return []
 
 
+def variable_numpy(variable: Any) -> np.ndarray:
+    """A Keras variable's value; on TensorFlow a read shares its buffer (``.numpy()`` copies)."""
+    value = getattr(variable, "value", None)
+    if hasattr(value, "read_value"):  # a tf.Variable: value() is the cheapest read
+        return np.asarray(value.value())
+    return variable.numpy()
+
+
 def activation_layout(rank: int, data_format: str | None) -> str | None:
     """Layout of a layer output of `rank` (None if it is not a 1-3D feature map)."""
     spatial = _SPATIAL.get(rank)
@@ -310,14 +318,14 @@ class FiltersCallback(keras.callbacks.Callback):
         for layer in self._targets:
             for part in kernel_parts(layer):
                 try:
-                    data = getattr(layer, part.variable_name).numpy()  # ~5x faster than ops
                     rec = make_record(
-                        data,
+                        variable_numpy(getattr(layer, part.variable_name)),
                         kind="kernel",
                         layout=part.layout,
                         dtype=self.dtype,
                         max_filters=self.max_filters,
                         max_channels=self.max_channels,
+                        complete=False,  # the Writer computes stats while it writes
                     )
                 except Exception as e:
                     self._report(part.tag, f"layer {layer.name!r} kernel {part.tag!r}", e)
@@ -411,6 +419,7 @@ class FiltersCallback(keras.callbacks.Callback):
                     layout=layout,
                     dtype=self.dtype,
                     max_filters=self.max_filters,
+                    complete=False,
                 )
             except Exception as e:
                 self._report(tag, f"activation {tag!r}", e)

@@ -61,7 +61,7 @@ class Entry(NamedTuple):
     def header(self) -> dict:
         """The record header (kind, layout, shape, dtype, kept filters, ...)."""
         try:
-            return blob.decode_header(self._blob(blob.HEADER))
+            return blob.decode_blobs_header(self.value.tensor.string_val)
         except blob.RecordError as e:
             raise blob.RecordError(f"{self._where()} is unreadable: {e}") from None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -19,18 +19,47 @@ MAX_STEP = 2**63 - 1
 
 
 class Record(NamedTuple):
-    """One step ready to write: a C-contiguous little-endian array, its header and stats."""
+    """One step ready to write: a C-contiguous little-endian array and its header.
+
+    ``stats`` and the two checksums are None until `complete` computes them (the
+    ``Writer`` does that while it writes the payload out).
+    """
 
     array: np.ndarray
     header: dict
-    stats: np.ndarray
+    stats: np.ndarray | None = None
+    payload_crc: int | None = None
+    stats_crc: int | None = None
 
-    def blobs_without_payload(self) -> tuple[bytes, bytes]:
-        return blob.encode_header(self.header), blob.encode_stats(self.stats)
+    @property
+    def completed(self) -> bool:
+        return self.stats is not None
+
+    def complete(self, meanwhile: Callable[[], Any] | None = None) -> Record:
+        """This record with stats and checksums; `meanwhile` runs here as they are computed."""
+        if self.completed:
+            if meanwhile is not None:
+                meanwhile()
+            return self
+        header = self.header
+        stats, payload_crc = blob.stats_and_crc(
+            self.array,
+            header["layout"],
+            header["kind"],
+            stats=bool(header["stats"]),
+            meanwhile=meanwhile,
+        )
+        return self._replace(
+            stats=stats, payload_crc=payload_crc, stats_crc=blob.crc(blob.encode_stats(stats))
+        )
+
+    def trailing_blobs(self) -> tuple[bytes, bytes]:
+        """The stats and checks blobs (of a completed record)."""
+        return blob.encode_stats(self.stats), blob.encode_checks(self.payload_crc, self.stats_crc)
 
     def blobs(self) -> list[bytes]:
-        header, stats = self.blobs_without_payload()
-        return [header, self.array.tobytes(), stats]
+        rec = self.complete()
+        return [blob.encode_header(rec.header), rec.array.tobytes(), *rec.trailing_blobs()]
 
 
 def check_tag(tag: Any) -> str:
@@ -97,8 +126,12 @@ def make_record(
     max_bytes: int | None = None,
     stats: bool = True,
     extra: dict | None = None,
+    complete: bool = True,
 ) -> Record:
-    """Checks `data` against `layout` and builds its record; errors name the bad value."""
+    """Checks `data` against `layout` and builds its record; errors name the bad value.
+
+    With ``complete=False`` the stats and checksums are left to ``Record.complete``.
+    """
     layouts.check_layout(layout, kind)
     a = _as_array(data)
     if a.ndim != len(layout):
@@ -177,10 +210,9 @@ def make_record(
             f"data of shape {a.shape} is {a.nbytes} bytes as {target}, over max_bytes={limit}; "
             "raise max_bytes, log fewer filters (max_filters/max_channels) or use dtype='float16'"
         )
-    st, header_extra["payload_crc32c"] = _stats_and_crc(a, layout, kind, stats)
-    header_extra["stats_crc32c"] = blob.crc(blob.encode_stats(st))
     header = blob.make_header(kind, layout, a.shape, target, stats=stats, **header_extra)
-    return Record(a, header, st)
+    rec = Record(a, header)
+    return rec.complete() if complete else rec
 
 
 def _convert(a: np.ndarray, want: np.dtype, target: str) -> np.ndarray:
@@ -198,17 +230,6 @@ def _convert(a: np.ndarray, want: np.dtype, target: str) -> np.ndarray:
     if bad:
         warnings.warn(f"data: {bad} {what}", RuntimeWarning, stacklevel=4)
     return out
-
-
-def _stats_and_crc(a: np.ndarray, layout: str, kind: str, stats: bool) -> tuple[np.ndarray, int]:
-    """Per-filter stats (empty when not wanted) and the payload CRC32C of contiguous `a`."""
-    if not stats:
-        return np.zeros((0, 0), dtype=np.float32), blob.crc(a)
-    if a.nbytes < blob.PARALLEL_MIN_BYTES:
-        return blob.filter_stats(a, layout, kind), blob.crc(a)
-    # The worker checksums, then takes half of the rows of the stats started here.
-    crc, st = blob.in_parallel(lambda: blob.crc(a), lambda: blob.filter_stats(a, layout, kind))
-    return st, crc
 
 
 def _cast(a: np.ndarray, want: np.dtype) -> np.ndarray:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
-from tb_convfilters import metadata
+from tb_convfilters import blob, metadata
 from tb_convfilters.record import Record, check_tag, make_record
 
 Cap = int | Sequence[int] | None
@@ -272,10 +272,15 @@ def _write_tf(name: str, data: Any, step: Any, description: str | None, options:
     if tf.executing_eagerly():
         if not tf.summary.should_record_summaries():
             return tf.constant(False)
+        if isinstance(getattr(data, "value", None), tf.Variable):  # a Keras 3 variable
+            data = data.value
         if isinstance(data, tf.Variable):  # np.asarray(variable) copies; a read does not
-            data = data.read_value()
-        rec = make_record(np.asarray(data), **options)
-        tensor = tf.constant(rec.blobs(), dtype=tf.string)
+            data = data.value()
+        rec = make_record(np.asarray(data), complete=False, **options)
+        copied: list[bytes] = []
+        done = rec.complete(meanwhile=lambda: copied.append(rec.array.tobytes()))
+        blobs = [blob.encode_header(done.header), copied[0], *done.trailing_blobs()]
+        tensor = tf.constant(blobs, dtype=tf.string)
     else:
         # Inside tf.function: the header is fixed at trace time from the static
         # shape; the bytes are made by the same numpy code when the graph runs.
@@ -288,7 +293,7 @@ def _write_tf(name: str, data: Any, step: Any, description: str | None, options:
             return np.array(make_record(np.asarray(x), **options).blobs(), dtype=object)
 
         tensor = tf.py_function(blobs, [data], Tout=tf.string)
-        tensor.set_shape([3])
+        tensor.set_shape([4])
     meta = metadata.create_summary_metadata(rec.header, description)
     with tf.summary.experimental.summary_scope(name, "convfilters_summary", values=[step]) as (
         tag,

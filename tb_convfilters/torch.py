@@ -236,6 +236,7 @@ def log_kernels(
             dtype=dtype,
             max_filters=max_filters,
             max_channels=max_channels,
+            complete=False,  # the Writer computes stats while it writes
         )
         tag = _tag(prefix, name, "weight")
         writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` weight ({layout})")
@@ -310,6 +311,7 @@ def log_activations(
                 dtype=dtype,
                 max_filters=max_filters,
                 max_samples=max_samples,
+                complete=False,
             )
             writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` output ({layout})")
             tags.append(tag)

@@ -33,7 +33,7 @@ from tensorboard.compat.proto import (
     types_pb2,
 )
 
-from tb_convfilters import fs, metadata
+from tb_convfilters import blob, fs, metadata
 from tb_convfilters.record import Record, check_step, check_tag, make_record
 from tb_convfilters.summary import pattern_record
 
@@ -67,22 +67,30 @@ def frame_event(prefix: bytes, payload: memoryview, suffix: bytes) -> tuple[byte
 
     Returns (head, tail): write ``head, payload, tail`` in that order.
     """
-    return _frame(prefix, payload, suffix, None)
+    head = _record_head(len(prefix) + payload.nbytes + len(suffix), prefix)
+    return head, _record_tail(prefix, payload, None, suffix)
 
 
-def _frame(
-    prefix: bytes, payload: memoryview, suffix: bytes, payload_crc: int | None
-) -> tuple[bytes, bytes]:
-    """`frame_event`; a known CRC32C of `payload` spares reading it again."""
-    length = struct.pack("<Q", len(prefix) + payload.nbytes + len(suffix))
+def _record_head(data_len: int, prefix: bytes) -> bytes:
+    """Length, its masked CRC32C, and the first bytes of a TFRecord's data."""
+    length = struct.pack("<Q", data_len)
+    return length + struct.pack("<I", _masked_crc(crc32c.crc32c(length))) + prefix
+
+
+def _record_tail(
+    prefix: bytes, payload: memoryview, payload_crc: int | None, suffix: bytes
+) -> bytes:
+    """The last bytes of a TFRecord's data and its masked CRC32C.
+
+    A known CRC32C of `payload` spares reading it again.
+    """
     crc = crc32c.crc32c(prefix)
     if payload_crc is None or payload.nbytes < 1 << 20:
         crc = crc32c.crc32c(payload, value=crc)
     else:
         crc = _crc_combine(crc, payload_crc, payload.nbytes)
     crc = crc32c.crc32c(suffix, value=crc)
-    head = length + struct.pack("<I", _masked_crc(crc32c.crc32c(length))) + prefix
-    return head, suffix + struct.pack("<I", _masked_crc(crc))
+    return suffix + struct.pack("<I", _masked_crc(crc))
 
 
 _CRC32C_POLY = 0x82F63B78  # reflected
@@ -116,33 +124,43 @@ def _crc_combine(crc1: int, crc2: int, len2: int) -> int:
     return _multmodp(p, crc1) ^ crc2
 
 
-def encode_event(tag: str, rec: Record, step: int, wall_time: float, description: str | None):
-    """The serialized Event of one record, split as (prefix, payload view, suffix).
+def encode_event(
+    tag: str, header: dict, array: np.ndarray, step: int, wall_time: float, description: str | None
+) -> tuple[bytes, memoryview, int]:
+    """The serialized Event of one record, split as (prefix, payload view, suffix length).
 
     Equivalent to serializing ``Event(step, wall_time, summary=Summary(value=[
-    Value(tag, metadata, tensor=TensorProto(string_val=[header, payload, stats]))]))``.
-    Field order inside a message is free in protobuf, so the payload can sit
-    near the end and be written from the array's own memory.
+    Value(tag, metadata, tensor=TensorProto(string_val=[header, payload, stats,
+    checks]))]))``. Field order inside a message is free in protobuf, so the
+    payload can sit near the end and be written from the array's own memory; the
+    suffix (`encode_suffix`) is only known once stats and checksums are.
     """
-    header_blob, stats_blob = rec.blobs_without_payload()
-    payload = memoryview(rec.array.reshape(-1).view(np.uint8))
+    payload = memoryview(array.reshape(-1).view(np.uint8))
     tensor_head = tensor_pb2.TensorProto(
         dtype=types_pb2.DT_STRING,
         tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=3)]
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=4)]
         ),
-        string_val=[header_blob],
+        string_val=[blob.encode_header(header)],
     ).SerializeToString() + _len_field(8, payload.nbytes)
-    suffix = _len_field(8, len(stats_blob)) + stats_blob
-    tensor_len = len(tensor_head) + payload.nbytes + len(suffix)
+    stats_len = blob.stats_nbytes(header)
+    suffix_len = len(_len_field(8, stats_len)) + stats_len
+    suffix_len += len(_len_field(8, blob.CHECKS_NBYTES)) + blob.CHECKS_NBYTES
+    tensor_len = len(tensor_head) + payload.nbytes + suffix_len
     value_head = summary_pb2.Summary.Value(
-        tag=tag, metadata=metadata.create_summary_metadata(rec.header, description)
+        tag=tag, metadata=metadata.create_summary_metadata(header, description)
     ).SerializeToString() + _len_field(8, tensor_len)
     value_len = len(value_head) + tensor_len
     summary_head = _len_field(1, value_len)
     event_head = event_pb2.Event(step=step, wall_time=wall_time).SerializeToString()
     event_head += _len_field(5, len(summary_head) + value_len)
-    return event_head + summary_head + value_head + tensor_head, payload, suffix
+    return event_head + summary_head + value_head + tensor_head, payload, suffix_len
+
+
+def encode_suffix(rec: Record) -> bytes:
+    """The bytes after the payload: the stats and checks blobs of completed `rec`."""
+    stats, checks = rec.trailing_blobs()
+    return _len_field(8, len(stats)) + stats + _len_field(8, len(checks)) + checks
 
 
 class Writer:
@@ -202,23 +220,50 @@ class Writer:
         self._start_file()
 
     def _write_record(self, tag: str, rec: Record, step: Any, description: str | None) -> None:
+        """Writes `rec`; an incomplete one gets its stats while its payload is written."""
         check_tag(tag)
         step = check_step(step)
-        prefix, payload, suffix = encode_event(tag, rec, step, time.time(), description)
-        head, tail = _frame(prefix, payload, suffix, rec.header.get("payload_crc32c"))
-        with self._lock:
+        wall_time = time.time()
+        out: dict = {}  # what `send` wrote, once the lock is held
+
+        def send() -> None:
+            prefix, payload, suffix_len = encode_event(
+                tag, rec.header, rec.array, step, wall_time, description
+            )
+            self._lock.acquire()
+            out["locked"] = True
             if self._file is None:
                 raise ValueError(f"Writer for {self.logdir!r} is closed")
-            self._file.write(head)
+            out["start"] = self._file.tell()
+            self._file.write(_record_head(len(prefix) + payload.nbytes + suffix_len, prefix))
             self._file.write(payload)  # into a URL logdir's buffer: a copy, as it must be
-            self._file.write(tail)
+            out["framing"] = prefix, payload, suffix_len
+
+        try:
+            done = rec.complete(meanwhile=send)
+            prefix, payload, suffix_len = out["framing"]
+            suffix = encode_suffix(done)
+            if len(suffix) != suffix_len:
+                raise AssertionError(f"stats of {len(suffix)} bytes, expected {suffix_len}")
+            self._file.write(_record_tail(prefix, payload, done.payload_crc, suffix))
             if self._remote and self._file.tell() >= PART_BYTES:
                 self._upload()
+        except BaseException:
+            if "start" in out and self._file is not None:  # no half record stays in the file
+                self._file.seek(out["start"])
+                self._file.truncate()
+            raise
+        finally:
+            if out.get("locked"):
+                self._lock.release()
 
     def write_record(
         self, tag: str, rec: Record, step: Any, description: str | None = None
     ) -> None:
-        """Writes a record made by ``record.make_record`` (lets callers build before opening)."""
+        """Writes a record made by ``record.make_record`` (lets callers build before opening).
+
+        Pass one made with ``complete=False``: its stats are computed as it is written.
+        """
         self._write_record(tag, rec, step, description)
 
     @property
@@ -249,6 +294,7 @@ class Writer:
             max_channels=max_channels,
             image_shape=image_shape,
             max_bytes=max_bytes,
+            complete=False,
         )
         self._write_record(tag, rec, step, description)
 
@@ -274,6 +320,7 @@ class Writer:
             max_filters=max_filters,
             max_samples=max_samples,
             max_bytes=max_bytes,
+            complete=False,
         )
         self._write_record(tag, rec, step, description)
 

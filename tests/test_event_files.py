@@ -23,7 +23,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug.test import Client
 
 import tb_convfilters
-from tb_convfilters import metadata, plugin, writer
+from tb_convfilters import blob, metadata, plugin, writer
 from tb_convfilters.record import Record, make_record
 
 KERNEL = np.arange(3 * 3 * 4 * 6, dtype=np.float32).reshape(3, 3, 4, 6) / 7
@@ -40,9 +40,7 @@ def good_record(step: int) -> Record:
 def framed(rec: Record, step: int, tag: str = "k", wall_time: float | None = None) -> bytes:
     """A whole TFRecord (valid CRCs) holding `rec` at `step`; the same bytes every time."""
     wall_time = 1_700_000_000.0 + step if wall_time is None else wall_time
-    prefix, payload, suffix = writer.encode_event(tag, rec, step, wall_time, None)
-    head, tail = writer.frame_event(prefix, payload, suffix)
-    return head + bytes(payload) + tail
+    return framed_raw(step, rec.blobs(), wall_time, tag=tag)
 
 
 def framed_raw(step: int, blobs: list[bytes], wall_time: float | None = None, **meta) -> bytes:
@@ -72,8 +70,16 @@ def lying(step: int, **changes) -> Record:
 
 def blobs(step: int, header: bytes | None = None) -> list[bytes]:
     rec = good_record(step)
-    h, payload, stats = rec.blobs()
-    return [h if header is None else header, payload, stats]
+    h, *rest = rec.blobs()
+    return [h if header is None else header, *rest]
+
+
+def format1(step: int, **changes) -> list[bytes]:
+    """The 3 blobs of a record of format 1: its checksums are inside the header."""
+    rec = good_record(step)
+    crcs = {"payload_crc32c": rec.payload_crc, "stats_crc32c": rec.stats_crc}
+    _, payload, stats, _ = rec.blobs()
+    return [blob.encode_header({**rec.header, **crcs, **changes}), payload, stats]
 
 
 def write_run(logdir: Path, run: str, good_steps, *chunks: bytes) -> Path:
@@ -108,9 +114,13 @@ LYING = {
     12: (422, "header is not JSON"),  # nested 100000 deep
     13: (422, "bad shape"),
     14: (422, "bad stats names"),
+    17: (422, "payload checksum mismatch"),  # format 1: the checksums in the header
+    18: (422, "checks blob has 5 bytes"),
+    19: (200, None),  # stats checksum wrong: the tensor is fine, stats report the step
 }
 STATS_ERRORS = {4: "bad dtype", 5: "not JSON", 6: "not a convfilters record", 7: "does not fit"}
 STATS_ERRORS |= {11: "not JSON", 12: "not JSON", 13: "bad shape", 14: "bad stats names"}
+STATS_ERRORS |= {18: "checks blob has 5 bytes", 19: "stats checksum mismatch"}
 RUNS = {"good", "truncated", "bad_data_crc", "bad_length_crc", "lying", "odd_events"}
 RUNS |= {"bad_metadata"}
 
@@ -139,13 +149,17 @@ def build_logdir(logdir: Path) -> Path:
         framed_raw(6, blobs(6)[:1]),
         framed(good_record(7)._replace(stats=np.zeros(5, np.float32)), 7),
         framed(lying(8, shape=[3, 3, 4, 5]), 8),
-        framed(lying(9, payload_crc32c=(good_header["payload_crc32c"] + 1) % 2**32), 9),
+        framed(good_record(9)._replace(payload_crc=(good_record(9).payload_crc + 1) % 2**32), 9),
         framed(lying(10, shape=[2**20, 2**20, 4, 6]), 10),
         framed_raw(11, blobs(11, json.dumps({**good_header, "x": math.nan}).encode())),
         framed_raw(12, blobs(12, b"[" * 100_000 + b"]" * 100_000)),
         framed(lying(13, shape="3x3"), 13),
         framed(lying(14, stats=5), 14),
         framed(good_record(15), 15),
+        framed_raw(16, format1(16)),
+        framed_raw(17, format1(17, payload_crc32c=(good_record(17).payload_crc + 1) % 2**32)),
+        framed_raw(18, blobs(18)[:3] + [b"\0" * 5]),
+        framed(good_record(19)._replace(stats_crc=(good_record(19).stats_crc + 1) % 2**32), 19),
     )
     write_run(
         logdir,
@@ -228,8 +242,8 @@ def check_server(get, loader: str) -> None:
         assert steps("bad_data_crc") == [0, 1, 2]
         assert tensor("bad_data_crc", 3)[0] == 404
 
-    assert steps("lying") == list(range(16))
-    for step in (0, 1, 2, 15):
+    assert steps("lying") == list(range(20))
+    for step in (0, 1, 2, 15, 16):
         assert_exact("lying", step)
     for step, (want, needle) in LYING.items():
         status, body, _ = tensor("lying", step)
@@ -244,7 +258,7 @@ def check_server(get, loader: str) -> None:
     status, body, _ = fetch("stats?run=lying&tag=k")
     assert status == 200
     by_step = {s["step"]: s for s in json.loads(body)["steps"]}
-    assert sorted(by_step) == list(range(16))
+    assert sorted(by_step) == list(range(20))
     for step, entry in by_step.items():
         if step in STATS_ERRORS:
             assert STATS_ERRORS[step] in entry["error"] and "values" not in entry, entry

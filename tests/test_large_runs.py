@@ -75,7 +75,7 @@ def test_tags_and_steps_read_no_payloads(logdir):
 
     tensor, _ = timed_get(client, "tensor", run="run", tag="layer07/kernel", step=42)
     assert load_npy(tensor.data).tobytes() == (KERNEL + 42).tobytes()
-    assert provider.blobs_read == 2  # the header and the payload of that one step
+    assert provider.blobs_read == 3  # the header, checks and payload of that one step
 
 
 def test_samples_per_plugin_bounds_the_steps_kept(logdir):

@@ -296,10 +296,11 @@ def test_conversion_that_fits_does_not_warn():
         summary.kernel_pb("k", np.array([np.nan, np.inf]).reshape(1, 1, 1, 2), dtype="float16")
 
 
-def test_checksums_in_header_match_the_blobs():
+def test_checksums_match_the_blobs():
     pb = summary.kernel_pb("k", KERNEL)
-    header, payload, stats = pb.value[0].tensor.string_val
-    header = blob.decode_header(header)
+    blobs = pb.value[0].tensor.string_val
+    assert len(blobs) == 4 and "payload_crc32c" not in blob.decode_header(blobs[0])
+    header, payload, stats = blob.decode_blobs_header(blobs), blobs[1], blobs[2]
     assert header["payload_crc32c"] == blob.crc(payload)
     assert header["stats_crc32c"] == blob.crc(stats)
     blob.check_payload(header, payload)

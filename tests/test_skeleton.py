@@ -37,7 +37,7 @@ def test_kernel_pb_is_a_blob_sequence_summary():
     assert value.metadata.plugin_data.plugin_name == "convfilters"
     assert value.metadata.data_class == summary_pb2.DATA_CLASS_BLOB_SEQUENCE
     assert value.metadata.summary_description == "first conv"
-    header, payload, _ = value.tensor.string_val
+    header, payload, _, _ = value.tensor.string_val
     assert json.loads(header)["shape"] == [3, 3, 64, 128]
     assert payload == KERNEL.tobytes()
 
@@ -218,9 +218,9 @@ def test_stats_polls_read_headers_and_stats_once(tmp_path):
 
     ctx = context.RequestContext()
     first = plugin.stats_impl(ctx, "", "np", "conv1/kernel")
-    assert len(reads) == 6  # header + stats of 3 steps
+    assert len(reads) == 9  # header, stats and checks of 3 steps
     assert plugin.stats_impl(ctx, "", "np", "conv1/kernel") == first
-    assert len(reads) == 6
+    assert len(reads) == 9
 
 
 def test_steps_follow_new_data_after_reload(tmp_path):

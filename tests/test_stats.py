@@ -120,8 +120,8 @@ def test_make_record_parallel_path_matches_sequential(layout, shape):
     assert data.nbytes >= blob.PARALLEL_MIN_BYTES
     rec = record.make_record(data, kind="kernel", layout=layout)
     assert_close(rec.stats, reference_stats(data, layout), data)
-    assert rec.header["payload_crc32c"] == crc32c.crc32c(data.tobytes())
-    assert rec.header["stats_crc32c"] == crc32c.crc32c(blob.encode_stats(rec.stats))
+    assert rec.payload_crc == crc32c.crc32c(data.tobytes())
+    assert rec.stats_crc == crc32c.crc32c(blob.encode_stats(rec.stats))
 
 
 def test_float16_conversion_is_exact_and_warns_only_on_overflow():
@@ -184,10 +184,11 @@ def test_writer_frames_large_records_with_valid_crcs(tmp_path):
         w.kernel("small", kernel((3, 3, 2, 2)), step=3)
         path = w.path
     events = [event_pb2.Event.FromString(r) for r in read_records(path)]
-    header, payload, stats = events[1].summary.value[0].tensor.string_val
+    blobs = events[1].summary.value[0].tensor.string_val
+    header, payload, stats = blob.decode_blobs_header(blobs), blobs[1], blobs[2]
     assert payload == big.tobytes()
-    assert blob.decode_header(header)["payload_crc32c"] == crc32c.crc32c(payload)
-    got = blob.decode_stats(blob.decode_header(header), stats)
+    assert header["payload_crc32c"] == crc32c.crc32c(payload)
+    got = blob.decode_stats(header, stats)
     assert_close(got, reference_stats(big, "HWIO"), big)
     assert events[2].summary.value[0].tag == "small"
 
