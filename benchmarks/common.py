@@ -13,9 +13,11 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager as ContextManager
 from contextlib import contextmanager
 from typing import Any
 
@@ -140,14 +142,6 @@ def fmt_ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms"
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http_get(url: str, timeout: float = 60) -> bytes:
     import urllib.request
 
@@ -155,56 +149,19 @@ def http_get(url: str, timeout: float = 60) -> bytes:
         return response.read()
 
 
-@contextmanager
-def tensorboard(logdir: str, load_fast: str, *extra: str, timeout: float = 120) -> Iterator[tuple]:
-    """A real ``tensorboard`` on 127.0.0.1: yields (base URL, process) once our plugin is listed."""
-    import subprocess
-    import sys
+def tensorboard(logdir: str, load_fast: str, *extra: str) -> ContextManager[tuple]:
+    """A real ``tensorboard`` on 127.0.0.1: yields (base URL, process) once our plugin is listed.
 
-    port = free_port()
-    exe = shutil.which("tensorboard", path=os.path.dirname(sys.executable)) or "tensorboard"
-    log_path = os.path.join(os.path.dirname(os.path.abspath(logdir)), f"tensorboard-{port}.log")
-    with open(log_path, "w+") as out:
-        proc = subprocess.Popen(
-            [
-                exe,
-                "--logdir",
-                logdir,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                f"--load_fast={load_fast}",
-                *extra,
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        base = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    out.seek(0)
-                    raise RuntimeError(
-                        f"tensorboard exited {proc.returncode}: {out.read()[-2000:]}"
-                    )
-                try:
-                    if "convfilters" in json.loads(http_get(base + "/data/plugins_listing", 5)):
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError("tensorboard did not list the convfilters plugin")
-                time.sleep(0.3)
-            yield base, proc
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    The launcher the tests use (``tests/support.py``), with TensorBoard's own reload interval.
+    """
+    tests = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    from support import tensorboard_process
+
+    return tensorboard_process(
+        logdir, load_fast=load_fast, extra=extra, timeout=120, reload_interval=None
+    )
 
 
 def tree_rss(pid: int) -> int:

@@ -95,6 +95,27 @@ def tensorboard(
     `command` replaces the ``tensorboard`` executable (e.g. a launcher script), `env`
     adds environment variables; `load_fast=None` leaves TensorBoard's default.
     """
+    with tensorboard_process(
+        logdir, load_fast=load_fast, extra=extra, timeout=timeout, command=command, env=env
+    ) as (base, _):
+        yield base
+
+
+@contextlib.contextmanager
+def tensorboard_process(
+    logdir: str | Path,
+    *,
+    load_fast: str | None = "false",
+    extra: tuple[str, ...] = (),
+    timeout: float = 90,
+    command: list[str] | None = None,
+    env: dict | None = None,
+    reload_interval: int | None = 1,
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`tensorboard`, yielding (base URL, process); also used by ``benchmarks/``.
+
+    `reload_interval=None` leaves TensorBoard's default (5 s).
+    """
     port = free_port()
     exe = shutil.which("tensorboard", path=os.path.dirname(sys.executable)) or "tensorboard"
     log = tempfile.TemporaryFile("w+")
@@ -108,7 +129,7 @@ def tensorboard(
             "--port",
             str(port),
             *([f"--load_fast={load_fast}"] if load_fast else []),
-            "--reload_interval=1",
+            *([f"--reload_interval={reload_interval}"] if reload_interval else []),
             *extra,
         ],
         env={**os.environ, **(env or {})},
@@ -132,13 +153,14 @@ def tensorboard(
                 log.seek(0)
                 raise TimeoutError(f"tensorboard did not list convfilters:\n{log.read()[-3000:]}")
             time.sleep(0.3)
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
         log.close()
 
 
