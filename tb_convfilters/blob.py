@@ -160,12 +160,17 @@ def with_checks(header: dict, data: bytes) -> dict:
     return {**header, "payload_crc32c": payload_crc, "stats_crc32c": stats_crc}
 
 
+def read_header(read: Callable[[int], bytes], count: int) -> dict:
+    """The header of a record of `count` blobs, with its checksums; `read(i)` gives blob i."""
+    header = decode_header(read(HEADER))
+    return with_checks(header, read(CHECKS)) if count > CHECKS else header
+
+
 def decode_blobs_header(blobs: Sequence[bytes]) -> dict:
-    """The header of a record given as its blobs, with the checksums of its checks blob."""
+    """`read_header` of a record given as its blobs."""
     if len(blobs) <= STATS:
         raise RecordError(f"not a convfilters record ({len(blobs)} blobs, expected 3 or 4)")
-    header = decode_header(blobs[HEADER])
-    return with_checks(header, blobs[CHECKS]) if len(blobs) > CHECKS else header
+    return read_header(blobs.__getitem__, len(blobs))
 
 
 def stats_nbytes(header: dict) -> int:
@@ -447,13 +452,13 @@ def in_parallel(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[An
 _BLOCK = 1 << 18
 
 
-_local = threading.local()
-
-
 @functools.cache
 def _float16_table() -> np.ndarray:
     """float32 value of every float16 bit pattern (numpy's own conversion, so exact)."""
     return np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
+
+
+_local = threading.local()
 
 
 def _scratch(name: str, n: int, dtype: Any) -> np.ndarray:

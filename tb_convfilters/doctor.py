@@ -28,6 +28,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -573,9 +574,7 @@ def provider_series(
                 return data_provider.read_blob(ctx, blob_key=datums[step].values[index].blob_key)
 
             def load(step: int, read: Callable = read, datums: dict = datums) -> np.ndarray:
-                header = blob.decode_header(read(step, blob.HEADER))
-                if len(datums[step].values) > blob.CHECKS:
-                    header = blob.with_checks(header, read(step, blob.CHECKS))
+                header = blob.read_header(partial(read, step), len(datums[step].values))
                 return blob.decode_array(header, read(step, blob.PAYLOAD))
 
             try:

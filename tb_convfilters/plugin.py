@@ -319,10 +319,9 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
 
     def _header(self, ctx: Any, datum: Any, run: str, tag: str) -> dict:
         try:
-            header = blob.decode_header(self._blob(ctx, datum, blob.HEADER, run, tag))
-            if len(datum.values) > blob.CHECKS:
-                header = blob.with_checks(header, self._blob(ctx, datum, blob.CHECKS, run, tag))
-            return header
+            return blob.read_header(
+                lambda index: self._blob(ctx, datum, index, run, tag), len(datum.values)
+            )
         except blob.RecordError as e:
             raise HttpError(
                 422, f"step {datum.step} of run {_name(run)}, tag {_name(tag)} is unreadable: {e}"

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tensorboard.backend import application
@@ -81,23 +82,9 @@ def http_get(url: str, timeout: float = 30) -> tuple[int, bytes, dict]:
 
 
 @contextlib.contextmanager
-def tensorboard(
-    logdir: str | Path,
-    *,
-    load_fast: str | None = "false",
-    extra: tuple[str, ...] = (),
-    timeout: float = 90,
-    command: list[str] | None = None,
-    env: dict | None = None,
-) -> Iterator[str]:
-    """A real ``tensorboard`` on 127.0.0.1; yields its base URL once our plugin is listed.
-
-    `command` replaces the ``tensorboard`` executable (e.g. a launcher script), `env`
-    adds environment variables; `load_fast=None` leaves TensorBoard's default.
-    """
-    with tensorboard_process(
-        logdir, load_fast=load_fast, extra=extra, timeout=timeout, command=command, env=env
-    ) as (base, _):
+def tensorboard(logdir: str | Path, **options: Any) -> Iterator[str]:
+    """`tensorboard_process`, yielding only the base URL."""
+    with tensorboard_process(logdir, **options) as (base, _):
         yield base
 
 
@@ -112,9 +99,11 @@ def tensorboard_process(
     env: dict | None = None,
     reload_interval: int | None = 1,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`tensorboard`, yielding (base URL, process); also used by ``benchmarks/``.
+    """A real ``tensorboard`` on 127.0.0.1; yields (base URL, process) once our plugin is listed.
 
-    `reload_interval=None` leaves TensorBoard's default (5 s).
+    `command` replaces the ``tensorboard`` executable (e.g. a launcher script), `env`
+    adds environment variables; `load_fast=None` and `reload_interval=None` leave
+    TensorBoard's defaults. ``benchmarks/`` uses it too (it needs the process for RSS).
     """
     port = free_port()
     exe = shutil.which("tensorboard", path=os.path.dirname(sys.executable)) or "tensorboard"

@@ -189,6 +189,34 @@ def test_bad_step_is_refused_and_nothing_is_written(tmp_path, step, exception, m
     assert [s["step"] for s in steps] == [0, 1]
 
 
+@pytest.mark.parametrize("shape", [(3, 3, 4, 6), (3, 3, 256, 256)])  # one thread; two
+def test_failure_after_the_payload_went_out_leaves_no_half_record(tmp_path, monkeypatch, shape):
+    data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    written = []
+
+    def fail(self):  # the stats fail once the payload is in the file (or its buffer)
+        written.append(w._file.tell())
+        raise MemoryError("no memory for the stats")
+
+    with tb_convfilters.Writer(tmp_path / "run") as w:
+        path = w.path
+        w.kernel("k", data, 0)
+        w.flush()
+        size = os.path.getsize(path)
+        with monkeypatch.context() as m:
+            m.setattr(blob._Sweep, "result", fail)
+            with pytest.raises(MemoryError, match="no memory for the stats"):
+                w.kernel("k", data, 1)
+        w.flush()
+        assert written[0] > size + data.nbytes  # the payload had gone out ...
+        assert os.path.getsize(path) == size  # ... and was taken back
+        w.kernel("k", data + 1, 2)
+    client = plugin_client(tmp_path)
+    assert [s["step"] for s in client.get(PREFIX + "steps?run=run&tag=k").json] == [0, 2]
+    got = client.get(PREFIX + "tensor?run=run&tag=k&step=2")
+    assert got.status_code == 200 and load_npy(got.data).tobytes() == (data + 1).tobytes()
+
+
 def test_numpy_integer_steps_and_largest_step_are_accepted(tmp_path):
     with tb_convfilters.Writer(tmp_path / "run") as w:
         w.kernel("k", KERNEL, np.int64(3))
