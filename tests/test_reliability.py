@@ -217,6 +217,35 @@ def test_failure_after_the_payload_went_out_leaves_no_half_record(tmp_path, monk
     assert got.status_code == 200 and load_npy(got.data).tobytes() == (data + 1).tobytes()
 
 
+def test_threads_sharing_one_writer_interleave_whole_records(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tb_convfilters import reader
+
+    rng = np.random.default_rng(3)
+    # >= 1 MiB takes the two-thread path (payload written while a worker checksums)
+    shapes = {"big": (3, 3, 128, 256), "small": (3, 3, 4, 6)}
+    data = {
+        (t, name, step): rng.standard_normal(shape).astype(np.float32)
+        for t in range(4)
+        for name, shape in shapes.items()
+        for step in range(3)
+    }
+    with tb_convfilters.Writer(tmp_path / "run") as w:
+
+        def log(t: int) -> None:
+            for (thread, name, step), array in data.items():
+                if thread == t:
+                    w.kernel(f"t{t}/{name}", array, step)
+
+        with ThreadPoolExecutor(4) as pool:
+            for future in [pool.submit(log, t) for t in range(4)]:
+                future.result(timeout=120)  # a deadlock fails here
+    for (t, name, step), array in data.items():
+        got = reader.read(tmp_path, "run", f"t{t}/{name}", step)
+        assert got.tobytes() == array.tobytes(), (t, name, step)
+
+
 def test_numpy_integer_steps_and_largest_step_are_accepted(tmp_path):
     with tb_convfilters.Writer(tmp_path / "run") as w:
         w.kernel("k", KERNEL, np.int64(3))
