@@ -215,8 +215,8 @@ def decode_array(header: dict, payload: bytes) -> np.ndarray:
     return np.frombuffer(payload, dtype=numpy_dtype(header["dtype"])).reshape(header["shape"])
 
 
-def npy_bytes(header: dict, payload: bytes) -> bytes:
-    """A .npy file of the payload without decoding it.
+def npy_parts(header: dict, payload: bytes) -> tuple[bytes, bytes]:
+    """A .npy file of the payload as (its .npy header, its data), the payload not copied.
 
     bfloat16 has no .npy type, so it is widened to float32, which is exact.
     """
@@ -234,7 +234,12 @@ def npy_bytes(header: dict, payload: bytes) -> bytes:
             "shape": tuple(header["shape"]),
         },
     )
-    return b"".join((out.getvalue(), payload))  # one copy of the payload, not two
+    return out.getvalue(), payload
+
+
+def npy_bytes(header: dict, payload: bytes) -> bytes:
+    """`npy_parts` as one bytes object."""
+    return b"".join(npy_parts(header, payload))
 
 
 def cap_letters(layout: str) -> tuple[str | None, str | None]:

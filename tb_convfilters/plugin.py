@@ -336,8 +336,8 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         step: int | None,
         max_filters: int | None = None,
         max_channels: int | None = None,
-    ) -> tuple[bytes, dict, int]:
-        """(.npy bytes, header, step) of one logged tensor; latest step if None.
+    ) -> tuple[tuple[bytes, bytes], dict, int]:
+        """(.npy file as (header, data), record header, step) of one tensor; latest if None.
 
         `max_filters` / `max_channels` serve only the first N filters / M input
         channels (a smaller view of a tensor over the size limit); the header then
@@ -364,7 +364,7 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
             )
         payload = self._blob(ctx, datum, blob.PAYLOAD, run, tag)
         try:
-            return blob.npy_bytes(view, blob.view_payload(header, view, payload)), view, datum.step
+            return blob.npy_parts(view, blob.view_payload(header, view, payload)), view, datum.step
         except blob.RecordError as e:
             raise HttpError(422, f"{where} is unreadable: {e}") from None
 
@@ -413,12 +413,18 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
     def _serve_tensor(self, request: wrappers.Request) -> wrappers.Response:
         step = _step_param(request)
         caps = _count_param(request, "max_filters"), _count_param(request, "max_channels")
-        body, header, real_step = self.tensor_impl(*self._request_args(request), step, *caps)
-        headers = [
-            ("X-Convfilters-Step", str(real_step)),
-            ("X-Convfilters-Header", json.dumps(header, separators=(",", ":"))),
-        ]
-        return http_util.Respond(request, body, "application/octet-stream", headers=headers)
+        parts, header, real_step = self.tensor_impl(*self._request_args(request), step, *caps)
+        headers = {
+            "X-Convfilters-Step": str(real_step),
+            "X-Convfilters-Header": json.dumps(header, separators=(",", ":")),
+            # What http_util.Respond sets; it wants one bytes body, and joining the
+            # .npy header to a payload of many MB would copy the payload.
+            "Content-Length": str(sum(len(part) for part in parts)),
+            "X-Content-Type-Options": "nosniff",
+            "Expires": "0",
+            "Cache-Control": "no-cache, must-revalidate",
+        }
+        return wrappers.Response(parts, content_type="application/octet-stream", headers=headers)
 
     @_route
     def _serve_stats(self, request: wrappers.Request) -> wrappers.Response:

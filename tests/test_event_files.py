@@ -214,6 +214,10 @@ def check_server(get, loader: str) -> None:
         assert status == 200, body
         assert load_npy(body).tobytes() == kernel(step).tobytes()
         assert headers["X-Convfilters-Step"] == str(step)
+        assert int(headers["Content-Length"]) == len(body)
+        assert headers["Content-Type"] == "application/octet-stream"
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Cache-Control"] == "no-cache, must-revalidate"
 
     status, body, _ = fetch("tags")
     tags = json.loads(body)
