@@ -221,6 +221,10 @@ def npy_parts(header: dict, payload: bytes) -> tuple[bytes, bytes]:
     bfloat16 has no .npy type, so it is widened to float32, which is exact.
     """
     check_payload(header, payload)
+    return _npy_parts(header, payload)
+
+
+def _npy_parts(header: dict, payload: bytes) -> tuple[bytes, bytes]:
     dtype = header["dtype"]
     if dtype == "bfloat16":
         wide = np.frombuffer(payload, dtype="<u2").astype("<u4") << 16
@@ -282,14 +286,17 @@ def view_header(header: dict, max_filters: int | None, max_channels: int | None)
     return out
 
 
-def view_payload(header: dict, view: dict, payload: bytes) -> bytes:
-    """The bytes of `view` (from `view_header`) cut out of the stored `payload`."""
+def view_npy_parts(header: dict, view: dict, payload: bytes) -> tuple[bytes, bytes]:
+    """`npy_parts` of `view` (from `view_header`) cut out of the stored `payload`.
+
+    The stored payload is checked, once.
+    """
     check_payload(header, payload)
-    if view["shape"] == header["shape"]:
-        return payload
-    itemsize = 2 if header["dtype"] == "bfloat16" else np.dtype(header["dtype"]).itemsize
-    a = np.frombuffer(payload, dtype=f"<u{itemsize}").reshape(header["shape"])
-    return np.ascontiguousarray(a[tuple(slice(0, n) for n in view["shape"])]).tobytes()
+    if view["shape"] != header["shape"]:
+        itemsize = 2 if header["dtype"] == "bfloat16" else np.dtype(header["dtype"]).itemsize
+        a = np.frombuffer(payload, dtype=f"<u{itemsize}").reshape(header["shape"])
+        payload = np.ascontiguousarray(a[tuple(slice(0, n) for n in view["shape"])]).tobytes()
+    return _npy_parts(view, payload)
 
 
 def _as_filter_matrix(a: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, int]:

@@ -364,7 +364,7 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
             )
         payload = self._blob(ctx, datum, blob.PAYLOAD, run, tag)
         try:
-            return blob.npy_parts(view, blob.view_payload(header, view, payload)), view, datum.step
+            return blob.view_npy_parts(header, view, payload), view, datum.step
         except blob.RecordError as e:
             raise HttpError(422, f"{where} is unreadable: {e}") from None
 

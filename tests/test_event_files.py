@@ -259,6 +259,8 @@ def check_server(get, loader: str) -> None:
     for extra in ("&max_filters=1", "&max_filters=1&max_channels=1"):
         assert tensor("lying", 10, extra)[0] == 413  # still far too big: refused before reading
         assert tensor("lying", 3, extra)[0] == 422
+        status, body, _ = tensor("lying", 9, extra)  # a view checks the stored payload too
+        assert status == 422 and "payload checksum mismatch" in json.loads(body)["error"]
     status, body, _ = fetch("stats?run=lying&tag=k")
     assert status == 200
     by_step = {s["step"]: s for s in json.loads(body)["steps"]}
