@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { normal } from "./random.mjs";
 import { canonicalize, KERNEL_LAYOUTS, subGrid } from "../static/layout.js";
 import {
   cellLimits, cellSize, DEFAULT_PERCENTILE, forEachValue, groupsOf, limitsFromStats, limitsOf,
@@ -129,20 +130,6 @@ function simpleLimits(grid, values, { mode = "layer", p = DEFAULT_PERCENTILE, si
     }
   }
   return { lo, hi, nonfinite, range: grid.cells ? [rlo, rhi] : [0, 0] };
-}
-
-/** Pseudo-random normal float32 values (xorshift32 + Box-Muller), scaled by `sigma`. */
-function normal(n, sigma = 1, seed = 1) {
-  const v = new Float32Array(n);
-  let s = seed;
-  const uniform = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return ((s >>> 0) + 0.5) / 2 ** 32;
-  };
-  for (let i = 0; i < n; i++) v[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform()) * sigma;
-  return v;
 }
 
 function sameLimits(got, want, what) {

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
+import { normal } from "./random.mjs";
 import { LUT_SIZE, MID, NONFINITE, lut } from "../static/colormap.js";
 import { ACTIVATION_LAYOUTS, KERNEL_LAYOUTS, canonicalize, subGrid } from "../static/layout.js";
 import { cellLimits } from "../static/normalize.js";
@@ -174,20 +175,6 @@ function simpleRender(out, width, height, grid, values, limits, table, view, bg,
     }
   }
   return out;
-}
-
-/** Pseudo-random normal float32 values (xorshift32 + Box-Muller), scaled by `sigma`. */
-function normal(n, sigma = 1, seed = 1) {
-  const v = new Float32Array(n);
-  let s = seed;
-  const uniform = () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return ((s >>> 0) + 0.5) / 2 ** 32;
-  };
-  for (let i = 0; i < n; i++) v[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform()) * sigma;
-  return v;
 }
 
 /** Draws with renderGrid and the simple loop; returns the first differing byte (or -1). */
