@@ -359,9 +359,12 @@ def stats_and_crc(
         if sweep is not None:
             sweep.take()
 
-    if a.nbytes < PARALLEL_MIN_BYTES:
-        crc_value = there()
-        here()
+    if a.nbytes < PARALLEL_MIN_BYTES:  # small: all on this thread, in turn
+        crc_value = crc(a)
+        if meanwhile is not None:
+            meanwhile()
+        if sweep is not None:
+            sweep.take()
     else:
         crc_value, _ = in_parallel(there, here)
     if sweep is None:
@@ -387,9 +390,9 @@ class _Sweep:
     def take(self) -> None:
         """Reduces chunks until none is left unclaimed."""
         n = len(self.parts)
-        with np.errstate(all="ignore"):  # per thread; NaN/Inf are counted, not warned about
-            while (i := next(self._claim)) < n:
-                chunk = self.m[self.bounds[i] : self.bounds[i + 1]]
+        while (i := next(self._claim)) < n:
+            chunk = self.m[self.bounds[i] : self.bounds[i + 1]]
+            with np.errstate(all="ignore"):  # per thread; NaN/Inf are counted, not warned about
                 self.parts[i] = _block_reduce(chunk, self.red, zeros=self.kind != "activation")
 
     def result(self) -> np.ndarray:
@@ -400,7 +403,9 @@ class _Sweep:
         if n == 0:
             return out.astype(np.float32)
         parts = [p for p in self.parts if p is not None]
-        if red == 1:  # rows are filters: chunks hold different filters
+        if len(parts) == 1:
+            total, sq, lo, hi, zeros = parts[0]
+        elif red == 1:  # rows are filters: chunks hold different filters
             total, sq, lo, hi, zeros = (np.concatenate(c) for c in zip(*parts, strict=True))
         else:
             total, sq, lo, hi, zeros = parts[0]

@@ -42,7 +42,12 @@ _file_counter = itertools.count()
 PART_BYTES = 64 << 20
 
 
+_BYTES = [bytes((i,)) for i in range(0x80)]
+
+
 def _varint(n: int) -> bytes:
+    if n < 0x80:  # field keys and small lengths: most calls
+        return _BYTES[n]
     out = bytearray()
     while True:
         low, n = n & 0x7F, n >> 7
