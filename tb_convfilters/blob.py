@@ -359,12 +359,9 @@ def stats_and_crc(
         if sweep is not None:
             sweep.take()
 
-    if a.nbytes < PARALLEL_MIN_BYTES:  # small: all on this thread, in turn
-        crc_value = crc(a)
-        if meanwhile is not None:
-            meanwhile()
-        if sweep is not None:
-            sweep.take()
+    if a.nbytes < PARALLEL_MIN_BYTES:  # small: both on this thread, in turn
+        crc_value = there()
+        here()
     else:
         crc_value, _ = in_parallel(there, here)
     if sweep is None:
