@@ -26,7 +26,16 @@ setup(
     extras_require={
         "tf": ["tensorflow>=2.13"],
         "torch": ["torch"],
-        "test": ["pytest", "playwright", "hypothesis", "moto[server]", "boto3"],
+        "test": [
+            "pytest",
+            "playwright",
+            "hypothesis",
+            "moto[server]",
+            "boto3",
+            "build",
+            "mkdocs",
+            "mkdocs-material",
+        ],
     },
     entry_points={
         "tensorboard_plugins": ["convfilters = tb_convfilters.plugin:ConvFiltersLoader"],

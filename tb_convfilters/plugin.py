@@ -8,6 +8,7 @@ a JSON ``{"error": ...}`` response. The contract is ``frontend/http_api.md``.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import logging
 import math
@@ -15,7 +16,6 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,25 @@ class HttpError(Exception):
 
 
 def _frontend_dir() -> Path:
+    """The real folder of the dashboard's files, however the package was installed.
+
+    A wheel or sdist puts it at ``tb_convfilters/frontend``; an editable install maps
+    the package to the checkout's ``frontend/``. Its import spec lists the folders
+    (``str()`` of ``importlib.resources.files`` is no path for a namespace package).
+    """
     try:
-        return Path(str(resources.files("tb_convfilters.frontend")))
-    except ModuleNotFoundError:  # running from a source checkout without install
-        return Path(__file__).resolve().parent.parent / "frontend"
+        spec = importlib.util.find_spec("tb_convfilters.frontend")
+    except ModuleNotFoundError:
+        spec = None
+    candidates = [Path(p) for p in (spec.submodule_search_locations or ())] if spec else []
+    candidates.append(Path(__file__).resolve().parent.parent / "frontend")  # a bare checkout
+    for folder in candidates:
+        if (folder / "static" / "index.js").is_file():
+            return folder
+    raise RuntimeError(
+        "tb_convfilters: the dashboard's files (frontend/static/index.js) are missing from "
+        f"{', '.join(map(str, candidates))}; reinstall with `pip install tb-convfilters`"
+    )
 
 
 def _json(request: wrappers.Request, content: Any, code: int = 200) -> wrappers.Response:
