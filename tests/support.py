@@ -98,12 +98,14 @@ def tensorboard_process(
     command: list[str] | None = None,
     env: dict | None = None,
     reload_interval: int | None = 1,
+    cwd: str | Path | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """A real ``tensorboard`` on 127.0.0.1; yields (base URL, process) once our plugin is listed.
 
     `command` replaces the ``tensorboard`` executable (e.g. a launcher script), `env`
-    adds environment variables; `load_fast=None` and `reload_interval=None` leave
-    TensorBoard's defaults. ``benchmarks/`` uses it too (it needs the process for RSS).
+    adds environment variables, `cwd` is its working directory; `load_fast=None` and
+    `reload_interval=None` leave TensorBoard's defaults. ``benchmarks/`` uses it too (it
+    needs the process for RSS).
     """
     port = free_port()
     exe = shutil.which("tensorboard", path=os.path.dirname(sys.executable)) or "tensorboard"
@@ -122,6 +124,7 @@ def tensorboard_process(
             *extra,
         ],
         env={**os.environ, **(env or {})},
+        cwd=cwd,
         stdout=log,
         stderr=subprocess.STDOUT,
     )
