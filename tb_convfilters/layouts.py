@@ -67,3 +67,40 @@ def filter_axes(layout: str) -> tuple[int, ...]:
 def axis_length(shape: Sequence[int], layout: str, letter: str) -> int:
     """Length of the axis named `letter`, or 1 when the layout has no such axis."""
     return int(shape[layout.index(letter)]) if letter in layout else 1
+
+
+def _spatial(shape: Sequence[int], layout: str) -> list[int]:
+    return [int(n) for letter, n in zip(layout, shape, strict=True) if letter in "DHW"]
+
+
+def _misread(shape: Sequence[int], layout: str, kind: str, others: Sequence[str]) -> bool:
+    """True when `shape` read as `layout` has unequal spatial axes that another layout of
+    `others` reads as square, and (kernels) spatial axes larger than every other axis."""
+    spatial = _spatial(shape, layout)
+    if len(spatial) < 2 or len(set(spatial)) == 1:
+        return False
+    if kind == "kernel":
+        rest = [int(n) for letter, n in zip(layout, shape, strict=True) if letter not in "DHW"]
+        if max(spatial) <= max(rest):  # small kernels of wide layers: (16, 16, 3, 1) is fine
+            return False
+    return any(len(set(_spatial(shape, other))) == 1 for other in others)
+
+
+def fitting_layouts(shape: Sequence[int], layout: str, kind: str) -> list[str]:
+    """Layouts that fit `shape` when it cannot be right as `layout`, else [].
+
+    A shape cannot be right when its "spatial" axes differ (e.g. ``H x W`` of 64 x 3)
+    while another layout of the same rank reads them as square, and, for kernels,
+    the spatial axes are larger than the channel axes: a PyTorch ``OIHW`` weight
+    ``(64, 3, 7, 7)`` read as ``HWIO``, or an ``NCHW`` map read as ``NHWC``.
+    """
+    here = [i for i, letter in enumerate(layout) if letter in "DHW"]
+    others = [
+        other
+        for other in LAYOUTS_BY_KIND[kind]
+        if len(other) == len(layout)
+        and [i for i, letter in enumerate(other) if letter in "DHW"] != here
+    ]
+    if not _misread(shape, layout, kind, others):
+        return []
+    return [other for other in others if len(set(_spatial(shape, other))) == 1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -94,23 +95,69 @@ def _as_array(data: Any) -> np.ndarray:
     return a
 
 
-def _pick(a: np.ndarray, axis: int, cap: int | Sequence[int] | None, name: str) -> list[int] | None:
-    """Indices kept along `axis` for a cap (first N, or an explicit list)."""
+def check_cap(cap: Any, name: str) -> int | list[int] | None:
+    """`cap` checked: None, a positive int (the first N) or a non-empty list of indices."""
     if cap is None:
         return None
-    length = a.shape[axis]
     if isinstance(cap, numbers.Integral) and not isinstance(cap, bool):
         if cap < 1:
             raise ValueError(f"{name}={cap!r} must be a positive integer or a list of indices")
-        return None if cap >= length else list(range(int(cap)))
+        return int(cap)
     try:
-        picked = [int(i) for i in cap]
-    except (TypeError, ValueError):
+        picked = [operator.index(i) for i in cap]
+    except TypeError:
         raise TypeError(f"{name}={cap!r} must be a positive integer or a list of indices") from None
-    bad = [i for i in picked if not 0 <= i < length]
-    if bad or not picked:
-        raise ValueError(f"{name}={cap!r} has indices outside 0..{length - 1}")
+    if not picked or min(picked) < 0 or isinstance(cap, str | bytes):
+        raise ValueError(f"{name}={cap!r} must be a non-empty list of indices >= 0")
     return picked
+
+
+FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
+
+
+def check_float_dtype(dtype: Any) -> str | None:
+    """`dtype` for a model's float tensors: None (as they are) or a float dtype."""
+    if dtype is not None and dtype not in FLOAT_DTYPES:
+        raise ValueError(
+            f"dtype={dtype!r} cannot store a model's float tensors; expected None or one of: "
+            + ", ".join(FLOAT_DTYPES)
+            + (" (integer dtypes would truncate them)" if dtype in blob.STORABLE_DTYPES else "")
+        )
+    return dtype
+
+
+def _pick(a: np.ndarray, axis: int, cap: int | Sequence[int] | None, name: str) -> list[int] | None:
+    """Indices kept along `axis` for a cap (first N, or an explicit list)."""
+    cap = check_cap(cap, name)
+    if cap is None:
+        return None
+    length = a.shape[axis]
+    if isinstance(cap, int):
+        return None if cap >= length else list(range(cap))
+    bad = [i for i in cap if i >= length]
+    if bad:
+        raise ValueError(f"{name}={cap!r} has indices outside 0..{length - 1}")
+    return cap
+
+
+_layout_warned: set[tuple[str, str, tuple[int, ...]]] = set()
+
+
+def _check_layout_fits(shape: tuple[int, ...], layout: str, kind: str, tag: str) -> None:
+    """Warns once per tag when `shape` cannot be right as `layout`, naming the layouts that fit."""
+    fits = layouts.fitting_layouts(shape, layout, kind)
+    key = (tag, layout, shape)
+    if not fits or key in _layout_warned:
+        return
+    _layout_warned.add(key)
+    names = " or ".join(f"{f!r} ({layouts.LAYOUTS_BY_KIND[kind][f]})" for f in fits)
+    warnings.warn(
+        f"{tag!r}: shape {shape} cannot be right as layout={layout!r} (its spatial axes "
+        f"{'x'.join(str(shape[i]) for i, c in enumerate(layout) if c in 'DHW')} look like "
+        f"channels); it fits layout={names}. Pass the layout the tensor has (warned once per tag).",
+        UserWarning,
+        stacklevel=4,
+    )
 
 
 def make_record(
@@ -127,10 +174,15 @@ def make_record(
     stats: bool = True,
     extra: dict | None = None,
     complete: bool = True,
+    tag: str | None = None,
 ) -> Record:
     """Checks `data` against `layout` and builds its record; errors name the bad value.
 
     With ``complete=False`` the stats and checksums are left to ``Record.complete``.
+    With a `tag` (a layout the user chose), a shape that cannot be right for `layout`
+    warns once per tag. Depthwise kernels (``M`` layouts) have one axis ``I`` for their
+    filters and input channels: `max_filters` caps it, else `max_channels` does.
+    Float data is never stored as an integer dtype (it would be truncated).
     """
     layouts.check_layout(layout, kind)
     a = _as_array(data)
@@ -141,6 +193,8 @@ def make_record(
         )
     if a.size == 0:
         raise ValueError(f"data has shape {a.shape} with no elements; expected at least one")
+    if tag is not None:
+        _check_layout_fits(a.shape, layout, kind, tag)
     source_dtype = a.dtype.name
     if dtype is None and source_dtype not in blob.STORABLE_DTYPES:
         raise TypeError(
@@ -154,6 +208,12 @@ def make_record(
             f"dtype={dtype!r} cannot be stored; expected None or one of: "
             + ", ".join(blob.STORABLE_DTYPES)
         ) from None
+    if target in ("int8", "uint8") and a.dtype.kind not in "iub":
+        raise TypeError(
+            f"dtype={dtype!r} would truncate {source_dtype} data to integers (weights in (-1, 1) "
+            "would all store 0); integer dtypes store integer data only. Store float16 or "
+            "bfloat16 to save space, or quantize yourself and log the integers"
+        )
     if max_bytes is not None and (
         isinstance(max_bytes, bool) or not isinstance(max_bytes, numbers.Integral) or max_bytes < 1
     ):
@@ -166,6 +226,9 @@ def make_record(
         a = a[: int(max_samples)]
 
     filter_letter, channel_letter = blob.cap_letters(layout)
+    if "M" in layout:  # depthwise: I is both the filters and the input channels
+        max_filters = max_channels if max_filters is None else max_filters
+        max_channels = None
     for letter, cap, name, key in (
         (filter_letter, max_filters, "max_filters", "filters"),
         (channel_letter, max_channels, "max_channels", "channels"),
@@ -305,5 +368,28 @@ class StepBudget:
             f"TensorBoard's memory. To store less: {self.knobs}, or keep fewer steps in "
             "TensorBoard with --samples_per_plugin=convfilters=N. (Warned once.)",
             UserWarning,
+            stacklevel=3,
+        )
+
+
+class ErrorPolicy:
+    """What a logging failure during training does: with `raise_errors` it is raised, else
+    it is warned once per key (a layer's tag) and that tensor is skipped; training goes on."""
+
+    def __init__(self, who: str, raise_errors: bool = False, reported: set[str] | None = None):
+        self.who = who
+        self.raise_errors = bool(raise_errors)
+        self.reported: set[str] = set() if reported is None else reported
+
+    def report(self, key: str, message: str, error: Exception) -> None:
+        if self.raise_errors:
+            raise error
+        if key in self.reported:
+            return
+        self.reported.add(key)
+        warnings.warn(
+            f"{self.who}: {message}: {type(error).__name__}: {error} "
+            "(not logged; training goes on; raise_errors=True raises instead)",
+            RuntimeWarning,
             stacklevel=3,
         )

@@ -72,6 +72,7 @@ def kernel_pb(
         max_channels=max_channels,
         image_shape=image_shape,
         max_bytes=max_bytes,
+        tag=tag,
     )
     return _summary_pb(tag, rec, description)
 
@@ -100,6 +101,7 @@ def activation_pb(
         max_filters=max_filters,
         max_samples=max_samples,
         max_bytes=max_bytes,
+        tag=tag,
     )
     return _summary_pb(tag, rec, description)
 
@@ -276,7 +278,7 @@ def _write_tf(name: str, data: Any, step: Any, description: str | None, options:
             data = data.value
         if isinstance(data, tf.Variable):  # np.asarray(variable) copies; a read does not
             data = data.value()
-        rec = make_record(np.asarray(data), complete=False, **options)
+        rec = make_record(np.asarray(data), complete=False, tag=name, **options)
         copied: list[bytes] = []
         done = rec.complete(meanwhile=lambda: copied.append(rec.array.tobytes()))
         blobs = [blob.encode_header(done.header), copied[0], *done.trailing_blobs()]
@@ -287,7 +289,7 @@ def _write_tf(name: str, data: Any, step: Any, description: str | None, options:
         data = tf.convert_to_tensor(data)
         if not data.shape.is_fully_defined():
             raise ValueError(f"data must have a static shape inside tf.function, got {data.shape}")
-        rec = make_record(np.zeros(data.shape, data.dtype.as_numpy_dtype), **options)
+        rec = make_record(np.zeros(data.shape, data.dtype.as_numpy_dtype), tag=name, **options)
 
         def blobs(x: Any) -> np.ndarray:
             return np.array(make_record(np.asarray(x), **options).blobs(), dtype=object)

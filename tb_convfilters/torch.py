@@ -23,7 +23,7 @@ import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 try:
@@ -38,8 +38,11 @@ except ImportError as e:  # pragma: no cover - exercised by a test that hides to
 from tb_convfilters import blob, fs
 from tb_convfilters.record import (
     DEFAULT_STEP_BUDGET_MB,
+    ErrorPolicy,
     StepBudget,
     check_budget_mb,
+    check_cap,
+    check_float_dtype,
     check_step,
     make_record,
 )
@@ -66,6 +69,7 @@ _lock = threading.Lock()
 _by_summary_writer: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _by_path: dict[str, Writer] = {}
 _budgets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Writer -> StepBudget
+_reported: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Writer -> warned tags
 
 
 @atexit.register
@@ -108,6 +112,13 @@ def _check_budget(writer: Writer, budget_mb: float | None, nbytes: int, where: s
         if budget is None or budget.budget_mb != budget_mb:
             budget = _budgets[writer] = StepBudget(budget_mb, _KNOBS)
     budget.check(nbytes, where)
+
+
+def _policy(writer: Writer, who: str, raise_errors: bool) -> ErrorPolicy:
+    """The error policy of one call; failures are warned once per writer and tag."""
+    with _lock:
+        reported = _reported.setdefault(writer, set())
+    return ErrorPolicy(who, raise_errors, reported)
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
@@ -188,11 +199,12 @@ def log_kernels(
     *,
     modules: Iterable[str | type] | str | type | None = None,
     dtype: str | None = None,
-    max_filters: int | None = None,
-    max_channels: int | None = None,
+    max_filters: int | Sequence[int] | None = None,
+    max_channels: int | Sequence[int] | None = None,
     prefix: str | None = None,
     budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
     all_ranks: bool = False,
+    raise_errors: bool = False,
 ) -> list[str]:
     """Logs the weight of every Conv1d/2d/3d, ConvTranspose1d/2d/3d and Linear at `step`.
 
@@ -201,17 +213,22 @@ def log_kernels(
       module: the model (DataParallel / DistributedDataParallel are unwrapped).
       modules: only these submodules (names as in ``named_modules()``, or classes).
       dtype: store as this dtype, e.g. ``"float16"``; max_filters / max_channels:
-        keep the first N output filters / input channels.
+        keep the first N output filters / input channels, or the listed indices.
       prefix: put tags under ``prefix/``; tags are ``<module name>/weight``.
       budget_mb: warn once per writer when one call stores more MiB than this.
       all_ranks: under ``torch.distributed``, write on every rank (give each its own
         target or prefix); by default only rank 0 writes and other ranks return [].
+      raise_errors: raise a module's logging error; by default it is warned once per
+        tag and that module is skipped (training goes on). Bad arguments always raise.
 
     Returns the tags written. Weights are copied to the CPU; layouts are
     ``OIW OIHW OIDHW IOW IOHW IODHW OI``.
     """
     step = check_step(step)
     check_budget_mb(budget_mb)
+    check_float_dtype(dtype)
+    check_cap(max_filters, "max_filters")
+    check_cap(max_channels, "max_channels")
     selected = _select(module, modules, tuple(KERNEL_LAYOUTS))
     if modules is not None:
         bad = [name for name, m in selected if kernel_layout(m) is None]
@@ -223,26 +240,34 @@ def log_kernels(
     if not all_ranks and _rank() != 0:
         return []
     writer = _writer_for(target)
+    policy = _policy(writer, "log_kernels", raise_errors)
     tags, nbytes = [], 0
     for name, m in selected:
         weight = getattr(m, "weight", None)
         if weight is None or nn.parameter.is_lazy(weight):
             continue
         layout = kernel_layout(m)
-        rec = make_record(
-            to_numpy(weight),
-            kind="kernel",
-            layout=layout,
-            dtype=dtype,
-            max_filters=max_filters,
-            max_channels=max_channels,
-            complete=False,  # the Writer computes stats while it writes
-        )
         tag = _tag(prefix, name, "weight")
-        writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` weight ({layout})")
+        try:
+            rec = make_record(
+                to_numpy(weight),
+                kind="kernel",
+                layout=layout,
+                dtype=dtype,
+                max_filters=max_filters,
+                max_channels=max_channels,
+                complete=False,  # the Writer computes stats while it writes
+            )
+            writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` weight ({layout})")
+        except Exception as e:
+            policy.report(tag, f"module {name!r} weight {tag!r}", e)
+            continue
         tags.append(tag)
         nbytes += rec.array.nbytes
-    writer.flush()
+    try:
+        writer.flush()
+    except Exception as e:
+        policy.report("flush", "writing the event file", e)
     _check_budget(writer, budget_mb, nbytes, f"log_kernels at step {step}")
     return tags
 
@@ -256,10 +281,11 @@ def log_activations(
     modules: Iterable[str | type] | str | type | None = None,
     max_samples: int = 1,
     dtype: str | None = None,
-    max_filters: int | None = None,
+    max_filters: int | Sequence[int] | None = None,
     prefix: str | None = None,
     budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
     all_ranks: bool = False,
+    raise_errors: bool = False,
 ) -> Iterator[list[str]]:
     """Logs the outputs of conv submodules during the forward passes run inside the block.
 
@@ -268,21 +294,50 @@ def log_activations(
 
     Each submodule's first output in the block is logged as ``<name>/activation``
     (``NCW``/``NCHW``/``NCDHW`` by its rank; an unbatched output gets N=1), keeping
-    `max_samples` samples and, with `max_filters`, the first N channels. By
-    default every Conv*/ConvTranspose* module is hooked; `modules` picks others
-    (names or classes, e.g. the ReLU after a conv) whose outputs are 3-5-D.
+    `max_samples` samples and, with `max_filters`, the first N channels (or the
+    listed ones). By default every Conv*/ConvTranspose* module is hooked; `modules`
+    picks others (names or classes, e.g. the ReLU after a conv) whose outputs are 3-5-D.
     Yields the list of tags written so far; hooks are removed when the block ends.
     Under ``torch.distributed`` only rank 0 hooks and writes unless `all_ranks`.
+
+    Inside the block `module` is in eval mode and autograd is off (``torch.no_grad()``),
+    so the sample forward moves no BatchNorm statistics and runs no dropout; each
+    submodule's train/eval mode is restored when the block ends. A hook's logging
+    error is warned once per tag and the forward goes on (``raise_errors=True`` raises).
     """
     step = check_step(step)
     check_budget_mb(budget_mb)
+    check_float_dtype(dtype)
+    check_cap(max_filters, "max_filters")
     if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
         raise ValueError(f"max_samples={max_samples!r} must be a positive integer")
     selected = _select(module, modules, _CONV_TYPES)
-    if not all_ranks and _rank() != 0:
-        yield []
-        return
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        module.eval()
+        with torch.no_grad():
+            if not all_ranks and _rank() != 0:
+                yield []
+                return
+            options = dict(max_samples=max_samples, dtype=dtype, max_filters=max_filters)
+            yield from _hooked(target, selected, step, prefix, budget_mb, raise_errors, options)
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _hooked(
+    target: Any,
+    selected: list[tuple[str, nn.Module]],
+    step: int,
+    prefix: str | None,
+    budget_mb: float | None,
+    raise_errors: bool,
+    options: dict[str, Any],
+) -> Iterator[list[str]]:
+    """`log_activations`' hooks on `selected` while the caller's block runs."""
     writer = _writer_for(target)
+    policy = _policy(writer, "log_activations", raise_errors)
     tags: list[str] = []
     sizes: list[int] = []
 
@@ -293,6 +348,12 @@ def log_activations(
         def hook(_m: nn.Module, _inputs: Any, output: Any) -> None:
             if tag in tags:
                 return
+            try:
+                log(output)
+            except Exception as e:
+                policy.report(tag, f"module {name!r} output {tag!r}", e)
+
+        def log(output: Any) -> None:
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"module {name!r} returned {type(output).__name__}, not a tensor")
             out = output.detach()
@@ -305,13 +366,11 @@ def log_activations(
                     "3-5-D (N, C, ...) feature maps"
                 )
             rec = make_record(
-                to_numpy(out[:max_samples]),
+                to_numpy(out[: options["max_samples"]]),
                 kind="activation",
                 layout=layout,
-                dtype=dtype,
-                max_filters=max_filters,
-                max_samples=max_samples,
                 complete=False,
+                **options,
             )
             writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` output ({layout})")
             tags.append(tag)
@@ -325,5 +384,8 @@ def log_activations(
     finally:
         for handle in handles:
             handle.remove()
-        writer.flush()
+        try:
+            writer.flush()
+        except Exception as e:
+            policy.report("flush", "writing the event file", e)
     _check_budget(writer, budget_mb, sum(sizes), f"log_activations at step {step}")

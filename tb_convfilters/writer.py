@@ -300,6 +300,7 @@ class Writer:
             image_shape=image_shape,
             max_bytes=max_bytes,
             complete=False,
+            tag=tag,
         )
         self._write_record(tag, rec, step, description)
 
@@ -326,6 +327,7 @@ class Writer:
             max_samples=max_samples,
             max_bytes=max_bytes,
             complete=False,
+            tag=tag,
         )
         self._write_record(tag, rec, step, description)
 

@@ -238,11 +238,14 @@ def test_depthwise_max_filters_caps_input_channels(tmp_path):
     data = make_data((3, 3, 4, 2), "float32", 2)
     with Writer(tmp_path / "run") as w:
         w.kernel("dw", data, 0, layout="HWIM", max_filters=[3, 1])
-        with pytest.raises(ValueError, match="max_channels does not apply to layout 'HWIM'"):
-            w.kernel("dw2", data, 0, layout="HWIM", max_channels=1)
-    served, header = get_tensor(plugin_client(tmp_path), "run", "dw")
-    assert header["filters"] == [3, 1]
-    assert_bits_equal(served, data[:, :, [3, 1], :])
+        # I is both the filters and the input channels: max_channels caps it too
+        w.kernel("dw2", data, 0, layout="HWIM", max_channels=1)
+        w.kernel("dw3", data, 0, layout="HWIM", max_filters=3, max_channels=1)
+    client = plugin_client(tmp_path)
+    for tag, kept in (("dw", [3, 1]), ("dw2", [0]), ("dw3", [0, 1, 2])):
+        served, header = get_tensor(client, "run", tag)
+        assert header["filters"] == kept and "channels" not in header
+        assert_bits_equal(served, data[:, :, kept, :])
 
 
 @pytest.mark.parametrize("layout", ["IO", "OI"])

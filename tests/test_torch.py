@@ -178,9 +178,13 @@ def test_activation_modules_by_name_unbatched_and_1d_3d(tmp_path):
     assert listed["Conv3d/activation"]["layout"] == "NCDHW"
 
     linear = nn.Sequential(nn.Linear(3, 2))
-    with pytest.raises(ValueError, match=r"module '0' output has shape \(4, 2\); activations need"):
-        with log_activations(tmp_path / "run2", linear, 0, modules=[nn.Linear]):
+    message = r"module '0' output has shape \(4, 2\); activations need"
+    with pytest.raises(ValueError, match=message):
+        with log_activations(tmp_path / "run2", linear, 0, modules=[nn.Linear], raise_errors=True):
             linear(torch.randn(4, 3))
+    with pytest.warns(RuntimeWarning, match=message):  # by default the forward goes on
+        with log_activations(tmp_path / "run2", linear, 0, modules=[nn.Linear]):
+            assert linear(torch.randn(4, 3)).shape == (4, 2)
 
 
 def test_targets_module_selection_and_errors(tmp_path):
