@@ -14,15 +14,21 @@ from __future__ import annotations
 
 import numbers
 import os
-import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import keras
 import numpy as np
 
-from tb_convfilters import blob, fs
-from tb_convfilters.record import DEFAULT_STEP_BUDGET_MB, StepBudget, make_record
+from tb_convfilters import fs
+from tb_convfilters.record import (
+    DEFAULT_STEP_BUDGET_MB,
+    ErrorPolicy,
+    StepBudget,
+    check_cap,
+    check_float_dtype,
+    make_record,
+)
 from tb_convfilters.writer import Writer
 
 _L = keras.layers
@@ -33,6 +39,18 @@ _DEPTHWISE = (_L.DepthwiseConv1D, _L.DepthwiseConv2D)
 _SEPARABLE = (_L.SeparableConv1D, _L.SeparableConv2D)
 # Logged when `layers` is None; Dense only when selected (it is not a filter bank).
 DEFAULT_LAYER_TYPES = _CONV + _TRANSPOSE + _DEPTHWISE + _SEPARABLE
+# Keys of `patterns_options`: vis.log_patterns' `method` and vis.filter_patterns' options.
+PATTERNS_OPTIONS = (
+    "method",
+    "size",
+    "steps",
+    "step_size",
+    "seed",
+    "jitter",
+    "blur",
+    "input_range",
+    "batch_size",
+)
 _KNOBS = (
     "log less often (every_n_epochs / every_n_batches), store dtype='float16', cap "
     "max_filters / max_channels, or pick fewer `layers`"
@@ -116,14 +134,20 @@ class FiltersCallback(keras.callbacks.Callback):
         Conv*Transpose, DepthwiseConv* and SeparableConv* layer, nested models
         included. Dense layers are logged only when selected here.
       every_n_epochs: log at the end of epochs 0, n, 2n, ... with step = epoch
-        (like the stock callback's ``histogram_freq``).
+        (like the stock callback's ``histogram_freq``), and at the end of training
+        when the last epoch was not logged, so the final weights are always seen.
       every_n_batches: instead of per epoch, log after every n-th training batch with
         step = the batch count since the start of ``fit`` (1-based, like the stock
-        callback's ``update_freq=n`` scalars).
+        callback's ``update_freq=n`` scalars), and after the last batch. Patterns
+        then get the batch count as their step too.
       sample_inputs: a few model inputs; when given, the output of each logged
         layer on them is logged too (needs a functional or Sequential model).
-      dtype: store tensors as this dtype, e.g. ``"float16"`` to halve storage.
-      max_filters / max_channels: keep the first N output filters / input channels.
+      activation_layers: names (str) and/or layer classes whose outputs on
+        `sample_inputs` are logged instead of the kernel layers' (any layer with a
+        3-5-D output, e.g. the ReLU after a BatchNorm), as ``<layer>/activation``.
+      dtype: store tensors as this float dtype, e.g. ``"float16"`` to halve storage.
+      max_filters / max_channels: keep the first N output filters / input channels,
+        or the listed indices (depthwise kernels: their input channels, see ``make_record``).
       budget_mb: warn once when one logging step stores more MiB than this (None: never).
       raise_errors: raise a layer's logging error instead of warning once and going on.
       patterns: layer names whose filters' activation-maximization patterns are
@@ -132,7 +156,9 @@ class FiltersCallback(keras.callbacks.Callback):
       projection_inputs: a few input images; when given with `patterns`, their
         guided-backprop projections are logged as ``<layer>/projection``.
       patterns_max_filters: the first N filters of each pattern layer (or a list).
-      patterns_options: passed on to ``vis.filter_patterns`` (size, steps, jitter, blur).
+      patterns_options: passed on to ``vis.log_patterns`` (method) and
+        ``vis.filter_patterns`` (size, steps, step_size, seed, jitter, blur,
+        input_range, batch_size); other keys are refused here.
 
     Tags are ``<layer>/kernel`` (separable layers: ``<layer>/depthwise`` and
     ``<layer>/pointwise``) and ``<layer>/activation``.
@@ -149,9 +175,10 @@ class FiltersCallback(keras.callbacks.Callback):
         every_n_epochs: int = 1,
         every_n_batches: int | None = None,
         sample_inputs: Any = None,
+        activation_layers: Iterable[str | type] | str | type | None = None,
         dtype: str | None = None,
-        max_filters: int | None = None,
-        max_channels: int | None = None,
+        max_filters: int | Sequence[int] | None = None,
+        max_channels: int | Sequence[int] | None = None,
         budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
         raise_errors: bool = False,
         patterns: Iterable[str] | str | None = None,
@@ -164,24 +191,22 @@ class FiltersCallback(keras.callbacks.Callback):
         if not isinstance(log_dir, str | os.PathLike) or not os.fspath(log_dir):
             raise ValueError(f"log_dir={log_dir!r} must be a non-empty path")
         self.log_dir = os.fspath(log_dir)
-        self.layers = self._check_layers(layers)
+        self.layers = self._check_layers(layers, "layers")
+        self.activation_layers = self._check_layers(activation_layers, "activation_layers")
+        if self.activation_layers is not None and sample_inputs is None:
+            raise ValueError("activation_layers needs sample_inputs to run the model on")
         self.every_n_epochs = _positive_int(every_n_epochs, "every_n_epochs")
         self.every_n_batches = _positive_int(every_n_batches, "every_n_batches", optional=True)
         if self.every_n_batches:
             # Only then: a batch hook turns off Keras' async callback dispatch (JAX, torch).
             self.on_train_batch_end = self._on_train_batch_end
-        if dtype is not None and dtype not in blob.STORABLE_DTYPES:
-            raise ValueError(
-                f"dtype={dtype!r} cannot be stored; expected None or one of: "
-                + ", ".join(blob.STORABLE_DTYPES)
-            )
-        self.dtype = dtype
-        self.max_filters = _positive_int(max_filters, "max_filters", optional=True)
-        self.max_channels = _positive_int(max_channels, "max_channels", optional=True)
+        self.dtype = check_float_dtype(dtype)
+        self.max_filters = check_cap(max_filters, "max_filters")
+        self.max_channels = check_cap(max_channels, "max_channels")
         if sample_inputs is not None and isinstance(sample_inputs, str | bytes):
             raise TypeError(f"sample_inputs={sample_inputs!r} must be model inputs (arrays)")
         self.sample_inputs = sample_inputs
-        self.raise_errors = bool(raise_errors)
+        self._policy = ErrorPolicy("FiltersCallback", raise_errors)
         self._budget = StepBudget(budget_mb, _KNOBS)
         if isinstance(patterns, str):
             patterns = [patterns]
@@ -194,19 +219,26 @@ class FiltersCallback(keras.callbacks.Callback):
         if projection_inputs is not None and not self.patterns:
             raise ValueError("projection_inputs needs patterns=[layer names] to project")
         self.projection_inputs = projection_inputs
-        self.patterns_max_filters = patterns_max_filters
+        self.patterns_max_filters = check_cap(patterns_max_filters, "patterns_max_filters")
         if patterns_options is not None and not isinstance(patterns_options, dict):
             raise TypeError(f"patterns_options={patterns_options!r} must be a dict")
+        unknown = sorted(set(patterns_options or ()) - set(PATTERNS_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"patterns_options keys {unknown} are not options of vis.log_patterns; "
+                "expected some of: " + ", ".join(PATTERNS_OPTIONS)
+            )
         self.patterns_options = dict(patterns_options or {})
         self._writer: Writer | None = None
         self._targets: list[keras.layers.Layer] | None = None
         self._probe: tuple[keras.Model | None, list[tuple[str, str]]] | None = None
-        self._reported: set[str] = set()
         self._batch = 0
+        self._epoch: int | None = None  # the last epoch that ended
+        self._logged_step: int | None = None
         self._chief: bool | None = None
 
     @staticmethod
-    def _check_layers(layers: Any) -> tuple | None:
+    def _check_layers(layers: Any, name: str) -> tuple | None:
         if layers is None:
             return None
         if isinstance(layers, str | type):
@@ -214,11 +246,11 @@ class FiltersCallback(keras.callbacks.Callback):
         try:
             entries = tuple(layers)
         except TypeError:
-            raise TypeError(f"layers={layers!r} must be layer names and/or layer classes") from None
+            raise TypeError(f"{name}={layers!r} must be layer names and/or layer classes") from None
         bad = [e for e in entries if not isinstance(e, str | type)]
         if bad or not entries:
             raise ValueError(
-                f"layers={layers!r} must be a non-empty list of layer names (str) "
+                f"{name}={layers!r} must be a non-empty list of layer names (str) "
                 "and/or layer classes, or None for every conv layer"
             )
         return entries
@@ -257,13 +289,52 @@ class FiltersCallback(keras.callbacks.Callback):
 
     # ---- Keras hooks ----
 
+    def _select_activations(self) -> list[keras.layers.Layer]:
+        """The layers named or typed in `activation_layers` (outputs of rank 3-5)."""
+        every = list(_walk(self.model.layers))
+
+        def rank(layer: keras.layers.Layer) -> int | None:
+            try:
+                return len(layer.output.shape)
+            except Exception:  # never called, or called more than once
+                return None
+
+        maps = [layer for layer in every if rank(layer) in _SPATIAL]
+        names = ", ".join(layer.name for layer in maps) or "(none)"
+        chosen: dict[int, keras.layers.Layer] = {}
+        for entry in self.activation_layers:
+            if isinstance(entry, str):
+                match = [layer for layer in every if layer.name == entry]
+                if not match or rank(match[0]) not in _SPATIAL:
+                    what = "is not a layer of the model" if not match else (
+                        f"has output rank {rank(match[0])}"
+                    )
+                    raise ValueError(
+                        f"activation_layers entry {entry!r} {what}; layers with a 3-5-D "
+                        f"output: {names}"
+                    )
+            else:
+                match = [layer for layer in maps if isinstance(layer, entry)]
+                if not match:
+                    raise ValueError(
+                        f"activation_layers entry {entry.__name__} matches no layer with a "
+                        f"3-5-D output; those layers: {names}"
+                    )
+            chosen.update((id(layer), layer) for layer in match)
+        return [layer for layer in every if id(layer) in chosen]
+
+    # ---- Keras hooks ----
+
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._targets = self._select()
+        if self.activation_layers is not None:
+            self._select_activations()  # fail now, not at the first logged step
         if self.patterns:
             from tb_convfilters import vis
 
             vis.check_layers(self.model, self.patterns)  # fail now, not epochs later
         self._batch = 0
+        self._epoch = self._logged_step = None
         self._chief = _is_chief(self.model)
 
     def _on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
@@ -271,13 +342,22 @@ class FiltersCallback(keras.callbacks.Callback):
         if self.every_n_batches and self._batch % self.every_n_batches == 0:
             self._log(self._batch)
 
+    def _step(self) -> int | None:
+        """The step of what is logged now: the batch count with every_n_batches, else the
+        epoch (None before the first batch / epoch ended)."""
+        return (self._batch or None) if self.every_n_batches else self._epoch
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch = epoch
         if not self.every_n_batches and epoch % self.every_n_epochs == 0:
             self._log(epoch)
         if self.patterns and epoch % self.patterns_every_n_epochs == 0:
-            self._log_patterns(epoch)
+            self._log_patterns(self._step())
 
     def on_train_end(self, logs: dict | None = None) -> None:
+        last = self._step()
+        if last is not None and last != self._logged_step:
+            self._log(last)  # the final weights, when the last step was not logged
         if self._writer is not None:
             self._writer.close()
             self._writer = None
@@ -285,23 +365,25 @@ class FiltersCallback(keras.callbacks.Callback):
 
     # ---- logging ----
 
+    @property
+    def raise_errors(self) -> bool:
+        return self._policy.raise_errors
+
     def _report(self, key: str, message: str, error: Exception) -> None:
-        if self.raise_errors:
-            raise error
-        if key not in self._reported:
-            self._reported.add(key)
-            warnings.warn(
-                f"FiltersCallback: {message}: {type(error).__name__}: {error} "
-                "(not logged; training goes on; raise_errors=True raises instead)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        self._policy.report(key, message, error)
 
     def _write(self, tag: str, rec: Any, step: int, description: str) -> int:
         if self._writer is None:
             self._writer = Writer(fs.join(self.log_dir, "train"))
         self._writer.write_record(tag, rec, step, description)
         return rec.array.nbytes
+
+    def _flush(self) -> None:
+        try:
+            if self._writer is not None:
+                self._writer.flush()
+        except Exception as e:
+            self._report("flush", "writing the event file", e)
 
     def _writes(self) -> bool:
         """True unless this is a worker of a multi-worker strategy other than the chief."""
@@ -314,6 +396,7 @@ class FiltersCallback(keras.callbacks.Callback):
             self._targets = self._select()
         if not self._writes():
             return
+        self._logged_step = step
         nbytes = 0
         for layer in self._targets:
             for part in kernel_parts(layer):
@@ -327,18 +410,19 @@ class FiltersCallback(keras.callbacks.Callback):
                         max_channels=self.max_channels,
                         complete=False,  # the Writer computes stats while it writes
                     )
+                    desc = (
+                        f"{type(layer).__name__} `{layer.name}` {part.variable_name} "
+                        f"({part.layout})"
+                    )
+                    nbytes += self._write(part.tag, rec, step, desc)
                 except Exception as e:
                     self._report(part.tag, f"layer {layer.name!r} kernel {part.tag!r}", e)
-                    continue
-                desc = f"{type(layer).__name__} `{layer.name}` {part.variable_name} ({part.layout})"
-                nbytes += self._write(part.tag, rec, step, desc)
         if self.sample_inputs is not None:
             nbytes += self._log_activations(step)
-        if self._writer is not None:
-            self._writer.flush()
+        self._flush()
         self._budget.check(nbytes, f"FiltersCallback({self.log_dir!r}) at step {step}")
 
-    def _log_patterns(self, epoch: int) -> None:
+    def _log_patterns(self, step: int) -> None:
         from tb_convfilters import vis
 
         if not self._writes():
@@ -350,7 +434,7 @@ class FiltersCallback(keras.callbacks.Callback):
                 self._writer,
                 self.model,
                 self.patterns,
-                epoch,
+                step,
                 max_filters=self.patterns_max_filters,
                 projection_inputs=self.projection_inputs,
                 # patterns are images in [0, 1]: only float dtypes can hold them
@@ -360,9 +444,9 @@ class FiltersCallback(keras.callbacks.Callback):
         except Exception as e:
             self._report("patterns", f"patterns of {self.patterns}", e)
             return
-        self._writer.flush()
+        self._flush()
         nbytes = sum(a.nbytes for a in logged.values())
-        self._budget.check(nbytes, f"FiltersCallback patterns at epoch {epoch}")
+        self._budget.check(nbytes, f"FiltersCallback patterns at step {step}")
 
     def _build_probe(self) -> tuple[keras.Model | None, list[tuple[str, str]]]:
         """A model from the inputs to every logged layer's output, and (tag, layout) per output."""
@@ -371,13 +455,15 @@ class FiltersCallback(keras.callbacks.Callback):
         except AttributeError:  # a Sequential built by fit() without an Input
             inputs = self.model.inputs[0] if len(self.model.inputs) == 1 else self.model.inputs
         heads = []
-        for layer in self._targets:
+        layers = self._targets if self.activation_layers is None else self._select_activations()
+        for layer in layers:
             try:
                 out = layer.output
             except Exception as e:  # never called, or called more than once
                 self._report(f"{layer.name}/activation", f"layer {layer.name!r} has no output", e)
                 continue
-            layout = activation_layout(len(out.shape), getattr(layer, "data_format", None))
+            data_format = getattr(layer, "data_format", None) or keras.config.image_data_format()
+            layout = activation_layout(len(out.shape), data_format)
             if layout is not None:  # Dense has no feature map to show
                 heads.append((layer, out, layout))
         try:
@@ -421,8 +507,7 @@ class FiltersCallback(keras.callbacks.Callback):
                     max_filters=self.max_filters,
                     complete=False,
                 )
+                nbytes += self._write(tag, rec, step, f"output on sample_inputs ({layout})")
             except Exception as e:
                 self._report(tag, f"activation {tag!r}", e)
-                continue
-            nbytes += self._write(tag, rec, step, f"output on sample_inputs ({layout})")
         return nbytes

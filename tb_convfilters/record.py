@@ -119,7 +119,8 @@ def check_float_dtype(dtype: Any) -> str | None:
     """`dtype` for a model's float tensors: None (as they are) or a float dtype."""
     if dtype is not None and dtype not in FLOAT_DTYPES:
         raise ValueError(
-            f"dtype={dtype!r} cannot store a model's float tensors; expected None or one of: "
+            f"dtype={dtype!r} cannot be stored for a model's float tensors; expected None or "
+            "one of: "
             + ", ".join(FLOAT_DTYPES)
             + (" (integer dtypes would truncate them)" if dtype in blob.STORABLE_DTYPES else "")
         )

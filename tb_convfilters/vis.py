@@ -7,7 +7,13 @@
 * `log_patterns`: both, logged with a `tb_convfilters.Writer` for the Filters tab.
 
 Models must have one image input ``(batch, height, width, channels)``; the layer
-must output a 2-D feature map ``(batch, height, width, filters)``.
+must output a 2-D feature map ``(batch, height, width, filters)``. A layer inside a
+nested model (a backbone) is found as the Keras callback finds it, and visualized
+through the inputs of the model that holds it.
+
+Which filters: every ``filters`` / ``max_filters`` argument takes an int N (the
+first N filters, all of them when the layer has fewer) or a list of filter indices;
+``filters=None`` means all of them.
 """
 
 from __future__ import annotations
@@ -44,11 +50,21 @@ def _output_shape(layer: keras.layers.Layer) -> tuple | None:
         return None
 
 
+def _holders(model: keras.Model) -> list[tuple[keras.Model, keras.layers.Layer]]:
+    """(model holding it, layer) for every layer, nested models' layers after their model."""
+    out = []
+    for layer in model.layers:
+        out.append((model, layer))
+        if isinstance(layer, keras.Model):
+            out.extend(_holders(layer))
+    return out
+
+
 def _spatial_layer_names(model: keras.Model) -> list[str]:
     return [
         layer.name
-        for layer in model.layers
-        if not isinstance(layer, keras.layers.InputLayer)
+        for _, layer in _holders(model)
+        if not isinstance(layer, keras.layers.InputLayer | keras.Model)
         and (shape := _output_shape(layer)) is not None
         and len(shape) == 4
     ]
@@ -75,22 +91,28 @@ def _image_input(model: Any) -> tuple[int | None, int | None, int]:
     return h, w, c
 
 
-def _resolve_layer(model: keras.Model, layer: Any) -> keras.layers.Layer:
-    """The layer of `model` named (or being) `layer`, checked to output a 2-D feature map."""
+def _resolve_layer(model: keras.Model, layer: Any) -> tuple[keras.Model, keras.layers.Layer]:
+    """(the model holding it, the layer) for `layer` (a name or object) of `model` or of a
+    model nested in it, checked to output a 2-D feature map."""
     _image_input(model)
+    holders = _holders(model)
     if isinstance(layer, str):
-        found = next((lay for lay in model.layers if lay.name == layer), None)
+        found = next(((m, lay) for m, lay in holders if lay.name == layer), None)
         if found is None:
             raise ValueError(
                 f"layer={layer!r} is not a layer of model {model.name!r}; layers with a 2-D "
                 f"feature map output: {', '.join(_spatial_layer_names(model)) or 'none'}"
             )
-        layer = found
-    elif not any(lay is layer for lay in model.layers):
-        raise ValueError(
-            f"layer={layer!r} is not a layer of model {model.name!r}; pass one of model.layers "
-            f"or a name: {', '.join(_spatial_layer_names(model)) or 'none'}"
-        )
+    else:
+        found = next(((m, lay) for m, lay in holders if lay is layer), None)
+        if found is None:
+            raise ValueError(
+                f"layer={layer!r} is not a layer of model {model.name!r}; pass one of its "
+                f"layers or a name: {', '.join(_spatial_layer_names(model)) or 'none'}"
+            )
+    holder, layer = found
+    if holder is not model:
+        _image_input(holder)
     shape = _output_shape(layer)
     if isinstance(layer, keras.layers.InputLayer) or shape is None or len(shape) != 4:
         raise ValueError(
@@ -98,7 +120,7 @@ def _resolve_layer(model: keras.Model, layer: Any) -> keras.layers.Layer:
             f"feature map is needed; layers that have one: "
             f"{', '.join(_spatial_layer_names(model)) or 'none'}"
         )
-    return layer
+    return holder, layer
 
 
 def check_layers(
@@ -110,25 +132,25 @@ def check_layers(
     """
     if isinstance(layers, (str, keras.layers.Layer)):
         layers = [layers]
-    return [_resolve_layer(model, layer).name for layer in layers]
+    return [_resolve_layer(model, layer)[1].name for layer in layers]
 
 
-def _filter_indices(filters: Any, layer: keras.layers.Layer) -> list[int]:
+def _filter_indices(filters: Any, layer: keras.layers.Layer, name: str = "filters") -> list[int]:
+    """The indices `filters` picks: an int N is the first N (all when fewer), None all."""
     n = int(layer.output.shape[-1])
     if filters is None:
         return list(range(n))
     if isinstance(filters, (int, np.integer)) and not isinstance(filters, bool):
-        raise TypeError(
-            f"filters={filters!r} must be a sequence of filter indices, e.g. [{filters}] "
-            f"or range({filters})"
-        )
+        return list(range(min(_positive_int(filters, name), n)))
     try:
         picked = [int(i) for i in filters]
     except (TypeError, ValueError):
-        raise TypeError(f"filters={filters!r} must be a sequence of filter indices") from None
+        raise TypeError(
+            f"{name}={filters!r} must be a number of filters or a list of filter indices"
+        ) from None
     if not picked or not all(0 <= i < n for i in picked):
         raise ValueError(
-            f"filters={filters!r} must be a non-empty list of indices in 0..{n - 1} "
+            f"{name}={filters!r} must be a non-empty list of indices in 0..{n - 1} "
             f"(layer {layer.name!r} has {n} filters)"
         )
     return picked
@@ -220,7 +242,7 @@ def _traced(function: Callable, *args: Any) -> Any:
 def filter_patterns(
     model: keras.Model,
     layer: str | keras.layers.Layer,
-    filters: Sequence[int] | None = None,
+    filters: int | Sequence[int] | None = None,
     *,
     size: Sequence[int] | None = None,
     steps: int = 30,
@@ -243,7 +265,7 @@ def filter_patterns(
     Args:
       model: a built Keras 3 model with one image input ``(batch, h, w, c)``.
       layer: a layer name or object of `model` whose output is ``(batch, h, w, filters)``.
-      filters: indices of the filters to show; all of them by default.
+      filters: the first N filters, or a list of filter indices; all by default.
       size: ``(h, w)`` of the patterns; default the model's input size, or 128 x 128
         when the model accepts any size.
       steps, step_size: number and size of the ascent steps.
@@ -259,7 +281,7 @@ def filter_patterns(
     The optimized images are made displayable per image: centred, scaled to unit
     std, x 0.1, + 0.5, clipped to [0, 1].
     """
-    target = _resolve_layer(model, layer)
+    model, target = _resolve_layer(model, layer)  # a nested layer: the model holding it
     indices = _filter_indices(filters, target)
     h, w, c = _pattern_size(model, size)
     steps = _positive_int(steps, "steps")
@@ -386,7 +408,7 @@ def projections(
     model: keras.Model,
     layer: str | keras.layers.Layer,
     inputs: Any,
-    filters: Sequence[int] | None = None,
+    filters: int | Sequence[int] | None = None,
     *,
     method: Method = "guided_backprop",
     normalize: bool = True,
@@ -412,7 +434,7 @@ def projections(
       model: a built Keras 3 model with one image input.
       layer: a layer name or object of `model` with a ``(batch, h, w, filters)`` output.
       inputs: images ``(n, h, w, c)`` as the model takes them.
-      filters: indices of the filters to project; all of them by default.
+      filters: the first N filters, or a list of filter indices; all by default.
       method: ``"guided_backprop"``, ``"deconvnet"`` or ``"gradient"``.
       normalize: map each projection ``p`` to [0, 1] for display as
         ``clip(0.5 + 0.1 * p / rms(p), 0, 1)``: zero is mid grey and +-5 RMS span
@@ -424,7 +446,7 @@ def projections(
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r} must be one of: {', '.join(METHODS)}")
-    target = _resolve_layer(model, layer)
+    model, target = _resolve_layer(model, layer)  # a nested layer: the model holding it
     indices = _filter_indices(filters, target)
     batch_size = _positive_int(batch_size, "batch_size")
     h, w, c = _image_input(model)
@@ -476,7 +498,7 @@ def log_patterns(
 
     Args:
       writer: a `tb_convfilters.Writer` (anything with its ``patterns`` method).
-      model, layers: the model and the layers (names or objects) to visualize.
+      model, layers: the model and the layers (names or objects, nested models' too).
       max_filters: the first N filters of each layer, or a list of filter indices.
       projection_inputs: images ``(n, h, w, c)``; if given, their projections are
         logged too, input-major: image ``i * n_filters + j`` is input i, filter j.
@@ -488,13 +510,10 @@ def log_patterns(
       ``{tag: images}`` as computed (float32, before any dtype conversion).
     """
     logged: dict[str, np.ndarray] = {}
-    for name in check_layers(model, layers):
-        target = model.get_layer(name)
-        n = int(target.output.shape[-1])
-        if isinstance(max_filters, (int, np.integer)) and not isinstance(max_filters, bool):
-            indices = list(range(min(_positive_int(max_filters, "max_filters"), n)))
-        else:
-            indices = _filter_indices(max_filters, target)
+    if isinstance(layers, (str, keras.layers.Layer)):
+        layers = [layers]
+    for _, target in [_resolve_layer(model, layer) for layer in layers]:
+        indices = _filter_indices(max_filters, target, "max_filters")
         tag = f"{target.name}/pattern"
         logged[tag] = filter_patterns(model, target, indices, **pattern_options)
         writer.patterns(

@@ -144,7 +144,8 @@ def test_every_n_batches_steps_are_the_batch_count_1d_layers(tmp_path):
         "c1/activation": "NWC", "dw1/activation": "NWC", "sep1/activation": "NWC",
         "up1/activation": "NWC",
     }
-    assert all(steps(client, tag) == [3, 6] for tag in tags)
+    # every 3rd batch, and the last one (8): the final weights are always logged
+    assert all(steps(client, tag) == [3, 6, 8] for tag in tags)
 
 
 def test_3d_layers_every_n_epochs(tmp_path):
@@ -227,9 +228,13 @@ def test_unknown_layers_fail_at_train_begin_listing_the_valid_names(tmp_path):
         ({"every_n_epochs": 1.5}, r"every_n_epochs=1.5 must be a positive integer"),
         ({"every_n_epochs": True}, r"every_n_epochs=True must be a positive integer"),
         ({"every_n_batches": 0}, r"every_n_batches=0 must be a positive integer or None"),
-        ({"dtype": "float8"}, r"dtype='float8' cannot be stored; expected None or one of: float64"),
-        ({"max_filters": -1}, r"max_filters=-1 must be a positive integer or None"),
-        ({"max_channels": [1]}, r"max_channels=\[1\] must be a positive integer or None"),
+        ({"dtype": "float8"}, r"dtype='float8' cannot be stored.*expected None or one of: float64"),
+        ({"max_filters": -1}, r"max_filters=-1 must be a positive integer or a list of indices"),
+        ({"max_channels": []}, r"max_channels=\[\] must be a non-empty list of indices"),
+        ({"dtype": "int8"}, r"dtype='int8' cannot be stored for a model's float tensors.*truncate"),
+        ({"activation_layers": ["relu"]}, r"activation_layers needs sample_inputs"),
+        ({"patterns": ["c"], "patterns_options": {"max_filters": 2}},
+         r"patterns_options keys \['max_filters'\] are not options of vis.log_patterns"),
         ({"layers": [3]}, r"layers=\[3\] must be a non-empty list of layer names"),
         ({"layers": []}, r"layers=\[\] must be a non-empty list"),
         ({"budget_mb": 0}, r"budget_mb=0 must be a positive number of MiB or None"),
@@ -243,7 +248,7 @@ def test_arguments_are_checked_in_init(tmp_path, kwargs, message):
 
 def test_no_file_when_nothing_is_logged(tmp_path):
     x, y = data((8, 8, 3))
-    model_2d().fit(x, y, epochs=1, batch_size=4, verbose=0,
+    model_2d().fit(x, y, epochs=0, batch_size=4, verbose=0,
                    callbacks=[FiltersCallback(tmp_path / "logs", every_n_batches=100)])
     assert not os.path.exists(tmp_path / "logs")
 
