@@ -291,7 +291,7 @@ class FiltersCallback(keras.callbacks.Callback):
 
     def _select_activations(self) -> list[keras.layers.Layer]:
         """The layers named or typed in `activation_layers` (outputs of rank 3-5)."""
-        every = list(_walk(self.model.layers))
+        every = [la for la in _walk(self.model.layers) if not isinstance(la, _L.InputLayer)]
 
         def rank(layer: keras.layers.Layer) -> int | None:
             try:
