@@ -208,7 +208,7 @@ def test_stats_polls_read_headers_and_stats_once(tmp_path):
     _write_numpy(tmp_path / "np", [0, 1, 2])
     from support import make_plugin
 
-    plugin = make_plugin(tmp_path)
+    plugin = make_plugin(tmp_path, source="provider")
     reads = []
     read_blob = plugin._provider.read_blob
     plugin._provider.read_blob = lambda ctx, blob_key: reads.append(blob_key) or read_blob(
