@@ -32,7 +32,8 @@ export function geometry(grid, zoom, band = 0) {
   const blocks = blockCols > 1;
   const lines = blocks ? Math.ceil(grid.rows / blockCols) : grid.rows;
   const blockW = grid.cols * pitchX - gap;
-  const space = blocks ? Math.max(3, Math.min(12, Math.round(Math.min(tileW, tileH) / 6))) : gap;
+  // blocks: clearly further apart than the tiles of one block (1 px when tiles touch)
+  const space = !blocks ? gap : gap ? Math.max(3, Math.min(12, Math.round(Math.min(tileW, tileH) / 6))) : 1;
   const labelBand = blocks ? band : 0;
   const blockPitchX = blockW + space;
   const blockPitchY = labelBand + tileH + space;
