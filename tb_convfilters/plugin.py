@@ -316,6 +316,8 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         step = _step_param(request)
         caps = _count_param(request, "max_filters"), _count_param(request, "max_channels")
         parts, header, real_step = self.tensor_impl(*self._request_args(request), step, *caps)
+        # WSGI servers take bytes only; the index hands out a view of the record it read.
+        parts = tuple(p if isinstance(p, bytes) else bytes(p) for p in parts)
         headers = {
             "X-Convfilters-Step": str(real_step),
             "X-Convfilters-Header": json.dumps(header, separators=(",", ":")),
@@ -387,13 +389,19 @@ class ConvFiltersLoader(base_plugin.TBLoader):
 
     def fix_flags(self, flags: Any) -> None:
         _use_c_crc32c()
-        # Keep every step (0 = all) unless the user set --samples_per_plugin=convfilters=N.
+        # TensorBoard keeps one step per tag of ours in memory (enough to show the tab)
+        # unless the user set --samples_per_plugin=convfilters=N: the plugin's own index
+        # serves every step from the event files. Without a logdir to index
+        # (--grpc_data_provider) the plugin serves what TensorBoard kept: keep all (0).
         samples = getattr(flags, "samples_per_plugin", None)
         if isinstance(samples, dict):
-            samples.setdefault(metadata.PLUGIN_NAME, 0)
+            indexed = not getattr(flags, "grpc_data_provider", "")
+            samples.setdefault(metadata.PLUGIN_NAME, 1 if indexed else 0)
         # Our Keras callback shares log_dir/train with the stock TensorBoard callback:
         # poll every event file of a run, not only the newest, unless told otherwise.
-        # Not on object stores, where our Writer uploads one new file per flush.
+        # The index reads every file anyway; this is for the stock callback's scalars
+        # (and our one kept step per tag, which activates the tab). Not on object
+        # stores, where our Writer uploads one new file per flush.
         logdir = getattr(flags, "logdir", "") or ""
         if getattr(flags, "reload_multifile", False) is None and "://" not in logdir:
             flags.reload_multifile = True
