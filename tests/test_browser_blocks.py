@@ -45,10 +45,10 @@ def served(tmp_path_factory):
             # distinct norms, so sorting by norm is a real permutation
             k *= np.linspace(0.5, 2.0, 16, dtype=np.float32)[::-1][np.argsort(rng.random(16))]
             w.kernel(CONV1, k, step=step, layout="HWIO")
-            w.kernel(RGB, rng.normal(size=(3, 3, 3, 9)).astype(np.float32), step=step, layout="HWIO")
-            w.kernel(
-                DEPTHWISE, rng.normal(size=(3, 3, 8, 1)).astype(np.float32), step=step, layout="HWIM"
-            )
+            rgb = rng.normal(size=(3, 3, 3, 9)).astype(np.float32)
+            w.kernel(RGB, rgb, step=step, layout="HWIO")
+            dw = rng.normal(size=(3, 3, 8, 1)).astype(np.float32)
+            w.kernel(DEPTHWISE, dw, step=step, layout="HWIM")
     with tb_convfilters.Writer(logdir / "beta") as w:
         for step in STEPS:
             w.kernel(CONV1, rng.normal(size=(5, 5, 1, 16)).astype(np.float32), step=step)
@@ -118,8 +118,9 @@ def test_one_channel_filters_draw_as_a_labelled_block_grid_using_the_width(serve
     px = canvas_pixels(frame, canvas)
     x0, y0 = block_box(g, 5)
     tile = 5 * g["zoom"]
-    assert tuple(px[int(y0 + tile / 2), int(x0 - 2), :3]) == (255, 255, 255), "space left of block 5"
-    assert tuple(px[int(y0 - 3), int(x0 + tile / 2), :3]) == (255, 255, 255), "label band"
+    white = (255, 255, 255)
+    assert tuple(px[int(y0 + tile / 2), int(x0 - 2), :3]) == white, "space left of block 5"
+    assert tuple(px[int(y0 - 3), int(x0 + tile / 2), :3]) == white, "label band"
 
     # labels: each block's filter index, written in the band above it
     over = overlay(frame, "alpha")
@@ -215,7 +216,8 @@ def test_compare_and_a_chosen_zoom_survive_in_the_url(served, page):
     alpha.focus()
     alpha.press("+")
     frame.wait_for_function(
-        "z => Number(document.querySelector('canvas.main-grid[data-run=\"beta\"]').dataset.zoom) > z",
+        "z => Number(document.querySelector("
+        "'canvas.main-grid[data-run=\"beta\"]').dataset.zoom) > z",
         arg=fitted,
     )
     zoomed = float(alpha.get_attribute("data-zoom"))
