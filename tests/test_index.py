@@ -236,3 +236,26 @@ def test_an_earlier_file_growing_does_not_override_a_later_one(tmp_path):
         f.write(framed(good_record(10), 1))
     idx.maybe_refresh()
     assert arrays(idx, "run")[1].tobytes() == kernel(20).tobytes()
+
+
+def test_the_index_serves_whenever_tensorboard_has_a_logdir(tmp_path):
+    from types import SimpleNamespace
+
+    from tensorboard.plugins import base_plugin
+
+    from tb_convfilters import sources
+
+    def source(logdir="", **flags):
+        defaults = dict(logdir=logdir, logdir_spec="", grpc_data_provider="", reload_interval=5)
+        context = base_plugin.TBContext(
+            logdir=logdir, flags=SimpleNamespace(**{**defaults, **flags}), data_provider=object()
+        )
+        return sources.make_source(context)
+
+    assert source(str(tmp_path)).index._roots == {str(tmp_path): None}
+    spec = source(logdir_spec=f"a:{tmp_path}/x,{tmp_path}/y")
+    assert spec.index._roots == {f"{tmp_path}/x": "a", f"{tmp_path}/y": None}
+    assert spec.index._interval == 5.0
+    assert source(str(tmp_path), reload_interval=0).index._interval is None  # load once
+    assert source(grpc_data_provider="localhost:6806").mode == "provider"
+    assert source().mode == "provider"
