@@ -5,11 +5,11 @@ It works from the per-filter statistics stored with every step
 (duplicates), a few more to date a duplicate pair, and the first and last step
 of a layer whose statistics did not move (frozen).
 
-Two sources feed the same core (`diagnose_series`): `diagnose(logdir)` streams
+The sources feed the same core (`diagnose_series`): `diagnose(logdir)` streams
 event files through ``reader`` (any path TensorBoard reads, ``s3://`` too),
 keeping only headers, statistics and record offsets (for the command line and
-training pipelines); `provider_series` reads through TensorBoard's data
-provider (for the plugin's ``findings`` route).
+training pipelines); the plugin's ``findings`` route reads the plugin's
+index (`index_series`), or TensorBoard's data provider (`provider_series`).
 
 Command line: ``tb-convfilters doctor LOGDIR [--run R] [--json]``; exit status
 0 when nothing is found, 1 when something is, 2 on usage errors.
@@ -35,7 +35,7 @@ import numpy as np
 from tensorboard import errors
 from tensorboard.data import provider
 
-from tb_convfilters import blob, layouts, metadata, reader
+from tb_convfilters import blob, index, layouts, metadata, reader
 
 logger = logging.getLogger(__name__)
 
@@ -596,9 +596,13 @@ def findings_report(
     run: str | None = None,
     thresholds: Thresholds | None = None,
 ) -> dict:
+    """The ``findings`` route's JSON over a data provider (`report`)."""
+    return report(provider_series(data_provider, ctx, experiment_id, run), run, thresholds)
+
+
+def report(series: list[Series], run: str | None, thresholds: Thresholds | None = None) -> dict:
     """The ``findings`` route's JSON: ``{run, thresholds, series, findings}``."""
     t = thresholds or Thresholds()
-    series = provider_series(data_provider, ctx, experiment_id, run)
     return {
         "run": run,
         "thresholds": dataclasses.asdict(t),
@@ -612,6 +616,50 @@ def _provider_stats(read: Callable, step: int, names: list[str]) -> np.ndarray |
         return _stats_matrix(names, read(step, blob.STATS))
     except blob.RecordError:
         return None
+
+
+# ---- source 3: the plugin's index of the event files (the plugin, when it has a logdir) ----
+
+
+def index_series(idx: index.Index, run: str | None = None) -> list[Series]:
+    """Every kernel and activation series of one run (or all) in the plugin's index.
+
+    Statistics come from the index; tensors are read from the files when a
+    diagnosis asks. Raises ``errors.NotFoundError`` for an unknown run.
+    """
+    listing = idx.runs()
+    if run is not None and run not in listing:
+        raise errors.NotFoundError(f"run {run!r} has no convfilters data")
+    out = []
+    for run_name in sorted(listing) if run is None else [run]:
+        for tag, info in sorted(listing[run_name].items()):
+            described = metadata.parse_plugin_metadata(info.content)
+            locs = {loc.step: loc for loc in idx.series(run_name, tag) or () if loc.count > 2}
+            if described is None or not locs:
+                continue
+
+            def load(step: int, locs: dict = locs) -> np.ndarray:
+                loc = locs[step]
+                header = blob.read_header(loc.blobs.__getitem__, loc.count)
+                try:
+                    return blob.decode_array(header, idx.payload(loc, header))
+                except index.Stale as e:
+                    raise blob.RecordError(str(e)) from None
+
+            try:
+                names = blob.decode_header(locs[max(locs)].blobs[blob.HEADER]).get("stats") or []
+            except blob.RecordError as e:
+                logger.warning("doctor: %s/%s: %s", run_name, tag, e)
+                continue
+
+            def read(step: int, i: int, locs: dict = locs) -> bytes:
+                return locs[step].blobs[i]
+
+            records = ((step, _provider_stats(read, step, names)) for step in locs)
+            series = make_series(run_name, tag, described, records, load)
+            if series is not None:
+                out.append(series)
+    return out
 
 
 # ---- command line ----

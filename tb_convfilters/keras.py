@@ -155,7 +155,8 @@ class FiltersCallback(keras.callbacks.Callback):
       patterns_every_n_epochs: log patterns at the end of epochs 0, n, 2n, ...
       projection_inputs: a few input images; when given with `patterns`, their
         guided-backprop projections are logged as ``<layer>/projection``.
-      patterns_max_filters: the first N filters of each pattern layer (or a list).
+      patterns_max_filters: the first N filters of each pattern layer (or a list);
+        default the first 64, with a warning (once) when a layer has more.
       patterns_options: passed on to ``vis.log_patterns`` (method) and
         ``vis.filter_patterns`` (size, steps, step_size, seed, jitter, blur,
         input_range, batch_size); other keys are refused here.
@@ -184,7 +185,7 @@ class FiltersCallback(keras.callbacks.Callback):
         patterns: Iterable[str] | str | None = None,
         patterns_every_n_epochs: int = 5,
         projection_inputs: Any = None,
-        patterns_max_filters: int | Sequence[int] = 64,
+        patterns_max_filters: int | Sequence[int] | None = None,
         patterns_options: dict | None = None,
     ):
         super().__init__()

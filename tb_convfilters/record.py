@@ -141,23 +141,19 @@ def _pick(a: np.ndarray, axis: int, cap: int | Sequence[int] | None, name: str) 
     return cap
 
 
-_layout_warned: set[tuple[str, str, tuple[int, ...]]] = set()
-
-
 def _check_layout_fits(shape: tuple[int, ...], layout: str, kind: str, tag: str) -> None:
     """Warns once per tag when `shape` cannot be right as `layout`, naming the layouts that fit."""
     fits = layouts.fitting_layouts(shape, layout, kind)
-    key = (tag, layout, shape)
-    if not fits or key in _layout_warned:
+    if not fits:
         return
-    _layout_warned.add(key)
     names = " or ".join(f"{f!r} ({layouts.LAYOUTS_BY_KIND[kind][f]})" for f in fits)
-    warnings.warn(
+    spatial = "x".join(str(n) for n, c in zip(shape, layout, strict=True) if c in "DHW")
+    warn_once(
+        ("layout", tag, layout, shape),
         f"{tag!r}: shape {shape} cannot be right as layout={layout!r} (its spatial axes "
-        f"{'x'.join(str(shape[i]) for i, c in enumerate(layout) if c in 'DHW')} look like "
-        f"channels); it fits layout={names}. Pass the layout the tensor has (warned once per tag).",
-        UserWarning,
-        stacklevel=4,
+        f"{spatial} look like channels); it fits layout={names}. Pass the layout the "
+        "tensor has",
+        stacklevel=3,
     )
 
 
@@ -222,8 +218,12 @@ def make_record(
     header_extra: dict[str, Any] = dict(extra or {})
 
     if max_samples is not None:
-        if not isinstance(max_samples, numbers.Integral) or max_samples < 1:
-            raise ValueError(f"max_samples={max_samples!r} must be a positive integer")
+        if (
+            isinstance(max_samples, bool)
+            or not isinstance(max_samples, numbers.Integral)
+            or max_samples < 1
+        ):
+            raise ValueError(f"max_samples={max_samples!r} must be a positive integer or None")
         a = a[: int(max_samples)]
 
     filter_letter, channel_letter = blob.cap_letters(layout)
@@ -261,6 +261,9 @@ def make_record(
             )
         header_extra["image_shape"] = dims
 
+    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    if kind == "activation":
+        a = _samples_that_fit(a, blob.numpy_dtype(target).itemsize, limit, target)
     want = blob.numpy_dtype(target)
     if a.dtype != want:
         a = _convert(a, want, target)
@@ -268,7 +271,6 @@ def make_record(
     if target != source_dtype:
         header_extra["source_dtype"] = source_dtype
 
-    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     if a.nbytes > limit:
         raise ValueError(
             f"data of shape {a.shape} is {a.nbytes} bytes as {target}, over max_bytes={limit}; "
@@ -277,6 +279,38 @@ def make_record(
     header = blob.make_header(kind, layout, a.shape, target, stats=stats, **header_extra)
     rec = Record(a, header)
     return rec.complete() if complete else rec
+
+
+_warned: set[tuple] = set()
+
+
+def warn_once(key: tuple, message: str, stacklevel: int = 2) -> None:
+    """`message` as a UserWarning, the first time `key` is seen in this process.
+
+    `stacklevel` counts from the function calling this one (1)."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    warnings.warn(message + " (Warned once.)", UserWarning, stacklevel=stacklevel + 1)
+
+
+def _samples_that_fit(a: np.ndarray, itemsize: int, limit: int, target: str) -> np.ndarray:
+    """The first samples (axis 0) of activations `a` that fit in `limit` bytes; warns once
+    when that drops samples. All of `a` if it fits; `a` itself if not even one sample does
+    (the caller's size check then says why)."""
+    per_sample = math.prod(a.shape[1:]) * itemsize
+    n = len(a)
+    if n * per_sample <= limit or per_sample > limit:
+        return a
+    kept = limit // per_sample
+    warn_once(
+        ("max_samples", a.shape, target, limit),
+        f"activation data of shape {a.shape} is {n * per_sample} bytes as {target}, over "
+        f"max_bytes={limit}: stored the first {kept} of its {n} samples. To store them all, "
+        "raise max_bytes or use dtype='float16'; max_samples=N stores N on purpose",
+        stacklevel=4,
+    )
+    return a[:kept]
 
 
 def _convert(a: np.ndarray, want: np.dtype, target: str) -> np.ndarray:
