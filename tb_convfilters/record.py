@@ -153,7 +153,7 @@ def _check_layout_fits(shape: tuple[int, ...], layout: str, kind: str, tag: str)
         f"{tag!r}: shape {shape} cannot be right as layout={layout!r} (its spatial axes "
         f"{spatial} look like channels); it fits layout={names}. Pass the layout the "
         "tensor has",
-        stacklevel=3,
+        stacklevel=4,  # the caller of Writer.kernel / summary.kernel_pb
     )
 
 
