@@ -288,8 +288,6 @@ class FiltersCallback(keras.callbacks.Callback):
             chosen.update((id(layer), layer) for layer in match)
         return [layer for layer in loggable if id(layer) in chosen]
 
-    # ---- Keras hooks ----
-
     def _select_activations(self) -> list[keras.layers.Layer]:
         """The layers named or typed in `activation_layers` (outputs of rank 3-5)."""
         every = [la for la in _walk(self.model.layers) if not isinstance(la, _L.InputLayer)]
@@ -307,9 +305,7 @@ class FiltersCallback(keras.callbacks.Callback):
             if isinstance(entry, str):
                 match = [layer for layer in every if layer.name == entry]
                 if not match or rank(match[0]) not in _SPATIAL:
-                    what = "is not a layer of the model" if not match else (
-                        f"has output rank {rank(match[0])}"
-                    )
+                    what = f"has output rank {rank(match[0])}" if match else "is not a layer"
                     raise ValueError(
                         f"activation_layers entry {entry!r} {what}; layers with a 3-5-D "
                         f"output: {names}"

@@ -107,7 +107,7 @@ def check_cap(cap: Any, name: str) -> int | list[int] | None:
         picked = [operator.index(i) for i in cap]
     except TypeError:
         raise TypeError(f"{name}={cap!r} must be a positive integer or a list of indices") from None
-    if not picked or min(picked) < 0 or isinstance(cap, str | bytes):
+    if not picked or min(picked) < 0:
         raise ValueError(f"{name}={cap!r} must be a non-empty list of indices >= 0")
     return picked
 
