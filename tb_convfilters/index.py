@@ -117,6 +117,9 @@ class _Window:
 
 
 def _varint(w: _Window, pos: int) -> tuple[int, int]:
+    data, i = w._data, pos - w._start
+    if 0 <= i < len(data) and data[i] < 0x80:  # most keys and lengths: one byte
+        return data[i], pos + 1
     data = w.read(pos, 10)
     result = shift = 0
     for i, byte in enumerate(data):
@@ -127,26 +130,28 @@ def _varint(w: _Window, pos: int) -> tuple[int, int]:
     raise _Malformed("bad varint")
 
 
-def _fields(w: _Window, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+def _fields(w: _Window, pos: int, end: int) -> list[tuple[int, int, int, int]]:
     """(field, wire type, start, stop or varint value) of each field in ``[pos, end)``."""
+    out = []
     while pos < end:
         key, pos = _varint(w, pos)
-        field, wire = key >> 3, key & 7
+        wire = key & 7
         if wire == 0:
             value, pos = _varint(w, pos)
-            yield field, wire, pos, value
+            out.append((key >> 3, 0, pos, value))
             continue
         if wire == 2:
             length, pos = _varint(w, pos)
             stop = pos + length
-        elif wire in (1, 5):
+        elif wire == 1 or wire == 5:
             stop = pos + (8 if wire == 1 else 4)
         else:
             raise _Malformed(f"wire type {wire}")
         if stop > end:
             raise _Malformed("field runs past its message")
-        yield field, wire, pos, stop
+        out.append((key >> 3, wire, pos, stop))
         pos = stop
+    return out
 
 
 class _Record(NamedTuple):
