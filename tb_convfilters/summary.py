@@ -215,7 +215,9 @@ def kernel(
 
     Use inside ``with writer.as_default():`` like ``tf.summary.scalar``; `data`
     is a ``tf.Tensor``, ``tf.Variable`` or numpy array. `step` defaults to
-    ``tf.summary.experimental.get_step()``. Other options as in `kernel_pb`.
+    ``tf.summary.experimental.get_step()`` like every ``tf.summary`` op (TensorFlow
+    raises "No step set" without one); ``Writer.kernel`` has no default step and
+    requires it. Other options as in `kernel_pb`.
     Returns True on success, False if no default writer is set.
     """
     return _write_tf(name, data, step, description, dict(kind="kernel", layout=layout, **options))
