@@ -266,6 +266,8 @@ class Index:
         self._lock = threading.RLock()
         self._refreshed: float | None = None
         self._dirty: set[str] = set()  # files to read again from their start
+        self._version = 0  # changes whenever what is indexed changes
+        self._listing: tuple[int, dict] = (-1, {})
 
     # ---- following the files ----
 
@@ -293,6 +295,7 @@ class Index:
                     found[os.path.join(prefix, name) if prefix else name] = files
             for name in set(self._runs) - set(found):
                 del self._runs[name]
+                self._version += 1
             for name, files in found.items():
                 self._refresh_run(self._runs.setdefault(name, _Run()), files)
             self._dirty.clear()
@@ -324,10 +327,12 @@ class Index:
                 continue
             if new and path == last and not rebuild:
                 run._apply(new)
+                self._version += 1
             elif new:
                 rebuild = True
         if rebuild:
             run.rebuild()
+            self._version += 1
 
     @staticmethod
     def _same_start(path: str, state: _File, size: int) -> bool:
@@ -381,8 +386,10 @@ class Index:
     # ---- what is indexed ----
 
     def runs(self) -> dict[str, dict[str, SeriesInfo]]:
-        """``{run: {tag: SeriesInfo}}`` of every series with at least one step."""
+        """``{run: {tag: SeriesInfo}}`` of every series with at least one step (do not modify)."""
         with self._lock:
+            if self._listing[0] == self._version:
+                return self._listing[1]
             out: dict[str, dict[str, SeriesInfo]] = {}
             for name, run in self._runs.items():
                 for tag, steps in run.view.items():
@@ -390,6 +397,7 @@ class Index:
                         content, description = run.meta[tag]
                         info = SeriesInfo(content, description, max(steps))
                         out.setdefault(name, {})[tag] = info
+            self._listing = (self._version, out)
             return out
 
     def has_run(self, run: str) -> bool:

@@ -6,6 +6,7 @@
 >>> log_kernels(writer, model, step)
 >>> with log_activations(writer, model, step):
 ...     model(sample_batch)
+>>> log_sample_activations(writer, model, step, x[:512])  # the same, in batches
 
 `target` is a ``torch.utils.tensorboard.SummaryWriter`` (our records go to a
 file of their own in its ``log_dir``, written by a ``tb_convfilters.Writer``:
@@ -26,6 +27,8 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
+
 try:
     import torch
     from torch import nn
@@ -36,7 +39,9 @@ except ImportError as e:  # pragma: no cover - exercised by a test that hides to
     ) from e
 
 from tb_convfilters import blob, fs
+from tb_convfilters.firing import Firing
 from tb_convfilters.record import (
+    DEFAULT_MAX_MAPS,
     DEFAULT_STEP_BUDGET_MB,
     ErrorPolicy,
     StepBudget,
@@ -279,7 +284,7 @@ def log_activations(
     step: Any,
     *,
     modules: Iterable[str | type] | str | type | None = None,
-    max_samples: int = 1,
+    max_samples: int = DEFAULT_MAX_MAPS,
     dtype: str | None = None,
     max_filters: int | Sequence[int] | None = None,
     prefix: str | None = None,
@@ -290,20 +295,25 @@ def log_activations(
     """Logs the outputs of conv submodules during the forward passes run inside the block.
 
     >>> with log_activations(writer, model, step) as tags:
-    ...     model(images)
+    ...     for batch in images.split(64):  # hundreds of inputs, in batches
+    ...         model(batch)
 
-    Each submodule's first output in the block is logged as ``<name>/activation``
-    (``NCW``/``NCHW``/``NCDHW`` by its rank; an unbatched output gets N=1), keeping
-    `max_samples` samples and, with `max_filters`, the first N channels (or the
-    listed ones). By default every Conv*/ConvTranspose* module is hooked; `modules`
-    picks others (names or classes, e.g. the ReLU after a conv) whose outputs are 3-5-D.
-    Yields the list of tags written so far; hooks are removed when the block ends.
-    Under ``torch.distributed`` only rank 0 hooks and writes unless `all_ranks`.
+    Each hooked submodule's outputs are logged as ``<name>/activation`` when the
+    block ends (``NCW``/``NCHW``/``NCDHW`` by rank; an unbatched output gets N=1):
+    the feature maps of the first `max_samples` samples (and, with `max_filters`,
+    the first N channels, or the listed ones), and how often each channel fires
+    (> 0) over every sample of every pass, which the doctor's dead rule reads (it
+    wants ``doctor.DEAD_MIN_INPUTS`` inputs). By default every Conv*/ConvTranspose*
+    module is hooked; `modules` picks others (names or classes, e.g. the ReLU
+    after a conv) whose outputs are 3-5-D. Yields the list of tags, filled in
+    when the block ends; hooks are removed then. Under ``torch.distributed`` only
+    rank 0 hooks and writes unless `all_ranks`.
 
     Inside the block `module` is in eval mode and autograd is off (``torch.no_grad()``),
     so the sample forward moves no BatchNorm statistics and runs no dropout; each
-    submodule's train/eval mode is restored when the block ends. A hook's logging
-    error is warned once per tag and the forward goes on (``raise_errors=True`` raises).
+    submodule's train/eval mode is restored when the block ends. A module that fails
+    to log is warned once per tag and skipped; the forward goes on
+    (``raise_errors=True`` raises).
     """
     step = check_step(step)
     check_budget_mb(budget_mb)
@@ -338,22 +348,23 @@ def _hooked(
     """`log_activations`' hooks on `selected` while the caller's block runs."""
     writer = _writer_for(target)
     policy = _policy(writer, "log_activations", raise_errors)
+    max_samples = options["max_samples"]
     tags: list[str] = []
     sizes: list[int] = []
+    # tag -> (description, layout, maps kept, firing counts)
+    seen: dict[str, tuple[str, str, list, Firing]] = {}
 
     def hook_for(name: str, m: nn.Module):
         tag = _tag(prefix, name, "activation")
         conv_rank = len(kernel_layout(m)) if isinstance(m, _CONV_TYPES) else None
 
         def hook(_m: nn.Module, _inputs: Any, output: Any) -> None:
-            if tag in tags:
-                return
             try:
-                log(output)
+                add(output)
             except Exception as e:
                 policy.report(tag, f"module {name!r} output {tag!r}", e)
 
-        def log(output: Any) -> None:
+        def add(output: Any) -> None:
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"module {name!r} returned {type(output).__name__}, not a tensor")
             out = output.detach()
@@ -365,16 +376,13 @@ def _hooked(
                     f"module {name!r} output has shape {tuple(output.shape)}; activations need "
                     "3-5-D (N, C, ...) feature maps"
                 )
-            rec = make_record(
-                to_numpy(out[: options["max_samples"]]),
-                kind="activation",
-                layout=layout,
-                complete=False,
-                **options,
-            )
-            writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` output ({layout})")
-            tags.append(tag)
-            sizes.append(rec.array.nbytes)
+            description = f"{type(m).__name__} `{name}` output ({layout})"
+            _, _, maps, firing = seen.setdefault(tag, (description, layout, [], Firing()))
+            values = to_numpy(out)
+            firing.add(values, layout)
+            kept = sum(len(a) for a in maps)
+            if kept < max_samples:
+                maps.append(values[: max_samples - kept].copy())
 
         return hook
 
@@ -384,8 +392,52 @@ def _hooked(
     finally:
         for handle in handles:
             handle.remove()
+    for tag, (description, layout, maps, firing) in seen.items():
         try:
-            writer.flush()
+            rec = make_record(
+                np.concatenate(maps),
+                kind="activation",
+                layout=layout,
+                dtype=options["dtype"],
+                max_filters=options["max_filters"],
+                firing=firing,
+                complete=False,
+            )
+            writer.write_record(tag, rec, step, description)
         except Exception as e:
-            policy.report("flush", "writing the event file", e)
+            policy.report(tag, f"activation {tag!r}", e)
+            continue
+        tags.append(tag)
+        sizes.append(rec.array.nbytes)
+    try:
+        writer.flush()
+    except Exception as e:
+        policy.report("flush", "writing the event file", e)
     _check_budget(writer, budget_mb, sum(sizes), f"log_activations at step {step}")
+
+
+def log_sample_activations(
+    target: Any,
+    module: nn.Module,
+    step: Any,
+    sample_inputs: torch.Tensor,
+    *,
+    batch_size: int = 64,
+    **options: Any,
+) -> list[str]:
+    """`log_activations` over `sample_inputs` (hundreds are fine), run in batches of
+    `batch_size` in eval mode without gradients (the module's mode is restored).
+
+    Options as in `log_activations` (`max_samples` maps stored, firing counted over
+    all inputs). Returns the tags written.
+    """
+    if not isinstance(sample_inputs, torch.Tensor) or sample_inputs.dim() < 1:
+        raise TypeError(
+            f"sample_inputs of type {type(sample_inputs).__name__} is not a batch tensor"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    with log_activations(target, module, step, **options) as tags:  # eval, no_grad
+        for batch in sample_inputs.split(batch_size):
+            module(batch)
+    return tags
