@@ -223,8 +223,11 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
         training = pl_module.training
         pl_module.eval()
         try:
-            with torch.no_grad(), tb_torch.log_activations(
-                self._writer, pl_module, step, max_samples=_batch_size(inputs), **options
+            with (
+                torch.no_grad(),
+                tb_torch.log_activations(
+                    self._writer, pl_module, step, max_samples=_batch_size(inputs), **options
+                ),
             ):
                 pl_module(*inputs) if isinstance(inputs, tuple) else pl_module(inputs)
         except Exception as e:
