@@ -15,7 +15,7 @@ from __future__ import annotations
 import numbers
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -23,7 +23,7 @@ from torch import nn
 
 from tb_convfilters import blob
 from tb_convfilters import torch as tb_torch
-from tb_convfilters.record import DEFAULT_STEP_BUDGET_MB
+from tb_convfilters.record import DEFAULT_MAX_MAPS, DEFAULT_STEP_BUDGET_MB
 from tb_convfilters.writer import Writer
 
 _BASES: list[type] = []
@@ -51,22 +51,25 @@ def _positive_int(value: Any, name: str, optional: bool = False) -> int | None:
     return int(value)
 
 
-def _to_device(data: Any, device: torch.device) -> Any:
+def _apply(data: Any, fn: Any) -> Any:
+    """`fn` applied to every tensor of a tensor / tuple / list / dict nest."""
     if isinstance(data, torch.Tensor):
-        return data.to(device)
+        return fn(data)
     if isinstance(data, list | tuple):
-        return type(data)(_to_device(d, device) for d in data)
+        return type(data)(_apply(d, fn) for d in data)
     if isinstance(data, dict):
-        return {k: _to_device(v, device) for k, v in data.items()}
+        return {k: _apply(v, fn) for k, v in data.items()}
     return data
 
 
-def _batch_size(data: Any) -> int:
-    if isinstance(data, torch.Tensor):
-        return int(data.shape[0]) if data.dim() else 1
-    for d in data.values() if isinstance(data, dict) else data:
-        return _batch_size(d)
-    return 1
+def _batches(inputs: Any, size: int) -> Iterator[Any]:
+    """`inputs` (a tensor or a nest of them) in slices of `size` along the first axis."""
+    lengths: list[int] = []
+    _apply(inputs, lambda t: lengths.append(len(t)))
+    if not lengths or lengths[0] == 0:
+        raise ValueError("sample_inputs holds no inputs")
+    for start in range(0, lengths[0], size):
+        yield _apply(inputs, lambda t, start=start: t[start : start + size])
 
 
 class FiltersCallback(*_BASES):  # one class for both packages' Trainers
@@ -81,9 +84,13 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
       every_n_epochs: log at the end of epochs 0, n, 2n, ... with step = epoch.
       every_n_batches: instead, log after every n-th training batch with step = the
         trainer's ``global_step`` (the step of Lightning's own scalars).
-      sample_inputs: a batch the module is called on (``module(sample_inputs)``; a
-        tuple is unpacked), moved to the module's device, in eval mode under
-        ``torch.no_grad``; each conv module's output is logged as ``<name>/activation``.
+      sample_inputs: inputs the module is called on (``module(batch)``; a tuple is
+        unpacked) in batches of `batch_size`, moved to the module's device, in eval
+        mode under ``torch.no_grad``; each conv module's output is logged as
+        ``<name>/activation``: the maps of the first `max_samples` inputs and how
+        often each channel fires over all of them (see ``torch.log_activations``).
+      max_samples: how many inputs' feature maps are stored (default 8).
+      batch_size: inputs per forward pass over `sample_inputs`.
       dtype: store as this dtype, e.g. ``"float16"``; max_filters / max_channels: keep
         the first N output filters / input channels.
       budget_mb: warn once when one step stores more MiB than this (None: never).
@@ -101,6 +108,8 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
         every_n_epochs: int = 1,
         every_n_batches: int | None = None,
         sample_inputs: Any = None,
+        max_samples: int = DEFAULT_MAX_MAPS,
+        batch_size: int = 64,
         dtype: str | None = None,
         max_filters: int | None = None,
         max_channels: int | None = None,
@@ -127,6 +136,8 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
         if isinstance(sample_inputs, str | bytes):
             raise TypeError(f"sample_inputs={sample_inputs!r} must be module inputs (tensors)")
         self.sample_inputs = sample_inputs
+        self.max_samples = _positive_int(max_samples, "max_samples")
+        self.batch_size = _positive_int(batch_size, "batch_size")
         self.budget_mb = budget_mb
         self.raise_errors = bool(raise_errors)
         self._writer: Writer | None = None
@@ -219,17 +230,18 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
 
     def _log_activations(self, pl_module: nn.Module, step: int, options: dict) -> None:
         device = next(iter(pl_module.parameters()), torch.empty(0)).device
-        inputs = _to_device(self.sample_inputs, device)
         training = pl_module.training
         pl_module.eval()
         try:
             with (
                 torch.no_grad(),
                 tb_torch.log_activations(
-                    self._writer, pl_module, step, max_samples=_batch_size(inputs), **options
+                    self._writer, pl_module, step, max_samples=self.max_samples, **options
                 ),
             ):
-                pl_module(*inputs) if isinstance(inputs, tuple) else pl_module(inputs)
+                for batch in _batches(self.sample_inputs, self.batch_size):
+                    batch = _apply(batch, lambda t: t.to(device))
+                    pl_module(*batch) if isinstance(batch, tuple) else pl_module(batch)
         except Exception as e:
             self._report("activations", f"logging activations on sample_inputs at step {step}", e)
         finally:

@@ -29,7 +29,9 @@ def make_module(base):
     class Tiny(base):
         def __init__(self):
             super().__init__()
-            self.features = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 3, 3))
+            self.features = nn.Sequential(
+                nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 3)
+            )
             self.drop = nn.Dropout(0.5)
             self.head = nn.Linear(3, 2)
 
@@ -102,12 +104,13 @@ def test_epochs_logged_into_the_tensorboard_logger_exactly(tmp_path, package_nam
     x, data = make_data()
     module = make_module(package.LightningModule)
     snaps = Snapshots(package.Callback)
-    t = trainer(package, tmp_path, [FiltersCallback(sample_inputs=x[:2]), snaps.callback])
+    callback = FiltersCallback(sample_inputs=x, batch_size=5, max_samples=3)
+    t = trainer(package, tmp_path, [callback, snaps.callback])
     t.fit(module, data)
     run = "fit/version_0"
     assert Path(t.logger.log_dir) == tmp_path / run
     client = plugin_client(tmp_path)
-    for tag in ("features.0/weight", "features.2/weight"):
+    for tag in ("features.0/weight", "features.3/weight"):
         assert steps_of(client, run, tag) == [0, 1, 2]
         for epoch, weights in snaps.epochs.items():
             got, header = served(client, run, tag, epoch)
@@ -117,14 +120,14 @@ def test_epochs_logged_into_the_tensorboard_logger_exactly(tmp_path, package_nam
     got, header = served(client, run, "head/weight", 2)  # Linear too, as log_kernels does
     assert header["layout"] == "OI"
     assert got.tobytes() == to_numpy(module.head.weight).tobytes()
-    # activations: the final weights on sample_inputs, in eval mode (dropout off), both samples
+    # activations: the final weights on sample_inputs in batches of 5, in eval mode (batch
+    # norm with its running statistics), the first 3 samples' maps
     module.eval()
     with torch.no_grad():
-        first = module.features[0](x[:2])
-    got, header = served(client, run, "features.0/activation", 2)
+        first = module.features(x[:5])[:3]
+    got, header = served(client, run, "features.3/activation", 2)
     assert header["layout"] == "NCHW"
     assert got.tobytes() == first.numpy().tobytes()
-    assert module.training is False  # left as fit left it
 
 
 def test_every_n_batches_steps_are_global_steps_and_the_end_is_logged(tmp_path):
@@ -149,7 +152,7 @@ def test_other_logger_needs_log_dir(tmp_path):
                                                                     data)
     t = trainer(pl, tmp_path, [FiltersCallback(tmp_path / "filters")], logger=csv, max_epochs=1)
     t.fit(make_module(pl.LightningModule), data)
-    assert steps_of(plugin_client(tmp_path), "filters", "features.2/weight") == [0]
+    assert steps_of(plugin_client(tmp_path), "filters", "features.3/weight") == [0]
 
 
 def test_errors_warn_once_or_raise(tmp_path):
