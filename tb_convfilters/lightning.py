@@ -167,8 +167,9 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
             self._logged_step = None
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
-        if self.every_n_batches and trainer.global_step % self.every_n_batches == 0:
-            self._log(trainer, pl_module, trainer.global_step)
+        step = trainer.global_step  # with gradient accumulation, one step spans several batches
+        if self.every_n_batches and step % self.every_n_batches == 0 and step != self._logged_step:
+            self._log(trainer, pl_module, step)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         epoch = trainer.current_epoch

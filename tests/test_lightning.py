@@ -202,3 +202,14 @@ def test_ddp_two_gloo_ranks_write_once(tmp_path):
     assert got.tobytes() == weights["conv.weight"].numpy().tobytes()
     got, _ = served(client, run, "conv/activation", 1)
     assert got.shape == (2, 4, 4, 4)
+
+
+def test_gradient_accumulation_logs_each_global_step_once(tmp_path):
+    from tb_convfilters import reader
+
+    x, data = make_data()  # 3 batches per epoch, one optimizer step per epoch
+    t = trainer(pl, tmp_path, [FiltersCallback(every_n_batches=1, modules=["features.0"])],
+                max_epochs=2, accumulate_grad_batches=3)
+    t.fit(make_module(pl.LightningModule), data)
+    steps = [e.step for e in reader.entries(tmp_path, tag="features.0/weight")]
+    assert sorted(steps) == [0, 1, 2]
