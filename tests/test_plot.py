@@ -155,7 +155,7 @@ def test_defaults_come_from_the_shared_settings():
 def test_grid_from_logs_reads_the_logged_tensor(tmp_path):
     array = kernel((3, 3, 2, 4))
     with Writer(str(tmp_path / "run")) as writer:
-        writer.kernel("conv/kernel", array * 0, 1, layout="HWIO")
+        writer.kernel("conv/kernel", np.zeros_like(array), 1, layout="HWIO")
         writer.kernel("conv/kernel", array, 2, layout="HWIO")
     fig = plot.grid_from_logs(str(tmp_path), "run", "conv/kernel", scale="filter")
     shown = fig.axes[0].images[0].get_array()
