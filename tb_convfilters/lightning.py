@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import numbers
 import os
-import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from tb_convfilters import blob
 from tb_convfilters import torch as tb_torch
-from tb_convfilters.record import DEFAULT_MAX_MAPS, DEFAULT_STEP_BUDGET_MB
+from tb_convfilters.record import (
+    DEFAULT_MAX_MAPS,
+    DEFAULT_STEP_BUDGET_MB,
+    ErrorPolicy,
+    check_cap,
+    check_float_dtype,
+)
 from tb_convfilters.writer import Writer
 
 _BASES: list[type] = []
@@ -91,10 +95,11 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
         often each channel fires over all of them (see ``torch.log_activations``).
       max_samples: how many inputs' feature maps are stored (default 8).
       batch_size: inputs per forward pass over `sample_inputs`.
-      dtype: store as this dtype, e.g. ``"float16"``; max_filters / max_channels: keep
-        the first N output filters / input channels.
+      dtype: store as this float dtype, e.g. ``"float16"``; max_filters / max_channels:
+        keep the first N output filters / input channels, or the listed indices.
       budget_mb: warn once when one step stores more MiB than this (None: never).
-      raise_errors: raise a logging error instead of warning once and going on.
+      raise_errors: raise a logging error instead of warning once per module and
+        going on.
 
     The state at the end of ``fit`` is logged too when its step was not logged yet.
     Tags are ``<module name>/weight`` and ``<module name>/activation``.
@@ -111,8 +116,8 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
         max_samples: int = DEFAULT_MAX_MAPS,
         batch_size: int = 64,
         dtype: str | None = None,
-        max_filters: int | None = None,
-        max_channels: int | None = None,
+        max_filters: int | Sequence[int] | None = None,
+        max_channels: int | Sequence[int] | None = None,
         budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
         raise_errors: bool = False,
     ):
@@ -125,24 +130,18 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
         self.modules = modules
         self.every_n_epochs = _positive_int(every_n_epochs, "every_n_epochs")
         self.every_n_batches = _positive_int(every_n_batches, "every_n_batches", optional=True)
-        if dtype is not None and dtype not in blob.STORABLE_DTYPES:
-            raise ValueError(
-                f"dtype={dtype!r} cannot be stored; expected None or one of: "
-                + ", ".join(blob.STORABLE_DTYPES)
-            )
-        self.dtype = dtype
-        self.max_filters = max_filters
-        self.max_channels = max_channels
+        self.dtype = check_float_dtype(dtype)
+        self.max_filters = check_cap(max_filters, "max_filters")
+        self.max_channels = check_cap(max_channels, "max_channels")
         if isinstance(sample_inputs, str | bytes):
             raise TypeError(f"sample_inputs={sample_inputs!r} must be module inputs (tensors)")
         self.sample_inputs = sample_inputs
         self.max_samples = _positive_int(max_samples, "max_samples")
         self.batch_size = _positive_int(batch_size, "batch_size")
         self.budget_mb = budget_mb
-        self.raise_errors = bool(raise_errors)
+        self._policy = ErrorPolicy("FiltersCallback", raise_errors)
         self._writer: Writer | None = None
         self._logged_step: int | None = None
-        self._reported: set[str] = set()
 
     # ---- where ----
 
@@ -195,17 +194,12 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
             self._writer.close()
             self._writer = None
 
+    @property
+    def raise_errors(self) -> bool:
+        return self._policy.raise_errors
+
     def _report(self, key: str, message: str, error: Exception) -> None:
-        if self.raise_errors:
-            raise error
-        if key not in self._reported:
-            self._reported.add(key)
-            warnings.warn(
-                f"FiltersCallback: {message}: {type(error).__name__}: {error} "
-                "(not logged; training goes on; raise_errors=True raises instead)",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        self._policy.report(key, message, error)
 
     def _log(self, trainer: Any, pl_module: nn.Module, step: int) -> None:
         if not trainer.is_global_zero:
@@ -219,6 +213,7 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
             max_filters=self.max_filters,
             budget_mb=self.budget_mb,
             all_ranks=True,  # the rank is the trainer's global rank, checked above
+            raise_errors=self.raise_errors,  # a module's failure: warned once per tag
         )
         try:
             tb_torch.log_kernels(
@@ -231,19 +226,12 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
 
     def _log_activations(self, pl_module: nn.Module, step: int, options: dict) -> None:
         device = next(iter(pl_module.parameters()), torch.empty(0)).device
-        training = pl_module.training
-        pl_module.eval()
-        try:
-            with (
-                torch.no_grad(),
-                tb_torch.log_activations(
-                    self._writer, pl_module, step, max_samples=self.max_samples, **options
-                ),
+        try:  # log_activations: eval mode, no_grad, each submodule's mode restored after
+            with tb_torch.log_activations(
+                self._writer, pl_module, step, max_samples=self.max_samples, **options
             ):
                 for batch in _batches(self.sample_inputs, self.batch_size):
                     batch = _apply(batch, lambda t: t.to(device))
                     pl_module(*batch) if isinstance(batch, tuple) else pl_module(batch)
         except Exception as e:
             self._report("activations", f"logging activations on sample_inputs at step {step}", e)
-        finally:
-            pl_module.train(training)

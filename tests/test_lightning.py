@@ -175,6 +175,23 @@ def test_errors_warn_once_or_raise(tmp_path):
             make_module(pl.LightningModule), data)
 
 
+def test_a_failing_module_is_warned_once_per_tag_and_the_others_are_logged(tmp_path):
+    _, data = make_data()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # filter 3 exists in features.0 (4 filters) only
+        trainer(pl, tmp_path, [FiltersCallback(max_filters=[3])]).fit(
+            make_module(pl.LightningModule), data)
+    ours = sorted(str(w.message) for w in caught if "log_kernels" in str(w.message))
+    assert len(ours) == 2, ours  # once per tag over 3 epochs, not once for the whole call
+    assert "'features.3/weight'" in ours[0] and "'head/weight'" in ours[1]
+    client = plugin_client(tmp_path)
+    assert steps_of(client, "fit/version_0", "features.0/weight") == [0, 1, 2]
+    with pytest.raises(ValueError, match=r"max_filters=\[\] must be a non-empty list"):
+        FiltersCallback(max_filters=[])
+    with pytest.raises(ValueError, match=r"dtype='int8' cannot be stored for a model's float"):
+        FiltersCallback(dtype="int8")
+
+
 def our_files(root: Path) -> list[Path]:
     """Event files under `root` holding records of the Filters plugin."""
     found = []
