@@ -33,8 +33,11 @@ import numpy as np
 from tb_convfilters import fs
 from tb_convfilters.record import (
     DEFAULT_STEP_BUDGET_MB,
+    ErrorPolicy,
     StepBudget,
     check_budget_mb,
+    check_cap,
+    check_float_dtype,
     check_step,
     make_record,
 )
@@ -46,6 +49,7 @@ _KNOBS = "log less often, store dtype='float16', cap max_filters / max_channels,
 _lock = threading.Lock()
 _by_path: dict[str, Writer] = {}
 _budgets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Writer -> StepBudget
+_reported: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Writer -> warned tags
 
 
 @atexit.register
@@ -121,6 +125,7 @@ def log_params(
     max_filters: int | Sequence[int] | None = None,
     max_channels: int | Sequence[int] | None = None,
     budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
+    raise_errors: bool = False,
 ) -> list[str]:
     """Logs every conv kernel of `params` at `step`; returns the tags written.
 
@@ -131,11 +136,17 @@ def log_params(
         (its ``nnx.Param`` state) or an ``nnx.State``.
       prefix: put tags under ``prefix/``; dtype: store as e.g. ``"float16"``.
       dense: log 2-D Dense kernels (``IO``) too.
-      max_filters / max_channels: keep the first N output filters / input channels.
+      max_filters / max_channels: keep the first N output filters / input channels,
+        or the listed indices.
       budget_mb: warn once per writer when one call stores more MiB than this.
+      raise_errors: raise a kernel's logging error; by default it is warned once per
+        tag and that kernel is skipped (training goes on). Bad arguments always raise.
     """
     step = check_step(step)
     check_budget_mb(budget_mb)
+    check_float_dtype(dtype)
+    check_cap(max_filters, "max_filters")
+    check_cap(max_channels, "max_channels")
     if not isinstance(prefix, str):
         raise TypeError(f"prefix={prefix!r} must be a string")
     found = kernels(params, dense=dense)
@@ -146,22 +157,32 @@ def log_params(
             + f"); got {type(params).__name__}"
         )
     writer = _writer_for(writer_or_logdir)
+    with _lock:
+        reported = _reported.setdefault(writer, set())
+    policy = ErrorPolicy("log_params", raise_errors, reported)
     tags, nbytes = [], 0
     for path, layout, value in found:
-        rec = make_record(
-            value,
-            kind="kernel",
-            layout=layout,
-            dtype=dtype,
-            max_filters=max_filters,
-            max_channels=max_channels,
-            complete=False,  # the Writer computes stats while it writes
-        )
         tag = f"{prefix.rstrip('/')}/{path}" if prefix else path
-        writer.write_record(tag, rec, step, f"Flax `{path}` ({layout})")
+        try:
+            rec = make_record(
+                value,
+                kind="kernel",
+                layout=layout,
+                dtype=dtype,
+                max_filters=max_filters,
+                max_channels=max_channels,
+                complete=False,  # the Writer computes stats while it writes
+            )
+            writer.write_record(tag, rec, step, f"Flax `{path}` ({layout})")
+        except Exception as e:
+            policy.report(tag, f"kernel {tag!r}", e)
+            continue
         tags.append(tag)
         nbytes += rec.array.nbytes
-    writer.flush()
+    try:
+        writer.flush()
+    except Exception as e:
+        policy.report("flush", "writing the event file", e)
     with _lock:
         budget = _budgets.get(writer)
         if budget is None or budget.budget_mb != budget_mb:

@@ -132,3 +132,20 @@ def test_errors_name_the_problem(tmp_path):
         log_params(3, {"c": {"kernel": jnp.zeros((3, 3, 1, 2))}}, 0)
     with pytest.raises(ValueError, match="step"):
         log_params(tmp_path, {"c": {"kernel": jnp.zeros((3, 3, 1, 2))}}, -1)
+
+
+def test_a_failing_kernel_is_warned_once_per_tag_and_the_others_are_logged(tmp_path):
+    import warnings
+
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 8, 3))
+    params = LinenNet().init(jax.random.PRNGKey(0), x)["params"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for step in range(2):  # filter 3 exists in Conv_0 (4 filters) only
+            assert log_params(tmp_path, params, step, max_filters=[3]) == ["Conv_0/kernel"]
+    ours = [str(w.message) for w in caught if "log_params" in str(w.message)]
+    assert len(ours) == 4, ours  # half, ConvTranspose_0, Conv_1, Conv_2: once each
+    with pytest.raises(ValueError, match=r"max_filters=\[3\] has indices outside"):
+        log_params(tmp_path, params, 2, max_filters=[3], raise_errors=True)
+    with pytest.raises(ValueError, match=r"dtype='int8' cannot be stored for a model's float"):
+        log_params(tmp_path, params, 2, dtype="int8")
