@@ -39,6 +39,7 @@ setup(
             "build",
             "mkdocs>=1.6",
             "mkdocs-material",
+            "scikit-learn",  # benchmarks.dead_units and the compare example train on its digits
         ],
     },
     entry_points={
