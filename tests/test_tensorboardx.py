@@ -32,7 +32,8 @@ def test_tensorboardx_writer_gets_our_records_in_its_logdir(tmp_path):
         writer.add_scalar("loss", float(step), step)  # the writer's own events still work
         assert log_kernels(writer, model, step) == ["0/weight", "2/weight"]
         with log_activations(writer, model, step, max_samples=2):
-            out = model(x)
+            model(x)  # a sample forward: eval mode, no autograd
+        out = model(x)  # the training forward
         kept[step] = {"0/weight": to_numpy(model[0].weight).copy(),
                       "2/weight": to_numpy(model[2].weight).copy(),
                       "0/activation": to_numpy(model[0](x)).copy()}
