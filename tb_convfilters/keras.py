@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from tb_convfilters import blob, fs
-from tb_convfilters.record import DEFAULT_STEP_BUDGET_MB, StepBudget, make_record
+from tb_convfilters.record import DEFAULT_STEP_BUDGET_MB, StepBudget, make_record, samples_digest
 from tb_convfilters.writer import Writer
 
 _L = keras.layers
@@ -412,6 +412,8 @@ class FiltersCallback(keras.callbacks.Callback):
             self._report("sample_inputs", "running the model on sample_inputs failed", e)
             return 0
         nbytes = 0
+        inputs = keras.tree.flatten(self.sample_inputs)
+        digest = samples_digest(*(keras.ops.convert_to_numpy(x) for x in inputs))
         for (tag, layout), value in zip(heads, values, strict=True):
             try:
                 rec = make_record(
@@ -420,6 +422,7 @@ class FiltersCallback(keras.callbacks.Callback):
                     layout=layout,
                     dtype=self.dtype,
                     max_filters=self.max_filters,
+                    extra={"samples_digest": digest},
                     complete=False,
                 )
             except Exception as e:

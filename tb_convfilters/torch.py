@@ -42,6 +42,7 @@ from tb_convfilters.record import (
     check_budget_mb,
     check_step,
     make_record,
+    samples_digest,
 )
 from tb_convfilters.writer import Writer
 
@@ -285,6 +286,11 @@ def log_activations(
     writer = _writer_for(target)
     tags: list[str] = []
     sizes: list[int] = []
+    digest: list[str | None] = [None]  # of the batch given to `module`, when it is a tensor
+
+    def digest_batch(_m: nn.Module, args: Any) -> None:
+        if digest[0] is None and args and isinstance(args[0], torch.Tensor):
+            digest[0] = samples_digest(to_numpy(args[0].detach()[:max_samples]))
 
     def hook_for(name: str, m: nn.Module):
         tag = _tag(prefix, name, "activation")
@@ -311,6 +317,7 @@ def log_activations(
                 dtype=dtype,
                 max_filters=max_filters,
                 max_samples=max_samples,
+                extra={"samples_digest": digest[0]},
                 complete=False,
             )
             writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` output ({layout})")
@@ -319,7 +326,8 @@ def log_activations(
 
         return hook
 
-    handles = [m.register_forward_hook(hook_for(name, m)) for name, m in selected]
+    handles = [module.register_forward_pre_hook(digest_batch)]
+    handles += [m.register_forward_hook(hook_for(name, m)) for name, m in selected]
     try:
         yield tags
     finally:
