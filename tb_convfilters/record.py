@@ -339,9 +339,9 @@ class StepBudget:
         self.warned = True
         warnings.warn(
             f"{where}: one step stored {nbytes / (1 << 20):.1f} MiB, over budget_mb="
-            f"{self.budget_mb:g}. Every logged step is kept on disk and, by default, in "
-            f"TensorBoard's memory. To store less: {self.knobs}, or keep fewer steps in "
-            "TensorBoard with --samples_per_plugin=convfilters=N. (Warned once.)",
+            f"{self.budget_mb:g}. Every logged step is kept on disk (and in TensorBoard's "
+            f"memory when it has no logdir to read). To store less: {self.knobs}; or keep "
+            "fewer steps in TensorBoard with --samples_per_plugin=convfilters=N. (Warned once.)",
             UserWarning,
             stacklevel=3,
         )
