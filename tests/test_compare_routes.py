@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import urllib.parse
+
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from support import plugin_client
 
 from tb_convfilters import Writer
@@ -109,3 +113,34 @@ def test_similarity_over_runs_and_steps(client):
 def test_similarity_errors(client, query, status, words):
     got, body = get(client, "similarity", **query)
     assert got == status and words in body["error"], body
+
+
+VALUES = st.one_of(
+    st.sampled_from(["a", "b", "other", "c1/kernel", "c2/kernel", "c1/activation", "1", "2",
+                     "a,b", "1,2", ",", "", "-1", "9" * 30, "\x00", "ü"]),
+    st.text(max_size=20),
+)
+QUERY = st.lists(
+    st.tuples(st.sampled_from(["run", "base", "tag", "step", "runs", "steps", "x"]), VALUES),
+    max_size=6,
+)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from(["align", "similarity"]), query=QUERY)
+def test_fuzzed_queries_never_500(logdir, route, query):
+    r = fuzz_client(logdir).get(PREFIX + route + "?" + urllib.parse.urlencode(query))
+    assert r.status_code in {200, 400, 404, 413, 422}, (r.status_code, r.data[:300])
+    assert r.mimetype == "application/json" and b"Traceback" not in r.data
+    body = r.json
+    assert ("error" in body) == (r.status_code != 200)
+
+
+_clients: dict = {}
+
+
+def fuzz_client(logdir):
+    if logdir not in _clients:
+        _clients[logdir] = plugin_client(logdir)
+    return _clients[logdir]
