@@ -3,6 +3,7 @@
 // the health table and the detail view. The state lives in the URL hash
 // (state.js), mirrored into TensorBoard's page URL.
 
+import { alignTensor, rowCosines, rowNote } from "./align.js";
 import { cosineDrift, difference, healthFlags, nearDuplicates, orderBy } from "./analysis.js";
 import * as api from "./api.js";
 import { COLORMAPS, isSigned, lut } from "./colormap.js";
@@ -17,6 +18,7 @@ import { canonicalize, filterCells, filterCount, IMAGE_KINDS } from "./layout.js
 import { cellLimits, limitsFromStats, MODE_LABELS, MODES } from "./normalize.js";
 import { GridView } from "./gridview.js";
 import { PatternHover } from "./patterns.js";
+import { SimilarityView } from "./similarity.js";
 import { decode, encode, stepIndex, unionSteps } from "./state.js";
 
 const POLL_MS = 30000;
@@ -272,6 +274,8 @@ export class Dashboard {
     this.detail = new DetailView(this);
     this.doctor = new DoctorView({ onJump: (f) => this.jumpTo(f) });
     this.patternHover = new PatternHover(this);
+    this.matches = new Map(); // align route answers by [run, base, tag, step]
+    this.similarity = new SimilarityView(this);
     this.build();
   }
 
@@ -357,7 +361,15 @@ export class Dashboard {
       ["none", "weights"], ["first", "− first step"], ["run", "− another run"],
     ]);
     c.base = el("select", { id: "base-select", onchange: () => this.change({ base: c.base.value }) });
-    c.baseLabel = label("minus run", c.base, { hidden: true });
+    c.baseLabel = label("base run", c.base, { hidden: true, title: "Subtracted by \"− another run\"; the run that \"Align\" reorders the others to" });
+    c.align = el("input", {
+      type: "checkbox",
+      id: "align-toggle",
+      // the base is the chosen run unless one was picked for "− another run"
+      onchange: () => this.change({ align: c.align.checked, ...(c.align.checked && this.state.diff !== "run" ? { base: this.state.run } : {}) }),
+    });
+    c.alignText = el("span", { class: "ctl-label" }, "Align");
+    c.alignLabel = el("label", { class: "ctl", hidden: true, title: "Reorder each compared run's filters (and chained input channels) to match the base run's" }, c.alignText, c.align);
     c.sort = fillSelect(el("select", { id: "sort-select", onchange: () => this.change({ sort: c.sort.value }) }), [
       ["none", "index"], ["norm", "norm"], ["drift", "drift"],
     ]);
@@ -372,7 +384,7 @@ export class Dashboard {
     this.message = el("div", { class: "message", id: "message", role: "alert", hidden: true });
     this.loading = el("span", { class: "loading", id: "loading", hidden: true }, "loading…");
     this.panelsNode = el("div", { class: "panels", id: "panels" });
-    this.side = el("aside", { class: "side", id: "side" }, this.detail.node, this.doctor.node, this.health.node);
+    this.side = el("aside", { class: "side", id: "side" }, this.detail.node, this.similarity.node, this.doctor.node, this.health.node);
     this.root.classList.add("convfilters");
     this.root.replaceChildren(el("div", { class: "app" },
       el("div", { class: "toolbar" },
@@ -380,7 +392,7 @@ export class Dashboard {
       el("div", { class: "toolbar" },
         el("span", { class: "step-box" }, c.prev, c.play, c.next, label("Step", c.slider), c.stepLabel),
         label("Colormap", c.cmap), label("Scale", c.norm), label("Percentile", c.pct),
-        label("Show", c.diff), c.baseLabel, label("Sort rows", c.sort), c.rgbLabel, c.sampleLabel),
+        label("Show", c.diff), c.baseLabel, c.alignLabel, label("Sort rows", c.sort), c.rgbLabel, c.sampleLabel),
       c.description, this.message,
       el("div", { class: "main" }, this.panelsNode, this.side)));
     this.root.addEventListener("keydown", (e) => {
@@ -473,6 +485,7 @@ export class Dashboard {
 
   async reload() {
     this.cache.clear();
+    this.matches.clear();
     this.statsCache.clear();
     this.findingsCache.clear();
     this.patternHover.clear();
@@ -562,7 +575,10 @@ export class Dashboard {
     c.sort.value = s.sort;
     c.rgb.checked = s.rgb;
     c.sample.value = String(s.sample);
-    c.baseLabel.hidden = s.diff !== "run";
+    c.align.checked = s.align;
+    c.alignText.textContent = `Align to ${s.base}`;
+    c.alignLabel.hidden = !(s.compare.length && this.info().kind === "kernel");
+    c.baseLabel.hidden = s.diff !== "run" && !(s.align && !c.alignLabel.hidden);
     const info = this.info();
     c.description.textContent = info.description || "";
     const shape = info.shape || [];
@@ -610,7 +626,7 @@ export class Dashboard {
 
   async loadSteps(show) {
     const s = this.state;
-    const runs = [...new Set([...this.shownRuns(), ...(s.diff === "run" ? [s.base] : [])])];
+    const runs = [...new Set([...this.shownRuns(), ...(s.diff === "run" || s.align ? [s.base] : [])])];
     // A newer selection may start another listing while this one waits: drop stale answers.
     const seq = ++this.stepsSeq;
     let lists;
@@ -678,7 +694,7 @@ export class Dashboard {
 
   change(patch) {
     Object.assign(this.state, patch);
-    if (["run", "tag", "compare", "diff", "base"].some((k) => k in patch)) {
+    if (["run", "tag", "compare", "diff", "base", "align"].some((k) => k in patch)) {
       if ("run" in patch || "tag" in patch) this.detail.close();
       this.loadTags(this.tags);
     } else {
@@ -724,6 +740,7 @@ export class Dashboard {
     this.panels.forEach((p, i) => this.drawPanel(p, results[i], fixed, order));
     this.updateSide();
     this.updateFindings();
+    this.similarity.update();
   }
 
   /** [lo, hi] shared by the panels for the fixed modes, or null. */
@@ -763,8 +780,10 @@ export class Dashboard {
       const at = stats.steps.find((x) => x.step === s.step);
       if (!at || !at.values) return null;
       const i = stats.names.indexOf("norm");
-      // a capped view draws only the first filters
-      return orderBy(at.values.slice(0, result.grid.rows).map((row) => (row[i] === null ? NaN : row[i])));
+      // a capped view draws only the first filters; an aligned one in the base run's order
+      const perm = result.tensor.match ? result.tensor.match.permutation : null;
+      const rows = Array.from({ length: result.grid.rows }, (_, r) => at.values[perm ? perm[r] : r]);
+      return orderBy(rows.map((row) => (!row || row[i] === null ? NaN : row[i])));
     } catch {
       return null;
     }
@@ -784,6 +803,15 @@ export class Dashboard {
       return { error: `${s.tag} at step ${step}: ${e.message}`, offer: cap ? null : this.offerFor(panel.run, e) };
     }
     if (String(tensor.step) !== String(step)) return { error: `the server sent step ${tensor.step} for step ${step}` };
+    let match = null;
+    if (this.aligning(panel.run)) {
+      try {
+        match = await this.match(panel.run, step);
+        tensor = alignTensor(tensor, match);
+      } catch (e) {
+        return { error: `Align ${panel.run} to ${s.base} at step ${step}: ${e.message}` };
+      }
+    }
     let grid;
     try {
       grid = canonicalize(tensor.header, { rgb: s.rgb, sample: s.sample });
@@ -796,7 +824,8 @@ export class Dashboard {
     const wantFirst = s.diff === "first" || (grid.kind === "kernel" && tensor.buffer.byteLength <= DRIFT_MAX_BYTES);
     if (wantFirst && first !== undefined) {
       try {
-        const t0 = first === step ? tensor : await this.cache.get(panel.run, s.tag, first, cap);
+        let t0 = first === step ? tensor : await this.cache.get(panel.run, s.tag, first, cap);
+        if (match && t0 !== tensor) t0 = alignTensor(t0, match);
         if (t0.array.length === tensor.array.length) {
           out.drift = grid.kind === "kernel" ? cosineDrift(grid, tensor.array, t0.array) : null;
           if (s.diff === "first") {
@@ -860,7 +889,9 @@ export class Dashboard {
     if (s.rgb && !grid.rgb && grid.kind === "kernel") notes.push("RGB needs 3 input channels");
     panel.setStatus(notes.join("; "));
     panel.setPartial(result.cap);
-    panel.setTitle(result.title);
+    const m = tensor.match;
+    panel.setTitle(m ? `${result.title ? `${result.title}; ` : ""}aligned to ${s.base}: mean cosine ${fmt(m.mean_cosine, 3)} `
+      + `(${fmt(m.unaligned_mean_cosine, 3)} unaligned)${m.chained ? ", input channels too" : ""}` : result.title);
     panel.view.bg = this.dark ? [32, 33, 36] : [255, 255, 255];
     panel.view.sep = this.dark ? [72, 74, 78] : [200, 200, 200];
     panel.view.view.rowOrder = order;
@@ -1032,7 +1063,9 @@ export class Dashboard {
     const report = this.findingsReport(panel.run);
     const found = report ? seriesFindings(report.findings, panel.run, this.state.tag) : [];
     const badges = badgesFor(loaded.grid, found);
-    panel.view.setMarks({ badges, labels: IMAGE_KINDS.includes(loaded.grid.kind) });
+    const match = loaded.tensor.match;
+    const rowNotes = match ? rowCosines(match, loaded.grid.rows).map(rowNote) : null;
+    panel.view.setMarks({ badges, labels: IMAGE_KINDS.includes(loaded.grid.kind), rowNotes });
     panel.setBanner(found.filter((f) => f.filter === null));
     panel.setLegend(PROBLEMS.filter((p) => badges.some((b) => b.problems.includes(p))));
   }
@@ -1145,8 +1178,35 @@ export class Dashboard {
 
   /** Extra tooltip content: for pattern/projection images, their filter's kernel and stats. */
   hoverExtra(panel, hit, view) {
+    if (panel.loaded && panel.loaded.tensor.match) {
+      const { grid, tensor } = panel.loaded;
+      const f = grid.filterOf(hit.r, hit.c);
+      const cos = tensor.match.cosine[f];
+      return [el("div", { class: "align-hover" }, `matched to ${this.state.base}'s filter ${f}, cosine ${cos === null ? "–" : fmt(cos, 4)}`)];
+    }
     if (!panel.loaded || !IMAGE_KINDS.includes(panel.loaded.grid.kind)) return null;
     return this.patternHover.nodes(panel, hit, view);
+  }
+
+  // ---- comparing runs trained apart: align (align.js) and similarity (similarity.js) ----
+
+  /** Whether `run`'s panel is reordered to the base run. */
+  aligning(run) {
+    const s = this.state;
+    return s.align && run !== s.base && s.compare.length > 0 && this.info(run, s.tag).kind === "kernel"
+      && Boolean(this.info(s.base, s.tag).kind);
+  }
+
+  /** The align route's answer for `run` at `step` (cached). */
+  match(run, step) {
+    const s = this.state;
+    const key = JSON.stringify([run, s.base, s.tag, step]);
+    if (!this.matches.has(key)) {
+      const p = api.align(run, s.base, s.tag, step);
+      p.catch(() => this.matches.delete(key));
+      this.matches.set(key, p);
+    }
+    return this.matches.get(key);
   }
 
   /** A panel's zoom/pan changed by the user: the other panels follow; a chosen zoom goes into the URL. */

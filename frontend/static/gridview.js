@@ -268,6 +268,7 @@ export class GridView {
       o.dataset.badges = "[]";
       delete o.dataset.labels;
       delete o.dataset.blockLabels;
+      delete o.dataset.rowNotes;
       return;
     }
     const grid = d.grid;
@@ -290,6 +291,14 @@ export class GridView {
       if (g.tileH >= 16 * dpr && g.tileW >= 16 * dpr) this.drawLabels(ctx, g, labels);
     } else {
       delete o.dataset.labels;
+    }
+    if (marks && marks.rowNotes) {
+      // aligned runs: each row's matched cosine, in display order
+      const order = this.view.rowOrder;
+      o.dataset.rowNotes = JSON.stringify(Array.from({ length: grid.rows }, (_, slot) => marks.rowNotes[order ? order[slot] : slot]));
+      if (g.tileH >= 12 * dpr) this.drawRowNotes(ctx, g, marks.rowNotes);
+    } else {
+      delete o.dataset.rowNotes;
     }
     const placed = [];
     for (const badge of (marks && marks.badges) || []) {
@@ -323,6 +332,29 @@ export class GridView {
       const y = rect.y - this.view.panY;
       if (x + rect.w < 0 || x > this.overlay.width || y < 0 || y - g.band > this.overlay.height) continue;
       ctx.fillText(labels[slot], x, y - 1, rect.w);
+    }
+  }
+
+  /** Each visible row's note (marks.rowNotes[r]) in the top-right corner of its row or block. */
+  drawRowNotes(ctx, g, notes) {
+    const grid = this.data.grid;
+    const dpr = this.dpr();
+    const size = Math.round(Math.min(10 * dpr, g.tileH / 2));
+    ctx.font = `${size}px sans-serif`;
+    ctx.textBaseline = "top";
+    ctx.textAlign = "right";
+    const pad = Math.max(1, Math.round(size / 6));
+    for (let r = 0; r < grid.rows; r++) {
+      const rect = this.spanRect(r * grid.cols, (r + 1) * grid.cols);
+      const x = rect.x + rect.w - this.view.panX;
+      const y = rect.y - this.view.panY;
+      if (x < 0 || x - rect.w > this.overlay.width || y + rect.h < 0 || y > this.overlay.height) continue;
+      const text = notes[r];
+      const w = Math.min(rect.w, ctx.measureText(text).width + 2 * pad);
+      ctx.fillStyle = "rgba(0, 0, 0, 0.6)";
+      ctx.fillRect(x - w, y, w, size + 2 * pad);
+      ctx.fillStyle = "#fff";
+      ctx.fillText(text, x - pad, y + pad, rect.w - 2 * pad);
     }
   }
 
