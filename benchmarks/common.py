@@ -164,7 +164,7 @@ def tensorboard(logdir: str, load_fast: str, *extra: str) -> ContextManager[tupl
     )
 
 
-def _tree(pid: int) -> list[int]:
+def tree(pid: int) -> list[int]:
     """`pid` and all its descendants (Linux /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -186,7 +186,7 @@ def _tree(pid: int) -> list[int]:
 
 def _proc_sum(pid: int, name: str, field: str, scale: int) -> int:
     total = 0
-    for p in _tree(pid):
+    for p in tree(pid):
         try:
             with open(f"/proc/{p}/{name}") as f:
                 for line in f:

@@ -117,6 +117,9 @@ class _Window:
 
 
 def _varint(w: _Window, pos: int) -> tuple[int, int]:
+    data, i = w._data, pos - w._start
+    if 0 <= i < len(data) and data[i] < 0x80:  # most keys and lengths: one byte
+        return data[i], pos + 1
     data = w.read(pos, 10)
     result = shift = 0
     for i, byte in enumerate(data):
@@ -127,26 +130,28 @@ def _varint(w: _Window, pos: int) -> tuple[int, int]:
     raise _Malformed("bad varint")
 
 
-def _fields(w: _Window, pos: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+def _fields(w: _Window, pos: int, end: int) -> list[tuple[int, int, int, int]]:
     """(field, wire type, start, stop or varint value) of each field in ``[pos, end)``."""
+    out = []
     while pos < end:
         key, pos = _varint(w, pos)
-        field, wire = key >> 3, key & 7
+        wire = key & 7
         if wire == 0:
             value, pos = _varint(w, pos)
-            yield field, wire, pos, value
+            out.append((key >> 3, 0, pos, value))
             continue
         if wire == 2:
             length, pos = _varint(w, pos)
             stop = pos + length
-        elif wire in (1, 5):
+        elif wire == 1 or wire == 5:
             stop = pos + (8 if wire == 1 else 4)
         else:
             raise _Malformed(f"wire type {wire}")
         if stop > end:
             raise _Malformed("field runs past its message")
-        yield field, wire, pos, stop
+        out.append((key >> 3, wire, pos, stop))
         pos = stop
+    return out
 
 
 class _Record(NamedTuple):
@@ -361,7 +366,7 @@ class Index:
 
     # ---- reading a payload ----
 
-    def payload(self, loc: Loc, header: dict) -> memoryview:
+    def payload(self, loc: Loc, header: dict) -> bytes:
         """The payload of `loc` (whose decoded header is `header`), read with one
         positioned read and checked against the record's and the payload's CRC32C.
 
@@ -370,29 +375,35 @@ class Index:
         """
         if loc.count <= blob.PAYLOAD:
             raise blob.RecordError("not a convfilters record (no payload blob)")
-        try:
-            data = memoryview(fs.read_at(loc.path, loc.start, loc.end - loc.start))
+        at, n = loc.spans[blob.PAYLOAD]
+        try:  # the record before, at and after the payload (locally: no copy of it)
+            head, payload, tail = fs.read_ranges(
+                loc.path, [(loc.start, at - loc.start), (at, n), (at + n, loc.end - at - n)]
+            )
         except OSError as e:
             self._stale(loc.path)
             raise Stale(f"{loc.path}: {e}") from None
-        base = loc.start
-        intact = len(data) == loc.end - base and data[:8] == struct.pack("<Q", len(data) - 16)
-        for i, (b, (at, n)) in enumerate(zip(loc.blobs, loc.spans, strict=True)):
-            if intact and i != blob.PAYLOAD and data[at - base : at - base + n] != b:
-                intact = False
+        intact = (
+            len(head) == at - loc.start
+            and len(payload) == n
+            and len(tail) == loc.end - at - n
+            and head[:8] == struct.pack("<Q", loc.end - loc.start - 16)
+        )
+        for i, (b, (where, size)) in enumerate(zip(loc.blobs, loc.spans, strict=True)):
+            if not intact or i == blob.PAYLOAD:
+                continue
+            part, offset = (head, where - loc.start) if where < at else (tail, where - at - n)
+            intact = part[offset : offset + size] == b
         if not intact:
             self._stale(loc.path)
             raise Stale(f"{loc.path}: the record at offset {loc.start} changed")
-        at, n = loc.spans[blob.PAYLOAD]
-        start, stop = at - base, at - base + n
-        payload = data[start:stop]
         stored = header.get("payload_crc32c")
         if stored is None:
-            crc = crc32c.crc32c(data[12:-4])
+            crc = crc32c.crc32c(payload, value=crc32c.crc32c(head[12:]))
         else:  # the payload's own CRC stands in for it: one pass over the payload, later
-            crc = _crc_combine(crc32c.crc32c(data[12:start]), stored, n)
-            crc = crc32c.crc32c(data[stop:-4], value=crc)
-        if _masked_crc(crc) != struct.unpack("<I", data[-4:])[0]:
+            crc = _crc_combine(crc32c.crc32c(head[12:]), stored, n)
+        crc = crc32c.crc32c(tail[:-4], value=crc)
+        if _masked_crc(crc) != struct.unpack("<I", tail[-4:])[0]:
             blob.check_payload(header, payload)  # names a corrupt payload, if it is
             raise blob.RecordError("the event record is corrupt (TFRecord checksum mismatch)")
         return payload

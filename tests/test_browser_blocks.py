@@ -22,6 +22,7 @@ from browser_support import (
     pixel_at,
     tile_pixels,
 )
+from PIL import Image
 from support import http_get, load_npy, plugin_frame, tensorboard
 
 import tb_convfilters
@@ -94,7 +95,7 @@ def no_errors(page):
     assert not bad, bad
 
 
-def test_one_channel_filters_draw_as_a_labelled_block_grid_using_the_width(served, page):
+def test_one_channel_filters_draw_as_a_labelled_block_grid_using_the_width(served, page, tmp_path):
     frame = open_view(page, served, f"run=alpha&tag={CONV1}")
     canvas = frame.wait_for_selector(grid_selector("alpha", CONV1, 20), timeout=30000)
     g = geometry(canvas)
@@ -159,6 +160,19 @@ def test_one_channel_filters_draw_as_a_labelled_block_grid_using_the_width(serve
     box = canvas.bounding_box()  # clicking the table row may scroll the page
     bx, by = block_box(geometry(canvas), 14)
     assert abs(ob["x"] - box["x"] - (bx - 2)) <= 1.5 and abs(ob["y"] - box["y"] - (by - 2)) <= 1.5
+
+    # PNG: the grid as shown, block labels included
+    with page.expect_download() as info:
+        frame.locator('section.panel[data-run="alpha"] button.png').click()
+    info.value.save_as(tmp_path / "grid.png")
+    png = np.asarray(Image.open(tmp_path / "grid.png").convert("RGB")).astype(np.int32)
+    g = geometry(canvas)
+    shown = canvas_pixels(frame, canvas)[..., :3]
+    assert png.shape == shown.shape
+    x, y = block_box(g, 0) if g["pan_y"] <= 0 else block_box(g, 15)
+    labelled = png[int(y - g["band"]) : int(y), int(x) : int(x + tile)]
+    assert (labelled.sum(-1) < 600).sum() > 10, "the label is in the PNG"
+    assert (png[int(y) + 2 : int(y + tile) - 2] == shown[int(y) + 2 : int(y + tile) - 2]).all()
     no_errors(page)
 
 

@@ -239,9 +239,18 @@ class Panel {
     this.setPartial(null);
   }
 
+  /** The grid as shown, with what is drawn over it (block labels, badges), as a PNG. */
   downloadPng() {
     const c = this.view.canvas;
-    c.toBlob((blob) => {
+    const over = this.view.overlay;
+    let image = c;
+    if (over && over.width === c.width && over.height === c.height) {
+      image = el("canvas", { width: c.width, height: c.height });
+      const ctx = image.getContext("2d");
+      ctx.drawImage(c, 0, 0);
+      ctx.drawImage(over, 0, 0);
+    }
+    image.toBlob((blob) => {
       if (blob) save(blob, `${safeName(this.run)}_${safeName(c.dataset.tag)}_${c.dataset.step}.png`);
     }, "image/png");
   }
