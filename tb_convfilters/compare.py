@@ -242,10 +242,24 @@ def cka(
             f"activations of shapes {x.shape} ({layout}) and {y.shape} ({y_layout}) need the "
             "same samples and spatial size"
         )
-    fx, fy = _features(x, layout), _features(y, y_layout)
-    cross = np.linalg.norm(fx.T @ fy) ** 2
-    norm = np.linalg.norm(fx.T @ fx) * np.linalg.norm(fy.T @ fy)
-    return float(cross / norm) if norm > 0 else math.nan
+    return float(_cka_matrix([_features(x, layout), _features(y, y_layout)])[0, 1])
+
+
+def _cka_matrix(feats: Sequence[np.ndarray]) -> np.ndarray:
+    """Linear CKA between every pair of centred (rows, channels) feature arrays, from one
+    Gram matrix of all their channels (block (i, j) is X_i^T X_j); NaN without variance."""
+    stacked = np.hstack(feats)
+    gram = stacked.T @ stacked  # numpy computes A.T @ A as one symmetric product
+    edges = np.cumsum([0] + [f.shape[1] for f in feats])
+    blocks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    norms = np.array([np.linalg.norm(gram[b, b]) for b in blocks])
+    matrix = np.empty((len(feats), len(feats)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for i, bi in enumerate(blocks):
+            for j, bj in enumerate(blocks):
+                matrix[i, j] = np.sum(gram[bi, bj] ** 2) / (norms[i] * norms[j])
+    matrix[~np.isfinite(matrix)] = np.nan
+    return matrix
 
 
 # ---- reading logs ----
@@ -360,13 +374,14 @@ class Similarity:
 
 
 def similarity_of(items: Sequence[tuple[tuple[str, int], Activation]]) -> Similarity:
-    """`Similarity` of activation records labelled (run, step)."""
+    """`Similarity` of activation records labelled (run, step), on the samples all of them
+    stored (a shared digest means the same inputs; fewer stored samples are the first)."""
     note = check_samples([(f"run {r!r} step {s}", a) for (r, s), a in items])
-    n = len(items)
-    matrix = np.eye(n)
-    for i in range(n):
-        for j in range(i + 1, n):
-            matrix[i, j] = matrix[j, i] = pair_cka(items[i][1], items[j][1])
+    n = min(len(a.array) for _, a in items)
+    sizes = {(n, *_spatial(a.array.shape, a.layout)) for _, a in items}
+    if len(sizes) > 1:
+        raise ValueError(f"activations of different spatial sizes {sorted(sizes)}: not comparable")
+    matrix = _cka_matrix([_features(a.array[:n], a.layout) for _, a in items])
     return Similarity([label for label, _ in items], matrix, note)
 
 
