@@ -6,7 +6,8 @@ Trains the same Keras CNN twice (seeds 0 and 1) on ``sklearn.datasets.load_digit
 (no download), logging kernels and activations on the same 64 test digits with
 ``FiltersCallback``; prints ``tb-convfilters compare`` (text and JSON), then starts
 ``tensorboard`` and saves the aligned view (compare_aligned.png) and the Similarity
-view (compare_similarity.png) next to this file. Keeps the logs in LOGDIR if given.
+view (compare_similarity.png) next to this file. Keeps the logs in LOGDIR if given
+(and trains nothing when LOGDIR already holds them).
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def train(logdir: Path, seed: int, x: np.ndarray, y: np.ndarray, samples: np.nda
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    callback = FiltersCallback(logdir / f"seed{seed}", sample_inputs=samples, layers=[L.Conv2D, L.Dense])
+    callback = FiltersCallback(
+        logdir / f"seed{seed}", sample_inputs=samples, layers=[L.Conv2D, L.Dense]
+    )
     model.fit(x[:-300], y[:-300], epochs=EPOCHS, batch_size=32, verbose=0, callbacks=[callback])
     return float(model.evaluate(x[-300:], y[-300:], verbose=0)[1])
 
@@ -68,19 +71,22 @@ def main(keep: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         logdir = Path(keep) if keep else Path(tmp) / "logs"
         for seed in (0, 1):
-            print(f"seed {seed}: test accuracy {train(logdir, seed, x, y, samples):.3f}")
+            if not (logdir / f"seed{seed}").exists():
+                print(f"seed {seed}: test accuracy {train(logdir, seed, x, y, samples):.3f}")
         args = ["compare", str(logdir), "--run", "seed1/train", "--base", "seed0/train"]
         print("$ tb-convfilters compare logs --run seed1/train --base seed0/train")
         cli.main(args)
         print("$ tb-convfilters compare logs --run seed1/train --base seed0/train --json")
         cli.main([*args, "--json"])
         with tensorboard(logdir, load_fast="false") as base, sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 900})
-            state = "run=seed0/train&tag=conv2/kernel&cmp=seed1/train&align=1&base=seed0/train"
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            page = browser.new_page(viewport={"width": 1400, "height": 760})
+            state = "run=seed0/train&tag=conv1/kernel&cmp=seed1/train&align=1&base=seed0/train"
             page.goto(f"{base}/#convfilters&cf=" + urllib.parse.quote(state, safe=""))
             frame = plugin_frame(page)
-            frame.wait_for_selector('canvas.grid-overlay[data-row-notes]', timeout=60000)
+            frame.wait_for_selector("canvas.grid-overlay[data-row-notes]", timeout=60000)
             page.wait_for_timeout(1500)
             page.screenshot(path=str(HERE / "compare_aligned.png"))
             print("saved compare_aligned")
