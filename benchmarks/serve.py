@@ -30,7 +30,7 @@ from benchmarks.common import (
     median_ms,
     scratch_dir,
     tensorboard,
-    tree,
+    tree_read_bytes,
 )
 
 PREFIX = "/data/plugin/convfilters/"
@@ -131,7 +131,7 @@ def run(quick: bool) -> list[Result]:
                 wait_for_steps(url + routes[1][1], steps)
                 # The index lists every step at once; measure once TensorBoard's own
                 # loader has finished too (it competes for the CPU while it loads).
-                seconds = wait_idle(proc.pid)
+                seconds = wait_loaded(proc.pid, logdir)
                 log(f"tensorboard's loader done {seconds:.0f} s after the plugin was listed")
                 suffix = f"_{loader.lower()}_loader"
                 how = f"HTTP, {loader} loader, index"
@@ -195,28 +195,14 @@ def _budget(name: str, ms: float, what: str, n: int) -> Result:
     )
 
 
-def _cpu_seconds(pid: int) -> float:
-    total = 0.0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
-
-
-def wait_idle(pid: int, timeout: float = 300) -> float:
-    """Waits until process `pid` and its children use < 10 % of a core over 2 s."""
+def wait_loaded(pid: int, logdir: str, timeout: float = 600) -> float:
+    """Seconds until process `pid` (and its children) has read every byte under `logdir`."""
+    stored = sum(
+        os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(logdir) for f in files
+    )
     start = time.monotonic()
-    last = _cpu_seconds(pid)
-    while time.monotonic() - start < timeout:
-        time.sleep(2)
-        now = _cpu_seconds(pid)
-        if now - last < 0.2:
-            break
-        last = now
+    while tree_read_bytes(pid) < stored and time.monotonic() - start < timeout:
+        time.sleep(0.5)
     return time.monotonic() - start
 
 

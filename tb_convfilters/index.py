@@ -27,16 +27,19 @@ from typing import NamedTuple
 
 import crc32c
 from google.protobuf.message import DecodeError
-from tensorboard.compat.proto import summary_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2
 
 from tb_convfilters import blob, fs, metadata, reader
 from tb_convfilters.writer import _crc_combine, _masked_crc
+from tb_convfilters.writer import _varint as _encode_varint
 
 logger = logging.getLogger(__name__)
 
 # Bytes read at a time while indexing: record heads and the blobs after a payload.
 _WINDOW = 64 << 10
 _URL_WINDOW = 1 << 20  # each read of an object store is one request
+# Records up to this size are read whole and parsed by protobuf (faster than by hand).
+_SMALL = 16 << 10
 # Bytes of a file's start compared on each refresh to notice a replaced file.
 _FINGERPRINT = 64
 
@@ -159,9 +162,49 @@ class _Record(NamedTuple):
     loc: Loc
 
 
-def _parse_event(
-    w: _Window, start: int, end: int, run: _Run
-) -> Iterator[_Record]:
+def _note_metadata(run: _Run, tag: str, meta: summary_pb2.SummaryMetadata | None) -> bool:
+    """Whether `tag` is ours (decided by its first metadata naming a plugin)."""
+    if meta is not None and meta.plugin_data.plugin_name:
+        ours = run.ours.setdefault(tag, meta.plugin_data.plugin_name == metadata.PLUGIN_NAME)
+        if ours and tag not in run.meta:
+            run.meta[tag] = (meta.plugin_data.content, meta.summary_description)
+    return run.ours.get(tag, False)
+
+
+def _parse_small(data: bytes, path: str, start: int, end: int, run: _Run) -> list[_Record] | None:
+    """`_parse_event` of a record read whole (`data`: its Event), by protobuf's C parser.
+
+    A value's blobs are a repeated field, serialized one after the other: they are
+    found in `data` as one run of bytes, which gives their offsets. None when they
+    are not found that way (then the record is walked field by field).
+    """
+    event = event_pb2.Event.FromString(data)
+    out, search, base = [], 0, start + 12
+    for value in event.summary.value:
+        meta = value.metadata if value.HasField("metadata") else None
+        strings = list(value.tensor.string_val)
+        if not _note_metadata(run, value.tag, meta) or not strings:
+            continue
+        fields = [_KEY8 + _encode_varint(len(b)) + b for b in strings]
+        at = data.find(b"".join(fields), search)
+        if at < 0:
+            return None
+        spans = []
+        for field, b in zip(fields, strings, strict=True):
+            spans.append((base + at + len(field) - len(b), len(b)))
+            at += len(field)
+        search = at
+        if len(strings) > blob.PAYLOAD:
+            strings[blob.PAYLOAD] = b""
+        loc = Loc(path, start, end, event.step, event.wall_time, tuple(strings), tuple(spans))
+        out.append(_Record(value.tag, loc))
+    return out
+
+
+_KEY8 = bytes([8 << 3 | 2])  # field 8 (string_val), length-delimited
+
+
+def _parse_event(w: _Window, start: int, end: int, run: _Run) -> Iterator[_Record]:
     """Our values in the Event whose data is ``[start + 12, end - 4)``."""
     step, wall_time, summaries = 0, 0.0, []
     for field, wire, pos, stop in _fields(w, start + 12, end - 4):
@@ -194,13 +237,7 @@ def _parse_value(
             tensor = (fpos, fstop)
         elif field == 9:
             meta = summary_pb2.SummaryMetadata.FromString(w.read(fpos, fstop - fpos))
-    if tag is None:
-        return None
-    if meta is not None and meta.plugin_data.plugin_name:
-        ours = run.ours.setdefault(tag, meta.plugin_data.plugin_name == metadata.PLUGIN_NAME)
-        if ours and tag not in run.meta:
-            run.meta[tag] = (meta.plugin_data.content, meta.summary_description)
-    if not run.ours.get(tag) or tensor is None:
+    if tag is None or not _note_metadata(run, tag, meta) or tensor is None:
         return None
     blobs, spans = [], []
     for field, wire, fpos, fstop in _fields(w, *tensor):
@@ -229,6 +266,8 @@ class Index:
         self._lock = threading.RLock()
         self._refreshed: float | None = None
         self._dirty: set[str] = set()  # files to read again from their start
+        self._version = 0  # changes whenever what is indexed changes
+        self._listing: tuple[int, dict] = (-1, {})
 
     # ---- following the files ----
 
@@ -256,6 +295,7 @@ class Index:
                     found[os.path.join(prefix, name) if prefix else name] = files
             for name in set(self._runs) - set(found):
                 del self._runs[name]
+                self._version += 1
             for name, files in found.items():
                 self._refresh_run(self._runs.setdefault(name, _Run()), files)
             self._dirty.clear()
@@ -272,8 +312,10 @@ class Index:
                 size = fs.size(path)
                 if size == state.size and path not in self._dirty:
                     continue
-                if path in self._dirty or size < state.offset or not self._same_start(
-                    path, state, size
+                if (
+                    path in self._dirty
+                    or size < state.offset
+                    or not self._same_start(path, state, size)
                 ):
                     if state.locs:
                         rebuild = True
@@ -285,10 +327,12 @@ class Index:
                 continue
             if new and path == last and not rebuild:
                 run._apply(new)
+                self._version += 1
             elif new:
                 rebuild = True
         if rebuild:
             run.rebuild()
+            self._version += 1
 
     @staticmethod
     def _same_start(path: str, state: _File, size: int) -> bool:
@@ -317,7 +361,12 @@ class Index:
             if end > size:
                 break  # still being written
             try:
-                new += [(r.tag, r.loc) for r in _parse_event(w, offset, end, run)]
+                found = None
+                if length <= _SMALL:  # protobuf's C parser, then find the blobs
+                    found = _parse_small(w.read(offset + 12, length), path, offset, end, run)
+                if found is None:
+                    found = list(_parse_event(w, offset, end, run))
+                new += [(r.tag, r.loc) for r in found]
             except (_Malformed, DecodeError, UnicodeDecodeError, ValueError) as e:
                 # TensorBoard's loaders stop at a record that is no Event, too.
                 if state.warned != offset:
@@ -337,8 +386,10 @@ class Index:
     # ---- what is indexed ----
 
     def runs(self) -> dict[str, dict[str, SeriesInfo]]:
-        """``{run: {tag: SeriesInfo}}`` of every series with at least one step."""
+        """``{run: {tag: SeriesInfo}}`` of every series with at least one step (do not modify)."""
         with self._lock:
+            if self._listing[0] == self._version:
+                return self._listing[1]
             out: dict[str, dict[str, SeriesInfo]] = {}
             for name, run in self._runs.items():
                 for tag, steps in run.view.items():
@@ -346,6 +397,7 @@ class Index:
                         content, description = run.meta[tag]
                         info = SeriesInfo(content, description, max(steps))
                         out.setdefault(name, {})[tag] = info
+            self._listing = (self._version, out)
             return out
 
     def has_run(self, run: str) -> bool:

@@ -136,6 +136,20 @@ def _count_param(request: wrappers.Request, name: str) -> int | None:
     return int(raw)
 
 
+@functools.lru_cache(maxsize=4096)
+def _series_info(content: bytes, description: str) -> dict | None:
+    """A series' entry in ``tags`` from its metadata (parsed once per distinct metadata)."""
+    try:  # one hostile series must not hide the others
+        info = metadata.parse_plugin_metadata(content)
+        if info is not None:
+            info.pop("version")
+            info["description"] = description
+            json.dumps(info, allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        info = None
+    return info
+
+
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
@@ -186,21 +200,13 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
         result: dict[str, dict] = {}
         for run, tags in self._source.listing(ctx, experiment).items():
             for tag, series in tags.items():
-                try:  # one hostile series must not hide the others
-                    info = metadata.parse_plugin_metadata(series.content)
-                    if info is not None:
-                        info.pop("version")
-                        info["description"] = series.description or ""
-                        info["max_step"] = series.max_step
-                        json.dumps(info, allow_nan=False)
-                except (ValueError, TypeError, RecursionError):
-                    info = None
+                info = _series_info(series.content, series.description or "")
                 if info is None:
                     if (run, tag) not in self._skipped:
                         self._skipped.add((run, tag))
                         logger.warning("convfilters: skipping %s/%s: unreadable metadata", run, tag)
                     continue
-                result.setdefault(run, {})[tag] = info
+                result.setdefault(run, {})[tag] = {**info, "max_step": series.max_step}
         return result
 
     def steps_impl(self, ctx: Any, experiment: str, run: str, tag: str) -> list[dict]:

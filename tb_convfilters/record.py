@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tb_convfilters import blob, layouts
+from tb_convfilters.firing import FIRING_STATS, Firing
 
 # Refuse single tensors above this many stored bytes unless the caller raises it.
 DEFAULT_MAX_BYTES = 1 << 30
@@ -22,7 +23,8 @@ class Record(NamedTuple):
     """One step ready to write: a C-contiguous little-endian array and its header.
 
     ``stats`` and the two checksums are None until `complete` computes them (the
-    ``Writer`` does that while it writes the payload out).
+    ``Writer`` does that while it writes the payload out). `firing` holds the
+    firing columns of an activation (``firing.FIRING_STATS``), appended to its stats.
     """
 
     array: np.ndarray
@@ -30,6 +32,7 @@ class Record(NamedTuple):
     stats: np.ndarray | None = None
     payload_crc: int | None = None
     stats_crc: int | None = None
+    firing: np.ndarray | None = None
 
     @property
     def completed(self) -> bool:
@@ -49,6 +52,8 @@ class Record(NamedTuple):
             stats=bool(header["stats"]),
             meanwhile=meanwhile,
         )
+        if self.firing is not None:
+            stats = np.hstack([stats, self.firing])
         return self._replace(
             stats=stats, payload_crc=payload_crc, stats_crc=blob.crc(blob.encode_stats(stats))
         )
@@ -127,10 +132,14 @@ def make_record(
     stats: bool = True,
     extra: dict | None = None,
     complete: bool = True,
+    firing: Firing | None = None,
 ) -> Record:
     """Checks `data` against `layout` and builds its record; errors name the bad value.
 
     With ``complete=False`` the stats and checksums are left to ``Record.complete``.
+    Activations get firing statistics (``firing.FIRING_STATS``) over every sample of
+    `data`, before `max_samples` keeps some; or `firing`, counted by the caller over
+    more inputs than `data` holds (same channels as `data`).
     """
     layouts.check_layout(layout, kind)
     a = _as_array(data)
@@ -159,6 +168,10 @@ def make_record(
     ):
         raise ValueError(f"max_bytes={max_bytes!r} must be a positive integer (bytes) or None")
     header_extra: dict[str, Any] = dict(extra or {})
+    if kind == "activation" and stats:
+        firing = _check_firing(firing, a, layout)
+    elif firing is not None:
+        raise ValueError("firing applies to activations with stats only")
 
     if max_samples is not None:
         if (
@@ -183,6 +196,8 @@ def make_record(
         if kept is not None:
             a = np.take(a, kept, axis=axis)
             header_extra[key] = kept
+            if firing is not None and key == "filters":
+                firing = firing.take(kept)
 
     if image_shape is not None:
         if layout not in ("IO", "OI"):
@@ -218,7 +233,25 @@ def make_record(
         )
     header = blob.make_header(kind, layout, a.shape, target, stats=stats, **header_extra)
     rec = Record(a, header)
+    if firing is not None:
+        header["stats"] += FIRING_STATS
+        rec = rec._replace(firing=firing.columns())
     return rec.complete() if complete else rec
+
+
+def _check_firing(firing: Firing | None, a: np.ndarray, layout: str) -> Firing:
+    """`firing`, or the counts of `a`; raises when `firing` is for other channels."""
+    if firing is None:
+        return Firing().add(a, layout)
+    if not isinstance(firing, Firing):
+        raise TypeError(f"firing of type {type(firing).__name__} is not a firing.Firing")
+    channels = a.shape[layouts.filter_axes(layout)[0]]
+    if firing.channels != channels or firing.inputs < 1:
+        raise ValueError(
+            f"firing counts {firing.channels} channels over {firing.inputs} inputs; "
+            f"data of shape {a.shape} ({layout}) has {channels} channels"
+        )
+    return firing
 
 
 _warned: set[tuple] = set()
@@ -309,6 +342,9 @@ def _all_finite(x: np.ndarray, dtype: str) -> bool:
     return True
 
 
+# Feature maps the callbacks store per activation (their `max_samples`); the firing
+# statistics cover every sample input.
+DEFAULT_MAX_MAPS = 8
 # A logging step (all tensors of one callback call) above this many MiB gets a warning.
 DEFAULT_STEP_BUDGET_MB = 256.0
 

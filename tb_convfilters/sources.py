@@ -19,7 +19,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 from tensorboard import errors
 from tensorboard.data import provider
@@ -52,10 +52,8 @@ def quoted(value: str) -> str:
     return text if len(text) <= 200 else text[:200] + "..."
 
 
-class SeriesListing(NamedTuple):
-    content: bytes  # plugin_data.content of the series' metadata
-    description: str
-    max_step: int
+# A series as listed: (content of its metadata, description, max_step).
+SeriesListing = index.SeriesInfo
 
 
 class Source(Protocol):
@@ -120,10 +118,7 @@ class IndexSource:
 
     def listing(self, ctx: Any, experiment: str) -> dict[str, dict[str, SeriesListing]]:
         self.index.maybe_refresh()
-        return {
-            run: {tag: SeriesListing(*info) for tag, info in tags.items()}
-            for run, tags in self.index.runs().items()
-        }
+        return self.index.runs()
 
     def series(self, ctx: Any, experiment: str, run: str, tag: str) -> list[index.Loc]:
         self.index.maybe_refresh()

@@ -78,6 +78,15 @@ def pixel_at(g: dict, r: int, c: int, y: int, x: int) -> tuple[int, int]:
     return int(sy), int(sx)
 
 
+def block_origin(g: dict, r: int) -> tuple[float, float]:
+    """Canvas (x, y) of the top-left corner of display slot r's first tile (see pixel_at)."""
+    line, bx = divmod(r, g["block_cols"])
+    return (
+        bx * g["block_pitch_x"] - g["pan_x"],
+        line * g["block_pitch_y"] + g["band"] - g["pan_y"],
+    )
+
+
 def nearest_entry(rgb: np.ndarray, table: np.ndarray) -> np.ndarray:
     """Index of the table entry nearest to each colour (..., 3 or 4)."""
     d = ((rgb[..., None, :3] - table) ** 2).sum(-1)

@@ -14,6 +14,7 @@ import urllib.parse
 import numpy as np
 import pytest
 from browser_support import (
+    block_origin,
     canvas_pixels,
     expected_diverging,
     geometry,
@@ -81,15 +82,6 @@ def tiles_of(kernel: np.ndarray) -> np.ndarray:
     return np.transpose(kernel, (3, 2, 0, 1)).astype(np.float64)
 
 
-def block_box(g: dict, slot: int) -> tuple[float, float]:
-    """Canvas (x, y) of the top-left corner of display slot `slot`'s block."""
-    line, bx = divmod(slot, g["block_cols"])
-    return (
-        bx * g["block_pitch_x"] - g["pan_x"],
-        line * g["block_pitch_y"] + g["band"] - g["pan_y"],
-    )
-
-
 def no_errors(page):
     bad = [p for p in page.console_problems if p.startswith("pageerror") or "Refused" in p]
     assert not bad, bad
@@ -99,7 +91,8 @@ def test_one_channel_filters_draw_as_a_labelled_block_grid_using_the_width(serve
     frame = open_view(page, served, f"run=alpha&tag={CONV1}")
     canvas = frame.wait_for_selector(grid_selector("alpha", CONV1, 20), timeout=30000)
     g = geometry(canvas)
-    assert (g["rows"], g["cols"], g["block_cols"]) == (16, 1, 4), "4 x 4 blocks, not a strip"
+    assert (g["rows"], g["cols"]) == (16, 1)
+    assert 3 <= g["block_cols"] <= 6, "a grid of blocks, not a strip"
     assert g["band"] > 0, "a band for the labels above each block"
     # the grid opens at a zoom that uses the available width (the panel's)
     box = canvas.bounding_box()
@@ -108,6 +101,9 @@ def test_one_channel_filters_draw_as_a_labelled_block_grid_using_the_width(serve
     )
     assert 0.8 * room <= box["width"] <= room, (box, room)
     assert box["height"] < 1.3 * box["width"], "near-square, not a tall column"
+    # ... and shows all of it: the last block is on the canvas
+    tile = 5 * g["zoom"]
+    assert block_origin(g, 15)[1] + tile <= box["height"]
 
     # every value at its place: filter f in block f (line f // 4, column f % 4)
     tiles = tiles_of(served_tensor(served, "alpha", CONV1, 20))
@@ -117,10 +113,9 @@ def test_one_channel_filters_draw_as_a_labelled_block_grid_using_the_width(serve
     assert (got[DEAD] == (len(table) - 1) // 2).all(), "the zero filter is neutral"
     # between blocks and in the label bands: the page background
     px = canvas_pixels(frame, canvas)
-    x0, y0 = block_box(g, 5)
-    tile = 5 * g["zoom"]
+    x0, y0 = block_origin(g, 1)
     white = (255, 255, 255)
-    assert tuple(px[int(y0 + tile / 2), int(x0 - 2), :3]) == white, "space left of block 5"
+    assert tuple(px[int(y0 + tile / 2), int(x0 - 2), :3]) == white, "space left of block 1"
     assert tuple(px[int(y0 - 3), int(x0 + tile / 2), :3]) == white, "label band"
 
     # labels: each block's filter index, written in the band above it
@@ -128,7 +123,7 @@ def test_one_channel_filters_draw_as_a_labelled_block_grid_using_the_width(serve
     assert json.loads(over.get_attribute("data-block-labels")) == [str(f) for f in range(16)]
     ink = canvas_pixels(frame, over)
     for slot in (0, 5, 15):
-        x, y = block_box(g, slot)
+        x, y = block_origin(g, slot)
         band = ink[int(y - g["band"]) : int(y), int(x) : int(x + tile)]
         assert (band[..., 3] > 0).sum() > 10, f"no label over block {slot}"
         assert (ink[int(y) + 2 : int(y + tile) - 2, int(x) + 2 : int(x + tile) - 2, 3] == 0).all()
@@ -148,7 +143,7 @@ def test_one_channel_filters_draw_as_a_labelled_block_grid_using_the_width(serve
     outline = frame.locator(".grid-wrap:has(canvas.main-grid) .grid-highlight").first
     outline.wait_for(state="visible")
     ob = outline.bounding_box()
-    bx, by = block_box(g, 9)
+    bx, by = block_origin(g, 9)
     assert abs(ob["x"] - box["x"] - (bx - 2)) <= 1.5 and abs(ob["y"] - box["y"] - (by - 2)) <= 1.5
     assert abs(ob["width"] - (tile + 4)) <= 1.5
 
@@ -158,7 +153,7 @@ def test_one_channel_filters_draw_as_a_labelled_block_grid_using_the_width(serve
     page.wait_for_timeout(200)
     ob = outline.bounding_box()
     box = canvas.bounding_box()  # clicking the table row may scroll the page
-    bx, by = block_box(geometry(canvas), 14)
+    bx, by = block_origin(geometry(canvas), 14)
     assert abs(ob["x"] - box["x"] - (bx - 2)) <= 1.5 and abs(ob["y"] - box["y"] - (by - 2)) <= 1.5
 
     # PNG: the grid as shown, block labels included
@@ -169,7 +164,7 @@ def test_one_channel_filters_draw_as_a_labelled_block_grid_using_the_width(serve
     g = geometry(canvas)
     shown = canvas_pixels(frame, canvas)[..., :3]
     assert png.shape == shown.shape
-    x, y = block_box(g, 0) if g["pan_y"] <= 0 else block_box(g, 15)
+    x, y = block_origin(g, 0) if g["pan_y"] <= 0 else block_origin(g, 15)
     labelled = png[int(y - g["band"]) : int(y), int(x) : int(x + tile)]
     assert (labelled.sum(-1) < 600).sum() > 10, "the label is in the PNG"
     assert (png[int(y) + 2 : int(y + tile) - 2] == shown[int(y) + 2 : int(y + tile) - 2]).all()
@@ -208,7 +203,7 @@ def test_sorting_moves_whole_blocks_and_their_labels_and_badges(served, page):
         }"""
     )
     g = geometry(canvas)
-    x, y = block_box(g, 15)
+    x, y = block_origin(g, 15)
     ink = canvas_pixels(frame, over)
     edge = ink[int(y + 5 * g["zoom"] / 2), int(x) + 1]
     assert tuple(edge[:3]) == tuple(colour) and edge[3] == 255
@@ -221,7 +216,7 @@ def test_compare_and_a_chosen_zoom_survive_in_the_url(served, page):
     beta = frame.wait_for_selector(grid_selector("beta", CONV1, 10))
     table = lut_of(frame, "diverging")
     for run, canvas in (("alpha", alpha), ("beta", beta)):
-        assert geometry(canvas)["block_cols"] == 4
+        assert geometry(canvas)["block_cols"] == geometry(alpha)["block_cols"] > 1
         tiles = tiles_of(served_tensor(served, run, CONV1, 10))
         got = tile_pixels(frame, canvas, tiles.shape)
         assert np.abs(got - expected_diverging(tiles, table)).max() <= 1, run
@@ -265,7 +260,7 @@ def test_rgb_depthwise_and_kept_filters_use_blocks_labelled_with_original_indice
     frame = open_view(page, served, f"run=alpha&tag={RGB}&rgb=1")
     canvas = frame.wait_for_selector(grid_selector("alpha", RGB, 20), timeout=30000)
     g = geometry(canvas)
-    assert (g["rows"], g["cols"], g["block_cols"]) == (9, 1, 3)
+    assert (g["rows"], g["cols"]) == (9, 1) and g["block_cols"] > 1
     k = served_tensor(served, "alpha", RGB, 20).astype(np.float64)
     limit = float(np.percentile(np.abs(k), 99.5))
     px = canvas_pixels(frame, canvas)
@@ -283,7 +278,7 @@ def test_rgb_depthwise_and_kept_filters_use_blocks_labelled_with_original_indice
     frame.locator("#tag-select").select_option(DEPTHWISE)
     canvas = frame.wait_for_selector(grid_selector("alpha", DEPTHWISE, 20))
     g = geometry(canvas)
-    assert (g["rows"], g["cols"], g["block_cols"]) == (8, 1, 3)
+    assert (g["rows"], g["cols"]) == (8, 1) and g["block_cols"] > 1
     dw = served_tensor(served, "alpha", DEPTHWISE, 20)
     got = tile_pixels(frame, canvas, (8, 1, 3, 3))
     tiles = np.transpose(dw, (2, 3, 0, 1)).astype(np.float64)  # (I, M, H, W)
@@ -297,7 +292,7 @@ def test_rgb_depthwise_and_kept_filters_use_blocks_labelled_with_original_indice
     # a logged subset: blocks labelled with the original filter indices
     frame = open_view(page, served, f"run=kept&tag={CONV1}")
     canvas = frame.wait_for_selector(grid_selector("kept", CONV1, 0), timeout=30000)
-    assert geometry(canvas)["block_cols"] == 3
+    assert geometry(canvas)["block_cols"] > 1
     labels = overlay(frame, "kept").get_attribute("data-block-labels")
     assert json.loads(labels) == [str(f) for f in KEPT]
     g = geometry(canvas)

@@ -4,7 +4,7 @@
 import { el, fmt } from "./dom.js";
 import { cssColor, PROBLEM_STYLE } from "./findings.js";
 import { blockLabel } from "./layout.js";
-import { blockRect, cellRect, fitZoom, geometry, hitTest, imageFor, renderGrid } from "./render.js";
+import { blockRect, cellRect, fitBlocks, fitZoom, geometry, hitTest, imageFor, renderGrid } from "./render.js";
 
 const MIN_ZOOM = 1 / 16;
 const MAX_ZOOM = 64;
@@ -57,26 +57,30 @@ export class GridView {
    * state), else the grid opens fitted. Keeps zoom/pan unless the grid's shape changed.
    */
   set(data) {
-    const old = this.data && this.data.grid;
+    const old = this.source;
     const g = data && data.grid;
     if (!old || !g || old.rows !== g.rows || old.cols !== g.cols || old.th !== g.th || old.tw !== g.tw
-      || old.blockCols !== g.blockCols) {
+      || old.blocks !== g.blocks) {
       this.fitted = false;
     }
-    this.data = data;
+    this.source = g;
+    this.data = g ? { ...data, grid: this.shown(g) } : data;
     const want = data && data.zoom ? this.deviceZoom(data.zoom) : null;
-    if (want !== null && (!this.fitted || want !== this.view.zoom)) {
+    if (!this.fitted) this.fit(); // also lays out the blocks for the area
+    if (want !== null && want !== this.view.zoom) {
       this.view.zoom = want;
       this.userZoom = data.zoom;
-      if (!this.fitted) {
-        this.view.panX = 0;
-        this.view.panY = 0;
-      }
-      this.fitted = true;
-    } else if (!this.fitted) {
-      this.fit();
     }
     this.draw();
+  }
+
+  /** The grid as drawn: a block grid with the block columns fit() chose for it. */
+  shown(grid) {
+    if (!grid.blocks || !this.blockCols || this.blockCols === grid.blockCols) return grid;
+    if (!this.shownGrid || this.shownGrid.from !== grid || this.shownGrid.grid.blockCols !== this.blockCols) {
+      this.shownGrid = { from: grid, grid: { ...grid, blockCols: this.blockCols } };
+    }
+    return this.shownGrid.grid;
   }
 
   /** Device px per value for `css` css px per value (integer from 1 up, within the zoom range). */
@@ -85,11 +89,11 @@ export class GridView {
     return Math.min(MAX_ZOOM, Math.max(MIN_ZOOM, z >= 1 ? Math.round(z) : z));
   }
 
-  /** Device px of the label band above each block at `zoom` (0: a strip, or tiles too small). */
+  /** Device px of the label band above each block at `zoom` (0: tiles too small; strips have none). */
   bandFor(zoom) {
     const grid = this.data && this.data.grid;
     const dpr = this.dpr();
-    if (!grid || grid.blockCols <= 1 || grid.th * zoom < LABEL_MIN_TILE * dpr) return 0;
+    if (!grid || grid.th * zoom < LABEL_MIN_TILE * dpr) return 0;
     return Math.round(LABEL_BAND * dpr);
   }
 
@@ -120,18 +124,29 @@ export class GridView {
    * Zoom so the grid fills the available width (at most FIT_ZOOM css px per value,
    * or options.maxZoom / maxTile); then, if that is taller than the available height,
    * shrink to show the whole grid, but not below MIN_FIT_TILE px tiles (then it scrolls).
+   * A block grid also gets the number of block columns that shows it largest.
    */
   fit() {
-    if (!this.data) return;
+    if (!this.data || !this.data.grid) return;
     const dpr = this.dpr();
-    const grid = this.data.grid;
-    const big = Math.max(grid.th, grid.tw);
+    const source = this.source || this.data.grid;
+    const big = Math.max(source.th, source.tw);
     const maxTile = this.data.maxTile || this.options.maxTile || Infinity;
-    const maxZoom = Math.min(this.options.maxZoom || FIT_ZOOM, Math.max(1, Math.floor(maxTile / big)));
-    let z = fitZoom(grid, this.availableWidth() * dpr, Math.round(maxZoom * dpr));
+    const maxZoom = Math.round(Math.min(this.options.maxZoom || FIT_ZOOM, Math.max(1, Math.floor(maxTile / big))) * dpr);
     const least = Math.ceil((MIN_FIT_TILE * dpr) / big);
+    const width = this.availableWidth() * dpr;
     const height = this.availableHeight() * dpr;
-    while (z > 1 && z > least && geometry(grid, z, this.bandFor(z)).height > height) z--;
+    let z;
+    if (source.blocks) {
+      const best = fitBlocks(source, width, height, maxZoom, least, (zoom) => this.bandFor(zoom));
+      this.blockCols = best.blockCols;
+      this.data.grid = this.shown(source);
+      z = best.zoom;
+    } else {
+      const grid = this.data.grid;
+      z = fitZoom(grid, width, maxZoom);
+      while (z > 1 && z > least && geometry(grid, z, this.bandFor(z)).height > height) z--;
+    }
     this.view.zoom = z;
     this.view.panX = 0;
     this.view.panY = 0;

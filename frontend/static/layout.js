@@ -122,9 +122,11 @@ function kernelGrid(header, st, opts) {
   const nFilters = depthwise ? I.n * M.n : O.n;
   const rgb = Boolean(opts.rgb) && !depthwise && cols === 3;
   // each row (a filter's channels, or a depthwise input channel's filters) is one block;
-  // few of them per row: blocks sit side by side in a near-square grid instead of a strip
+  // few of them per row: blocks sit side by side in a grid (near-square unless the
+  // view fits it to its area, render.js fitBlocks) instead of a strip
   const perBlock = rgb ? 1 : cols;
-  const blockCols = perBlock <= BLOCK_CHANNELS ? squareColumns(rows, sp.th, perBlock * sp.tw) : 1;
+  const blocks = perBlock <= BLOCK_CHANNELS && rows > 1;
+  const blockCols = blocks ? squareColumns(rows, sp.th, perBlock * sp.tw) : 1;
   const grid = {
     kind: "kernel",
     layout,
@@ -137,6 +139,7 @@ function kernelGrid(header, st, opts) {
     yOff: sp.yOff,
     xOff: sp.xOff,
     cells: rows * (rgb ? 1 : cols),
+    blocks,
     blockCols,
     rgb,
     chanOff: rgb ? range(3, colBaseFn) : null,
@@ -205,8 +208,10 @@ function sampleGrid(header, st, opts, kind) {
  * Adds cellBase[cell] = rowBase[r] + colBase[c] (row-major cells) and filter ranges.
  * `blockCols` (how the grid is drawn, render.js geometry): every grid row is a block
  * of `cols` tiles, `blockCols` blocks to a line; 1 (the default) stacks the rows.
+ * `blocks`: whether the grid may be drawn so (kernels with few channels per filter).
  */
 function withCells(grid) {
+  grid.blocks = Boolean(grid.blocks);
   grid.blockCols = grid.blockCols || 1;
   const { rows, cols, rowBase, colBase } = grid;
   const cellBase = new Int32Array(rows * cols);
@@ -339,6 +344,7 @@ export function subGrid(grid, cells) {
     rowBase: new Int32Array(rows),
     colBase: new Int32Array(cols),
     origin,
+    blocks: false,
     blockCols: 1,
     rowFilters: false,
     filterOf: (r, c) => grid.filterOf(...src(r, c)),

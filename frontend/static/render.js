@@ -65,6 +65,27 @@ export function fitZoom(grid, width, maxZoom = 24) {
   return Math.max(z, 1 / 16);
 }
 
+/**
+ * The number of block columns and the zoom that show block grid `grid` largest in
+ * `width` x `height` px: for each number of block columns, the largest zoom (at most
+ * `maxZoom`) that fits the width, shrunk to fit the height but not below `least`
+ * (then the grid scrolls). The largest zoom wins, then the least height.
+ * `band(zoom)`: the label band's height at that zoom. Returns {blockCols, zoom, height}.
+ */
+export function fitBlocks(grid, width, height, maxZoom, least, band = () => 0) {
+  let best = null;
+  for (let c = 1; c <= grid.rows; c++) {
+    // as many lines as one column fewer: only wider
+    if (c > 1 && Math.ceil(grid.rows / c) === Math.ceil(grid.rows / (c - 1))) continue;
+    const g = { ...grid, blockCols: c };
+    let z = fitZoom(g, width, maxZoom);
+    while (z > 1 && z > least && geometry(g, z, band(z)).height > height) z--;
+    const h = geometry(g, z, band(z)).height;
+    if (!best || z > best.zoom || (z === best.zoom && h < best.height)) best = { blockCols: c, zoom: z, height: h };
+  }
+  return best;
+}
+
 /** Device-pixel rectangle of display slot `slot`, tile column `c` (before panning). */
 export function cellRect(grid, zoom, slot, c, band = 0) {
   const g = geometry(grid, zoom, band);

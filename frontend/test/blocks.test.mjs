@@ -5,7 +5,7 @@ import { test } from "node:test";
 import { LUT_SIZE, lut } from "../static/colormap.js";
 import { BLOCK_CHANNELS, blockLabel, canonicalize, subGrid } from "../static/layout.js";
 import { cellLimits } from "../static/normalize.js";
-import { blockRect, cellRect, fitZoom, geometry, hitTest, renderGrid } from "../static/render.js";
+import { blockRect, cellRect, fitBlocks, fitZoom, geometry, hitTest, renderGrid } from "../static/render.js";
 import { decode, defaults, encode } from "../static/state.js";
 
 const hwio = (h, w, i, o, extra = {}) => canonicalize({ kind: "kernel", layout: "HWIO", shape: [h, w, i, o], ...extra });
@@ -18,6 +18,10 @@ test("1 to 3 input channels make a near-square grid of blocks; more make a strip
   // 3 channels side by side make wide blocks: fewer of them to a line (near-square in pixels)
   assert.equal(hwio(7, 7, 3, 64).blockCols, 5);
   assert.equal(hwio(3, 3, 4, 64).blockCols, 1);
+  assert.equal(hwio(3, 3, 4, 64).blocks, false);
+  // 6 filters x 3 channels: near-square is one block a line, but a view may put more side by side
+  assert.deepEqual([hwio(3, 3, 3, 6).blockCols, hwio(3, 3, 3, 6).blocks], [1, true]);
+  assert.equal(hwio(3, 3, 1, 1).blocks, false, "one filter");
   assert.equal(hwio(3, 3, 64, 64).blockCols, 1);
   // RGB mode: one colour tile per filter
   const rgb = canonicalize({ kind: "kernel", layout: "HWIO", shape: [7, 7, 3, 64] }, { rgb: true });
@@ -129,6 +133,41 @@ test("fitZoom uses the available width of a block grid", () => {
   assert.equal(fitZoom(grid, 10000, 48), 48, "at most maxZoom");
   const z = fitZoom(hwio(3, 3, 1, 40000), 300);
   assert.ok(z < 1 && geometry(hwio(3, 3, 1, 40000), z).width <= 300);
+});
+
+test("fitBlocks picks the block columns that show the grid largest in the area", () => {
+  const band = (z) => (z >= 4 ? 15 : 0);
+  // brute force over every column count and zoom: the same best zoom, and no shorter layout at it
+  for (const [grid, width, height, least] of [
+    [hwio(5, 5, 1, 16), 800, 760, 5], [hwio(7, 7, 3, 32), 800, 690, 4], [hwio(7, 7, 3, 32), 1300, 700, 4],
+    [hwio(3, 3, 1, 2), 800, 690, 8], [hwio(3, 3, 1, 4096), 800, 690, 8], [hwio(1, 1, 2, 5), 120, 90, 24],
+  ]) {
+    const best = fitBlocks(grid, width, height, 48, least, band);
+    let want = 0;
+    for (let c = 1; c <= grid.rows; c++) {
+      const g = { ...grid, blockCols: c };
+      for (let z = 48; z >= 1; z--) {
+        const geo = geometry(g, z, band(z));
+        if (geo.width <= width && (geo.height <= height || z <= least)) {
+          want = Math.max(want, z);
+          break;
+        }
+      }
+    }
+    assert.equal(best.zoom, want, `${grid.rows} filters in ${width}x${height}`);
+    const chosen = geometry({ ...grid, blockCols: best.blockCols }, best.zoom, band(best.zoom));
+    assert.ok(chosen.width <= width);
+    for (let c = 1; c <= grid.rows; c++) {
+      const geo = geometry({ ...grid, blockCols: c }, best.zoom, band(best.zoom));
+      if (geo.width <= width) assert.ok(geo.height >= chosen.height, `${c} columns are shorter`);
+    }
+  }
+  // the demo's conv1 in a square-ish panel: 4 x 4 blocks, the whole grid in view
+  const demo = fitBlocks(hwio(5, 5, 1, 16), 800, 760, 48, 5, band);
+  assert.equal(demo.blockCols, 4);
+  assert.ok(demo.height <= 760);
+  // a wide panel puts more blocks on a line
+  assert.ok(fitBlocks(hwio(5, 5, 1, 16), 1600, 500, 48, 5, band).blockCols > 4);
 });
 
 test("a chosen zoom is part of the URL state; none means fit", () => {
