@@ -16,24 +16,21 @@ layer's input channels, is the same network.
   the inputs they were computed on (``samples_digest``); CKA refuses activations
   whose digests differ.
 
-Command line: ``tb-convfilters compare LOGDIR --run B --base A [--step S] [--json]``.
+Command line: ``tb-convfilters compare LOGDIR --run B --base A [--step S] [--json]``
+(``compare_cli``).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
-import sys
-import warnings
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from tb_convfilters import blob, layouts, reader
+from tb_convfilters import layouts, reader
 
 UNKNOWN_SAMPLES = (
     "activations logged without a samples digest (by a version before 0.2): whether they "
@@ -71,16 +68,16 @@ class Match:
         cp = self.channel_permutation
         return {
             "permutation": self.permutation.tolist(),
-            "cosine": [_finite(c) for c in self.cosine.tolist()],
+            "cosine": [finite(c) for c in self.cosine.tolist()],
             "channel_permutation": None if cp is None else cp.tolist(),
-            "mean_cosine": _finite(self.mean_cosine),
-            "unaligned_mean_cosine": _finite(self.unaligned_mean_cosine),
+            "mean_cosine": finite(self.mean_cosine),
+            "unaligned_mean_cosine": finite(self.unaligned_mean_cosine),
             "chained": self.chained,
             "note": self.note,
         }
 
 
-def _finite(value: float) -> float | None:
+def finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
@@ -303,7 +300,7 @@ def pair_cka(x: Activation, y: Activation) -> float:
     return cka(x.array[:n], y.array[:n], x.layout, y_layout=y.layout)
 
 
-def _pick(entries: Iterable[reader.Entry], step: int | None) -> dict[str, reader.Entry]:
+def entries_at(entries: Iterable[reader.Entry], step: int | None) -> dict[str, reader.Entry]:
     """{tag: entry at `step` (each tag's last if None)} in order of first appearance."""
     out: dict[str, reader.Entry] = {}
     for e in entries:
@@ -342,8 +339,8 @@ def align(
     sizes chain, and each `Match.note` says where they do not. `tags` picks the
     layers returned (the chain still runs through the others).
     """
-    of_base = _kernels(_pick(reader.entries(logdir, run=base), step))
-    of_run = _kernels(_pick(reader.entries(logdir, run=run), step))
+    of_base = _kernels(entries_at(reader.entries(logdir, run=base), step))
+    of_run = _kernels(entries_at(reader.entries(logdir, run=run), step))
     order = [t for t in of_base if t in of_run]
     wanted = None if tags is None else list(tags)
     missing = [t for t in wanted or () if t not in order]
@@ -368,7 +365,7 @@ class Similarity:
     def to_json(self) -> dict:
         return {
             "labels": [{"run": r, "step": s} for r, s in self.labels],
-            "matrix": [[_finite(v) for v in row] for row in self.matrix.tolist()],
+            "matrix": [[finite(v) for v in row] for row in self.matrix.tolist()],
             "note": self.note,
         }
 
@@ -418,97 +415,3 @@ def activation_tag(kernel_tag: str, tags: Container) -> str | None:
     head = kernel_tag.rsplit("/", 1)[0] if "/" in kernel_tag else kernel_tag
     candidate = f"{head}/activation"
     return candidate if candidate in tags else None
-
-
-# ---- tb-convfilters compare ----
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("logdir", metavar="LOGDIR", help="TensorBoard log directory")
-    parser.add_argument("--run", required=True, metavar="B", help="the run to align")
-    parser.add_argument("--base", required=True, metavar="A", help="the run to align it to")
-    parser.add_argument("--step", type=int, metavar="S", help="this step (default: each last)")
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        help="one JSON object per layer: tag, mean_cosine, unaligned_mean_cosine, cka, chained",
-    )
-    parser.epilog = (
-        "Per kernel: the mean cosine of matched filters, the mean cosine before matching "
-        "(filter i with filter i) and, where both runs logged the layer's activations on "
-        "the same inputs, linear CKA. Exit status 0, or 2 on errors."
-    )
-
-
-def compare_rows(logdir: str | os.PathLike, run: str, base: str, step: int | None) -> list[dict]:
-    """One row per kernel: what ``tb-convfilters compare`` prints."""
-    matches = align(logdir, run, base, step=step)
-    acts_b = _pick(reader.entries(logdir, run=base), step)
-    acts_a = _pick(reader.entries(logdir, run=run), step)
-    rows = []
-    for tag, m in matches.items():
-        value, cka_note = None, None
-        act = activation_tag(tag, acts_b)
-        if act is not None and act in acts_a:
-            x, y = Activation.of(acts_b[act]), Activation.of(acts_a[act])
-            try:
-                cka_note = check_samples([(base, x), (run, y)])
-                value = _finite(pair_cka(x, y))
-            except ValueError as e:
-                cka_note = str(e)
-        rows.append(
-            {
-                "tag": tag,
-                "mean_cosine": _finite(m.mean_cosine),
-                "unaligned_mean_cosine": _finite(m.unaligned_mean_cosine),
-                "cka": value,
-                "chained": m.chained,
-                "note": m.note,
-                "cka_note": cka_note,
-            }
-        )
-    return rows
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def run(args: argparse.Namespace) -> int:
-    """The ``compare`` subcommand; returns the exit status."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            rows = compare_rows(args.logdir, args.run, args.base, args.step)
-    except (ValueError, LookupError, blob.RecordError) as e:
-        print(f"tb-convfilters compare: error: {e}", file=sys.stderr)
-        return 2
-    if not rows:
-        print(
-            f"tb-convfilters compare: error: runs {args.base!r} and {args.run!r} have no "
-            "kernels in common" + (f" at step {args.step}" if args.step is not None else ""),
-            file=sys.stderr,
-        )
-        return 2
-    if args.json:
-        for row in rows:
-            print(json.dumps(row, allow_nan=False))
-        return 0
-    width = max(len(r["tag"]) for r in rows)
-    print(f"{'tag':<{width}}  matched  unmatched    CKA  chained")
-    notes = []
-    for r in rows:
-        print(
-            f"{r['tag']:<{width}}  {_fmt(r['mean_cosine']):>7}  "
-            f"{_fmt(r['unaligned_mean_cosine']):>9}  {_fmt(r['cka']):>5}  "
-            f"{'yes' if r['chained'] else 'no'}"
-        )
-        if r["cka_note"]:
-            notes.append(f"{r['tag']}: CKA: {r['cka_note']}")
-    print(
-        f"run {args.run!r} aligned to {args.base!r}: mean cosine of matched filters vs. "
-        "filter i with filter i; CKA of the layers' activations (1 = same up to rotation)"
-    )
-    for line in notes:
-        print(line)
-    return 0

@@ -50,7 +50,10 @@ def train(logdir: Path, seed: int, x: np.ndarray, y: np.ndarray, samples: np.nda
         metrics=["accuracy"],
     )
     callback = FiltersCallback(
-        logdir / f"seed{seed}", sample_inputs=samples, layers=[L.Conv2D, L.Dense]
+        logdir / f"seed{seed}",
+        sample_inputs=samples,
+        max_samples=len(samples),  # CKA is computed on the stored maps
+        layers=[L.Conv2D, L.Dense],
     )
     model.fit(x[:-300], y[:-300], epochs=EPOCHS, batch_size=32, verbose=0, callbacks=[callback])
     return float(model.evaluate(x[-300:], y[-300:], verbose=0)[1])
