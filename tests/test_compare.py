@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tb_convfilters import Writer, cli, compare, reader
+from tb_convfilters import Writer, cli, compare, compare_cli, reader
 
 NOISE = 1e-3
 
@@ -204,3 +204,83 @@ def test_cli_prints_matched_unmatched_and_cka(tmp_path, capsys):
     assert "matched  unmatched" in out and "conv2/kernel" in out
     assert cli.main(["compare", str(tmp_path), "--run", "zz", "--base", "a"]) == 2
     assert "run 'zz' not found" in capsys.readouterr().err
+
+
+def test_permuted_copies_of_real_models_align_exactly_with_cka_one(tmp_path):
+    """Real models logged by the real integrations: every conv layer's filters permuted (and
+    biases), the next layer's input channels to match, noise 1e-3 on the kernels."""
+    import keras
+    import torch
+
+    from tb_convfilters.keras import FiltersCallback
+    from tb_convfilters.torch import log_activations, log_kernels
+
+    rng = np.random.default_rng(8)
+    p1, p2 = rng.permutation(8), rng.permutation(6)
+    x = rng.standard_normal((16, 8, 8, 1)).astype("f4")
+
+    # PyTorch (OIHW)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 6, 3), torch.nn.ReLU()
+    )
+    copy = torch.nn.Sequential(*(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(),
+                                 torch.nn.Conv2d(8, 6, 3), torch.nn.ReLU()))
+    with torch.no_grad():
+        w1, w2 = net[0].weight.numpy(), net[2].weight.numpy()
+        c1, c2 = np.empty_like(w1), np.empty_like(w2)
+        c1[p1] = w1
+        c2[p2] = w2
+        c2[:, p1] = c2.copy()
+        copy[0].weight.copy_(torch.from_numpy(c1 + NOISE * rng.standard_normal(c1.shape)))
+        copy[2].weight.copy_(torch.from_numpy(c2 + NOISE * rng.standard_normal(c2.shape)))
+        b1, b2 = np.empty(8, "f4"), np.empty(6, "f4")
+        b1[p1], b2[p2] = net[0].bias.numpy(), net[2].bias.numpy()
+        copy[0].bias.copy_(torch.from_numpy(b1))
+        copy[2].bias.copy_(torch.from_numpy(b2))
+    batch = torch.from_numpy(np.moveaxis(x, -1, 1).copy())
+    for run, model in (("a", net), ("b", copy)):
+        with Writer(tmp_path / "torch" / run) as w:
+            log_kernels(w, model, 3)
+            with torch.no_grad(), log_activations(w, model, 3, max_samples=16):
+                model(batch)
+    check_real(tmp_path / "torch", ["0/weight", "2/weight"], [p1, p2])
+
+    # Keras (HWIO), weights set, trained with a zero learning rate
+    def build():
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(8, 3, activation="relu", name="c1"),
+            keras.layers.Conv2D(6, 3, activation="relu", name="c2"),
+        ])
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+        return model
+
+    a, b = build(), build()
+    (k1, bias1), (k2, bias2) = (layer.get_weights() for layer in a.layers)
+    d1, d2 = np.empty_like(k1), np.empty_like(k2)
+    d1[..., p1] = k1
+    d2[..., p2] = k2
+    d2[:, :, p1] = d2.copy()
+    e1, e2 = np.empty_like(bias1), np.empty_like(bias2)
+    e1[p1], e2[p2] = bias1, bias2
+    b.layers[0].set_weights([d1 + NOISE * rng.standard_normal(d1.shape).astype("f4"), e1])
+    b.layers[1].set_weights([d2 + NOISE * rng.standard_normal(d2.shape).astype("f4"), e2])
+    for run, model in (("a", a), ("b", b)):
+        model.fit(x, np.zeros((16, 4, 4, 6), "f4"), epochs=1, verbose=0,
+                  callbacks=[FiltersCallback(tmp_path / "keras" / run, sample_inputs=x,
+                                             max_samples=16)])
+    check_real(tmp_path / "keras", ["c1/kernel", "c2/kernel"], [p1, p2], run="b/train",
+               base="a/train")
+
+
+def check_real(logdir, tags, perms, run="b", base="a"):
+    matches = compare.align(logdir, run, base)
+    assert list(matches) == tags
+    for tag, perm in zip(tags, perms, strict=True):
+        np.testing.assert_array_equal(matches[tag].permutation, perm)
+        assert matches[tag].mean_cosine > 0.999
+    assert matches[tags[1]].chained
+    rows = compare_cli.compare_rows(logdir, run, base, None)
+    assert [r["cka"] for r in rows] == pytest.approx([1.0, 1.0], abs=1e-3)  # 1 up to the noise
