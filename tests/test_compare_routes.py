@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import plugin_client
+from support import http_get, plugin_client, tensorboard
 
 from tb_convfilters import Writer
 from tb_convfilters.record import make_record
@@ -144,3 +145,20 @@ def fuzz_client(logdir):
     if logdir not in _clients:
         _clients[logdir] = plugin_client(logdir)
     return _clients[logdir]
+
+
+@pytest.mark.parametrize("load_fast", ["true", "false"])
+def test_real_tensorboard_serves_align_and_similarity(logdir, load_fast):
+    with tensorboard(logdir, load_fast=load_fast) as base:
+        url = f"{base}{PREFIX}align?" + urllib.parse.urlencode(
+            {"run": "b", "base": "a", "tag": "c2/kernel"}
+        )
+        status, body, _ = http_get(url)
+        assert status == 200, body[:300]
+        match = json.loads(body)
+        assert match["permutation"] == P2.tolist() and match["channel_permutation"] == P1.tolist()
+        url = f"{base}{PREFIX}similarity?" + urllib.parse.urlencode(
+            {"tag": "c1/activation", "runs": "a,other"}
+        )
+        status, body, _ = http_get(url)
+        assert status == 422 and "different inputs" in json.loads(body)["error"]
