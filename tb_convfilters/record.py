@@ -22,7 +22,9 @@ class Record(NamedTuple):
     """One step ready to write: a C-contiguous little-endian array and its header.
 
     ``stats`` and the two checksums are None until `complete` computes them (the
-    ``Writer`` does that while it writes the payload out).
+    ``Writer`` does that while it writes the payload out). A record made with
+    ``make_record(convert=False)`` holds the array in its source dtype until
+    `converted`; ``owned`` says the array is a copy no caller can change.
     """
 
     array: np.ndarray
@@ -30,6 +32,18 @@ class Record(NamedTuple):
     stats: np.ndarray | None = None
     payload_crc: int | None = None
     stats_crc: int | None = None
+    owned: bool = False
+
+    def converted(self) -> tuple[Record, str | None]:
+        """This record with its array in the stored dtype and C order, and the warning
+        the conversion gives (None when values fit), for the caller to issue."""
+        want = blob.numpy_dtype(self.header["dtype"])
+        a, message = self.array, None
+        if a.dtype != want:
+            a, message = _converted(a, want, self.header["dtype"])
+        elif not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a)
+        return self._replace(array=a, owned=self.owned or a is not self.array), message
 
     @property
     def completed(self) -> bool:
@@ -127,10 +141,13 @@ def make_record(
     stats: bool = True,
     extra: dict | None = None,
     complete: bool = True,
+    convert: bool = True,
 ) -> Record:
     """Checks `data` against `layout` and builds its record; errors name the bad value.
 
-    With ``complete=False`` the stats and checksums are left to ``Record.complete``.
+    With ``complete=False`` the stats and checksums are left to ``Record.complete``;
+    with ``convert=False`` (implies ``complete=False``) the dtype conversion is left
+    to ``Record.converted`` and the array may still be the caller's memory.
     """
     layouts.check_layout(layout, kind)
     a = _as_array(data)
@@ -160,6 +177,7 @@ def make_record(
         raise ValueError(f"max_bytes={max_bytes!r} must be a positive integer (bytes) or None")
     header_extra: dict[str, Any] = dict(extra or {})
 
+    owned = False  # True once `a` is an array made here
     if max_samples is not None:
         if not isinstance(max_samples, numbers.Integral) or max_samples < 1:
             raise ValueError(f"max_samples={max_samples!r} must be a positive integer")
@@ -178,6 +196,7 @@ def make_record(
         kept = _pick(a, axis, cap, name)
         if kept is not None:
             a = np.take(a, kept, axis=axis)
+            owned = True
             header_extra[key] = kept
 
     if image_shape is not None:
@@ -198,25 +217,35 @@ def make_record(
         header_extra["image_shape"] = dims
 
     want = blob.numpy_dtype(target)
-    if a.dtype != want:
-        a = _convert(a, want, target)
-    a = np.ascontiguousarray(a)
+    if convert:
+        if a.dtype != want:
+            a, owned = _convert(a, want, target), True
+        a = np.ascontiguousarray(a)
     if target != source_dtype:
         header_extra["source_dtype"] = source_dtype
 
     limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
-    if a.nbytes > limit:
+    nbytes = a.size * want.itemsize
+    if nbytes > limit:
         raise ValueError(
-            f"data of shape {a.shape} is {a.nbytes} bytes as {target}, over max_bytes={limit}; "
+            f"data of shape {a.shape} is {nbytes} bytes as {target}, over max_bytes={limit}; "
             "raise max_bytes, log fewer filters (max_filters/max_channels) or use dtype='float16'"
         )
     header = blob.make_header(kind, layout, a.shape, target, stats=stats, **header_extra)
-    rec = Record(a, header)
-    return rec.complete() if complete else rec
+    rec = Record(a, header, owned=owned)
+    return rec.complete() if complete and convert else rec
 
 
 def _convert(a: np.ndarray, want: np.dtype, target: str) -> np.ndarray:
     """`a` as `want`; warns once per tensor when values overflow to inf or do not fit."""
+    out, message = _converted(a, want, target)
+    if message:
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+    return out
+
+
+def _converted(a: np.ndarray, want: np.dtype, target: str) -> tuple[np.ndarray, str | None]:
+    """`a` as `want`, and a message when values overflow to inf or do not fit."""
     bad, what = 0, ""
     with np.errstate(all="ignore"):
         if want.kind in "iu" and a.dtype.kind != "b":
@@ -227,9 +256,7 @@ def _convert(a: np.ndarray, want: np.dtype, target: str) -> np.ndarray:
         if want.kind not in "iu" and a.dtype.kind in "fiuV" and not _all_finite(out, target):
             bad = int((np.isinf(out) & np.isfinite(a)).sum())
             what = f"finite values overflowed to inf when converted to {target}"
-    if bad:
-        warnings.warn(f"data: {bad} {what}", RuntimeWarning, stacklevel=4)
-    return out
+    return out, f"data: {bad} {what}" if bad else None
 
 
 def _cast(a: np.ndarray, want: np.dtype) -> np.ndarray:

@@ -11,6 +11,8 @@
 file of their own in its ``log_dir``, written by a ``tb_convfilters.Writer``:
 TensorBoard's Python writer checksums in pure Python and is ~80x slower), a
 ``tb_convfilters.Writer`` or a log directory path (or URL, see ``tb_convfilters.fs``).
+The helpers copy the tensors and return; the Writer's thread writes them
+(``flush(target)`` waits for that; interpreter exit does too).
 
 Under ``torch.distributed`` (DDP) only rank 0 writes unless ``all_ranks=True``;
 the other ranks return at once, so ``target`` may be None there.
@@ -100,6 +102,22 @@ def _writer_for(target: Any) -> Writer:
         f"target of type {type(target).__name__} is not a torch.utils.tensorboard.SummaryWriter, "
         "a tb_convfilters.Writer or a log directory path"
     )
+
+
+def flush(target: Any) -> None:
+    """Waits until everything logged to `target` (a ``SummaryWriter``, a ``Writer`` or a
+    log directory) is in its event file: the helpers write in the background."""
+    if isinstance(target, Writer):
+        target.flush()
+        return
+    with _lock:
+        if isinstance(target, str | os.PathLike):
+            path = os.fspath(target)
+            writer = _by_path.get(path if fs.is_url(path) else os.path.abspath(path))
+        else:
+            writer = _by_summary_writer.get(target)
+    if writer is not None:
+        writer.flush()
 
 
 def _check_budget(writer: Writer, budget_mb: float | None, nbytes: int, where: str) -> None:
@@ -236,13 +254,14 @@ def log_kernels(
             dtype=dtype,
             max_filters=max_filters,
             max_channels=max_channels,
-            complete=False,  # the Writer computes stats while it writes
+            complete=False,  # the Writer copies; converts and computes stats in the background
+            convert=False,
         )
         tag = _tag(prefix, name, "weight")
         writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` weight ({layout})")
         tags.append(tag)
-        nbytes += rec.array.nbytes
-    writer.flush()
+        nbytes += blob.payload_nbytes(rec.header)
+    writer.flush(wait=False)  # a URL logdir uploads the step
     _check_budget(writer, budget_mb, nbytes, f"log_kernels at step {step}")
     return tags
 
@@ -312,10 +331,11 @@ def log_activations(
                 max_filters=max_filters,
                 max_samples=max_samples,
                 complete=False,
+                convert=False,
             )
             writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` output ({layout})")
             tags.append(tag)
-            sizes.append(rec.array.nbytes)
+            sizes.append(blob.payload_nbytes(rec.header))
 
         return hook
 
@@ -325,5 +345,5 @@ def log_activations(
     finally:
         for handle in handles:
             handle.remove()
-        writer.flush()
+        writer.flush(wait=False)
     _check_budget(writer, budget_mb, sum(sizes), f"log_activations at step {step}")

@@ -13,13 +13,17 @@ complete event file.
 
 from __future__ import annotations
 
+import atexit
 import io
 import itertools
+import numbers
 import os
 import socket
 import struct
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +39,7 @@ from tensorboard.compat.proto import (
 
 from tb_convfilters import blob, fs, metadata
 from tb_convfilters.record import Record, check_step, check_tag, make_record
+from tb_convfilters.spool import Spool
 from tb_convfilters.summary import pattern_record
 
 _file_counter = itertools.count()
@@ -168,14 +173,61 @@ def encode_suffix(rec: Record) -> bytes:
     return _len_field(8, len(stats)) + stats + _len_field(8, len(checks)) + checks
 
 
+# Copies of logged arrays a background Writer keeps in flight, by default.
+DEFAULT_MAX_QUEUE_MB = 256.0
+_live: weakref.WeakSet = weakref.WeakSet()  # Writers to close at interpreter exit
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    for writer in list(_live):
+        if writer._pid == os.getpid():  # a forked child leaves its parent's Writers alone
+            try:
+                writer.close()
+            except Exception as e:  # exit goes on; say what was lost
+                warnings.warn(f"{writer!r} at exit: {e}", RuntimeWarning, stacklevel=1)
+
+
+def _write_all(f: Any, data: Any) -> None:
+    """Writes all of `data` (an unbuffered file may take part of it per call)."""
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        view = view[f.write(view) :]
+
+
+class WriterError(RuntimeError):
+    """A record the background writer could not write, raised on a later call.
+
+    ``tag`` and ``step`` name the record (None for an upload of several);
+    ``__cause__`` is the original error.
+    """
+
+    def __init__(self, message: str, tag: str | None = None, step: int | None = None):
+        super().__init__(message)
+        self.tag, self.step = tag, step
+
+
 class Writer:
     """Writes kernels and activations to a new event file in `logdir`.
 
     >>> with tb_convfilters.Writer("logs/run1") as w:
     ...     w.kernel("conv1/kernel", weights, step=0, layout="OIHW")
 
+    Writing happens in the background, as in TensorBoard's own writers: a call
+    checks its arguments, takes one copy of the array and returns; conversion
+    (`dtype`), statistics, checksums and the file write happen on the Writer's
+    thread. At most `max_queue_mb` MiB of copies wait; a call beyond that waits
+    for room. A record that cannot be written (disk full, directory removed)
+    raises a ``WriterError`` naming its tag and step on the next call, `flush`
+    or `close`; conversion warnings come out the same way. Each record is in
+    the file, whole, once written: TensorBoard sees it without a `flush`, which
+    waits for everything queued. `close`, the context manager and interpreter
+    exit flush. In a forked child the parent's Writer is ``closed``: the child
+    never writes its parent's queue or file. ``blocking=True`` does all of the
+    writing in the calling thread instead.
+
     `dtype` (e.g. ``"float16"``) applies to every tensor unless a call says
-    otherwise. Thread-safe; the file is flushed on `flush`, `close` and exit.
+    otherwise. Thread-safe.
 
     `logdir` may be a URL TensorBoard reads (``s3://bucket/logs/run1``, see
     ``fs``). There, records wait in memory and `flush`, `close` (and every
@@ -184,32 +236,58 @@ class Writer:
     """
 
     def __init__(
-        self, logdir: str | os.PathLike, *, dtype: str | None = None, filename_suffix: str = ""
+        self,
+        logdir: str | os.PathLike,
+        *,
+        dtype: str | None = None,
+        filename_suffix: str = "",
+        blocking: bool = False,
+        max_queue_mb: float = DEFAULT_MAX_QUEUE_MB,
     ):
+        if (
+            isinstance(max_queue_mb, bool)
+            or not isinstance(max_queue_mb, numbers.Real)
+            or not max_queue_mb > 0
+        ):
+            raise ValueError(f"max_queue_mb={max_queue_mb!r} must be a positive number of MiB")
         self.logdir = os.fspath(logdir)
         self._dtype = dtype
         self._lock = threading.Lock()
         self._remote = fs.is_url(self.logdir)
-        fs.makedirs(self.logdir)
-        self._id = f"{socket.gethostname()}.{os.getpid()}.{next(_file_counter)}"
         self._suffix = filename_suffix
         self._parts = 0
+        self._pid = os.getpid()
+        self._closed = False
+        self._spool = None if blocking else Spool(int(max_queue_mb * (1 << 20)))
+        self._last: tuple[str, int] | None = None  # the last record buffered for upload
         self.path: str | None = None
-        if self._remote:
-            self._file: Any = io.BytesIO()
-        else:
-            self.path = fs.join(self.logdir, self._file_name(""))
-            self._file = open(self.path, "wb")
-        self._start_file()
-        self.flush()
+        self._file: Any = None
+        self._open()
+        _live.add(self)
+
+    def __repr__(self) -> str:
+        return f"Writer({self.logdir!r})"
 
     def _file_name(self, part: str) -> str:
         return f"events.out.tfevents.{int(time.time()):010d}.{self._id}{part}{self._suffix}"
 
+    def _open(self) -> None:
+        """Starts a new event file (for a URL, a new buffer)."""
+        fs.makedirs(self.logdir)
+        self._id = f"{socket.gethostname()}.{os.getpid()}.{next(_file_counter)}"
+        if self._remote:
+            self._file = io.BytesIO()
+        else:
+            self.path = fs.join(self.logdir, self._file_name(""))
+            # Unbuffered: each record reaches the file whole as it is written, and a
+            # forked child holds no buffered bytes of ours to write when it exits.
+            self._file = open(self.path, "wb", buffering=0)
+        self._start_file()
+
     def _start_file(self) -> None:
         event = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
         head, tail = frame_event(event.SerializeToString(), memoryview(b""), b"")
-        self._file.write(head + tail)
+        _write_all(self._file, head + tail)
         self._header_end = self._file.tell()
 
     def _upload(self) -> None:
@@ -218,17 +296,44 @@ class Writer:
             return
         # Parts sort in upload order (time, then number): TensorBoard reads files in name order.
         path = fs.join(self.logdir, self._file_name(f".{self._parts:06d}"))
-        fs.upload(path, self._file.getvalue())
+        try:
+            fs.upload(path, self._file.getvalue())
+        except Exception as e:  # the records stay buffered for the next try
+            last = "" if self._last is None else f" (the last: tag {self._last[0]!r} step "
+            last += "" if self._last is None else f"{self._last[1]})"
+            raise WriterError(
+                f"{self!r} could not upload its records{last} to {path}: {type(e).__name__}: {e}"
+            ) from e
         self.path = path
         self._parts += 1
+        self._last = None
         self._file = io.BytesIO()
         self._start_file()
 
-    def _write_record(self, tag: str, rec: Record, step: Any, description: str | None) -> None:
-        """Writes `rec`; an incomplete one gets its stats while its payload is written."""
-        check_tag(tag)
-        step = check_step(step)
-        wall_time = time.time()
+    def _ready_file(self) -> None:
+        """Opens a new file if the last one was lost; raises if the open one was deleted.
+
+        A deleted event file (its run directory removed) takes writes without error on
+        POSIX: they would vanish. Like TensorFlow's writer, the next record starts a new file.
+        """
+        if self._file is None:
+            self._open()
+        elif not self._remote and os.fstat(self._file.fileno()).st_nlink == 0:
+            self._file.close()
+            self._file = None
+            raise FileNotFoundError(
+                f"the event file {self.path} was deleted while open (was {self.logdir} "
+                "removed?); the next record starts a new file"
+            )
+
+    def _write_now(
+        self, tag: str, rec: Record, step: int, wall_time: float, description: str | None
+    ) -> str | None:
+        """Converts, completes and writes `rec`; returns the conversion's warning, if any.
+
+        Stats are computed while the payload is written; a failure leaves no half record.
+        """
+        rec, message = rec.converted()
         out: dict = {}  # what `send` wrote, once the lock is held
 
         def send() -> None:
@@ -237,11 +342,12 @@ class Writer:
             )
             self._lock.acquire()
             out["locked"] = True
-            if self._file is None:
+            if self._closed:
                 raise ValueError(f"Writer for {self.logdir!r} is closed")
+            self._ready_file()
             out["start"] = self._file.tell()
-            self._file.write(_record_head(len(prefix) + payload.nbytes + suffix_len, prefix))
-            self._file.write(payload)  # into a URL logdir's buffer: a copy, as it must be
+            _write_all(self._file, _record_head(len(prefix) + payload.nbytes + suffix_len, prefix))
+            _write_all(self._file, payload)  # a URL logdir's buffer copies it, as it must
             out["framing"] = prefix, payload, suffix_len
 
         try:
@@ -250,9 +356,12 @@ class Writer:
             suffix = encode_suffix(done)
             if len(suffix) != suffix_len:
                 raise AssertionError(f"stats of {len(suffix)} bytes, expected {suffix_len}")
-            self._file.write(_record_tail(prefix, payload, done.payload_crc, suffix))
-            if self._remote and self._file.tell() >= PART_BYTES:
-                self._upload()
+            tail = _record_tail(prefix, payload, done.payload_crc, suffix)
+            _write_all(self._file, tail)
+            if self._remote:
+                self._last = tag, step
+                if self._file.tell() >= PART_BYTES:
+                    self._upload()
         except BaseException:
             if "start" in out and self._file is not None:  # no half record stays in the file
                 self._file.seek(out["start"])
@@ -261,19 +370,69 @@ class Writer:
         finally:
             if out.get("locked"):
                 self._lock.release()
+        return message
+
+    def _write_record(self, tag: str, rec: Record, step: Any, description: str | None) -> None:
+        check_tag(tag)
+        step = check_step(step)
+        self._check_open(stacklevel=4)
+        wall_time = time.time()
+        if self._spool is None:
+            message = self._write_now(tag, rec, step, wall_time, description)
+            if message:
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
+            return
+
+        def work(array: np.ndarray) -> str | None:
+            return self._write_now(tag, rec._replace(array=array), step, wall_time, description)
+
+        self._spool.put(work, rec.array, (tag, step), owned=rec.owned)
+
+    def _check_open(self, stacklevel: int) -> None:
+        """Raises for a closed Writer, then `_report` (`stacklevel` of the user's call)."""
+        if self._pid != os.getpid():
+            raise ValueError(
+                f"{self!r} belongs to process {self._pid}: a forked child cannot write to it; "
+                "open a Writer of its own"
+            )
+        if self._closed:
+            raise ValueError(f"Writer for {self.logdir!r} is closed")
+        self._report(stacklevel + 1)
+
+    def _report(self, stacklevel: int) -> None:
+        """Issues the background thread's warnings and raises its first failure."""
+        if self._spool is None:
+            return
+        for message in self._spool.take_messages():
+            warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
+        failures = self._spool.take_failures()
+        if not failures:
+            return
+        (tag, step), error = failures[0]
+        more = f"; {len(failures) - 1} later ones failed too" if len(failures) > 1 else ""
+        if isinstance(error, WriterError):  # an upload: it says what
+            raise WriterError(f"{error}{more}") from error.__cause__
+        raise WriterError(
+            f"{self!r} could not write tag {tag!r} step {step}: "
+            f"{type(error).__name__}: {error}{more}",
+            tag,
+            step,
+        ) from error
 
     def write_record(
         self, tag: str, rec: Record, step: Any, description: str | None = None
     ) -> None:
         """Writes a record made by ``record.make_record`` (lets callers build before opening).
 
-        Pass one made with ``complete=False``: its stats are computed as it is written.
+        Pass one made with ``complete=False, convert=False``: its conversion and
+        stats happen as it is written. Its array is copied unless the record owns it.
         """
         self._write_record(tag, rec, step, description)
 
     @property
     def closed(self) -> bool:
-        return self._file is None
+        """True after `close`, and in a forked child (the Writer is its parent's)."""
+        return self._closed or self._pid != os.getpid()
 
     def kernel(
         self,
@@ -300,6 +459,7 @@ class Writer:
             image_shape=image_shape,
             max_bytes=max_bytes,
             complete=False,
+            convert=self._spool is None,
         )
         self._write_record(tag, rec, step, description)
 
@@ -326,6 +486,7 @@ class Writer:
             max_samples=max_samples,
             max_bytes=max_bytes,
             complete=False,
+            convert=self._spool is None,
         )
         self._write_record(tag, rec, step, description)
 
@@ -347,27 +508,45 @@ class Writer:
         )
         self._write_record(tag, rec, step, description)
 
-    def flush(self) -> None:
-        """Writes out what was logged (on a URL logdir: uploads it as a new event file)."""
+    def flush(self, wait: bool = True) -> None:
+        """Writes out everything logged so far (on a URL logdir: uploads it as a new event file).
+
+        Returns once that is done; ``wait=False`` returns at once (the background
+        thread flushes after the records queued before). Raises what failed meanwhile.
+        """
+        if self.closed:
+            return
+        if self._spool is not None:
+            self._spool.put(self._flush_now, None, ("flush", None))
+            if wait:
+                self._spool.wait()
+            self._report(stacklevel=3)
+        else:
+            self._flush_now()
+
+    def _flush_now(self, _: Any = None) -> None:
         with self._lock:
-            if self._file is None:
-                return
-            if self._remote:
+            if self._remote and not self._closed:
                 self._upload()
-            else:
-                self._file.flush()
 
     def close(self) -> None:
-        with self._lock:
-            if self._file is None:
-                return
-            try:
-                if self._remote:
-                    self._upload()
-                else:
-                    self._file.close()
-            finally:
-                self._file = None
+        """Flushes and closes; raises what failed in the background meanwhile."""
+        if self.closed:
+            return
+        try:
+            if self._spool is not None:
+                self._spool.close()
+            with self._lock:
+                if self._file is not None:
+                    if self._remote:
+                        self._upload()
+                    else:
+                        self._file.close()
+        finally:
+            self._closed = True
+            self._file = None
+            _live.discard(self)
+        self._report(stacklevel=3)
 
     def __enter__(self) -> Writer:
         return self
