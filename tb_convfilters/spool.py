@@ -12,6 +12,7 @@ dropped.
 from __future__ import annotations
 
 import collections
+import os
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -19,6 +20,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 THREAD_NAME = "convfilters-writer"
+# The thread's nice value (Linux; its stats helper in blob.in_parallel inherits it): training
+# threads come first when cores are short, and idle cores still do all the writing.
+NICE = 10
 # The thread ends after this many idle seconds (and starts again on the next put), so an
 # idle spool whose writer was dropped can be collected.
 IDLE_SECONDS = 30.0
@@ -142,6 +146,10 @@ class Spool:
     # ---- the thread ----
 
     def _run(self) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)  # this thread only
+        except (AttributeError, OSError):  # not Linux
+            pass
         while True:
             with self._cond:
                 while not self._queue:
