@@ -33,7 +33,7 @@ setup(
             "moto[server]",
             "boto3",
             "build",
-            "mkdocs",
+            "mkdocs>=1.6",
             "mkdocs-material",
         ],
     },

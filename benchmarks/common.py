@@ -164,8 +164,8 @@ def tensorboard(logdir: str, load_fast: str, *extra: str) -> ContextManager[tupl
     )
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of process `pid` and all its descendants (Linux /proc)."""
+def tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (Linux /proc)."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -176,15 +176,32 @@ def tree_rss(pid: int) -> int:
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [pid]
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
+        found.append(p)
         todo.extend(children.get(p, []))
+    return found
+
+
+def _proc_sum(pid: int, name: str, field: str, scale: int) -> int:
+    total = 0
+    for p in tree(pid):
         try:
-            with open(f"/proc/{p}/status") as f:
+            with open(f"/proc/{p}/{name}") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
+                    if line.startswith(field):
+                        total += int(line.split()[1]) * scale
         except OSError:
             pass
     return total
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of process `pid` and all its descendants (Linux /proc)."""
+    return _proc_sum(pid, "status", "VmRSS:", 1024)
+
+
+def tree_read_bytes(pid: int) -> int:
+    """Bytes that process `pid` and its descendants have read (``rchar``, Linux /proc)."""
+    return _proc_sum(pid, "io", "rchar:", 1)

@@ -2,8 +2,9 @@
 
 Two runs (two learning rates) land in ``LOGDIR/<run>/train`` beside the stock
 TensorBoard callback's scalars, so the Filters tab can compare them. Logged every
-epoch: every conv kernel and its activations on four sample images; every other
-epoch: conv2's activation-maximization patterns and their projections.
+epoch: every conv kernel and its activations (the maps of four images; how often
+each channel fires, over 512, enough for the filter doctor's dead verdict); every
+other epoch: conv2's activation-maximization patterns and their projections.
 Runs in about a minute on 2 CPU cores; no downloads.
 
     python demo/train.py --logdir demo/logs
@@ -77,7 +78,8 @@ def main() -> None:
                 keras.callbacks.TensorBoard(run_dir),
                 FiltersCallback(
                     run_dir,
-                    sample_inputs=x[:4],
+                    sample_inputs=x[:512],  # firing judged on 512 inputs (doctor: >= 256)
+                    max_samples=4,  # maps stored for 4 of them
                     patterns=["conv2"],
                     patterns_every_n_epochs=2,
                     projection_inputs=x[:2],

@@ -5,14 +5,15 @@ It works from the per-filter statistics stored with every step
 (duplicates), a few more to date a duplicate pair, and the first and last step
 of a layer whose statistics did not move (frozen).
 
-Two sources feed the same core (`diagnose_series`): `diagnose(logdir)` streams
+The sources feed the same core (`diagnose_series`): `diagnose(logdir)` streams
 event files through ``reader`` (any path TensorBoard reads, ``s3://`` too),
 keeping only headers, statistics and record offsets (for the command line and
-training pipelines); `provider_series` reads through TensorBoard's data
-provider (for the plugin's ``findings`` route).
+training pipelines); the plugin's ``findings`` route reads the plugin's
+index (`index_series`), or TensorBoard's data provider (`provider_series`).
 
-Command line: ``tb-convfilters doctor LOGDIR [--run R] [--json]``; exit status
-0 when nothing is found, 1 when something is, 2 on usage errors.
+Command line: ``tb-convfilters doctor LOGDIR [--run R] [--json] [--strict]``; exit
+status 0 when nothing is found, 1 when something is (``suspected_dead`` only with
+``--strict``), 2 on usage errors.
 """
 
 from __future__ import annotations
@@ -35,12 +36,19 @@ import numpy as np
 from tensorboard import errors
 from tensorboard.data import provider
 
-from tb_convfilters import blob, layouts, metadata, reader
+from tb_convfilters import blob, index, layouts, metadata, reader
+from tb_convfilters.firing import FIRING_STATS
 
 logger = logging.getLogger(__name__)
 
-PROBLEMS = ("dead", "exploding", "duplicate", "mirrored", "frozen")
-_NORM, _MEAN, _STD, _MIN, _MAX, _ZERO, _NONFINITE = range(len(blob.STAT_NAMES))
+PROBLEMS = ("dead", "suspected_dead", "exploding", "duplicate", "mirrored", "frozen")
+# Not counted in the CLI's exit status unless --strict.
+UNSURE = ("suspected_dead",)
+# Stats columns of a Series: STAT_NAMES, then FIRING_STATS (NaN in records without them).
+COLUMNS = blob.STAT_NAMES + FIRING_STATS
+_NORM, _MEAN, _STD, _MIN, _MAX, _ZERO, _NONFINITE, _FIRE_INPUTS, _, _INPUTS = range(len(COLUMNS))
+# Inputs an activation's dead verdict needs (measured: benchmarks/dead_units.py, docs).
+DEAD_MIN_INPUTS = 256
 # "Every step TensorBoard kept" for read_blob_sequences.
 _ALL_STEPS = 1_000_000_000
 
@@ -63,6 +71,14 @@ class Thresholds:
     dead_steps: int = field(
         default=3,
         metadata=_help("dead means dead at each of the last K logged steps (all, if fewer)"),
+    )
+    dead_min_inputs: int = field(
+        default=DEAD_MIN_INPUTS,
+        metadata=_help(
+            "an activation channel is called dead only when judged on at least this many "
+            "inputs; on fewer it is suspected_dead (a unit firing on 1%% of inputs stays "
+            "silent on all of 4 inputs 96%% of the time)"
+        ),
     )
     dead_norm: float = field(
         default=1e-6,
@@ -112,6 +128,7 @@ class Thresholds:
         checks = (
             ("dead_fraction", 0 < self.dead_fraction <= 1, "0 < x <= 1"),
             ("dead_steps", self.dead_steps >= 1, "an integer >= 1"),
+            ("dead_min_inputs", self.dead_min_inputs >= 1, "an integer >= 1"),
             ("dead_norm", self.dead_norm >= 0, "x >= 0"),
             ("dead_norm_rel", 0 <= self.dead_norm_rel < 1, "0 <= x < 1"),
             ("explode_growth", self.explode_growth > 1, "x > 1"),
@@ -211,8 +228,13 @@ def make_series(
         n_filters = math.prod(shape[axis] for axis in layouts.filter_axes(layout))
     except (ValueError, TypeError, IndexError):
         return None
-    wanted = (n_filters, len(blob.STAT_NAMES))
-    by_step = {int(step): m for step, m in records if m is not None and m.shape == wanted}
+    by_step = {}
+    for step, m in records:  # STAT_NAMES, optionally followed by FIRING_STATS
+        if m is not None and m.shape[0] == n_filters and m.ndim == 2:
+            if m.shape[1] == len(blob.STAT_NAMES):
+                m = np.hstack([m, np.full((n_filters, len(FIRING_STATS)), np.nan, m.dtype)])
+            if m.shape[1] == len(COLUMNS):
+                by_step[int(step)] = m
     if not by_step:
         return None
     steps = np.array(sorted(by_step), dtype=np.int64)
@@ -231,11 +253,15 @@ def make_series(
 
 
 def _stats_matrix(names: list[str], data: bytes) -> np.ndarray | None:
-    """Stats of one step with columns reordered to ``STAT_NAMES``; None if it lacks some."""
+    """Stats of one step with columns reordered to ``COLUMNS``; None if it lacks some of
+    ``STAT_NAMES`` (the firing columns are NaN when absent)."""
     if not all(name in names for name in blob.STAT_NAMES):
         return None
     matrix = blob.decode_stats({"stats": names}, data)
-    return matrix[:, [names.index(name) for name in blob.STAT_NAMES]]
+    out = matrix[:, [names.index(name) for name in blob.STAT_NAMES]]
+    if all(name in names for name in FIRING_STATS):
+        return np.hstack([out, matrix[:, [names.index(name) for name in FIRING_STATS]]])
+    return out
 
 
 # ---- diagnoses ----
@@ -282,9 +308,16 @@ def _trailing(flags: np.ndarray) -> np.ndarray:
 
 
 def _dead(s: Series, t: Thresholds) -> list[Finding]:
+    """Kernels: zero weights. Activations: a channel that fired on none of the inputs
+    counted (firing stats), or, in records without them, whose positions were <= 0 for
+    every stored sample; judged on fewer than `dead_min_inputs` inputs it is only
+    ``suspected_dead``."""
     st = s.stats
     if s.kind == "activation":
-        sick = st[:, :, _ZERO] >= t.dead_fraction
+        counted = np.isfinite(st[:, :, _FIRE_INPUTS])
+        sick = np.where(counted, st[:, :, _FIRE_INPUTS] <= 0, st[:, :, _ZERO] >= t.dead_fraction)
+        samples = s.shape[s.layout.index("N")]
+        inputs = np.where(counted[-1], st[-1, :, _INPUTS], samples)
     else:
         median = _median_norm(s)
         limit = np.fmax(t.dead_norm, t.dead_norm_rel * median)
@@ -293,12 +326,15 @@ def _dead(s: Series, t: Thresholds) -> list[Finding]:
     out = []
     for f in np.flatnonzero(streak >= min(t.dead_steps, len(s.steps))):
         detail: dict[str, Any] = {"dead_steps": int(streak[f])}
-        if s.kind == "activation":  # few samples make a rarely firing channel look dead
-            detail.update(zero_frac=st[-1, f, _ZERO], samples=s.shape[s.layout.index("N")])
+        problem = "dead"
+        if s.kind == "activation":  # few inputs make a rarely firing channel look dead
+            detail.update(zero_frac=st[-1, f, _ZERO], inputs=int(inputs[f]))
+            if inputs[f] < t.dead_min_inputs:
+                problem = "suspected_dead"
         else:
             detail.update(norm=st[-1, f, _NORM], median_norm=median[-1])
         first = int(s.steps[len(s.steps) - streak[f]])
-        out.append(Finding(s.run, s.tag, s.original(f), "dead", first, detail))
+        out.append(Finding(s.run, s.tag, s.original(f), problem, first, detail))
     return out
 
 
@@ -437,7 +473,7 @@ def _moved(s: Series, tol: float) -> np.ndarray:
     A weight change of at most tol moves min, max, mean and std by at most tol
     and the norm by at most ``tol * sqrt(n)``.
     """
-    st = s.stats
+    st = s.stats[:, :, : len(blob.STAT_NAMES)]  # kernels have no firing columns
     limits = np.full(len(blob.STAT_NAMES), tol)
     limits[_NORM] = tol * math.sqrt(max(s.filter_size, 1))
     limits[_ZERO] = math.inf if tol > 0 else 0.0
@@ -596,9 +632,13 @@ def findings_report(
     run: str | None = None,
     thresholds: Thresholds | None = None,
 ) -> dict:
+    """The ``findings`` route's JSON over a data provider (`report`)."""
+    return report(provider_series(data_provider, ctx, experiment_id, run), run, thresholds)
+
+
+def report(series: list[Series], run: str | None, thresholds: Thresholds | None = None) -> dict:
     """The ``findings`` route's JSON: ``{run, thresholds, series, findings}``."""
     t = thresholds or Thresholds()
-    series = provider_series(data_provider, ctx, experiment_id, run)
     return {
         "run": run,
         "thresholds": dataclasses.asdict(t),
@@ -612,6 +652,50 @@ def _provider_stats(read: Callable, step: int, names: list[str]) -> np.ndarray |
         return _stats_matrix(names, read(step, blob.STATS))
     except blob.RecordError:
         return None
+
+
+# ---- source 3: the plugin's index of the event files (the plugin, when it has a logdir) ----
+
+
+def index_series(idx: index.Index, run: str | None = None) -> list[Series]:
+    """Every kernel and activation series of one run (or all) in the plugin's index.
+
+    Statistics come from the index; tensors are read from the files when a
+    diagnosis asks. Raises ``errors.NotFoundError`` for an unknown run.
+    """
+    listing = idx.runs()
+    if run is not None and run not in listing:
+        raise errors.NotFoundError(f"run {run!r} has no convfilters data")
+    out = []
+    for run_name in sorted(listing) if run is None else [run]:
+        for tag, info in sorted(listing[run_name].items()):
+            described = metadata.parse_plugin_metadata(info.content)
+            locs = {loc.step: loc for loc in idx.series(run_name, tag) or () if loc.count > 2}
+            if described is None or not locs:
+                continue
+
+            def load(step: int, locs: dict = locs) -> np.ndarray:
+                loc = locs[step]
+                header = blob.read_header(loc.blobs.__getitem__, loc.count)
+                try:
+                    return blob.decode_array(header, idx.payload(loc, header))
+                except index.Stale as e:
+                    raise blob.RecordError(str(e)) from None
+
+            try:
+                names = blob.decode_header(locs[max(locs)].blobs[blob.HEADER]).get("stats") or []
+            except blob.RecordError as e:
+                logger.warning("doctor: %s/%s: %s", run_name, tag, e)
+                continue
+
+            def read(step: int, i: int, locs: dict = locs) -> bytes:
+                return locs[step].blobs[i]
+
+            records = ((step, _provider_stats(read, step, names)) for step in locs)
+            series = make_series(run_name, tag, described, records, load)
+            if series is not None:
+                out.append(series)
+    return out
 
 
 # ---- command line ----
@@ -647,6 +731,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         + ",".join(PROBLEMS)
         + ")",
     )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="count suspected_dead findings in the exit status too (by default they are "
+        "listed but judged on too few inputs to fail a run)",
+    )
     group = parser.add_argument_group("thresholds")
     for f in dataclasses.fields(Thresholds):
         group.add_argument(
@@ -655,7 +745,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             default=f.default,
             help=f.metadata["help"] + " (default: %(default)s)",
         )
-    parser.epilog = "Exit status: 0 nothing found, 1 something found, 2 usage error."
+    parser.epilog = (
+        "Exit status: 0 nothing found, 1 something found (suspected_dead only with "
+        "--strict), 2 usage error."
+    )
 
 
 def _format_detail(detail: dict) -> str:
@@ -716,4 +809,5 @@ def run(args: argparse.Namespace) -> int:
             print(format_table(findings))
         n_runs = len({s.run for s in series})
         print(f"{len(findings)} finding(s); {len(series)} series in {n_runs} run(s) checked")
-    return 1 if findings else 0
+    gating = [f for f in findings if args.strict or f.problem not in UNSURE]
+    return 1 if gating else 0

@@ -2,7 +2,7 @@
 
 >>> model.fit(x, y, epochs=10, callbacks=[
 ...     keras.callbacks.TensorBoard("logs"),
-...     tb_convfilters.keras.FiltersCallback("logs", sample_inputs=x[:4]),
+...     tb_convfilters.keras.FiltersCallback("logs", sample_inputs=x[:512]),
 ... ])
 
 Both callbacks write to ``logs/train``; the Filters tab reads ours, the other
@@ -22,7 +22,13 @@ import keras
 import numpy as np
 
 from tb_convfilters import blob, fs
-from tb_convfilters.record import DEFAULT_STEP_BUDGET_MB, StepBudget, make_record
+from tb_convfilters.firing import Firing
+from tb_convfilters.record import (
+    DEFAULT_MAX_MAPS,
+    DEFAULT_STEP_BUDGET_MB,
+    StepBudget,
+    make_record,
+)
 from tb_convfilters.writer import Writer
 
 _L = keras.layers
@@ -120,8 +126,13 @@ class FiltersCallback(keras.callbacks.Callback):
       every_n_batches: instead of per epoch, log after every n-th training batch with
         step = the batch count since the start of ``fit`` (1-based, like the stock
         callback's ``update_freq=n`` scalars).
-      sample_inputs: a few model inputs; when given, the output of each logged
-        layer on them is logged too (needs a functional or Sequential model).
+      sample_inputs: model inputs (hundreds are fine: they run in batches of
+        `batch_size`); when given, the output of each logged layer on them is logged
+        too (needs a functional or Sequential model): the maps of the first
+        `max_samples`, and how often each channel fires (> 0) over all of them,
+        which the doctor's dead rule reads (it wants ``doctor.DEAD_MIN_INPUTS``).
+      max_samples: how many inputs' feature maps are stored (default 8).
+      batch_size: inputs per forward pass over `sample_inputs`.
       dtype: store tensors as this dtype, e.g. ``"float16"`` to halve storage.
       max_filters / max_channels: keep the first N output filters / input channels.
       budget_mb: warn once when one logging step stores more MiB than this (None: never).
@@ -131,7 +142,8 @@ class FiltersCallback(keras.callbacks.Callback):
       patterns_every_n_epochs: log patterns at the end of epochs 0, n, 2n, ...
       projection_inputs: a few input images; when given with `patterns`, their
         guided-backprop projections are logged as ``<layer>/projection``.
-      patterns_max_filters: the first N filters of each pattern layer (or a list).
+      patterns_max_filters: the first N filters of each pattern layer (or a list);
+        default the first 64, with a warning (once) when a layer has more.
       patterns_options: passed on to ``vis.filter_patterns`` (size, steps, jitter, blur).
 
     Tags are ``<layer>/kernel`` (separable layers: ``<layer>/depthwise`` and
@@ -149,6 +161,8 @@ class FiltersCallback(keras.callbacks.Callback):
         every_n_epochs: int = 1,
         every_n_batches: int | None = None,
         sample_inputs: Any = None,
+        max_samples: int = DEFAULT_MAX_MAPS,
+        batch_size: int = 64,
         dtype: str | None = None,
         max_filters: int | None = None,
         max_channels: int | None = None,
@@ -157,7 +171,7 @@ class FiltersCallback(keras.callbacks.Callback):
         patterns: Iterable[str] | str | None = None,
         patterns_every_n_epochs: int = 5,
         projection_inputs: Any = None,
-        patterns_max_filters: int | Sequence[int] = 64,
+        patterns_max_filters: int | Sequence[int] | None = None,
         patterns_options: dict | None = None,
     ):
         super().__init__()
@@ -181,6 +195,8 @@ class FiltersCallback(keras.callbacks.Callback):
         if sample_inputs is not None and isinstance(sample_inputs, str | bytes):
             raise TypeError(f"sample_inputs={sample_inputs!r} must be model inputs (arrays)")
         self.sample_inputs = sample_inputs
+        self.max_samples = _positive_int(max_samples, "max_samples")
+        self.batch_size = _positive_int(batch_size, "batch_size")
         self.raise_errors = bool(raise_errors)
         self._budget = StepBudget(budget_mb, _KNOBS)
         if isinstance(patterns, str):
@@ -406,25 +422,49 @@ class FiltersCallback(keras.callbacks.Callback):
         probe, heads = self._probe
         if probe is None:
             return 0
+        maps: list[list[np.ndarray]] = [[] for _ in heads]
+        firing = [Firing() for _ in heads]
         try:
-            values = keras.tree.flatten(probe(self.sample_inputs, training=False))
+            for batch in _batches(self.sample_inputs, self.batch_size):
+                values = keras.tree.flatten(probe(batch, training=False))
+                for i, ((_, layout), value) in enumerate(zip(heads, values, strict=True)):
+                    value = np.asarray(keras.ops.convert_to_numpy(value))
+                    firing[i].add(value, layout)
+                    kept = sum(len(m) for m in maps[i])
+                    if kept < self.max_samples:
+                        maps[i].append(value[: self.max_samples - kept])
         except Exception as e:
             self._report("sample_inputs", "running the model on sample_inputs failed", e)
             return 0
         nbytes = 0
-        for (tag, layout), value in zip(heads, values, strict=True):
+        for (tag, layout), head_maps, counts in zip(heads, maps, firing, strict=True):
             try:
                 rec = make_record(
-                    np.asarray(keras.ops.convert_to_numpy(value)),
+                    np.concatenate(head_maps),
                     kind="activation",
                     layout=layout,
                     dtype=self.dtype,
                     max_filters=self.max_filters,
+                    firing=counts,
                     complete=False,
                     convert=False,
                 )
             except Exception as e:
                 self._report(tag, f"activation {tag!r}", e)
                 continue
-            nbytes += self._write(tag, rec, step, f"output on sample_inputs ({layout})")
+            description = (
+                f"output on sample_inputs ({layout}): maps of {len(rec.array)}; "
+                f"firing counted over all {counts.inputs}"
+            )
+            nbytes += self._write(tag, rec, step, description)
         return nbytes
+
+
+def _batches(inputs: Any, size: int) -> Iterator[Any]:
+    """`inputs` (an array, or a nest of arrays as ``fit`` takes them) in slices of `size`."""
+    leaves = keras.tree.flatten(inputs)
+    n = len(leaves[0]) if leaves else 0
+    if n == 0:
+        raise ValueError("sample_inputs holds no inputs")
+    for start in range(0, n, size):
+        yield keras.tree.map_structure(lambda a, start=start: a[start : start + size], inputs)

@@ -1,8 +1,9 @@
-"""The ``convfilters`` TensorBoard plugin: routes over TensorBoard's data provider.
+"""The ``convfilters`` TensorBoard plugin: routes over the plugin's index or TensorBoard.
 
 Route handlers are thin: they parse the query, call a ``*_impl`` method (which
-talks to the data provider and is tested directly) and turn ``HttpError`` into
-a JSON ``{"error": ...}`` response. The contract is ``frontend/http_api.md``.
+talks to a data source, see ``sources``, and is tested directly) and turn
+``HttpError`` into a JSON ``{"error": ...}`` response. The contract is
+``frontend/http_api.md``.
 """
 
 from __future__ import annotations
@@ -13,8 +14,6 @@ import json
 import logging
 import math
 import re
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,21 +21,17 @@ from typing import Any
 import numpy as np
 from tensorboard import errors, plugin_util
 from tensorboard.backend import http_util
-from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 from werkzeug.security import safe_join
 
-from tb_convfilters import blob, metadata
+from tb_convfilters import blob, metadata, sources
+from tb_convfilters.sources import HttpError
+from tb_convfilters.sources import quoted as _name
 
 logger = logging.getLogger(__name__)
 
-# Effectively "every step that TensorBoard kept" for read_blob_sequences.
-_ALL_STEPS = 1_000_000_000
 _MAX_STEP = 2**63 - 1
-# Headers and stats blobs kept in memory (the Rust loader answers each read by RPC).
-_SMALL_BLOB_CACHE_BYTES = 64 << 20
-_SERIES_CACHE_SIZE = 512
 DEFAULT_MAX_TENSOR_MB = 256
 _STEP_RE = re.compile(r"[0-9]{1,19}")
 _COUNT_RE = re.compile(r"[0-9]{1,9}")
@@ -52,16 +47,6 @@ _CONTENT_TYPES = {
     ".png": "image/png",
     ".woff2": "font/woff2",
 }
-
-
-class HttpError(Exception):
-    """An error answered as JSON ``{"error": message, **details}`` with `status`."""
-
-    def __init__(self, status: int, message: str, **details: Any):
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.details = details
 
 
 def _frontend_dir() -> Path:
@@ -148,10 +133,18 @@ def _count_param(request: wrappers.Request, name: str) -> int | None:
     return int(raw)
 
 
-def _name(value: str) -> str:
-    """`value` quoted for an error message, cut short if huge."""
-    text = repr(value)
-    return text if len(text) <= 200 else text[:200] + "..."
+@functools.lru_cache(maxsize=4096)
+def _series_info(content: bytes, description: str) -> dict | None:
+    """A series' entry in ``tags`` from its metadata (parsed once per distinct metadata)."""
+    try:  # one hostile series must not hide the others
+        info = metadata.parse_plugin_metadata(content)
+        if info is not None:
+            info.pop("version")
+            info["description"] = description
+            json.dumps(info, allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        info = None
+    return info
 
 
 def _finite(value: float) -> float | None:
@@ -171,13 +164,11 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         self, context: base_plugin.TBContext, max_tensor_mb: float = DEFAULT_MAX_TENSOR_MB
     ):
         self._provider = context.data_provider
+        self._source = sources.make_source(context)
+        logger.info("convfilters: serving from the %s", self._source.mode)
         self._max_tensor_bytes = int(max_tensor_mb * (1 << 20))
         self._static = _frontend_dir() / "static"
         self._skipped: set[tuple[str, str]] = set()  # series already logged as unreadable
-        self._small_blobs: OrderedDict[tuple, bytes] = OrderedDict()
-        self._small_bytes = 0
-        self._series_cache: OrderedDict[tuple, tuple] = OrderedDict()
-        self._cache_lock = threading.Lock()
 
     def get_plugin_apps(self) -> dict[str, Callable]:
         return {
@@ -199,143 +190,44 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
 
     def tags_impl(self, ctx: Any, experiment: str) -> dict:
         """``{run: {tag: {kind, layout, shape, dtype, description, ...}}}``."""
-        listing = self._provider.list_blob_sequences(
-            ctx, experiment_id=experiment, plugin_name=metadata.PLUGIN_NAME
-        )
         result: dict[str, dict] = {}
-        for run, tags in listing.items():
+        for run, tags in self._source.listing(ctx, experiment).items():
             for tag, series in tags.items():
-                try:  # one hostile series must not hide the others
-                    info = metadata.parse_plugin_metadata(series.plugin_content)
-                    if info is not None:
-                        info.pop("version")
-                        info["description"] = series.description or ""
-                        info["max_step"] = series.max_step
-                        json.dumps(info, allow_nan=False)
-                except (ValueError, TypeError, RecursionError):
-                    info = None
+                info = _series_info(series.content, series.description or "")
                 if info is None:
                     if (run, tag) not in self._skipped:
                         self._skipped.add((run, tag))
                         logger.warning("convfilters: skipping %s/%s: unreadable metadata", run, tag)
                     continue
-                result.setdefault(run, {})[tag] = info
+                result.setdefault(run, {})[tag] = {**info, "max_step": series.max_step}
         return result
 
-    def _series(self, ctx: Any, experiment: str, run: str, tag: str) -> list:
-        """Every kept datum of a series (blob keys only, no payloads)."""
-        listing = self._provider.list_blob_sequences(
-            ctx,
-            experiment_id=experiment,
-            plugin_name=metadata.PLUGIN_NAME,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-        )
-        summary = listing.get(run, {}).get(tag)
-        if summary is None:
-            # The provider drops runs with no matching tag: say which one is unknown.
-            known = self._provider.list_blob_sequences(
-                ctx,
-                experiment_id=experiment,
-                plugin_name=metadata.PLUGIN_NAME,
-                run_tag_filter=provider.RunTagFilter(runs=[run]),
-            )
-            if run not in known:
-                raise HttpError(404, f"run {_name(run)} not found")
-            raise HttpError(404, f"tag {_name(tag)} not found in run {_name(run)}")
-        # Reading a series costs ~45 ms per call on the Rust data server whatever
-        # its size, while listing is cheap: reuse the last read until it changes.
-        key = (experiment, run, tag)
-        version = (summary.max_step, summary.max_wall_time, summary.max_length)
-        with self._cache_lock:
-            cached = self._series_cache.get(key)
-            if cached is not None and cached[0] == version:
-                self._series_cache.move_to_end(key)
-                return cached[1]
-        data = self._provider.read_blob_sequences(
-            ctx,
-            experiment_id=experiment,
-            plugin_name=metadata.PLUGIN_NAME,
-            downsample=_ALL_STEPS,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-        )
-        series = data.get(run, {}).get(tag, [])
-        with self._cache_lock:
-            self._series_cache[key] = (version, series)
-            self._series_cache.move_to_end(key)
-            while len(self._series_cache) > _SERIES_CACHE_SIZE:
-                self._series_cache.popitem(last=False)
-        return series
-
     def steps_impl(self, ctx: Any, experiment: str, run: str, tag: str) -> list[dict]:
-        """Every kept step of a series, ascending."""
-        series = self._series(ctx, experiment, run, tag)
+        """Every step of a series, ascending."""
         return [
             {"step": d.step, "wall_time": _finite(d.wall_time)}
-            for d in sorted(series, key=lambda d: d.step)
+            for d in self._source.series(ctx, experiment, run, tag)
         ]
 
     def _datum(self, ctx: Any, experiment: str, run: str, tag: str, step: int | None) -> Any:
-        series = self._series(ctx, experiment, run, tag)
+        series = self._source.series(ctx, experiment, run, tag)
         if not series:
             raise HttpError(404, f"no steps in run {_name(run)}, tag {_name(tag)}")
         if step is None:
-            return max(series, key=lambda d: d.step)
+            return series[-1]
         for datum in series:
             if datum.step == step:
                 return datum
-        steps = sorted(d.step for d in series)
         raise HttpError(
             404,
             f"step {step} not found in run {_name(run)}, tag {_name(tag)}; "
-            f"it has {len(steps)} steps from {steps[0]} to {steps[-1]}",
+            f"it has {len(series)} steps from {series[0].step} to {series[-1].step}",
         )
-
-    def _blob(self, ctx: Any, datum: Any, index: int, run: str, tag: str) -> bytes:
-        if len(datum.values) <= index:
-            raise HttpError(
-                422,
-                f"step {datum.step} of run {_name(run)}, tag {_name(tag)} "
-                "is not a convfilters record",
-            )
-        key = (datum.values[index].blob_key, datum.wall_time)
-        if index != blob.PAYLOAD:
-            with self._cache_lock:
-                cached = self._small_blobs.get(key)
-                if cached is not None:
-                    self._small_blobs.move_to_end(key)
-                    return cached
-        try:
-            data = self._provider.read_blob(ctx, blob_key=key[0])
-        except errors.InvalidArgumentError as e:
-            hint = ""
-            if re.search(r'["\\\x00-\x1f]', run + tag):
-                hint = (
-                    "; TensorBoard's Rust data server (--load_fast=true) cannot read runs or "
-                    "tags whose names hold '\"', '\\' or control characters: rename them or "
-                    "use --load_fast=false"
-                )
-            raise HttpError(
-                422,
-                f"step {datum.step} of run {_name(run)}, tag {_name(tag)} "
-                f"could not be read: {e}{hint}",
-            ) from None
-        if index != blob.PAYLOAD:
-            self._cache_small_blob(key, data)
-        return data
-
-    def _cache_small_blob(self, key: tuple, data: bytes) -> None:
-        """Keeps headers and stats (read once per step by every stats poll) in an LRU."""
-        with self._cache_lock:
-            self._small_blobs[key] = data
-            self._small_bytes += len(data)
-            while self._small_bytes > _SMALL_BLOB_CACHE_BYTES:
-                _, old = self._small_blobs.popitem(last=False)
-                self._small_bytes -= len(old)
 
     def _header(self, ctx: Any, datum: Any, run: str, tag: str) -> dict:
         try:
             return blob.read_header(
-                lambda index: self._blob(ctx, datum, index, run, tag), len(datum.values)
+                lambda i: self._source.read(ctx, datum, i, run, tag), self._source.count(datum)
             )
         except blob.RecordError as e:
             raise HttpError(
@@ -377,21 +269,22 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
                 nbytes=size,
                 limit_bytes=self._max_tensor_bytes,
             )
-        payload = self._blob(ctx, datum, blob.PAYLOAD, run, tag)
         try:
+            payload = self._source.payload(ctx, datum, header, run, tag)
             return blob.view_npy_parts(header, view, payload), view, datum.step
         except blob.RecordError as e:
             raise HttpError(422, f"{where} is unreadable: {e}") from None
 
     def stats_impl(self, ctx: Any, experiment: str, run: str, tag: str) -> dict:
         """Per-filter statistics for every step: ``{names, steps: [{step, wall_time, values}]}``."""
-        series = sorted(self._series(ctx, experiment, run, tag), key=lambda d: d.step)
+        series = self._source.series(ctx, experiment, run, tag)
         names: list[str] = list(blob.STAT_NAMES)
         steps = []
         for datum in series:
             try:
                 header = self._header(ctx, datum, run, tag)
-                matrix = blob.decode_stats(header, self._blob(ctx, datum, blob.STATS, run, tag))
+                stats = self._source.read(ctx, datum, blob.STATS, run, tag)
+                matrix = blob.decode_stats(header, stats)
             except (HttpError, blob.RecordError) as e:
                 error = e.message if isinstance(e, HttpError) else f"step {datum.step}: {e}"
                 steps.append(
@@ -429,6 +322,8 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         step = _step_param(request)
         caps = _count_param(request, "max_filters"), _count_param(request, "max_channels")
         parts, header, real_step = self.tensor_impl(*self._request_args(request), step, *caps)
+        # WSGI servers take bytes only; the index hands out a view of the record it read.
+        parts = tuple(p if isinstance(p, bytes) else bytes(p) for p in parts)
         headers = {
             "X-Convfilters-Step": str(real_step),
             "X-Convfilters-Header": json.dumps(header, separators=(",", ":")),
@@ -464,9 +359,7 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
 
     def findings_impl(self, ctx: Any, experiment: str, run: str | None) -> dict:
         """``{run, thresholds, series, findings}`` for one run, or every run if `run` is None."""
-        from tb_convfilters import doctor
-
-        return doctor.findings_report(self._provider, ctx, experiment, run)
+        return self._source.findings(ctx, experiment, run)
 
     @_route
     def _serve_findings(self, request: wrappers.Request) -> wrappers.Response:
@@ -502,13 +395,19 @@ class ConvFiltersLoader(base_plugin.TBLoader):
 
     def fix_flags(self, flags: Any) -> None:
         _use_c_crc32c()
-        # Keep every step (0 = all) unless the user set --samples_per_plugin=convfilters=N.
+        # TensorBoard keeps one step per tag of ours in memory (enough to show the tab)
+        # unless the user set --samples_per_plugin=convfilters=N: the plugin's own index
+        # serves every step from the event files. Without a logdir to index
+        # (--grpc_data_provider) the plugin serves what TensorBoard kept: keep all (0).
         samples = getattr(flags, "samples_per_plugin", None)
         if isinstance(samples, dict):
-            samples.setdefault(metadata.PLUGIN_NAME, 0)
+            indexed = not getattr(flags, "grpc_data_provider", "")
+            samples.setdefault(metadata.PLUGIN_NAME, 1 if indexed else 0)
         # Our Keras callback shares log_dir/train with the stock TensorBoard callback:
         # poll every event file of a run, not only the newest, unless told otherwise.
-        # Not on object stores, where our Writer uploads one new file per flush.
+        # The index reads every file anyway; this is for the stock callback's scalars
+        # (and our one kept step per tag, which activates the tab). Not on object
+        # stores, where our Writer uploads one new file per flush.
         logdir = getattr(flags, "logdir", "") or ""
         if getattr(flags, "reload_multifile", False) is None and "://" not in logdir:
             flags.reload_multifile = True

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tb_convfilters import blob, layouts
+from tb_convfilters.firing import FIRING_STATS, Firing
 
 # Refuse single tensors above this many stored bytes unless the caller raises it.
 DEFAULT_MAX_BYTES = 1 << 30
@@ -22,9 +23,10 @@ class Record(NamedTuple):
     """One step ready to write: a C-contiguous little-endian array and its header.
 
     ``stats`` and the two checksums are None until `complete` computes them (the
-    ``Writer`` does that while it writes the payload out). A record made with
-    ``make_record(convert=False)`` holds the array in its source dtype until
-    `converted`; ``owned`` says the array is a copy no caller can change.
+    ``Writer`` does that while it writes the payload out). `firing` holds the
+    firing columns of an activation (``firing.FIRING_STATS``), appended to its stats.
+    A record made with ``make_record(convert=False)`` holds the array in its source
+    dtype until `converted`; ``owned`` says the array is a copy no caller can change.
     """
 
     array: np.ndarray
@@ -32,6 +34,7 @@ class Record(NamedTuple):
     stats: np.ndarray | None = None
     payload_crc: int | None = None
     stats_crc: int | None = None
+    firing: np.ndarray | None = None
     owned: bool = False
 
     def converted(self) -> tuple[Record, str | None]:
@@ -63,6 +66,8 @@ class Record(NamedTuple):
             stats=bool(header["stats"]),
             meanwhile=meanwhile,
         )
+        if self.firing is not None:
+            stats = np.hstack([stats, self.firing])
         return self._replace(
             stats=stats, payload_crc=payload_crc, stats_crc=blob.crc(blob.encode_stats(stats))
         )
@@ -141,6 +146,7 @@ def make_record(
     stats: bool = True,
     extra: dict | None = None,
     complete: bool = True,
+    firing: Firing | None = None,
     convert: bool = True,
 ) -> Record:
     """Checks `data` against `layout` and builds its record; errors name the bad value.
@@ -148,6 +154,9 @@ def make_record(
     With ``complete=False`` the stats and checksums are left to ``Record.complete``;
     with ``convert=False`` (implies ``complete=False``) the dtype conversion is left
     to ``Record.converted`` and the array may still be the caller's memory.
+    Activations get firing statistics (``firing.FIRING_STATS``) over every sample of
+    `data`, before `max_samples` keeps some; or `firing`, counted by the caller over
+    more inputs than `data` holds (same channels as `data`).
     """
     layouts.check_layout(layout, kind)
     a = _as_array(data)
@@ -176,11 +185,19 @@ def make_record(
     ):
         raise ValueError(f"max_bytes={max_bytes!r} must be a positive integer (bytes) or None")
     header_extra: dict[str, Any] = dict(extra or {})
+    if kind == "activation" and stats:
+        firing = _check_firing(firing, a, layout)
+    elif firing is not None:
+        raise ValueError("firing applies to activations with stats only")
 
     owned = False  # True once `a` is an array made here
     if max_samples is not None:
-        if not isinstance(max_samples, numbers.Integral) or max_samples < 1:
-            raise ValueError(f"max_samples={max_samples!r} must be a positive integer")
+        if (
+            isinstance(max_samples, bool)
+            or not isinstance(max_samples, numbers.Integral)
+            or max_samples < 1
+        ):
+            raise ValueError(f"max_samples={max_samples!r} must be a positive integer or None")
         a = a[: int(max_samples)]
 
     filter_letter, channel_letter = blob.cap_letters(layout)
@@ -198,6 +215,8 @@ def make_record(
             a = np.take(a, kept, axis=axis)
             owned = True
             header_extra[key] = kept
+            if firing is not None and key == "filters":
+                firing = firing.take(kept)
 
     if image_shape is not None:
         if layout not in ("IO", "OI"):
@@ -216,6 +235,9 @@ def make_record(
             )
         header_extra["image_shape"] = dims
 
+    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
+    if kind == "activation":
+        a = _samples_that_fit(a, blob.numpy_dtype(target).itemsize, limit, target)
     want = blob.numpy_dtype(target)
     if convert:
         if a.dtype != want:
@@ -224,7 +246,6 @@ def make_record(
     if target != source_dtype:
         header_extra["source_dtype"] = source_dtype
 
-    limit = DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
     nbytes = a.size * want.itemsize
     if nbytes > limit:
         raise ValueError(
@@ -233,7 +254,57 @@ def make_record(
         )
     header = blob.make_header(kind, layout, a.shape, target, stats=stats, **header_extra)
     rec = Record(a, header, owned=owned)
+    if firing is not None:
+        header["stats"] += FIRING_STATS
+        rec = rec._replace(firing=firing.columns())
     return rec.complete() if complete and convert else rec
+
+
+def _check_firing(firing: Firing | None, a: np.ndarray, layout: str) -> Firing:
+    """`firing`, or the counts of `a`; raises when `firing` is for other channels."""
+    if firing is None:
+        return Firing().add(a, layout)
+    if not isinstance(firing, Firing):
+        raise TypeError(f"firing of type {type(firing).__name__} is not a firing.Firing")
+    channels = a.shape[layouts.filter_axes(layout)[0]]
+    if firing.channels != channels or firing.inputs < 1:
+        raise ValueError(
+            f"firing counts {firing.channels} channels over {firing.inputs} inputs; "
+            f"data of shape {a.shape} ({layout}) has {channels} channels"
+        )
+    return firing
+
+
+_warned: set[tuple] = set()
+
+
+def warn_once(key: tuple, message: str, stacklevel: int = 2) -> None:
+    """`message` as a UserWarning, the first time `key` is seen in this process.
+
+    `stacklevel` counts from the function calling this one (1)."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    warnings.warn(message + " (Warned once.)", UserWarning, stacklevel=stacklevel + 1)
+
+
+def _samples_that_fit(a: np.ndarray, itemsize: int, limit: int, target: str) -> np.ndarray:
+    """The first samples (axis 0) of activations `a` that fit in `limit` bytes; warns once
+    when that drops samples. All of `a` if it fits; `a` itself if not even one sample does
+    (the caller's size check then says why)."""
+    per_sample = math.prod(a.shape[1:]) * itemsize
+    n = len(a)
+    if n * per_sample <= limit or per_sample > limit:
+        return a
+    kept = limit // per_sample
+    warn_once(
+        ("max_samples", a.shape, target, limit),
+        f"activation data of shape {a.shape} is {n * per_sample} bytes as {target}, over "
+        f"max_bytes={limit}: stored the first {kept} of its {n} samples. To store them all, "
+        "raise max_bytes or use dtype='float16'; max_samples=N stores N on purpose",
+        stacklevel=4,
+    )
+    return a[:kept]
 
 
 def _convert(a: np.ndarray, want: np.dtype, target: str) -> np.ndarray:
@@ -298,6 +369,9 @@ def _all_finite(x: np.ndarray, dtype: str) -> bool:
     return True
 
 
+# Feature maps the callbacks store per activation (their `max_samples`); the firing
+# statistics cover every sample input.
+DEFAULT_MAX_MAPS = 8
 # A logging step (all tensors of one callback call) above this many MiB gets a warning.
 DEFAULT_STEP_BUDGET_MB = 256.0
 
@@ -328,9 +402,9 @@ class StepBudget:
         self.warned = True
         warnings.warn(
             f"{where}: one step stored {nbytes / (1 << 20):.1f} MiB, over budget_mb="
-            f"{self.budget_mb:g}. Every logged step is kept on disk and, by default, in "
-            f"TensorBoard's memory. To store less: {self.knobs}, or keep fewer steps in "
-            "TensorBoard with --samples_per_plugin=convfilters=N. (Warned once.)",
+            f"{self.budget_mb:g}. Every logged step is kept on disk (and in TensorBoard's "
+            f"memory when it has no logdir to read). To store less: {self.knobs}; or keep "
+            "fewer steps in TensorBoard with --samples_per_plugin=convfilters=N. (Warned once.)",
             UserWarning,
             stacklevel=3,
         )

@@ -81,16 +81,18 @@ def activation_pb(
     data: Any,
     *,
     layout: str = "NHWC",
-    max_samples: int = 1,
+    max_samples: int | None = None,
     description: str | None = None,
     dtype: str | None = None,
     max_filters: Cap = None,
     max_bytes: int | None = None,
 ) -> summary_pb2.Summary:
-    """A ``Summary`` proto holding feature maps of the first `max_samples` inputs.
+    """A ``Summary`` proto holding the feature maps of every sample given.
 
-    `layout` is one of ``NWC NCW NHWC NCHW NDHWC NCDHW``; `max_filters` caps
-    the channels kept.
+    `layout` is one of ``NWC NCW NHWC NCHW NDHWC NCDHW``. `max_samples` keeps
+    only the first N samples and `max_filters` the first N channels (or the
+    listed ones). Data over `max_bytes` (default 1 GiB) keeps the samples that
+    fit, with a warning (once) naming the knobs.
     """
     rec = make_record(
         data,
@@ -223,7 +225,7 @@ def activation(
     step: Any = None,
     *,
     layout: str = "NHWC",
-    max_samples: int = 1,
+    max_samples: int | None = None,
     description: str | None = None,
     **options: Any,
 ) -> Any:

@@ -6,6 +6,7 @@
 >>> log_kernels(writer, model, step)
 >>> with log_activations(writer, model, step):
 ...     model(sample_batch)
+>>> log_sample_activations(writer, model, step, x[:512])  # the same, in batches
 
 `target` is a ``torch.utils.tensorboard.SummaryWriter`` (our records go to a
 file of their own in its ``log_dir``, written by a ``tb_convfilters.Writer``:
@@ -28,6 +29,8 @@ import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+import numpy as np
+
 try:
     import torch
     from torch import nn
@@ -38,7 +41,9 @@ except ImportError as e:  # pragma: no cover - exercised by a test that hides to
     ) from e
 
 from tb_convfilters import blob, fs
+from tb_convfilters.firing import Firing
 from tb_convfilters.record import (
+    DEFAULT_MAX_MAPS,
     DEFAULT_STEP_BUDGET_MB,
     StepBudget,
     check_budget_mb,
@@ -273,7 +278,7 @@ def log_activations(
     step: Any,
     *,
     modules: Iterable[str | type] | str | type | None = None,
-    max_samples: int = 1,
+    max_samples: int = DEFAULT_MAX_MAPS,
     dtype: str | None = None,
     max_filters: int | None = None,
     prefix: str | None = None,
@@ -283,15 +288,19 @@ def log_activations(
     """Logs the outputs of conv submodules during the forward passes run inside the block.
 
     >>> with log_activations(writer, model, step) as tags:
-    ...     model(images)
+    ...     for batch in images.split(64):  # hundreds of inputs, in batches
+    ...         model(batch)
 
-    Each submodule's first output in the block is logged as ``<name>/activation``
-    (``NCW``/``NCHW``/``NCDHW`` by its rank; an unbatched output gets N=1), keeping
-    `max_samples` samples and, with `max_filters`, the first N channels. By
-    default every Conv*/ConvTranspose* module is hooked; `modules` picks others
-    (names or classes, e.g. the ReLU after a conv) whose outputs are 3-5-D.
-    Yields the list of tags written so far; hooks are removed when the block ends.
-    Under ``torch.distributed`` only rank 0 hooks and writes unless `all_ranks`.
+    Each hooked submodule's outputs are logged as ``<name>/activation`` when the
+    block ends (``NCW``/``NCHW``/``NCDHW`` by rank; an unbatched output gets N=1):
+    the feature maps of the first `max_samples` samples (and, with `max_filters`,
+    the first N channels), and how often each channel fires (> 0) over every
+    sample of every pass, which the doctor's dead rule reads (it wants
+    ``doctor.DEAD_MIN_INPUTS`` inputs). By default every Conv*/ConvTranspose*
+    module is hooked; `modules` picks others (names or classes, e.g. the ReLU
+    after a conv) whose outputs are 3-5-D. Yields the list of tags, filled in
+    when the block ends; hooks are removed then. Under ``torch.distributed`` only
+    rank 0 hooks and writes unless `all_ranks`.
     """
     step = check_step(step)
     check_budget_mb(budget_mb)
@@ -304,14 +313,14 @@ def log_activations(
     writer = _writer_for(target)
     tags: list[str] = []
     sizes: list[int] = []
+    # tag -> (description, layout, maps kept, firing counts)
+    seen: dict[str, tuple[str, str, list, Firing]] = {}
 
     def hook_for(name: str, m: nn.Module):
         tag = _tag(prefix, name, "activation")
         conv_rank = len(kernel_layout(m)) if isinstance(m, _CONV_TYPES) else None
 
         def hook(_m: nn.Module, _inputs: Any, output: Any) -> None:
-            if tag in tags:
-                return
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"module {name!r} returned {type(output).__name__}, not a tensor")
             out = output.detach()
@@ -323,19 +332,13 @@ def log_activations(
                     f"module {name!r} output has shape {tuple(output.shape)}; activations need "
                     "3-5-D (N, C, ...) feature maps"
                 )
-            rec = make_record(
-                to_numpy(out[:max_samples]),
-                kind="activation",
-                layout=layout,
-                dtype=dtype,
-                max_filters=max_filters,
-                max_samples=max_samples,
-                complete=False,
-                convert=False,
-            )
-            writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` output ({layout})")
-            tags.append(tag)
-            sizes.append(blob.payload_nbytes(rec.header))
+            description = f"{type(m).__name__} `{name}` output ({layout})"
+            _, _, maps, firing = seen.setdefault(tag, (description, layout, [], Firing()))
+            values = to_numpy(out)
+            firing.add(values, layout)
+            kept = sum(len(a) for a in maps)
+            if kept < max_samples:
+                maps.append(values[: max_samples - kept].copy())
 
         return hook
 
@@ -345,5 +348,52 @@ def log_activations(
     finally:
         for handle in handles:
             handle.remove()
-        writer.flush(wait=False)
+    for tag, (description, layout, maps, firing) in seen.items():
+        rec = make_record(
+            np.concatenate(maps),
+            kind="activation",
+            layout=layout,
+            dtype=dtype,
+            max_filters=max_filters,
+            firing=firing,
+            complete=False,
+            convert=False,
+        )
+        writer.write_record(tag, rec, step, description)
+        tags.append(tag)
+        sizes.append(blob.payload_nbytes(rec.header))
+    writer.flush(wait=False)  # a URL logdir uploads the step
     _check_budget(writer, budget_mb, sum(sizes), f"log_activations at step {step}")
+
+
+def log_sample_activations(
+    target: Any,
+    module: nn.Module,
+    step: Any,
+    sample_inputs: torch.Tensor,
+    *,
+    batch_size: int = 64,
+    **options: Any,
+) -> list[str]:
+    """`log_activations` over `sample_inputs` (hundreds are fine), run in batches of
+    `batch_size` in eval mode without gradients (the module's mode is restored).
+
+    Options as in `log_activations` (`max_samples` maps stored, firing counted over
+    all inputs). Returns the tags written.
+    """
+    if not isinstance(sample_inputs, torch.Tensor) or sample_inputs.dim() < 1:
+        raise TypeError(
+            f"sample_inputs of type {type(sample_inputs).__name__} is not a batch tensor"
+        )
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    modes = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        with torch.no_grad(), log_activations(target, module, step, **options) as tags:
+            for batch in sample_inputs.split(batch_size):
+                module(batch)
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    return tags

@@ -22,6 +22,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tb_convfilters.record import warn_once
+
 Method = Literal["guided_backprop", "deconvnet", "gradient"]
 METHODS = ("guided_backprop", "deconvnet", "gradient")
 # Positions this close to the border of a feature map (when it is at least
@@ -32,6 +34,8 @@ _BORDER_MIN_SIZE = 8
 _NOISE = 0.1
 _STEP_UNIT = 0.02
 _RELUS = (keras.activations.relu, keras.ops.relu, tf.nn.relu)
+# Patterns cost a gradient ascent per filter: by default the first this many of a layer.
+DEFAULT_PATTERN_FILTERS = 64
 
 
 # ---- argument checks -------------------------------------------------------------------
@@ -466,7 +470,7 @@ def log_patterns(
     layers: str | keras.layers.Layer | Sequence[str | keras.layers.Layer],
     step: int,
     *,
-    max_filters: int | Sequence[int] = 64,
+    max_filters: int | Sequence[int] | None = None,
     projection_inputs: Any = None,
     method: Method = "guided_backprop",
     dtype: str | None = None,
@@ -478,6 +482,8 @@ def log_patterns(
       writer: a `tb_convfilters.Writer` (anything with its ``patterns`` method).
       model, layers: the model and the layers (names or objects) to visualize.
       max_filters: the first N filters of each layer, or a list of filter indices.
+        Default: the first ``DEFAULT_PATTERN_FILTERS`` (64), with a warning (once per
+        layer) when a layer has more.
       projection_inputs: images ``(n, h, w, c)``; if given, their projections are
         logged too, input-major: image ``i * n_filters + j`` is input i, filter j.
       method: projection method, see `projections`.
@@ -491,7 +497,16 @@ def log_patterns(
     for name in check_layers(model, layers):
         target = model.get_layer(name)
         n = int(target.output.shape[-1])
-        if isinstance(max_filters, (int, np.integer)) and not isinstance(max_filters, bool):
+        if max_filters is None:
+            indices = list(range(min(DEFAULT_PATTERN_FILTERS, n)))
+            if n > DEFAULT_PATTERN_FILTERS:
+                warn_once(
+                    ("patterns", target.name, n),
+                    f"log_patterns: layer {target.name!r} has {n} filters; logged the patterns "
+                    f"of the first {DEFAULT_PATTERN_FILTERS}. Pass max_filters={n} (or a list "
+                    "of indices) to choose",
+                )
+        elif isinstance(max_filters, (int, np.integer)) and not isinstance(max_filters, bool):
             indices = list(range(min(_positive_int(max_filters, "max_filters"), n)))
         else:
             indices = _filter_indices(max_filters, target)

@@ -470,13 +470,14 @@ class Writer:
         step: int,
         *,
         layout: str = "NHWC",
-        max_samples: int = 1,
+        max_samples: int | None = None,
         description: str | None = None,
         dtype: str | None = None,
         max_filters: int | Sequence[int] | None = None,
         max_bytes: int | None = None,
     ) -> None:
-        """Logs feature maps at `step`; arguments as in ``summary.activation_pb``."""
+        """Logs the feature maps of every sample in `data` at `step` (`max_samples`: the
+        first N only); arguments as in ``summary.activation_pb``."""
         rec = make_record(
             data,
             kind="activation",

@@ -42,26 +42,49 @@ def canvas_pixels(frame, canvas) -> np.ndarray:
 
 
 def geometry(canvas) -> dict:
+    """A grid canvas's geometry from its dataset (render.js geometry, device px)."""
     attrs = canvas.evaluate("c => Object.assign({}, c.dataset)")
     zoom = float(attrs["zoom"])
     gap = int(attrs["gap"])
+    pitch_x = int(attrs["tileW"]) * zoom + gap
+    pitch_y = int(attrs["tileH"]) * zoom + gap
+    cols = int(attrs["cols"])
     return {
         "zoom": zoom,
-        "pitch_x": int(attrs["tileW"]) * zoom + gap,
-        "pitch_y": int(attrs["tileH"]) * zoom + gap,
+        "pitch_x": pitch_x,
+        "pitch_y": pitch_y,
         "pan_x": float(attrs["panX"]),
         "pan_y": float(attrs["panY"]),
         "rows": int(attrs["rows"]),
-        "cols": int(attrs["cols"]),
+        "cols": cols,
+        # block layouts: `block_cols` filter blocks (a grid row each) to a line
+        "block_cols": int(attrs.get("blockCols", 1)),
+        "block_pitch_x": float(attrs.get("blockPitchX", cols * pitch_x)),
+        "block_pitch_y": float(attrs.get("blockPitchY", pitch_y)),
+        "band": float(attrs.get("band", 0)),
     }
 
 
 def pixel_at(g: dict, r: int, c: int, y: int, x: int) -> tuple[int, int]:
-    """(row, column) of the canvas pixel at the centre of tile (r, c) value (y, x)."""
+    """(row, column) of the canvas pixel at the centre of value (y, x) of tile c of display slot r.
+
+    A display slot is a grid row (a kernel filter) in display order: a strip's r-th row, or
+    the r-th block of a block layout (row-major, ``block_cols`` blocks to a line).
+    """
     z = g["zoom"]
-    sx = c * g["pitch_x"] + x * z + z / 2 - g["pan_x"]
-    sy = r * g["pitch_y"] + y * z + z / 2 - g["pan_y"]
+    line, bx = divmod(r, g["block_cols"])
+    sx = bx * g["block_pitch_x"] + c * g["pitch_x"] + x * z + z / 2 - g["pan_x"]
+    sy = line * g["block_pitch_y"] + g["band"] + y * z + z / 2 - g["pan_y"]
     return int(sy), int(sx)
+
+
+def block_origin(g: dict, r: int) -> tuple[float, float]:
+    """Canvas (x, y) of the top-left corner of display slot r's first tile (see pixel_at)."""
+    line, bx = divmod(r, g["block_cols"])
+    return (
+        bx * g["block_pitch_x"] - g["pan_x"],
+        line * g["block_pitch_y"] + g["band"] - g["pan_y"],
+    )
 
 
 def nearest_entry(rgb: np.ndarray, table: np.ndarray) -> np.ndarray:

@@ -51,15 +51,23 @@ def load_provider(logdir: str | Path, samples: int = 0) -> data_provider.Multipl
     return data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
 
 
-def make_plugin(logdir: str | Path, samples: int = 0, **kwargs) -> plugin.ConvFiltersPlugin:
+def make_plugin(
+    logdir: str | Path, samples: int = 0, source: str = "index", **kwargs
+) -> plugin.ConvFiltersPlugin:
+    """The plugin over `logdir`: served from its own index (the plugin knows the logdir,
+    as under a real TensorBoard), or with ``source="provider"`` from the data provider
+    only (as with ``--grpc_data_provider``, where the plugin gets no logdir)."""
+    if source not in ("index", "provider"):
+        raise ValueError(f"source={source!r}; expected 'index' or 'provider'")
     context = base_plugin.TBContext(
-        logdir=str(logdir), data_provider=load_provider(logdir, samples)
+        logdir=str(logdir) if source == "index" else "",
+        data_provider=load_provider(logdir, samples),
     )
     return plugin.ConvFiltersPlugin(context, **kwargs)
 
 
 def plugin_client(logdir: str | Path, samples: int = 0, **kwargs) -> Client:
-    """A werkzeug client for TensorBoard's WSGI app holding only our plugin."""
+    """A werkzeug client for TensorBoard's WSGI app holding only our plugin (`make_plugin`)."""
     return Client(application.TensorBoardWSGI([make_plugin(logdir, samples, **kwargs)]))
 
 

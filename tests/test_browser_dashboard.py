@@ -13,6 +13,7 @@ import urllib.parse
 import numpy as np
 import pytest
 from browser_support import (
+    block_origin,
     canvas_pixels,
     expected_diverging,
     geometry,
@@ -211,7 +212,7 @@ def test_health_row_click_highlights_and_sorting_by_norm_reorders(served, page):
     g = geometry(canvas)
     box = highlight.bounding_box()
     cbox = canvas.bounding_box()
-    assert abs((box["y"] - cbox["y"]) - (2 * g["pitch_y"] - 2)) <= 1.5
+    assert abs((box["y"] - cbox["y"]) - (block_origin(g, 2)[1] - 2)) <= 1.5
     frame.wait_for_function("() => location.hash.includes('sel=2')")
     assert frame.locator("#detail .detail-title").inner_text() == "filter 2"
 

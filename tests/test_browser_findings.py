@@ -19,6 +19,7 @@ from browser_support import canvas_pixels, geometry, grid_selector
 from support import http_get, plugin_frame, tensorboard
 
 import tb_convfilters
+from tb_convfilters import doctor
 
 STEPS = (0, 10, 20, 30)
 KERNEL = "conv1/kernel"
@@ -28,6 +29,7 @@ ACTIVATION = "conv1/activation"
 PLANTED = {3: "dead", 5: "duplicate", 6: "mirrored", 7: "exploding"}
 DEAD_CHANNEL = 2
 OTHER_DEAD = 4  # run "other": one zero filter
+UNSURE_TAG, UNSURE = "conv2/activation", 1  # run "other": a silent channel on 4 inputs only
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +47,8 @@ def served(tmp_path_factory):
             k[..., 7] = base1[..., 7] * np.float32(12.0**i)
             w.kernel(KERNEL, k, step=step, layout="HWIO")
             w.kernel(FROZEN, base2, step=step, layout="HWIO")  # identical at every step
-            act = rng.random((4, 6, 6, 8)).astype(np.float32) - 0.2
+            # firing judged on enough inputs; 4 maps stored
+            act = rng.random((doctor.DEAD_MIN_INPUTS, 6, 6, 8)).astype(np.float32) - 0.2
             act[..., DEAD_CHANNEL] = -1
             w.activation(ACTIVATION, act, step=step, layout="NHWC", max_samples=4)
     with tb_convfilters.Writer(logdir / "other") as w:
@@ -53,6 +56,9 @@ def served(tmp_path_factory):
             k = rng.normal(size=(3, 3, 4, 8)).astype(np.float32)
             k[..., OTHER_DEAD] = 0
             w.kernel(KERNEL, k, step=step, layout="HWIO")
+            act = rng.random((4, 5, 5, 3)).astype(np.float32)
+            act[..., UNSURE] = -1
+            w.activation(UNSURE_TAG, act, step=step, layout="NHWC")
     with tensorboard(logdir, load_fast="false") as base:
         yield base
 
@@ -148,7 +154,21 @@ def test_findings_list_and_badges_match_the_route(served, page):
             d => d.dataset.tag)"""
     )
     assert tags == [ACTIVATION, KERNEL, FROZEN]
-    assert listed(frame, "other") == [(KERNEL, str(OTHER_DEAD), "dead", 0)]
+    assert listed(frame, "other") == [
+        (KERNEL, str(OTHER_DEAD), "dead", 0),
+        (UNSURE_TAG, str(UNSURE), "suspected_dead", 0),
+    ]
+    # judged on 4 inputs: listed as suspected, drawn unlike "dead", with a note saying why
+    unsure = frame.locator(f'li.finding[data-tag="{UNSURE_TAG}"]')
+    assert "never > 0 on the 4 inputs judged (too few to be sure)" in unsure.inner_text()
+    sure = frame.locator(f'li.finding[data-tag="{ACTIVATION}"]')
+    assert f"on the {doctor.DEAD_MIN_INPUTS} inputs judged, 4 steps" in sure.inner_text()
+    look = "c => [getComputedStyle(c).backgroundColor, getComputedStyle(c).fontStyle]"
+    assert sure.locator(".chip").evaluate(look) == ["rgb(66, 66, 66)", "normal"]
+    assert unsure.locator(".chip").evaluate(look) == ["rgb(189, 189, 189)", "italic"]
+    note = frame.locator('.findings-run[data-run="other"] .findings-unsure').inner_text()
+    assert note.startswith("1 suspected dead: judged on too few inputs")
+    assert not frame.locator('.findings-run[data-run="sick"] .findings-unsure').count()
 
     # badges: one per flagged filter, on its grid row, in its problem's colour
     colours = problem_colours(frame)

@@ -64,7 +64,7 @@ def train_keras(logdir: str, problem: str, seed: int = 0, epochs: int = EPOCHS) 
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     images, labels = synthetic_images(seed=seed)
-    probe = images[:8]
+    probe = images[: doctor.DEAD_MIN_INPUTS]  # firing judged on these; 8 maps stored
     probe_model = keras.Model(inputs, [conv1.output, conv2.output])
     writer = tf.summary.create_file_writer(logdir)
 
@@ -271,10 +271,13 @@ def test_dead_needs_the_last_k_steps(tmp_path):
     with Writer(tmp_path / "r") as w:
         for step, dead in enumerate([False, True, False, True, True, True]):
             w.activation("a", acts(dead), step * 10, max_samples=4)
-    (finding,) = doctor.diagnose(tmp_path)
+    four = doctor.Thresholds(dead_min_inputs=4)
+    (finding,) = doctor.diagnose(tmp_path, thresholds=four)
     assert (finding.filter, finding.problem, finding.first_step) == (2, "dead", 30)
-    assert finding.detail == {"dead_steps": 3, "zero_frac": 1.0, "samples": 4}
+    assert finding.detail == {"dead_steps": 3, "zero_frac": 1.0, "inputs": 4}
     assert doctor.diagnose(tmp_path, thresholds=doctor.Thresholds(dead_steps=4)) == []
+    (unsure,) = doctor.diagnose(tmp_path)  # 4 inputs are too few to be sure
+    assert (unsure.filter, unsure.problem, unsure.detail["inputs"]) == (2, "suspected_dead", 4)
 
 
 def test_mirrored_kept_indices_and_dating(tmp_path):
@@ -358,9 +361,9 @@ def test_provider_and_event_file_sources_agree(tmp_path):
         ("a", "conv/kernel", 0, "dead"),
         ("a", "conv/kernel", 5, "duplicate"),
         ("a", "frozen/kernel", None, "frozen"),
-        ("b", "act", 0, "dead"),
-        ("b", "act", 1, "dead"),
-        ("b", "act", 2, "dead"),
+        ("b", "act", 0, "suspected_dead"),  # judged on 2 inputs
+        ("b", "act", 1, "suspected_dead"),
+        ("b", "act", 2, "suspected_dead"),
     }
     assert plugin_client(tmp_path).get(PREFIX + "findings").json["findings"] == expected
 

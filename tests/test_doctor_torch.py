@@ -43,7 +43,7 @@ def train_torch(logdir: str, problem: str, seed: int = 0, epochs: int = EPOCHS) 
 
         def log(step: int) -> None:
             with torch.no_grad():
-                maps = features(x_all[:8])
+                maps = features(x_all[: doctor.DEAD_MIN_INPUTS])  # 8 maps stored
             for name, conv, fmap in zip(("conv1", "conv2"), (conv1, conv2), maps, strict=True):
                 w.kernel(f"{name}/kernel", conv.weight.detach().numpy(), step, layout="OIHW")
                 w.activation(f"{name}/activation", fmap.numpy(), step, layout="NCHW", max_samples=8)

@@ -43,9 +43,11 @@ class CountingProvider:
         return self._inner.read_blob(ctx, blob_key=blob_key)
 
 
-def client_for(logdir, samples: int = 0) -> tuple[Client, CountingProvider]:
+def client_for(logdir, samples: int = 0, source: str = "index") -> tuple[Client, CountingProvider]:
+    """A client of the plugin serving from its index, or (no logdir) from the provider."""
     provider = CountingProvider(load_provider(logdir, samples))
-    context = base_plugin.TBContext(logdir=str(logdir), data_provider=provider)
+    where = str(logdir) if source == "index" else ""
+    context = base_plugin.TBContext(logdir=where, data_provider=provider)
     app = application.TensorBoardWSGI([plugin.ConvFiltersPlugin(context)])
     return Client(app), provider
 
@@ -57,8 +59,9 @@ def timed_get(client: Client, route: str, **query):
     return response, (time.perf_counter() - start) * 1000
 
 
-def test_tags_and_steps_read_no_payloads(logdir):
-    client, provider = client_for(logdir)
+@pytest.mark.parametrize("source", ["index", "provider"])
+def test_tags_and_steps_read_no_payloads(logdir, source):
+    client, provider = client_for(logdir, source=source)
     tags, tags_ms = timed_get(client, "tags")
     assert len(tags.json["run"]) == LAYERS
     assert tags.json["run"]["layer07/kernel"]["max_step"] == STEPS - 1
@@ -70,19 +73,31 @@ def test_tags_and_steps_read_no_payloads(logdir):
     assert provider.blobs_read == 0  # listing reads no blob at all, payload or header
     print(
         f"\ntags {tags_ms:.1f} ms, steps median {np.median(steps_ms):.1f} ms "
-        f"({STEPS} steps x {LAYERS} layers, Python loader)"
+        f"({STEPS} steps x {LAYERS} layers, {source})"
     )
 
     tensor, _ = timed_get(client, "tensor", run="run", tag="layer07/kernel", step=42)
     assert load_npy(tensor.data).tobytes() == (KERNEL + 42).tobytes()
-    assert provider.blobs_read == 3  # the header, checks and payload of that one step
+    # The index reads the payload from the file; the provider reads the header, checks
+    # and payload of that one step.
+    assert provider.blobs_read == (0 if source == "index" else 3)
 
 
 def test_samples_per_plugin_bounds_the_steps_kept(logdir):
     """`--samples_per_plugin=convfilters=N`: N steps per tag in memory, the last one always."""
-    client, _ = client_for(logdir, samples=10)
+    client, _ = client_for(logdir, samples=10, source="provider")
     steps, _ = timed_get(client, "steps", run="run", tag="layer00/kernel")
     kept = [s["step"] for s in steps.json]
     assert len(kept) == 10 and kept[-1] == STEPS - 1 and kept == sorted(kept)
     tensor, _ = timed_get(client, "tensor", run="run", tag="layer00/kernel", step=kept[3])
     assert load_npy(tensor.data).tobytes() == (KERNEL + kept[3]).tobytes()
+
+
+def test_index_serves_every_step_although_tensorboard_kept_one(logdir):
+    client, provider = client_for(logdir, samples=1)
+    steps, _ = timed_get(client, "steps", run="run", tag="layer03/kernel")
+    assert [s["step"] for s in steps.json] == list(range(STEPS))
+    for step in (0, 37, STEPS - 1):
+        tensor, _ = timed_get(client, "tensor", run="run", tag="layer03/kernel", step=step)
+        assert load_npy(tensor.data).tobytes() == (KERNEL + step).tobytes()
+    assert provider.blobs_read == 0

@@ -378,7 +378,14 @@ def test_stats_route_matches_numpy_for_an_activation(tmp_path):
     # Dead: a position not > 0 in every sample (NaN is not > 0).
     dead = np.all(~(per_channel > 0), axis=1).reshape(4, -1).mean(axis=1)
     assert dead[0] == 1.0 and dead[1] == pytest.approx(5 / 15)
-    assert_stats_match(body["steps"][0]["values"], numpy_filter_stats(rows, dead))
+    # Firing (fire_inputs, fire_positions, inputs): > 0 anywhere in an input / per position.
+    fired = per_channel > 0
+    firing = np.stack(
+        [fired.any(axis=(2, 3)).mean(axis=1), fired.mean(axis=(1, 2, 3)), np.full(4, 2.0)], axis=1
+    )
+    assert body["names"][-3:] == ["fire_inputs", "fire_positions", "inputs"]
+    expected = np.hstack([numpy_filter_stats(rows, dead), firing])
+    assert_stats_match(body["steps"][0]["values"], expected)
     values = body["steps"][0]["values"]
     assert values[2][6] == pytest.approx(1 / 30) and values[3][6] == pytest.approx(1 / 30)
 

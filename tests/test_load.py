@@ -112,28 +112,39 @@ class Clients:
                 self.errors.append(f"{route}?{query}: {status} {body[:200]!r}")
         return status, body, headers
 
+    def list_steps(self, query: str, known: list[int]) -> list[dict] | None:
+        """The `steps` listing of one tag (None on an error); no step listed before may go."""
+        status, body, _ = self.get("steps", query)
+        if status != 200:
+            return None
+        listed = json.loads(body)
+        steps = {s["step"] for s in listed}
+        if not set(known) <= steps:
+            with self.lock:
+                self.errors.append(f"{query}: steps went missing: {sorted(set(known) - steps)}")
+        known[:] = sorted(steps)
+        return listed
+
     def run(self, seed: int) -> None:
         rng = random.Random(seed)
         run = "run=" + quote(RUN)
         kernel, act = run + "&tag=conv1%2Fkernel", run + "&tag=conv1%2Factivation"
-        known: list[int] = []
+        # Each tag is asked only for steps listed for that tag: the trainer writes the
+        # kernel of a step before its activation, so a kernel step may not be an
+        # activation step yet (issue 20).
+        known: dict[str, list[int]] = {kernel: [], act: []}
         try:
             while time.monotonic() < self.deadline:
-                status, body, _ = self.get("steps", kernel)
-                if status != 200:
+                listed = self.list_steps(kernel, known[kernel])
+                if listed is None or self.list_steps(act, known[act]) is None:
                     continue
-                listed = json.loads(body)
-                steps = [s["step"] for s in listed]
-                if not set(known) <= set(steps):
-                    with self.lock:
-                        self.errors.append(f"steps went missing: {sorted(set(known) - set(steps))}")
-                known = steps
                 now = time.time()
                 with self.lock:
                     for s in listed:
                         self.first_seen.setdefault(s["step"], now)
                         self.wall_time.setdefault(s["step"], s["wall_time"])
-                if not steps:
+                steps, act_steps = known[kernel], known[act]
+                if not steps or not act_steps:
                     continue
                 for _ in range(4):
                     choice = rng.random()
@@ -147,7 +158,7 @@ class Clients:
                             with self.lock:
                                 self.errors.append(f"wrong tensor for step {step}")
                     elif choice < 0.7:
-                        self.get("tensor", f"{act}&step={step}&max_filters=8")
+                        self.get("tensor", f"{act}&step={rng.choice(act_steps)}&max_filters=8")
                     elif choice < 0.8:
                         self.get("tensor", kernel)  # the latest step
                     elif choice < 0.95:

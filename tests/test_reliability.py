@@ -424,7 +424,7 @@ def _view_cases():
         ),
         ("tag=torch&max_filters=3", BIG.transpose(3, 2, 0, 1)[:3], {"filters": [0, 1, 2]}),
         ("tag=depthwise&max_filters=2", BIG[:, :, :2], {"filters": [0, 1]}),
-        ("tag=act&max_filters=5", np.ones((1, 4, 4, 5), np.float32), {"filters": list(range(5))}),
+        ("tag=act&max_filters=5", np.ones((2, 4, 4, 5), np.float32), {"filters": list(range(5))}),
     ]
 
 

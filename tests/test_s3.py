@@ -320,3 +320,28 @@ def test_tf2_ops_write_wherever_tensorflow_writes(s3, tmp_path):
     assert client.get(PREFIX + "steps?run=run&tag=conv/kernel").json[0]["step"] == 5
     with pytest.raises(tf.errors.UnimplementedError, match="scheme 's3' not implemented"):
         tf.summary.create_file_writer(f"s3://{BUCKET}/tf2")
+
+
+def test_index_reads_one_range_per_tensor(s3, two_runs, monkeypatch):
+    """Served from the plugin's index: a tensor is one ranged read of its record, not the file."""
+    from tensorboard.backend import application
+    from tensorboard.plugins import base_plugin
+    from werkzeug.test import Client
+
+    from tb_convfilters import fs, plugin
+
+    # No data provider at all (TensorBoard's own cannot list s3:// with TensorFlow here).
+    context = base_plugin.TBContext(logdir=two_runs.url, data_provider=None)
+    client = Client(application.TensorBoardWSGI([plugin.ConvFiltersPlugin(context)]))
+    steps = client.get(PREFIX + "steps?run=keras/train&tag=conv/kernel").json
+    assert [s["step"] for s in steps] == [0, 1]
+    calls = []
+    real = fs.read_at
+    monkeypatch.setattr(fs, "read_at", lambda *a: calls.append(a) or real(*a))
+    r = client.get(PREFIX + "tensor?run=keras/train&tag=conv/kernel&step=0")
+    assert r.status_code == 200 and load_npy(r.data).tobytes() == two_runs.keras[0].tobytes()
+    assert len(calls) == 1, calls
+    path, offset, size = calls[0]
+    key = path.split(f"s3://{BUCKET}/", 1)[1]
+    whole = s3.client.head_object(Bucket=BUCKET, Key=key)["ContentLength"]
+    assert offset > 0 and size < whole - offset  # a range inside the object

@@ -112,7 +112,7 @@ def test_tf2_and_writer_round_trip_through_plugin(tmp_path):
     assert r.headers["X-Convfilters-Step"] == "9"
 
 
-def test_every_step_is_kept_by_default(tmp_path):
+def test_every_step_is_served_by_default(tmp_path):
     small = np.arange(8, dtype=np.float32).reshape(1, 1, 2, 4)
     with tb_convfilters.Writer(tmp_path / "run") as w:
         for step in range(250):  # more than TensorBoard's default reservoir for tensors
@@ -125,7 +125,10 @@ def test_every_step_is_kept_by_default(tmp_path):
     assert ConvFiltersLoader in plugins
     tb = program.TensorBoard(plugins=plugins)
     tb.configure(argv=["tensorboard", "--logdir", str(tmp_path)])
-    assert tb.flags.samples_per_plugin["convfilters"] == 0
+    # TensorBoard keeps one step per tag; the plugin's index serves every step.
+    assert tb.flags.samples_per_plugin["convfilters"] == 1
+    tb.configure(argv=["tensorboard", "--grpc_data_provider", "localhost:1"])
+    assert tb.flags.samples_per_plugin["convfilters"] == 0  # no logdir: keep all
     tb.configure(
         argv=["tensorboard", "--logdir", str(tmp_path), "--samples_per_plugin=convfilters=5"]
     )
@@ -208,7 +211,7 @@ def test_stats_polls_read_headers_and_stats_once(tmp_path):
     _write_numpy(tmp_path / "np", [0, 1, 2])
     from support import make_plugin
 
-    plugin = make_plugin(tmp_path)
+    plugin = make_plugin(tmp_path, source="provider")
     reads = []
     read_blob = plugin._provider.read_blob
     plugin._provider.read_blob = lambda ctx, blob_key: reads.append(blob_key) or read_blob(

@@ -136,7 +136,7 @@ def test_activations_of_conv_modules_inside_the_block(tmp_path):
     images = torch.randn(4, 3, 6, 6)
     with log_activations(tmp_path / "run", model, 5, max_samples=2) as tags:
         model(images)
-        model(images * 2)  # the first output of each module is the one logged
+        model(images * 2)  # maps of the first max_samples samples; firing counts both passes
     assert sorted(tags) == ["block.0/activation", "c2/activation", "t2/activation"]
     assert all(not m._forward_hooks for m in model.modules())  # hooks removed
 
@@ -174,7 +174,7 @@ def test_activation_modules_by_name_unbatched_and_1d_3d(tmp_path):
     assert listed["net/0/activation"]["shape"] == [1, 2, 3, 3]
     assert listed["net/1/activation"]["layout"] == "NCHW"
     assert (listed["Conv1d/activation"]["layout"], listed["Conv1d/activation"]["shape"]) == (
-        "NCW", [1, 3, 5])
+        "NCW", [3, 3, 5])
     assert listed["Conv3d/activation"]["layout"] == "NCDHW"
 
     linear = nn.Sequential(nn.Linear(3, 2))

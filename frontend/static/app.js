@@ -237,9 +237,18 @@ class Panel {
     this.setPartial(null);
   }
 
+  /** The grid as shown, with what is drawn over it (block labels, badges), as a PNG. */
   downloadPng() {
     const c = this.view.canvas;
-    c.toBlob((blob) => {
+    const over = this.view.overlay;
+    let image = c;
+    if (over && over.width === c.width && over.height === c.height) {
+      image = el("canvas", { width: c.width, height: c.height });
+      const ctx = image.getContext("2d");
+      ctx.drawImage(c, 0, 0);
+      ctx.drawImage(over, 0, 0);
+    }
+    image.toBlob((blob) => {
       if (blob) save(blob, `${safeName(this.run)}_${safeName(c.dataset.tag)}_${c.dataset.step}.png`);
     }, "image/png");
   }
@@ -332,7 +341,7 @@ export class Dashboard {
   build() {
     const c = (this.controls = {});
     c.run = el("select", { id: "run-select", onchange: () => this.change({ run: c.run.value, step: null, sel: null }) });
-    c.tag = el("select", { id: "tag-select", onchange: () => this.change({ tag: c.tag.value, step: null, sel: null, sample: 0 }) });
+    c.tag = el("select", { id: "tag-select", onchange: () => this.change({ tag: c.tag.value, step: null, sel: null, sample: 0, zoom: null }) });
     c.compareList = el("div", { id: "compare-runs", class: "compare-list" });
     c.compare = el("details", { id: "compare", class: "compare" }, el("summary", {}, "Compare runs"), c.compareList);
     c.slider = el("input", { type: "range", id: "step-slider", min: "0", max: "0", value: "0", "aria-label": "Step", oninput: () => this.slide() });
@@ -874,6 +883,7 @@ export class Dashboard {
       step: String(tensor.step),
       mode: s.norm,
       viewName: result.viewName || "raw",
+      zoom: s.zoom,
       // pattern/projection images are pictures: shown larger than kernel tiles when they fit
       maxTile: IMAGE_KINDS.includes(grid.kind) ? IMAGE_TILE : undefined,
     });
@@ -1114,7 +1124,7 @@ export class Dashboard {
     const s = this.state;
     const shown = f.run === s.run || (s.compare.includes(f.run) && this.info(f.run, f.tag).kind);
     if (!shown) s.run = f.run;
-    if (s.tag !== f.tag) s.sample = 0;
+    if (s.tag !== f.tag) Object.assign(s, { sample: 0, zoom: null });
     Object.assign(s, { tag: f.tag, step: at.step, sel: null });
     this.doctor.active = f;
     this.detail.close();
@@ -1148,9 +1158,15 @@ export class Dashboard {
     return this.patternHover.nodes(panel, hit, view);
   }
 
+  /** A panel's zoom/pan changed by the user: the other panels follow; a chosen zoom goes into the URL. */
   syncView(source, view) {
+    const zoom = source.view.userZoom;
     for (const p of this.panels) {
-      if (p !== source && p.view.data) p.view.setView({ zoom: view.zoom, panX: view.panX, panY: view.panY });
+      if (p !== source && p.view.data) p.view.setView({ zoom: view.zoom, panX: view.panX, panY: view.panY }, zoom);
+    }
+    if (this.state.zoom !== zoom) {
+      this.state.zoom = zoom;
+      this.writeHash();
     }
   }
 }

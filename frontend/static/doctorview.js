@@ -74,10 +74,13 @@ export class DoctorView {
       total += found.length;
       parts.push(`${run}: ${found.length}`);
       const byTag = groupFindings(found).flatMap((g) => g.tags);
+      const unsure = found.filter((f) => f.problem === "suspected_dead").length;
       groups.push(el("div", { class: "findings-run", dataset: { run, count: String(found.length) } },
         el("h4", {}, el("span", { class: "run-name" }, run),
           el("span", { class: "dim" }, ` — ${found.length} finding${found.length === 1 ? "" : "s"} in ${report.series} series`)),
         found.length ? null : el("div", { class: "dim" }, "No problems found."),
+        unsure ? el("div", { class: "dim findings-unsure" }, `${unsure} suspected dead: judged on too few inputs `
+          + "to be sure; log more sample_inputs (the Logging docs say how many).") : null,
         ...byTag.map(({ tag, findings }) => this.tagGroup(run, tag, findings))));
     }
     this.summary.textContent = pending && !parts.length

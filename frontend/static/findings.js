@@ -5,7 +5,7 @@
 import { fmt } from "./dom.js";
 import { filterCells, filterCount } from "./layout.js";
 
-export const PROBLEMS = ["dead", "exploding", "duplicate", "mirrored", "frozen"];
+export const PROBLEMS = ["dead", "suspected_dead", "exploding", "duplicate", "mirrored", "frozen"];
 
 /**
  * How each problem is drawn: badge/chip colour, its text colour, a one-letter
@@ -14,6 +14,7 @@ export const PROBLEMS = ["dead", "exploding", "duplicate", "mirrored", "frozen"]
  */
 export const PROBLEM_STYLE = {
   dead: { color: [66, 66, 66], text: [255, 255, 255], code: "D", help: "no signal: zero weights, or a unit that never fires" },
+  suspected_dead: { color: [189, 189, 189], text: [0, 0, 0], code: "?", help: "never fired on the inputs it was judged on, but they were too few to be sure (log more sample_inputs)" },
   exploding: { color: [255, 143, 0], text: [0, 0, 0], code: "E", help: "its norm grew far past its first step's or the layer median, or it holds NaN/Inf" },
   duplicate: { color: [255, 234, 0], text: [0, 0, 0], code: "=", help: "its kernel is a (scaled) copy of a lower filter" },
   mirrored: { color: [0, 229, 255], text: [0, 0, 0], code: "−", help: "its kernel is a negated copy of a lower filter" },
@@ -117,9 +118,17 @@ export function describeFinding(f) {
   const since = `since step ${f.first_step}`;
   switch (f.problem) {
     case "dead":
+    case "suspected_dead": {
+      const what = f.problem === "dead" ? "dead" : "suspected dead";
+      if ("inputs" in d) {
+        const inputs = `${d.inputs} input${d.inputs === 1 ? "" : "s"}`;
+        return `${what} ${since}: never > 0 on the ${inputs} judged`
+          + (f.problem === "dead" ? "" : " (too few to be sure)") + `, ${d.dead_steps} steps`;
+      }
       return "samples" in d
-        ? `dead ${since}: ≤ 0 at ${fmt(100 * d.zero_frac, 3)}% of positions (${d.samples} samples), ${d.dead_steps} steps`
-        : `dead ${since}: norm ${fmt(d.norm)} (layer median ${fmt(d.median_norm)}), ${d.dead_steps} steps`;
+        ? `${what} ${since}: ≤ 0 at ${fmt(100 * d.zero_frac, 3)}% of positions (${d.samples} samples), ${d.dead_steps} steps`
+        : `${what} ${since}: norm ${fmt(d.norm)} (layer median ${fmt(d.median_norm)}), ${d.dead_steps} steps`;
+    }
     case "exploding": {
       const why = (d.reasons || []).join(", ");
       return "growth" in d

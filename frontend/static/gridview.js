@@ -2,15 +2,23 @@
 // from render.js on zoom/pan. No per-tile DOM: hover and click are hit-tested.
 
 import { el, fmt } from "./dom.js";
-import { cssColor, PROBLEM_STYLE } from "./findings.js";
-import { cellRect, fitZoom, geometry, hitTest, imageFor, renderGrid } from "./render.js";
+import { drawOverlay } from "./overlay.js";
+import { blockRect, cellRect, fitBlocks, fitZoom, geometry, hitTest, imageFor, renderGrid } from "./render.js";
 
 const MIN_ZOOM = 1 / 16;
 const MAX_ZOOM = 64;
+/** Largest css px per value when fitting (unless options.maxZoom says otherwise). */
+const FIT_ZOOM = 48;
+/** Block labels: css px of the band above each block, shown once tiles are this tall. */
+const LABEL_BAND = 15;
+const LABEL_MIN_TILE = 10;
+/** Fitting to the height never shrinks tiles below this (css px): the grid scrolls instead. */
+const MIN_FIT_TILE = 24;
 
 export class GridView {
   /**
-   * options.onClick(hit, view), options.onView(view) (zoom/pan changed by the user),
+   * options.onClick(hit, view), options.onView(view, gridView) (zoom/pan changed by the
+   * user; gridView.userZoom: css px per value the user chose, null after fitting),
    * options.maxHeight() -> css px, options.maxZoom (css px per value when fitting),
    * options.maxTile (largest tile when fitting, css px), options.className (extra canvas
    * class), options.showValues (write values at large zoom), options.hoverExtra(hit, view)
@@ -29,6 +37,7 @@ export class GridView {
     this.data = null;
     this.view = { zoom: 1, panX: 0, panY: 0, rowOrder: null };
     this.fitted = false;
+    this.userZoom = null;
     this.highlightCells = null;
     this.bg = [255, 255, 255];
     this.sep = [200, 200, 200];
@@ -42,18 +51,59 @@ export class GridView {
   }
 
   /**
-   * data: {grid, values, limits, table, run, tag, step, maxTile?}; values may be null
-   * (nothing to draw yet). Keeps zoom/pan unless the grid's shape changed.
+   * data: {grid, values, limits, table, run, tag, step, maxTile?, zoom?}; values may be
+   * null (nothing to draw yet). zoom: css px per value chosen by the user (the URL
+   * state), else the grid opens fitted. Keeps zoom/pan unless the grid's shape changed.
    */
   set(data) {
-    const old = this.data && this.data.grid;
+    const old = this.source;
     const g = data && data.grid;
-    if (!old || !g || old.rows !== g.rows || old.cols !== g.cols || old.th !== g.th || old.tw !== g.tw) {
+    if (!old || !g || old.rows !== g.rows || old.cols !== g.cols || old.th !== g.th || old.tw !== g.tw
+      || old.blocks !== g.blocks) {
       this.fitted = false;
     }
-    this.data = data;
-    if (!this.fitted) this.fit();
+    this.source = g;
+    this.data = g ? { ...data, grid: this.shown(g) } : data;
+    const want = data && data.zoom ? this.deviceZoom(data.zoom) : null;
+    if (!this.fitted) this.fit(); // also lays out the blocks for the area
+    if (want !== null && want !== this.view.zoom) {
+      this.view.zoom = want;
+      this.userZoom = data.zoom;
+    }
     this.draw();
+  }
+
+  /** The grid as drawn: a block grid with the block columns fit() chose for it. */
+  shown(grid) {
+    if (!grid.blocks || !this.blockCols || this.blockCols === grid.blockCols) return grid;
+    if (!this.shownGrid || this.shownGrid.from !== grid || this.shownGrid.grid.blockCols !== this.blockCols) {
+      this.shownGrid = { from: grid, grid: { ...grid, blockCols: this.blockCols } };
+    }
+    return this.shownGrid.grid;
+  }
+
+  /** Device px per value for `css` css px per value (integer from 1 up, within the zoom range). */
+  deviceZoom(css) {
+    const z = css * this.dpr();
+    return Math.min(MAX_ZOOM, Math.max(MIN_ZOOM, z >= 1 ? Math.round(z) : z));
+  }
+
+  /** Device px of the label band above each block at `zoom` (0: tiles too small; strips have none). */
+  bandFor(zoom) {
+    const grid = this.data && this.data.grid;
+    const dpr = this.dpr();
+    if (!grid || grid.th * zoom < LABEL_MIN_TILE * dpr) return 0;
+    return Math.round(LABEL_BAND * dpr);
+  }
+
+  /** The view with its label band: what render.js draws and hit-tests. */
+  frameView() {
+    return { ...this.view, band: this.bandFor(this.view.zoom) };
+  }
+
+  /** The geometry at the current zoom. */
+  geo() {
+    return geometry(this.data.grid, this.view.zoom, this.bandFor(this.view.zoom));
   }
 
   dpr() {
@@ -69,27 +119,45 @@ export class GridView {
     return this.options.maxHeight ? this.options.maxHeight() : Math.max(300, window.innerHeight * 0.75);
   }
 
-  /** Zoom so the grid fits the width (tiles at most 24 px per value). */
+  /**
+   * Zoom so the grid fills the available width (at most FIT_ZOOM css px per value,
+   * or options.maxZoom / maxTile); then, if that is taller than the available height,
+   * shrink to show the whole grid, but not below MIN_FIT_TILE px tiles (then it scrolls).
+   * A block grid also gets the number of block columns that shows it largest.
+   */
   fit() {
-    if (!this.data) return;
+    if (!this.data || !this.data.grid) return;
     const dpr = this.dpr();
-    const grid = this.data.grid;
-    // tiles at most maxTile css px (default 72: 24 px per value for 3x3 kernels, 10 for 7x7)
-    const maxTile = this.data.maxTile || this.options.maxTile || 72;
-    const maxZoom = Math.min(this.options.maxZoom || 24, Math.max(1, Math.floor(maxTile / Math.max(grid.th, grid.tw))));
-    let z = fitZoom(grid, this.availableWidth() * dpr, Math.round(maxZoom * dpr));
-    // shrink to fit the height too, but keep tiles >= ~24 px (then scroll)
-    const zH = Math.floor((this.availableHeight() * dpr - (grid.rows - 1)) / (grid.rows * grid.th));
-    if (zH < z && z >= 1) z = Math.max(1, zH, Math.min(z, Math.ceil((24 * dpr) / Math.max(grid.th, grid.tw))));
+    const source = this.source || this.data.grid;
+    const big = Math.max(source.th, source.tw);
+    const maxTile = this.data.maxTile || this.options.maxTile || Infinity;
+    const maxZoom = Math.round(Math.min(this.options.maxZoom || FIT_ZOOM, Math.max(1, Math.floor(maxTile / big))) * dpr);
+    const least = Math.ceil((MIN_FIT_TILE * dpr) / big);
+    const width = this.availableWidth() * dpr;
+    const height = this.availableHeight() * dpr;
+    let z;
+    if (source.blocks) {
+      const best = fitBlocks(source, width, height, maxZoom, least, (zoom) => this.bandFor(zoom));
+      this.blockCols = best.blockCols;
+      this.data.grid = this.shown(source);
+      z = best.zoom;
+    } else {
+      const grid = this.data.grid;
+      z = fitZoom(grid, width, maxZoom);
+      while (z > 1 && z > least && geometry(grid, z, this.bandFor(z)).height > height) z--;
+    }
     this.view.zoom = z;
     this.view.panX = 0;
     this.view.panY = 0;
     this.fitted = true;
+    this.userZoom = null;
   }
 
-  setView(view) {
+  /** Zoom/pan from another view (compared panels move together); `userZoom` as in onView. */
+  setView(view, userZoom = null) {
     Object.assign(this.view, view);
     this.fitted = true;
+    this.userZoom = userZoom;
     this.draw();
   }
 
@@ -101,13 +169,10 @@ export class GridView {
   /**
    * Marks drawn over the grid: {badges: [{label, problems, cells: [start, end)}]
    * (findings.badgesFor), labels: true to write each image tile's filter label}; null: none.
+   * Block layouts label every block with its filter index whatever the marks.
    */
   setMarks(marks) {
     this.marks = marks;
-    if (!this.overlay && marks) {
-      this.overlay = el("canvas", { class: "grid-overlay", "aria-hidden": "true" });
-      this.node.insertBefore(this.overlay, this.tooltip);
-    }
     this.drawOverlay();
   }
 
@@ -119,7 +184,7 @@ export class GridView {
 
   clampPan() {
     if (!this.data) return;
-    const g = geometry(this.data.grid, this.view.zoom);
+    const g = this.geo();
     const maxX = Math.max(0, g.width - this.canvas.width);
     const maxY = Math.max(0, g.height - this.canvas.height);
     this.view.panX = Math.round(Math.min(Math.max(0, this.view.panX), maxX));
@@ -140,7 +205,7 @@ export class GridView {
     const d = this.data;
     if (!d || !d.grid) return;
     const dpr = this.dpr();
-    const g = geometry(d.grid, this.view.zoom);
+    const g = this.geo();
     const w = Math.max(1, Math.min(g.width, Math.floor(this.availableWidth() * dpr)));
     const h = Math.max(1, Math.min(g.height, Math.floor(this.availableHeight() * dpr)));
     if (this.canvas.width !== w) this.canvas.width = w;
@@ -151,7 +216,7 @@ export class GridView {
     const ctx = this.canvas.getContext("2d");
     if (d.values) {
       const img = imageFor(ctx, w, h);
-      renderGrid(img.data, w, h, d.grid, d.values, d.limits, d.table, this.view, this.bg, this.sep);
+      renderGrid(img.data, w, h, d.grid, d.values, d.limits, d.table, this.frameView(), this.bg, this.sep);
       ctx.putImageData(img, 0, 0);
       if (this.options.showValues && this.view.zoom >= 30 * dpr) this.drawValues(ctx, g, img.data, w);
     }
@@ -167,6 +232,7 @@ export class GridView {
     c.dataset.cols = String(d.grid.cols);
     c.dataset.tileH = String(d.grid.th);
     c.dataset.tileW = String(d.grid.tw);
+    Object.assign(c.dataset, blockData(g));
     c.dataset.kind = d.grid.kind;
     c.dataset.mode = d.mode || "";
     c.dataset.view = d.viewName || "raw";
@@ -175,94 +241,28 @@ export class GridView {
     this.placeHighlight();
   }
 
-  /** Display row of every grid row (the inverse of view.rowOrder). */
-  displayRows() {
-    const rows = this.data.grid.rows;
-    const out = new Int32Array(rows);
+  /** Display slot of grid row `r` (where view.rowOrder puts it; -1 if nowhere). */
+  slotOf(r) {
     const order = this.view.rowOrder;
-    for (let i = 0; i < rows; i++) {
-      if (order) out[order[i]] = i;
-      else out[i] = i;
-    }
-    return out;
+    return order ? Array.prototype.indexOf.call(order, r) : r;
   }
 
-  /** Redraws the badges / labels canvas over the visible window. */
-  drawOverlay() {
-    const o = this.overlay;
-    if (!o) return;
-    const c = this.canvas;
-    if (o.width !== c.width) o.width = c.width;
-    if (o.height !== c.height) o.height = c.height;
-    o.style.width = c.style.width;
-    o.style.height = c.style.height;
-    const ctx = o.getContext("2d");
-    ctx.clearRect(0, 0, o.width, o.height);
-    const d = this.data;
-    const marks = this.marks;
-    if (!d || !d.grid || !d.values || !marks) {
-      o.dataset.badges = "[]";
-      delete o.dataset.labels;
-      return;
-    }
-    const grid = d.grid;
-    const g = geometry(grid, this.view.zoom);
-    const rows = this.displayRows();
-    const dpr = this.dpr();
-    const { panX, panY } = this.view;
-    if (marks.labels) {
-      const labels = [];
-      for (let cell = 0; cell < grid.cells; cell++) labels.push(grid.filterLabel(cell));
-      o.dataset.labels = JSON.stringify(labels);
-      if (g.tileH >= 16 * dpr && g.tileW >= 16 * dpr) this.drawLabels(ctx, g, rows, labels);
-    } else {
-      delete o.dataset.labels;
-    }
-    const placed = [];
-    for (const badge of marks.badges || []) {
-      const [start, end] = badge.cells;
-      const row = rows[Math.floor(start / grid.cols)];
-      const c0 = start % grid.cols;
-      const c1 = (end - 1) % grid.cols;
-      placed.push({ filter: badge.label, problems: badge.problems, row, col: c0, cols: c1 - c0 + 1 });
-      const x = c0 * g.pitchX - panX;
-      const y = row * g.pitchY - panY;
-      const w = (c1 - c0) * g.pitchX + g.tileW;
-      const h = g.tileH;
-      if (x > o.width || y > o.height || x + w < 0 || y + h < 0) continue;
-      drawBadge(ctx, x, y, w, h, badge.problems, dpr);
-    }
-    o.dataset.badges = JSON.stringify(placed);
-    o.dataset.run = d.run;
-    o.dataset.tag = d.tag;
-    o.dataset.step = d.step;
-  }
-
-  /** Each visible image tile's label (its filter index) in its top-left corner. */
-  drawLabels(ctx, g, rows, labels) {
+  /**
+   * Device-px rectangle (before panning) over cells [start, end) of one grid row:
+   * a filter's block, or one tile.
+   */
+  spanRect(start, end) {
     const grid = this.data.grid;
-    const dpr = this.dpr();
-    const size = Math.round(Math.min(11 * dpr, g.tileH / 3));
-    ctx.font = `${size}px sans-serif`;
-    ctx.textBaseline = "top";
-    ctx.textAlign = "left";
-    const pad = Math.max(1, Math.round(size / 6));
-    for (let r = 0; r < grid.rows; r++) {
-      const y = rows[r] * g.pitchY - this.view.panY;
-      if (y + g.tileH < 0 || y > this.overlay.height) continue;
-      for (let c = 0; c < grid.cols; c++) {
-        const cell = r * grid.cols + c;
-        if (cell >= grid.cells) break;
-        const x = c * g.pitchX - this.view.panX;
-        if (x + g.tileW < 0 || x > this.overlay.width) continue;
-        const text = labels[cell];
-        const w = Math.min(g.tileW, ctx.measureText(text).width + 2 * pad);
-        ctx.fillStyle = "rgba(0, 0, 0, 0.6)";
-        ctx.fillRect(x, y, w, size + 2 * pad);
-        ctx.fillStyle = "#fff";
-        ctx.fillText(text, x + pad, y + pad, g.tileW - 2 * pad);
-      }
-    }
+    const band = this.bandFor(this.view.zoom);
+    const slot = this.slotOf(Math.floor(start / grid.cols));
+    const a = cellRect(grid, this.view.zoom, slot, start % grid.cols, band);
+    const b = cellRect(grid, this.view.zoom, slot, (end - 1) % grid.cols, band);
+    return { slot, x: a.x, y: a.y, w: b.x + b.w - a.x, h: a.h };
+  }
+
+  /** Redraws the badges / labels canvas over the visible window (overlay.js). */
+  drawOverlay() {
+    drawOverlay(this);
   }
 
   /** Writes each value on its pixel (detail views at large zoom). */
@@ -272,16 +272,18 @@ export class GridView {
     ctx.font = `${Math.max(9, Math.floor(z / 4))}px sans-serif`;
     ctx.textAlign = "center";
     ctx.textBaseline = "middle";
-    for (let row = 0; row < grid.rows; row++) {
+    for (let slot = 0; slot < grid.rows; slot++) {
+      const r = this.view.rowOrder ? this.view.rowOrder[slot] : slot;
       for (let c = 0; c < grid.cols; c++) {
-        const r = this.view.rowOrder ? this.view.rowOrder[row] : row;
-        if (r * grid.cols + c >= grid.cells) continue;
+        const cell = r * grid.cols + c;
+        if (cell >= grid.cells) continue;
+        const rect = cellRect(grid, z, slot, c, g.band);
         for (let y = 0; y < grid.th; y++) {
           for (let x = 0; x < grid.tw; x++) {
-            const off = grid.xOff[x] < 0 ? -1 : grid.cellBase[r * grid.cols + c] + grid.yOff[y] + grid.xOff[x];
+            const off = grid.xOff[x] < 0 ? -1 : grid.cellBase[cell] + grid.yOff[y] + grid.xOff[x];
             if (off < 0) continue;
-            const cx = c * g.pitchX + x * z + z / 2 - this.view.panX;
-            const cy = row * g.pitchY + y * z + z / 2 - this.view.panY;
+            const cx = rect.x + x * z + z / 2 - this.view.panX;
+            const cy = rect.y + y * z + z / 2 - this.view.panY;
             if (cx < 0 || cy < 0 || cx >= this.canvas.width || cy >= this.canvas.height) continue;
             const p = (Math.floor(cy) * width + Math.floor(cx)) * 4;
             const light = 0.3 * pixels[p] + 0.59 * pixels[p + 1] + 0.11 * pixels[p + 2] > 140;
@@ -301,21 +303,14 @@ export class GridView {
       this.highlight.hidden = true;
       return;
     }
-    const [start, end] = cells;
-    const cols = d.grid.cols;
-    const r = Math.floor(start / cols);
-    const order = this.view.rowOrder;
-    const row = order ? Array.prototype.indexOf.call(order, r) : r;
-    const c0 = start % cols;
-    const c1 = (end - 1) % cols;
     const dpr = this.dpr();
-    const a = cellRect(d.grid, this.view.zoom, row, c0);
-    const b = cellRect(d.grid, this.view.zoom, row, c1);
-    const left = (a.x - this.view.panX) / dpr;
-    const top = (a.y - this.view.panY) / dpr;
-    const width = (b.x + b.w - a.x) / dpr;
-    const height = a.h / dpr;
-    if (row < 0 || top + height < 0 || top > this.canvas.height / dpr) {
+    const rect = this.spanRect(cells[0], cells[1]);
+    const left = (rect.x - this.view.panX) / dpr;
+    const top = (rect.y - this.view.panY) / dpr;
+    const width = rect.w / dpr;
+    const height = rect.h / dpr;
+    if (rect.slot < 0 || top + height < 0 || top > this.canvas.height / dpr
+      || left + width < 0 || left > this.canvas.width / dpr) {
       this.highlight.hidden = true;
       return;
     }
@@ -328,16 +323,22 @@ export class GridView {
     this.highlight.hidden = false;
   }
 
-  /** Scrolls so grid row `row` is visible. */
+  /** Scrolls so grid row `row` (a filter's block) is visible. */
   reveal(row) {
     if (!this.data) return;
-    const order = this.view.rowOrder;
-    const display = order ? Array.prototype.indexOf.call(order, row) : row;
-    const rect = cellRect(this.data.grid, this.view.zoom, display, 0);
+    const slot = this.slotOf(row);
+    if (slot < 0) return;
+    const rect = blockRect(this.data.grid, this.view.zoom, slot, this.bandFor(this.view.zoom));
+    let moved = false;
     if (rect.y < this.view.panY || rect.y + rect.h > this.view.panY + this.canvas.height) {
       this.view.panY = rect.y - this.canvas.height / 3;
-      this.draw();
+      moved = true;
     }
+    if (rect.x < this.view.panX || rect.x + rect.w > this.view.panX + this.canvas.width) {
+      this.view.panX = rect.x - this.canvas.width / 3;
+      moved = true;
+    }
+    if (moved) this.draw();
   }
 
   hitAt(e) {
@@ -346,7 +347,7 @@ export class GridView {
     const rect = this.canvas.getBoundingClientRect();
     const sx = Math.floor((e.clientX - rect.left) * dpr);
     const sy = Math.floor((e.clientY - rect.top) * dpr);
-    return hitTest(this.data.grid, this.view, sx, sy);
+    return hitTest(this.data.grid, this.frameView(), sx, sy);
   }
 
   hover(e) {
@@ -390,12 +391,14 @@ export class GridView {
     z = Math.min(MAX_ZOOM, Math.max(MIN_ZOOM, z));
     if (z === old) return;
     // keep the point under (sx, sy) fixed
-    const gx = (sx + this.view.panX) / geometry(this.data.grid, old).pitchX;
-    const gy = (sy + this.view.panY) / geometry(this.data.grid, old).pitchY;
+    const before = this.geo();
+    const gx = (sx + this.view.panX) / before.width;
+    const gy = (sy + this.view.panY) / before.height;
     this.view.zoom = z;
-    const g = geometry(this.data.grid, z);
-    this.view.panX = gx * g.pitchX - sx;
-    this.view.panY = gy * g.pitchY - sy;
+    this.userZoom = z / this.dpr();
+    const g = this.geo();
+    this.view.panX = gx * g.width - sx;
+    this.view.panY = gy * g.height - sy;
     this.changed();
   }
 
@@ -423,7 +426,7 @@ export class GridView {
       this.zoomAt(e.deltaY < 0 ? 1.25 : 0.8, sx, sy);
       return;
     }
-    const g = geometry(this.data.grid, this.view.zoom);
+    const g = this.geo();
     const scrollsX = g.width > this.canvas.width;
     const scrollsY = g.height > this.canvas.height;
     const dx = e.shiftKey ? e.deltaY : e.deltaX;
@@ -483,46 +486,6 @@ export class GridView {
 }
 
 /**
- * A finding badge over the filter's tiles (device px x, y, w, h): a frame in
- * the first problem's colour (filled, when the tiles are too small for a
- * frame) and, where they fit, one chip per problem with its name or code.
- */
-function drawBadge(ctx, x, y, w, h, problems, dpr) {
-  const lw = Math.max(2, Math.round(2 * dpr));
-  const main = problems[0];
-  if (h < 3 * lw || w < 3 * lw) {
-    ctx.fillStyle = cssColor(main);
-    ctx.fillRect(x, y, w, h);
-    return;
-  }
-  ctx.lineWidth = lw + 2;
-  ctx.strokeStyle = "rgba(0, 0, 0, 0.85)";
-  ctx.strokeRect(x + (lw + 2) / 2, y + (lw + 2) / 2, w - lw - 2, h - lw - 2);
-  ctx.lineWidth = lw;
-  ctx.strokeStyle = cssColor(main);
-  ctx.strokeRect(x + lw / 2, y + lw / 2, w - lw, h - lw);
-  const size = Math.round(Math.min(11 * dpr, (h - 2 * lw) * 0.7));
-  if (size < 7 * dpr) return;
-  ctx.font = `bold ${size}px sans-serif`;
-  ctx.textBaseline = "top";
-  ctx.textAlign = "left";
-  const pad = Math.max(1, Math.round(size / 5));
-  const room = w - 2 * lw;
-  const words = ctx.measureText(problems.join(" ")).width + problems.length * (2 * pad + 1);
-  let cx = x + lw;
-  for (const p of problems) {
-    const text = words <= room ? p : PROBLEM_STYLE[p].code;
-    const cw = ctx.measureText(text).width + 2 * pad;
-    if (cx + cw > x + w - lw) break;
-    ctx.fillStyle = cssColor(p);
-    ctx.fillRect(cx, y + lw, cw, size + 2 * pad);
-    ctx.fillStyle = cssColor(p, "text");
-    ctx.fillText(text, cx + pad, y + lw + pad);
-    cx += cw + 1;
-  }
-}
-
-/**
  * Draws `grid` whole at integer `zoom` into `canvas` (small fixed views such as
  * a tooltip's kernel tile) and records the geometry in its dataset like a grid canvas.
  */
@@ -541,8 +504,18 @@ export function renderStatic(canvas, data, zoom, bg, sep) {
   Object.assign(canvas.dataset, {
     run: data.run, tag: data.tag, step: data.step, zoom: String(zoom), panX: "0", panY: "0",
     gap: String(g.gap), rows: String(data.grid.rows), cols: String(data.grid.cols),
-    tileH: String(data.grid.th), tileW: String(data.grid.tw), kind: data.grid.kind,
+    tileH: String(data.grid.th), tileW: String(data.grid.tw), kind: data.grid.kind, ...blockData(g),
   });
+}
+
+/** The block geometry a canvas records in its dataset (tests read pixels with it). */
+function blockData(g) {
+  return {
+    blockCols: String(g.blockCols),
+    blockPitchX: String(g.blockPitchX),
+    blockPitchY: String(g.blockPitchY),
+    band: String(g.band),
+  };
 }
 
 /** Tooltip lines for a hit: indices, exact value, limits. */

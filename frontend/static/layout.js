@@ -50,6 +50,9 @@ function spatial(layout, shape, st) {
   return { th: h.n, tw, yOff: range(h.n, (y) => y * h.s), xOff, depth: d.n, width: w.n };
 }
 
+/** Kernels with at most this many input channels per filter draw as a grid of filter blocks. */
+export const BLOCK_CHANNELS = 3;
+
 /** Number of columns that makes `count` tiles of th x tw pixels a near-square grid. */
 export function squareColumns(count, th, tw) {
   const ideal = Math.sqrt((count * th) / Math.max(tw, 1));
@@ -118,6 +121,12 @@ function kernelGrid(header, st, opts) {
   const channelLabels = depthwise ? labels(header.filters, I.n) : labels(header.channels, I.n);
   const nFilters = depthwise ? I.n * M.n : O.n;
   const rgb = Boolean(opts.rgb) && !depthwise && cols === 3;
+  // each row (a filter's channels, or a depthwise input channel's filters) is one block;
+  // few of them per row: blocks sit side by side in a grid (near-square unless the
+  // view fits it to its area, render.js fitBlocks) instead of a strip
+  const perBlock = rgb ? 1 : cols;
+  const blocks = perBlock <= BLOCK_CHANNELS && rows > 1;
+  const blockCols = blocks ? squareColumns(rows, sp.th, perBlock * sp.tw) : 1;
   const grid = {
     kind: "kernel",
     layout,
@@ -130,6 +139,8 @@ function kernelGrid(header, st, opts) {
     yOff: sp.yOff,
     xOff: sp.xOff,
     cells: rows * (rgb ? 1 : cols),
+    blocks,
+    blockCols,
     rgb,
     chanOff: rgb ? range(3, colBaseFn) : null,
     samples: 1,
@@ -193,8 +204,15 @@ function sampleGrid(header, st, opts, kind) {
   });
 }
 
-/** Adds cellBase[cell] = rowBase[r] + colBase[c] (row-major cells) and filter ranges. */
+/**
+ * Adds cellBase[cell] = rowBase[r] + colBase[c] (row-major cells) and filter ranges.
+ * `blockCols` (how the grid is drawn, render.js geometry): every grid row is a block
+ * of `cols` tiles, `blockCols` blocks to a line; 1 (the default) stacks the rows.
+ * `blocks`: whether the grid may be drawn so (kernels with few channels per filter).
+ */
 function withCells(grid) {
+  grid.blocks = Boolean(grid.blocks);
+  grid.blockCols = grid.blockCols || 1;
   const { rows, cols, rowBase, colBase } = grid;
   const cellBase = new Int32Array(rows * cols);
   for (let r = 0, k = 0; r < rows; r++) {
@@ -297,6 +315,11 @@ export function filterCell(grid, f) {
   return { r: Math.floor(start / grid.cols), c: start % grid.cols };
 }
 
+/** The label of grid row `r`'s block: the (original) index of its first filter. */
+export function blockLabel(grid, r) {
+  return grid.filterLabel(grid.filterOf(r, 0));
+}
+
 /**
  * A grid of some cells of `grid` (e.g. one filter's tiles) rearranged
  * near-square; `origin[i]` is the source cell of cell i.
@@ -321,6 +344,8 @@ export function subGrid(grid, cells) {
     rowBase: new Int32Array(rows),
     colBase: new Int32Array(cols),
     origin,
+    blocks: false,
+    blockCols: 1,
     rowFilters: false,
     filterOf: (r, c) => grid.filterOf(...src(r, c)),
     channelOf: (r, c) => grid.channelOf(...src(r, c)),

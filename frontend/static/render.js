@@ -14,42 +14,108 @@
 import { LUT_SIZE, NONFINITE } from "./colormap.js";
 import { denseRange } from "./layout.js";
 
-/** Tile pitch and total size (device px) of `grid` at `zoom` px per tensor value. */
-export function geometry(grid, zoom) {
+/**
+ * Geometry (device px) of `grid` at `zoom` px per tensor value. Every grid row is
+ * a block of `cols` tiles (a kernel filter's input channels); `grid.blockCols`
+ * blocks sit side by side on each line (1: the rows stacked, a strip). Tiles of a
+ * block are `gap` apart; blocks are `space` apart, with a `band` px strip above
+ * each for its label (block layouts only). Display slot k (the k-th block in
+ * display order) sits on line floor(k / blockCols), column k % blockCols.
+ */
+export function geometry(grid, zoom, band = 0) {
   const gap = zoom >= 2 ? 1 : 0;
   const tileW = grid.tw * zoom;
   const tileH = grid.th * zoom;
+  const pitchX = tileW + gap;
+  const pitchY = tileH + gap;
+  const blockCols = grid.blockCols || 1;
+  const blocks = blockCols > 1;
+  const lines = blocks ? Math.ceil(grid.rows / blockCols) : grid.rows;
+  const blockW = grid.cols * pitchX - gap;
+  // blocks: clearly further apart than the tiles of one block (1 px when tiles touch)
+  const space = !blocks ? gap : gap ? Math.max(3, Math.min(12, Math.round(Math.min(tileW, tileH) / 6))) : 1;
+  const labelBand = blocks ? band : 0;
+  const blockPitchX = blockW + space;
+  const blockPitchY = labelBand + tileH + space;
   return {
     zoom,
     gap,
     tileW,
     tileH,
-    pitchX: tileW + gap,
-    pitchY: tileH + gap,
-    width: Math.ceil(grid.cols * (tileW + gap) - gap),
-    height: Math.ceil(grid.rows * (tileH + gap) - gap),
+    pitchX,
+    pitchY,
+    blockCols,
+    lines,
+    blockW,
+    space,
+    band: labelBand,
+    blockPitchX,
+    blockPitchY,
+    width: Math.ceil(blockCols * blockPitchX - space),
+    height: Math.ceil(lines * blockPitchY - space),
   };
 }
 
 /** Largest zoom (<= maxZoom, integer when >= 1) at which `grid` is at most `width` px wide. */
 export function fitZoom(grid, width, maxZoom = 24) {
-  const fit = (width - (grid.cols - 1)) / (grid.cols * grid.tw);
-  if (fit >= 1) return Math.max(1, Math.min(maxZoom, Math.floor(fit)));
+  for (let z = Math.floor(maxZoom); z >= 1; z--) if (geometry(grid, z).width <= width) return z;
   // below 2 px per value there are no gaps between tiles
-  return Math.max(Math.min(1, width / (grid.cols * grid.tw)), 1 / 16);
+  let z = Math.min(1, width / geometry(grid, 1).width);
+  while (z > 1 / 16 && geometry(grid, z).width > width) z *= 0.97;
+  return Math.max(z, 1 / 16);
+}
+
+/**
+ * The number of block columns and the zoom that show block grid `grid` largest in
+ * `width` x `height` px: for each number of block columns, the largest zoom (at most
+ * `maxZoom`) that fits the width, shrunk to fit the height but not below `least`
+ * (then the grid scrolls). The largest zoom wins, then the least height.
+ * `band(zoom)`: the label band's height at that zoom. Returns {blockCols, zoom, height}.
+ */
+export function fitBlocks(grid, width, height, maxZoom, least, band = () => 0) {
+  let best = null;
+  for (let c = 1; c <= grid.rows; c++) {
+    // as many lines as one column fewer: only wider
+    if (c > 1 && Math.ceil(grid.rows / c) === Math.ceil(grid.rows / (c - 1))) continue;
+    const g = { ...grid, blockCols: c };
+    let z = fitZoom(g, width, maxZoom);
+    while (z > 1 && z > least && geometry(g, z, band(z)).height > height) z--;
+    const h = geometry(g, z, band(z)).height;
+    if (!best || z > best.zoom || (z === best.zoom && h < best.height)) best = { blockCols: c, zoom: z, height: h };
+  }
+  return best;
+}
+
+/** Device-pixel rectangle of display slot `slot`, tile column `c` (before panning). */
+export function cellRect(grid, zoom, slot, c, band = 0) {
+  const g = geometry(grid, zoom, band);
+  const x = (slot % g.blockCols) * g.blockPitchX + c * g.pitchX;
+  const y = Math.floor(slot / g.blockCols) * g.blockPitchY + g.band;
+  return { x, y, w: g.tileW, h: g.tileH };
+}
+
+/** Device-pixel rectangle of display slot `slot`'s block (its label band above it excluded). */
+export function blockRect(grid, zoom, slot, band = 0) {
+  const g = geometry(grid, zoom, band);
+  const r = cellRect(grid, zoom, slot, 0, band);
+  return { x: r.x, y: r.y, w: g.blockW, h: g.tileH };
 }
 
 /** Maps a device-pixel position to the cell / tile pixel under it, or null. */
 export function hitTest(grid, view, sx, sy) {
-  const g = geometry(grid, view.zoom);
+  const g = geometry(grid, view.zoom, view.band || 0);
   const wx = sx + view.panX;
   const wy = sy + view.panY;
   if (wx < 0 || wy < 0 || wx >= g.width || wy >= g.height) return null;
-  const c = Math.floor(wx / g.pitchX);
-  const row = Math.floor(wy / g.pitchY);
-  const inX = wx - c * g.pitchX;
-  const inY = wy - row * g.pitchY;
-  if (c >= grid.cols || row >= grid.rows || inX >= g.tileW || inY >= g.tileH) return null;
+  const bx = Math.floor(wx / g.blockPitchX);
+  const line = Math.floor(wy / g.blockPitchY);
+  const inBlockX = wx - bx * g.blockPitchX;
+  const inY = wy - line * g.blockPitchY - g.band;
+  const c = Math.floor(inBlockX / g.pitchX);
+  const inX = inBlockX - c * g.pitchX;
+  if (bx >= g.blockCols || c >= grid.cols || inY < 0 || inX >= g.tileW || inY >= g.tileH) return null;
+  const row = line * g.blockCols + bx;
+  if (row >= grid.rows) return null;
   const r = view.rowOrder ? view.rowOrder[row] : row;
   if (r * grid.cols + c >= grid.cells) return null;
   const tx = Math.min(grid.tw - 1, Math.floor(inX / view.zoom));
@@ -64,29 +130,6 @@ export function hitTest(grid, view, sx, sy) {
     cell: r * grid.cols + c,
     offset: xo < 0 ? -1 : grid.cellBase[r * grid.cols + c] + grid.yOff[ty] + xo,
   };
-}
-
-/** Device-pixel rectangle of display row `row`, column `c` (before panning). */
-export function cellRect(grid, zoom, row, c) {
-  const g = geometry(grid, zoom);
-  return { x: c * g.pitchX, y: row * g.pitchY, w: g.tileW, h: g.tileH };
-}
-
-function axisMap(n, pan, pitch, tile, zoom, count, tiles) {
-  // per screen position: cell index (or -1) and pixel within the tile
-  const cell = new Int32Array(n).fill(-1);
-  const pix = new Int32Array(n);
-  for (let s = 0; s < n; s++) {
-    const w = s + pan;
-    if (w < 0) continue;
-    const i = Math.floor(w / pitch);
-    if (i >= count) continue;
-    const within = w - i * pitch;
-    if (within >= tile) continue;
-    cell[s] = i;
-    pix[s] = Math.min(tiles - 1, Math.floor(within / zoom));
-  }
-  return { cell, pix };
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
@@ -182,44 +225,84 @@ function bucketTable(lo, hi, words, bad) {
   return buckets;
 }
 
-/** Screen rows and columns of the window: what each shows, and gap colours. */
+/**
+ * What each screen column and row of the window shows. Columns: the block
+ * column (-1 outside the grid), the tile column within the block (-1 on a gap)
+ * and the offset in the tile. The window is cut into parts, runs of columns of
+ * one block column; per part and screen row: the source grid row (-1 if none),
+ * the offset in the tile, how many of its cells exist and what gaps show.
+ * Gaps between the tiles of a block show `sep`; between blocks (and outside
+ * the grid) `bg`. A strip (blockCols 1) shows `sep` everywhere inside the grid.
+ */
 function frameOf(width, height, grid, view, bgWord, sepWord) {
-  const g = geometry(grid, view.zoom);
-  const xs = axisMap(width, view.panX, g.pitchX, g.tileW, view.zoom, grid.cols, grid.tw);
-  const ys = axisMap(height, view.panY, g.pitchY, g.tileH, view.zoom, grid.rows, grid.th);
-  // columns: tile column (-1 if no value: gap, slice separator, outside) and offset in the tile
-  const colCell = xs.cell;
+  const g = geometry(grid, view.zoom, view.band || 0);
+  const blocks = g.blockCols > 1;
+  const colBlock = new Int32Array(width).fill(-1);
+  const colCell = new Int32Array(width).fill(-1);
   const colOff = new Int32Array(width);
-  const sepFill = new Int32Array(width); // what a gap shows in a row inside the grid
+  const sepFill = new Int32Array(width).fill(bgWord); // what a gap shows in a row of tiles
   const bgFill = new Int32Array(width).fill(bgWord);
   for (let sx = 0; sx < width; sx++) {
     const wx = sx + view.panX;
-    sepFill[sx] = wx >= 0 && wx < g.width ? sepWord : bgWord;
-    if (colCell[sx] < 0) continue;
-    const xo = grid.xOff[xs.pix[sx]];
-    if (xo < 0) colCell[sx] = -1;
-    else colOff[sx] = xo;
-  }
-  // rows: source row (-1 if none), offset in the tile, how many of its cells exist, gap fill
-  const rowR = new Int32Array(height).fill(-1);
-  const rowOff = new Int32Array(height);
-  const rowValid = new Int32Array(height);
-  const rowFill = new Array(height);
-  for (let sy = 0; sy < height; sy++) {
-    const wy = sy + view.panY;
-    const inside = wy >= 0 && wy < g.height;
-    const row = ys.cell[sy];
-    if (row < 0) {
-      rowFill[sy] = inside ? sepFill : bgFill;
+    if (wx < 0 || wx >= g.width) continue;
+    const bx = Math.floor(wx / g.blockPitchX);
+    if (bx >= g.blockCols) continue;
+    colBlock[sx] = bx;
+    const inBlock = wx - bx * g.blockPitchX;
+    if (inBlock >= g.blockW) {
+      if (!blocks) sepFill[sx] = sepWord;
       continue;
     }
-    const r = view.rowOrder ? view.rowOrder[row] : row;
-    rowR[sy] = r;
-    rowOff[sy] = grid.yOff[ys.pix[sy]];
-    rowValid[sy] = Math.min(grid.cols, grid.cells - r * grid.cols);
-    rowFill[sy] = inside && r * grid.cols - 1 < grid.cells ? sepFill : bgFill;
+    sepFill[sx] = sepWord;
+    const c = Math.floor(inBlock / g.pitchX);
+    const within = inBlock - c * g.pitchX;
+    if (within >= g.tileW) continue;
+    const xo = grid.xOff[Math.min(grid.tw - 1, Math.floor(within / view.zoom))];
+    if (xo < 0) continue;
+    colCell[sx] = c;
+    colOff[sx] = xo;
   }
-  return { colCell, colOff, rowR, rowOff, rowValid, rowFill, bg: bgWord };
+  // per screen row: the block line and the pixel row in its tiles (-1: band or gap)
+  const lineOf = new Int32Array(height).fill(-1);
+  const pixOf = new Int32Array(height).fill(-1);
+  for (let sy = 0; sy < height; sy++) {
+    const wy = sy + view.panY;
+    if (wy < 0 || wy >= g.height) continue;
+    const line = Math.floor(wy / g.blockPitchY);
+    const inY = wy - line * g.blockPitchY - g.band;
+    lineOf[sy] = line;
+    if (inY >= 0 && inY < g.tileH) pixOf[sy] = Math.min(grid.th - 1, Math.floor(inY / view.zoom));
+  }
+  const parts = [];
+  for (let x0 = 0; x0 < width;) {
+    let x1 = x0 + 1;
+    while (x1 < width && colBlock[x1] === colBlock[x0]) x1++;
+    const bx = colBlock[x0];
+    const rowR = new Int32Array(height).fill(-1);
+    const rowOff = new Int32Array(height);
+    const rowValid = new Int32Array(height);
+    const rowFill = new Array(height).fill(bgFill);
+    for (let sy = 0; bx >= 0 && sy < height; sy++) {
+      const line = lineOf[sy];
+      if (line < 0) continue;
+      const slot = line * g.blockCols + bx;
+      if (slot >= grid.rows) continue;
+      const pix = pixOf[sy];
+      if (pix < 0) {
+        // the gap below a strip's row is a separator; a block's band and margins are background
+        if (!blocks) rowFill[sy] = sepFill;
+        continue;
+      }
+      const r = view.rowOrder ? view.rowOrder[slot] : slot;
+      rowR[sy] = r;
+      rowOff[sy] = grid.yOff[pix];
+      rowValid[sy] = Math.min(grid.cols, grid.cells - r * grid.cols);
+      rowFill[sy] = sepFill;
+    }
+    parts.push({ x0, x1, rowR, rowOff, rowValid, rowFill });
+    x0 = x1;
+  }
+  return { colCell, colOff, parts, bg: bgWord };
 }
 
 function uniform(limits, cells) {
@@ -232,25 +315,27 @@ function uniform(limits, cells) {
 function drawDirect(px, width, height, grid, values, limits, words, bad, f) {
   const { cellBase, cols } = grid;
   const { lo, hi } = limits;
-  const { colCell, colOff, rowR, rowOff, rowValid, rowFill, bg } = f;
-  for (let x0 = 0; x0 < width; x0 += STRIP) {
-    const x1 = Math.min(width, x0 + STRIP);
-    for (let sy = 0, p = 0; sy < height; sy++, p += width) {
-      const r = rowR[sy];
-      const fill = rowFill[sy];
-      const first = r * cols;
-      const valid = rowValid[sy];
-      const ro = rowOff[sy];
-      for (let sx = x0; sx < x1; sx++) {
-        const c = r < 0 ? -1 : colCell[sx];
-        if (c < 0 || c >= valid) {
-          px[p + sx] = c < 0 ? fill[sx] : bg;
-          continue;
+  const { colCell, colOff, bg } = f;
+  for (const { x0: p0, x1: p1, rowR, rowOff, rowValid, rowFill } of f.parts) {
+    for (let x0 = p0; x0 < p1; x0 += STRIP) {
+      const x1 = Math.min(p1, x0 + STRIP);
+      for (let sy = 0, p = 0; sy < height; sy++, p += width) {
+        const r = rowR[sy];
+        const fill = rowFill[sy];
+        const first = r * cols;
+        const valid = rowValid[sy];
+        const ro = rowOff[sy];
+        for (let sx = x0; sx < x1; sx++) {
+          const c = r < 0 ? -1 : colCell[sx];
+          if (c < 0 || c >= valid) {
+            px[p + sx] = c < 0 ? fill[sx] : bg;
+            continue;
+          }
+          const cell = first + c;
+          const v = values[cellBase[cell] + ro + colOff[sx]];
+          const l = lo[cell];
+          px[p + sx] = v - v !== 0 ? bad : words[entryOf(v, l, hi[cell] - l)];
         }
-        const cell = first + c;
-        const v = values[cellBase[cell] + ro + colOff[sx]];
-        const l = lo[cell];
-        px[p + sx] = v - v !== 0 ? bad : words[entryOf(v, l, hi[cell] - l)];
       }
     }
   }
@@ -259,33 +344,35 @@ function drawDirect(px, width, height, grid, values, limits, words, bad, f) {
 /** Float32 values of a dense grid with one pair of limits, coloured by bucketTable. */
 function drawBuckets(px, width, height, grid, table, values, f, dense) {
   const bits = new Int32Array(values.buffer, values.byteOffset, values.length);
-  const { colCell, colOff, rowR, rowOff, rowValid, rowFill, bg } = f;
+  const { colCell, colOff, bg } = f;
   const { rowStride, colStride } = dense;
   const cols = grid.cols;
   const b0 = grid.cellBase[0];
   const colAdd = new Int32Array(width);
   for (let sx = 0; sx < width; sx++) colAdd[sx] = colCell[sx] < 0 ? -1 : colCell[sx] * colStride + colOff[sx];
-  for (let x0 = 0; x0 < width; x0 += STRIP) {
-    const x1 = Math.min(width, x0 + STRIP);
-    for (let sy = 0, p = 0; sy < height; sy++, p += width) {
-      const r = rowR[sy];
-      const fill = rowFill[sy];
-      const base = b0 + r * rowStride + rowOff[sy];
-      const valid = r < 0 ? -1 : rowValid[sy];
-      for (let sx = x0; sx < x1; sx++) {
-        const a = colAdd[sx];
-        if (a < 0 || valid < cols) {
-          // a gap, a row of gaps, or the last row of a grid ending before its last column
-          const c = r < 0 ? -1 : colCell[sx];
-          if (c < 0 || c >= valid) {
-            px[p + sx] = c < 0 ? fill[sx] : bg;
-            continue;
+  for (const { x0: p0, x1: p1, rowR, rowOff, rowValid, rowFill } of f.parts) {
+    for (let x0 = p0; x0 < p1; x0 += STRIP) {
+      const x1 = Math.min(p1, x0 + STRIP);
+      for (let sy = 0, p = 0; sy < height; sy++, p += width) {
+        const r = rowR[sy];
+        const fill = rowFill[sy];
+        const base = b0 + r * rowStride + rowOff[sy];
+        const valid = r < 0 ? -1 : rowValid[sy];
+        for (let sx = x0; sx < x1; sx++) {
+          const a = colAdd[sx];
+          if (a < 0 || valid < cols) {
+            // a gap, a row of gaps, or the last row of a grid ending before its last column
+            const c = r < 0 ? -1 : colCell[sx];
+            if (c < 0 || c >= valid) {
+              px[p + sx] = c < 0 ? fill[sx] : bg;
+              continue;
+            }
           }
+          const u = bits[base + a];
+          const key = u ^ ((u >> 31) & 0x7fffffff);
+          const w = table[(key >> BUCKET_BITS) + HALF];
+          px[p + sx] = w < 0 ? w : table[WORDS + (w & 511) + ((key & (BUCKET - 1)) >= w >> 9 ? 1 : 0)];
         }
-        const u = bits[base + a];
-        const key = u ^ ((u >> 31) & 0x7fffffff);
-        const w = table[(key >> BUCKET_BITS) + HALF];
-        px[p + sx] = w < 0 ? w : table[WORDS + (w & 511) + ((key & (BUCKET - 1)) >= w >> 9 ? 1 : 0)];
       }
     }
   }
@@ -320,57 +407,45 @@ export function renderGrid(out, width, height, grid, values, limits, table, view
 
 /** renderGrid for RGB grids: three values per pixel, each scaled to a byte. */
 function renderRgb(out, width, height, grid, values, limits, view, bg, sep) {
-  const g = geometry(grid, view.zoom);
-  const xs = axisMap(width, view.panX, g.pitchX, g.tileW, view.zoom, grid.cols, grid.tw);
-  const ys = axisMap(height, view.panY, g.pitchY, g.tileH, view.zoom, grid.rows, grid.th);
-  const colOff = new Int32Array(width);
-  for (let sx = 0; sx < width; sx++) {
-    const c = xs.cell[sx];
-    if (c < 0) continue;
-    const xo = grid.xOff[xs.pix[sx]];
-    if (xo < 0) xs.cell[sx] = -1;
-    else colOff[sx] = xo;
-  }
+  const f = frameOf(width, height, grid, view, word(bg), word(sep));
+  const { colCell, colOff } = f;
   const { lo, hi } = limits;
-  const [br, bgG, bb] = bg;
-  const [gr, gg, gb] = sep;
-  const [nr, ng, nb] = NONFINITE;
   const chans = grid.chanOff;
-  let p = 0;
-  for (let sy = 0; sy < height; sy++) {
-    const row = ys.cell[sy];
-    const r = row < 0 ? -1 : view.rowOrder ? view.rowOrder[row] : row;
-    const rowOff = r < 0 ? 0 : grid.yOff[ys.pix[sy]];
-    const cellRow = r * grid.cols;
-    for (let sx = 0; sx < width; sx++, p += 4) {
-      const c = xs.cell[sx];
-      const cell = cellRow + c;
-      if (r < 0 || c < 0 || cell >= grid.cells) {
-        // a separator if inside the grid's extent, else background
-        const inside = cell < grid.cells && ((sy + view.panY) < g.height) && ((sx + view.panX) < g.width)
-          && (sy + view.panY) >= 0 && (sx + view.panX) >= 0;
-        out[p] = inside ? gr : br;
-        out[p + 1] = inside ? gg : bgG;
-        out[p + 2] = inside ? gb : bb;
+  const bytes = new Uint8Array(new Int32Array([word(bg), word(sep)]).buffer);
+  const [nr, ng, nb] = NONFINITE;
+  for (const { x0, x1, rowR, rowOff, rowValid, rowFill } of f.parts) {
+    for (let sy = 0; sy < height; sy++) {
+      const r = rowR[sy];
+      const fill = rowFill[sy];
+      for (let sx = x0, p = (sy * width + x0) * 4; sx < x1; sx++, p += 4) {
+        const c = r < 0 ? -1 : colCell[sx];
+        if (c < 0 || c >= rowValid[sy]) {
+          // a gap (its fill is the background's or the separator's word) or a missing cell
+          const k = c < 0 && fill[sx] !== f.bg ? 4 : 0;
+          out[p] = bytes[k];
+          out[p + 1] = bytes[k + 1];
+          out[p + 2] = bytes[k + 2];
+          out[p + 3] = 255;
+          continue;
+        }
+        const cell = r * grid.cols + c;
+        const l = lo[cell];
+        const span = hi[cell] - l;
+        const off = grid.cellBase[cell] + rowOff[sy] + colOff[sx];
+        let bad = false;
+        for (let k = 0; k < 3; k++) {
+          const v = values[off + chans[k]];
+          if (!Number.isFinite(v)) bad = true;
+          const t = span > 0 ? (v - l) / span : 0.5;
+          out[p + k] = t <= 0 ? 0 : t >= 1 ? 255 : Math.round(t * 255);
+        }
+        if (bad) {
+          out[p] = nr;
+          out[p + 1] = ng;
+          out[p + 2] = nb;
+        }
         out[p + 3] = 255;
-        continue;
       }
-      const l = lo[cell];
-      const span = hi[cell] - l;
-      const off = grid.cellBase[cell] + rowOff + colOff[sx];
-      let bad = false;
-      for (let k = 0; k < 3; k++) {
-        const v = values[off + chans[k]];
-        if (!Number.isFinite(v)) bad = true;
-        const t = span > 0 ? (v - l) / span : 0.5;
-        out[p + k] = t <= 0 ? 0 : t >= 1 ? 255 : Math.round(t * 255);
-      }
-      if (bad) {
-        out[p] = nr;
-        out[p + 1] = ng;
-        out[p + 2] = nb;
-      }
-      out[p + 3] = 255;
     }
   }
   return out;

@@ -5,6 +5,8 @@ import { DEFAULT_PERCENTILE, MODES } from "./normalize.js";
 
 export const DIFFS = ["none", "first", "run"];
 export const SORTS = ["none", "norm", "drift"];
+/** The range of a chosen zoom (css px per tensor value). */
+export const ZOOM_RANGE = [1 / 16, 64];
 
 export function defaults() {
   return {
@@ -21,6 +23,7 @@ export function defaults() {
     sample: 0,
     sort: "none",
     sel: null,
+    zoom: null, // css px per value chosen by the user; null: fit the available width
   };
 }
 
@@ -46,6 +49,8 @@ export function decode(hash) {
   s.sample = int(q.get("sample")) || 0;
   if (SORTS.includes(q.get("sort"))) s.sort = q.get("sort");
   s.sel = int(q.get("sel"));
+  const zoom = Number(q.get("zoom"));
+  if (q.has("zoom") && zoom >= ZOOM_RANGE[0] && zoom <= ZOOM_RANGE[1]) s.zoom = zoom;
   return s;
 }
 
@@ -64,6 +69,7 @@ export function encode(state) {
   if (state.rgb) q.set("rgb", "1");
   if (state.sample) q.set("sample", String(state.sample));
   if (state.sel !== null && state.sel !== undefined) q.set("sel", String(state.sel));
+  if (state.zoom) q.set("zoom", String(Number(state.zoom.toFixed(4))));
   return q.toString();
 }
 

@@ -84,3 +84,13 @@ test("every problem has a style, and findings read as sentences with their numbe
   assert.match(text[4], /^dead since step 0: ≤ 0 at 100% of positions \(4 samples\)/);
   assert.match(text[5], /^mirror of filter 2 since step 10/);
 });
+
+test("a dead unit says how many inputs it was judged on; too few make it only suspected", () => {
+  const dead = finding("a", "c2/activation", 2, "dead", 0, { dead_steps: 3, zero_frac: 1, inputs: 512 });
+  const unsure = finding("a", "c2/activation", 3, "suspected_dead", 10, { dead_steps: 3, zero_frac: 1, inputs: 4 });
+  assert.equal(describeFinding(dead), "dead since step 0: never > 0 on the 512 inputs judged, 3 steps");
+  assert.equal(describeFinding(unsure),
+    "suspected dead since step 10: never > 0 on the 4 inputs judged (too few to be sure), 3 steps");
+  assert.ok(PROBLEMS.indexOf("suspected_dead") === PROBLEMS.indexOf("dead") + 1);
+  assert.notDeepEqual(PROBLEM_STYLE.suspected_dead.color, PROBLEM_STYLE.dead.color);
+});

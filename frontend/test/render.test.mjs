@@ -80,64 +80,56 @@ test("a sub-grid keeps its cells' values", () => {
 });
 
 // The simple per-pixel renderGrid that the fast paths must match byte for byte.
-function simpleAxis(n, pan, pitch, tile, zoom, count, tiles) {
-  // per screen position: cell index (or -1) and pixel within the tile
-  const cell = new Int32Array(n).fill(-1);
-  const pix = new Int32Array(n);
-  for (let s = 0; s < n; s++) {
-    const w = s + pan;
-    if (w < 0) continue;
-    const i = Math.floor(w / pitch);
-    if (i >= count) continue;
-    const within = w - i * pitch;
-    if (within >= tile) continue;
-    cell[s] = i;
-    pix[s] = Math.min(tiles - 1, Math.floor(within / zoom));
-  }
-  return { cell, pix };
+/**
+ * What screen pixel (sx, sy) shows, from the geometry's numbers alone:
+ * "bg", "sep", or {cell, y, x} (pixel y, x of the cell's tile).
+ */
+function locate(grid, g, view, sx, sy) {
+  const wx = sx + view.panX;
+  const wy = sy + view.panY;
+  if (wx < 0 || wy < 0 || wx >= g.width || wy >= g.height) return "bg";
+  const bx = Math.floor(wx / g.blockPitchX);
+  const line = Math.floor(wy / g.blockPitchY);
+  const slot = line * g.blockCols + bx;
+  const ix = wx - bx * g.blockPitchX;
+  const iy = wy - line * g.blockPitchY - g.band;
+  if (slot >= grid.rows) return "bg";
+  // blocks: the label band and the space around a block are background
+  if (g.blockCols > 1 && (ix >= g.blockW || iy < 0 || iy >= g.tileH)) return "bg";
+  const c = Math.floor(ix / g.pitchX);
+  const inX = ix - c * g.pitchX;
+  if (iy >= g.tileH || inX >= g.tileW) return "sep";
+  const x = Math.min(grid.tw - 1, Math.floor(inX / view.zoom));
+  if (grid.xOff[x] < 0) return "sep";
+  const r = view.rowOrder ? view.rowOrder[slot] : slot;
+  const cell = r * grid.cols + c;
+  if (cell >= grid.cells) return "bg";
+  return { cell, y: Math.min(grid.th - 1, Math.floor(iy / view.zoom)), x };
 }
 
 function simpleRender(out, width, height, grid, values, limits, table, view, bg, sep = bg) {
-  const g = geometry(grid, view.zoom);
-  const xs = simpleAxis(width, view.panX, g.pitchX, g.tileW, view.zoom, grid.cols, grid.tw);
-  const ys = simpleAxis(height, view.panY, g.pitchY, g.tileH, view.zoom, grid.rows, grid.th);
-  const colOff = new Int32Array(width);
-  for (let sx = 0; sx < width; sx++) {
-    const c = xs.cell[sx];
-    if (c < 0) continue;
-    const xo = grid.xOff[xs.pix[sx]];
-    if (xo < 0) xs.cell[sx] = -1;
-    else colOff[sx] = xo;
-  }
+  const g = geometry(grid, view.zoom, view.band || 0);
   const { lo, hi } = limits;
   const top = LUT_SIZE - 1;
-  const [br, bgG, bb] = bg;
-  const [gr, gg, gb] = sep;
   const [nr, ng, nb] = NONFINITE;
   const chans = grid.rgb ? grid.chanOff : null;
+  const cellBase = grid.cellBase;
   let p = 0;
   for (let sy = 0; sy < height; sy++) {
-    const row = ys.cell[sy];
-    const r = row < 0 ? -1 : view.rowOrder ? view.rowOrder[row] : row;
-    const rowOff = r < 0 ? 0 : grid.yOff[ys.pix[sy]];
-    const cellBase = grid.cellBase;
-    const cellRow = r * grid.cols;
     for (let sx = 0; sx < width; sx++, p += 4) {
-      const c = xs.cell[sx];
-      const cell = cellRow + c;
-      if (r < 0 || c < 0 || cell >= grid.cells) {
-        // a separator if inside the grid's extent, else background
-        const inside = cell < grid.cells && ((sy + view.panY) < g.height) && ((sx + view.panX) < g.width)
-          && (sy + view.panY) >= 0 && (sx + view.panX) >= 0;
-        out[p] = inside ? gr : br;
-        out[p + 1] = inside ? gg : bgG;
-        out[p + 2] = inside ? gb : bb;
+      const at = locate(grid, g, view, sx, sy);
+      if (typeof at === "string") {
+        const [cr, cg, cb] = at === "sep" ? sep : bg;
+        out[p] = cr;
+        out[p + 1] = cg;
+        out[p + 2] = cb;
         out[p + 3] = 255;
         continue;
       }
+      const { cell } = at;
       const l = lo[cell];
       const span = hi[cell] - l;
-      const off = cellBase[cell] + rowOff + colOff[sx];
+      const off = cellBase[cell] + grid.yOff[at.y] + grid.xOff[at.x];
       out[p + 3] = 255;
       if (chans) {
         let bad = false;
@@ -193,11 +185,13 @@ test("every layout, mode, view and number type draws what the per-pixel loop dra
     ...ACTIVATION_LAYOUTS.map((layout) => ({ kind: "activation", layout })),
     { kind: "kernel", layout: "IO", shape: [12, 4], image_shape: [2, 2, 3] },
     { kind: "kernel", layout: "OIHW", shape: [4, 3, 2, 2], rgb: true },
+    { kind: "kernel", layout: "HWIO", shape: [3, 2, 1, 7] }, // 7 one-channel filters: 3 blocks a line
     { kind: "pattern", layout: "NHWC", shape: [3, 4, 4, 3] },
   ];
   const views = [
     { zoom: 1, panX: 0, panY: 0 }, { zoom: 3, panX: 0, panY: 0 }, { zoom: 2, panX: -3, panY: 5, more: 4 },
     { zoom: 0.37, panX: 1, panY: 0 }, { zoom: 0.5, panX: 0, panY: 0, more: 3 },
+    { zoom: 4, panX: 2, panY: -1, band: 5, more: 2 },
   ];
   for (const h of headers) {
     const shape = h.shape || [...h.layout].map((l) => sizes[l]);
@@ -216,7 +210,7 @@ test("every layout, mode, view and number type draws what the per-pixel loop dra
           for (const cmap of ["diverging", "sequential"]) {
             const limits = cellLimits(g, values, { mode, p: 99, signed: cmap === "diverging", fixed: [-0.3, 0.9] });
             for (const { more = 0, ...v } of views) {
-              const geo = geometry(g, v.zoom);
+              const geo = geometry(g, v.zoom, v.band);
               const rowOrder = g === grid ? order : null;
               const view = { ...v, rowOrder };
               const at = compareDraw(g, values, limits, lut(cmap), view, geo.width + more, geo.height + more);

@@ -1,0 +1,465 @@
+"""The plugin's own index of its records in a logdir's event files.
+
+For every (run, tag, step) it keeps where the record and its payload lie (file,
+offsets, length) and the small blobs (header, stats, checks). Payloads are read
+only when asked for, with one positioned read (`Index.payload`), so memory holds
+record heads only, whatever the size of the logs.
+
+Event files are read as ``reader`` reads them (TFRecord framing, files in name
+order, the last record of a step wins), but only the bytes around each payload:
+the ``Event``/``Summary``/``Value``/``TensorProto`` fields are walked by hand and
+the payload, like every value of another plugin, is skipped by its length. Each
+file is read on from where the last refresh stopped; new files and new runs are
+picked up; a file that shrank or whose first bytes changed is read again from
+its start. A payload read checks that the record still holds the indexed blobs
+(else `Stale`: the file changed), then the payload's and the record's CRC32C.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import crc32c
+from google.protobuf.message import DecodeError
+from tensorboard.compat.proto import event_pb2, summary_pb2
+
+from tb_convfilters import blob, fs, metadata, reader
+from tb_convfilters.writer import _crc_combine, _masked_crc
+from tb_convfilters.writer import _varint as _encode_varint
+
+logger = logging.getLogger(__name__)
+
+# Bytes read at a time while indexing: record heads and the blobs after a payload.
+_WINDOW = 64 << 10
+_URL_WINDOW = 1 << 20  # each read of an object store is one request
+# Records up to this size are read whole and parsed by protobuf (faster than by hand).
+_SMALL = 16 << 10
+# Bytes of a file's start compared on each refresh to notice a replaced file.
+_FINGERPRINT = 64
+
+
+class Stale(Exception):
+    """The record is no longer where the index saw it: its file changed."""
+
+
+class Loc(NamedTuple):
+    """One indexed step: where its record lies, and its small blobs."""
+
+    path: str
+    start: int  # offset of the TFRecord in the file
+    end: int  # offset just after it (footer included)
+    step: int
+    wall_time: float
+    blobs: tuple[bytes, ...]  # every blob but the payload (b"" in its place)
+    spans: tuple[tuple[int, int], ...]  # (offset in the file, length) of each blob
+
+    @property
+    def count(self) -> int:
+        return len(self.blobs)
+
+
+class SeriesInfo(NamedTuple):
+    content: bytes  # plugin_data.content of the first metadata seen
+    description: str
+    max_step: int
+
+
+class _Malformed(Exception):
+    """Bytes that are not the protobuf they should be."""
+
+
+class _File:
+    """One event file: how far it was read, and the records found in it."""
+
+    def __init__(self) -> None:
+        self.offset = 0  # where the next record starts
+        self.size = -1
+        self.fingerprint = b""
+        self.locs: list[tuple[str, Loc]] = []  # (tag, loc) in file order
+        self.warned = -1  # offset of a corrupt record already reported
+
+
+class _Run:
+    def __init__(self) -> None:
+        self.files: dict[str, _File] = {}
+        self.ours: dict[str, bool] = {}  # tag -> its first metadata names our plugin
+        self.meta: dict[str, tuple[bytes, str]] = {}  # tag -> (content, description)
+        self.view: dict[str, dict[int, Loc]] = {}  # tag -> step -> the last record written
+
+    def rebuild(self) -> None:
+        self.view = {}
+        for path in sorted(self.files):
+            self._apply(self.files[path].locs)
+
+    def _apply(self, locs: list[tuple[str, Loc]]) -> None:
+        for tag, loc in locs:
+            self.view.setdefault(tag, {})[loc.step] = loc
+
+
+class _Window:
+    """Reads of one file served from a cached window of it."""
+
+    def __init__(self, path: str, size: int):
+        self.path, self.size = path, size
+        self._start, self._data = 0, b""
+        self._step = _URL_WINDOW if fs.is_url(path) else _WINDOW
+
+    def read(self, pos: int, n: int) -> bytes:
+        """`n` bytes at `pos` (fewer at the end of the file)."""
+        i = pos - self._start
+        if i < 0 or i + n > len(self._data):
+            want = max(0, min(max(n, self._step), self.size - pos))
+            self._data, self._start, i = fs.read_at(self.path, pos, want), pos, 0
+        return self._data[i : i + n]
+
+
+def _varint(w: _Window, pos: int) -> tuple[int, int]:
+    data, i = w._data, pos - w._start
+    if 0 <= i < len(data) and data[i] < 0x80:  # most keys and lengths: one byte
+        return data[i], pos + 1
+    data = w.read(pos, 10)
+    result = shift = 0
+    for i, byte in enumerate(data):
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos + i + 1
+        shift += 7
+    raise _Malformed("bad varint")
+
+
+def _fields(w: _Window, pos: int, end: int) -> list[tuple[int, int, int, int]]:
+    """(field, wire type, start, stop or varint value) of each field in ``[pos, end)``."""
+    out = []
+    while pos < end:
+        key, pos = _varint(w, pos)
+        wire = key & 7
+        if wire == 0:
+            value, pos = _varint(w, pos)
+            out.append((key >> 3, 0, pos, value))
+            continue
+        if wire == 2:
+            length, pos = _varint(w, pos)
+            stop = pos + length
+        elif wire == 1 or wire == 5:
+            stop = pos + (8 if wire == 1 else 4)
+        else:
+            raise _Malformed(f"wire type {wire}")
+        if stop > end:
+            raise _Malformed("field runs past its message")
+        out.append((key >> 3, wire, pos, stop))
+        pos = stop
+    return out
+
+
+class _Record(NamedTuple):
+    tag: str
+    loc: Loc
+
+
+def _note_metadata(run: _Run, tag: str, meta: summary_pb2.SummaryMetadata | None) -> bool:
+    """Whether `tag` is ours (decided by its first metadata naming a plugin)."""
+    if meta is not None and meta.plugin_data.plugin_name:
+        ours = run.ours.setdefault(tag, meta.plugin_data.plugin_name == metadata.PLUGIN_NAME)
+        if ours and tag not in run.meta:
+            run.meta[tag] = (meta.plugin_data.content, meta.summary_description)
+    return run.ours.get(tag, False)
+
+
+def _parse_small(data: bytes, path: str, start: int, end: int, run: _Run) -> list[_Record] | None:
+    """`_parse_event` of a record read whole (`data`: its Event), by protobuf's C parser.
+
+    A value's blobs are a repeated field, serialized one after the other: they are
+    found in `data` as one run of bytes, which gives their offsets. None when they
+    are not found that way (then the record is walked field by field).
+    """
+    event = event_pb2.Event.FromString(data)
+    out, search, base = [], 0, start + 12
+    for value in event.summary.value:
+        meta = value.metadata if value.HasField("metadata") else None
+        strings = list(value.tensor.string_val)
+        if not _note_metadata(run, value.tag, meta) or not strings:
+            continue
+        fields = [_KEY8 + _encode_varint(len(b)) + b for b in strings]
+        at = data.find(b"".join(fields), search)
+        if at < 0:
+            return None
+        spans = []
+        for field, b in zip(fields, strings, strict=True):
+            spans.append((base + at + len(field) - len(b), len(b)))
+            at += len(field)
+        search = at
+        if len(strings) > blob.PAYLOAD:
+            strings[blob.PAYLOAD] = b""
+        loc = Loc(path, start, end, event.step, event.wall_time, tuple(strings), tuple(spans))
+        out.append(_Record(value.tag, loc))
+    return out
+
+
+_KEY8 = bytes([8 << 3 | 2])  # field 8 (string_val), length-delimited
+
+
+def _parse_event(w: _Window, start: int, end: int, run: _Run) -> Iterator[_Record]:
+    """Our values in the Event whose data is ``[start + 12, end - 4)``."""
+    step, wall_time, summaries = 0, 0.0, []
+    for field, wire, pos, stop in _fields(w, start + 12, end - 4):
+        if field == 1 and wire == 1:
+            (wall_time,) = struct.unpack("<d", w.read(pos, 8))
+        elif field == 2 and wire == 0:
+            step = stop - (1 << 64) if stop >= 1 << 63 else stop
+        elif field == 5 and wire == 2:
+            summaries.append((pos, stop))
+    for pos, stop in summaries:
+        for field, wire, vpos, vstop in _fields(w, pos, stop):
+            if field == 1 and wire == 2:
+                found = _parse_value(w, vpos, vstop, run)
+                if found is not None:
+                    tag, blobs, spans = found
+                    loc = Loc(w.path, start, end, step, wall_time, blobs, spans)
+                    yield _Record(tag, loc)
+
+
+def _parse_value(
+    w: _Window, pos: int, stop: int, run: _Run
+) -> tuple[str, tuple[bytes, ...], tuple[tuple[int, int], ...]] | None:
+    tag, tensor, meta = None, None, None
+    for field, wire, fpos, fstop in _fields(w, pos, stop):
+        if wire != 2:
+            continue
+        if field == 1:
+            tag = w.read(fpos, fstop - fpos).decode("utf-8")
+        elif field == 8:
+            tensor = (fpos, fstop)
+        elif field == 9:
+            meta = summary_pb2.SummaryMetadata.FromString(w.read(fpos, fstop - fpos))
+    if tag is None or not _note_metadata(run, tag, meta) or tensor is None:
+        return None
+    blobs, spans = [], []
+    for field, wire, fpos, fstop in _fields(w, *tensor):
+        if field == 8 and wire == 2:
+            spans.append((fpos, fstop - fpos))
+            # The payload is skipped: read later, on demand.
+            blobs.append(b"" if len(blobs) == blob.PAYLOAD else w.read(fpos, fstop - fpos))
+    if not blobs:
+        return None
+    return tag, tuple(blobs), tuple(spans)
+
+
+class Index:
+    """Every convfilters record under one or more logdirs, followed as they grow.
+
+    `roots` maps each directory to its run-name prefix (None: runs named as
+    below the logdir), like TensorBoard's ``--logdir`` / ``--logdir_spec``.
+    `refresh` reads what is new; `maybe_refresh` does so at most once per
+    `reload_interval` seconds (0: on every call; None: only the first time).
+    """
+
+    def __init__(self, roots: dict[str, str | None], reload_interval: float | None = 5.0):
+        self._roots = dict(roots)
+        self._interval = reload_interval
+        self._runs: dict[str, _Run] = {}
+        self._lock = threading.RLock()
+        self._refreshed: float | None = None
+        self._dirty: set[str] = set()  # files to read again from their start
+        self._version = 0  # changes whenever what is indexed changes
+        self._listing: tuple[int, dict] = (-1, {})
+
+    # ---- following the files ----
+
+    def maybe_refresh(self) -> None:
+        with self._lock:
+            last = self._refreshed
+            if (
+                last is None
+                or self._dirty
+                or (self._interval is not None and time.monotonic() - last >= self._interval)
+            ):
+                self.refresh()
+
+    def refresh(self) -> None:
+        """Reads every new record; notices new runs and files, shrunk and replaced files."""
+        with self._lock:
+            found: dict[str, tuple[str, ...]] = {}
+            for root, prefix in self._roots.items():
+                try:
+                    runs = reader._runs(root)
+                except (reader.NotFoundError, OSError) as e:
+                    logger.debug("convfilters index: %s", e)
+                    continue
+                for name, files in runs.items():
+                    found[os.path.join(prefix, name) if prefix else name] = files
+            for name in set(self._runs) - set(found):
+                del self._runs[name]
+                self._version += 1
+            for name, files in found.items():
+                self._refresh_run(self._runs.setdefault(name, _Run()), files)
+            self._dirty.clear()
+            self._refreshed = time.monotonic()
+
+    def _refresh_run(self, run: _Run, files: tuple[str, ...]) -> None:
+        rebuild = bool(set(run.files) - set(files))
+        for path in set(run.files) - set(files):
+            del run.files[path]
+        last = files[-1] if files else None
+        for path in files:
+            state = run.files.setdefault(path, _File())
+            try:
+                size = fs.size(path)
+                if size == state.size and path not in self._dirty:
+                    continue
+                if (
+                    path in self._dirty
+                    or size < state.offset
+                    or not self._same_start(path, state, size)
+                ):
+                    if state.locs:
+                        rebuild = True
+                    state = run.files[path] = _File()
+                    state.fingerprint = fs.read_at(path, 0, min(size, _FINGERPRINT))
+                new = self._read_on(path, state, size, run)
+            except (OSError, ValueError) as e:
+                logger.warning("convfilters index: cannot read %s: %s", path, e)
+                continue
+            if new and path == last and not rebuild:
+                run._apply(new)
+                self._version += 1
+            elif new:
+                rebuild = True
+        if rebuild:
+            run.rebuild()
+            self._version += 1
+
+    @staticmethod
+    def _same_start(path: str, state: _File, size: int) -> bool:
+        if state.size < 0:
+            return False
+        return fs.read_at(path, 0, min(size, _FINGERPRINT)).startswith(state.fingerprint)
+
+    def _read_on(self, path: str, state: _File, size: int, run: _Run) -> list[tuple[str, Loc]]:
+        """Indexes the complete records of `path` from ``state.offset``; returns them."""
+        w = _Window(path, size)
+        new: list[tuple[str, Loc]] = []
+        offset = state.offset
+        while offset + 12 <= size:
+            head = w.read(offset, 12)
+            if _masked_crc(crc32c.crc32c(head[:8])) != struct.unpack("<I", head[8:])[0]:
+                if state.warned != offset:
+                    state.warned = offset
+                    logger.warning(
+                        "%s: corrupt record length at offset %d; ignoring the rest of the file",
+                        path,
+                        offset,
+                    )
+                break
+            (length,) = struct.unpack("<Q", head[:8])
+            end = offset + 12 + length + 4
+            if end > size:
+                break  # still being written
+            try:
+                found = None
+                if length <= _SMALL:  # protobuf's C parser, then find the blobs
+                    found = _parse_small(w.read(offset + 12, length), path, offset, end, run)
+                if found is None:
+                    found = list(_parse_event(w, offset, end, run))
+                new += [(r.tag, r.loc) for r in found]
+            except (_Malformed, DecodeError, UnicodeDecodeError, ValueError) as e:
+                # TensorBoard's loaders stop at a record that is no Event, too.
+                if state.warned != offset:
+                    state.warned = offset
+                    logger.warning(
+                        "%s: undecodable event at offset %d (%s); ignoring the rest of the file",
+                        path,
+                        offset,
+                        e,
+                    )
+                break
+            offset = end
+        state.offset, state.size = offset, size
+        state.locs += new
+        return new
+
+    # ---- what is indexed ----
+
+    def runs(self) -> dict[str, dict[str, SeriesInfo]]:
+        """``{run: {tag: SeriesInfo}}`` of every series with at least one step (do not modify)."""
+        with self._lock:
+            if self._listing[0] == self._version:
+                return self._listing[1]
+            out: dict[str, dict[str, SeriesInfo]] = {}
+            for name, run in self._runs.items():
+                for tag, steps in run.view.items():
+                    if steps and tag in run.meta:
+                        content, description = run.meta[tag]
+                        info = SeriesInfo(content, description, max(steps))
+                        out.setdefault(name, {})[tag] = info
+            self._listing = (self._version, out)
+            return out
+
+    def has_run(self, run: str) -> bool:
+        with self._lock:
+            return run in self._runs
+
+    def series(self, run: str, tag: str) -> list[Loc] | None:
+        """Every step of a series, ascending; None if the run has no such series."""
+        with self._lock:
+            r = self._runs.get(run)
+            steps = r.view.get(tag) if r is not None and tag in r.meta else None
+            return None if not steps else [steps[s] for s in sorted(steps)]
+
+    def find(self, run: str, tag: str, step: int) -> Loc | None:
+        with self._lock:
+            r = self._runs.get(run)
+            return None if r is None else r.view.get(tag, {}).get(step)
+
+    # ---- reading a payload ----
+
+    def payload(self, loc: Loc, header: dict) -> bytes:
+        """The payload of `loc` (whose decoded header is `header`), read with one
+        positioned read and checked against the record's and the payload's CRC32C.
+
+        Raises `Stale` (and reads the file again at the next refresh) when the
+        record is no longer the one indexed, RecordError when it is corrupt.
+        """
+        if loc.count <= blob.PAYLOAD:
+            raise blob.RecordError("not a convfilters record (no payload blob)")
+        at, n = loc.spans[blob.PAYLOAD]
+        try:  # the record before, at and after the payload (locally: no copy of it)
+            head, payload, tail = fs.read_ranges(
+                loc.path, [(loc.start, at - loc.start), (at, n), (at + n, loc.end - at - n)]
+            )
+        except OSError as e:
+            self._stale(loc.path)
+            raise Stale(f"{loc.path}: {e}") from None
+        intact = (
+            len(head) == at - loc.start
+            and len(payload) == n
+            and len(tail) == loc.end - at - n
+            and head[:8] == struct.pack("<Q", loc.end - loc.start - 16)
+        )
+        for i, (b, (where, size)) in enumerate(zip(loc.blobs, loc.spans, strict=True)):
+            if not intact or i == blob.PAYLOAD:
+                continue
+            part, offset = (head, where - loc.start) if where < at else (tail, where - at - n)
+            intact = part[offset : offset + size] == b
+        if not intact:
+            self._stale(loc.path)
+            raise Stale(f"{loc.path}: the record at offset {loc.start} changed")
+        stored = header.get("payload_crc32c")
+        if stored is None:
+            crc = crc32c.crc32c(payload, value=crc32c.crc32c(head[12:]))
+        else:  # the payload's own CRC stands in for it: one pass over the payload, later
+            crc = _crc_combine(crc32c.crc32c(head[12:]), stored, n)
+        crc = crc32c.crc32c(tail[:-4], value=crc)
+        if _masked_crc(crc) != struct.unpack("<I", tail[-4:])[0]:
+            blob.check_payload(header, payload)  # names a corrupt payload, if it is
+            raise blob.RecordError("the event record is corrupt (TFRecord checksum mismatch)")
+        return payload
+
+    def _stale(self, path: str) -> None:
+        with self._lock:
+            self._dirty.add(path)
