@@ -23,6 +23,7 @@ import json
 import math
 import os
 import struct
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -444,14 +445,14 @@ _pool_pid = 0
 
 def _nice() -> int:
     """This thread's nice value (Linux sets it per thread; elsewhere 0)."""
-    try:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    except (AttributeError, OSError):
+    if not sys.platform.startswith("linux"):  # there, a thread id is no process id
         return 0
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
 
 
-def _set_nice(nice: int) -> None:
-    if nice:
+def set_nice(nice: int) -> None:
+    """Sets this thread's nice value (Linux; elsewhere nothing happens)."""
+    if nice and sys.platform.startswith("linux"):
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
@@ -466,7 +467,7 @@ def _worker() -> ThreadPoolExecutor:
         pool = _pools.get(nice)
         if pool is None:
             pool = _pools[nice] = ThreadPoolExecutor(
-                1, thread_name_prefix=_WORKER, initializer=_set_nice, initargs=(nice,)
+                1, thread_name_prefix=_WORKER, initializer=set_nice, initargs=(nice,)
             )
     return pool
 

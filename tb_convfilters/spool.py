@@ -12,12 +12,13 @@ dropped.
 from __future__ import annotations
 
 import collections
-import os
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from tb_convfilters import blob
 
 THREAD_NAME = "convfilters-writer"
 # The thread's nice value (Linux; its stats helper in blob.in_parallel inherits it): training
@@ -146,10 +147,7 @@ class Spool:
     # ---- the thread ----
 
     def _run(self) -> None:
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICE)  # this thread only
-        except (AttributeError, OSError):  # not Linux
-            pass
+        blob.set_nice(NICE)
         while True:
             with self._cond:
                 while not self._queue:

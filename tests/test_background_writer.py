@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -288,3 +289,18 @@ def test_a_step_is_in_the_file_without_flush(tmp_path, blocking):
         assert reader.read(tmp_path, "run", "k", 2).tobytes() == (KERNEL + 2).tobytes()
     finally:
         w.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
+def test_writer_threads_yield_to_training_threads(tmp_path):
+    from tb_convfilters import blob, spool
+
+    with tb_convfilters.Writer(tmp_path / "run") as w:
+        w.kernel("big", BIG, 0)  # large enough for the stats helper thread
+        w.flush()
+        threads = [t for t in threading.enumerate() if t.name == spool.THREAD_NAME]
+        assert threads  # (other tests' idle writer threads may still be there too)
+        for thread in threads:
+            assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == spool.NICE
+        assert spool.NICE in blob._pools  # its helper runs at the same priority
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # not this thread
