@@ -1,10 +1,11 @@
-"""A TensorFlow-free event file writer for kernels and activations.
+"""A TensorFlow-free event file writer for kernels and activations, writing in the background.
 
-Records are framed by hand (TFRecord: length, masked CRC32C, data, masked
-CRC32C) so the tensor payload is written straight from the array's buffer and
-checksummed by the C ``crc32c`` package: TensorBoard's own Python writer
-serializes nested protos (several payload copies) and computes CRC32C in pure
-Python (~5 MB/s). Files are ordinary event files any TensorBoard reads.
+Records are framed by hand (``framing``) so the tensor payload is written
+straight from the array's buffer and checksummed by the C ``crc32c`` package:
+TensorBoard's own Python writer serializes nested protos (several payload
+copies) and computes CRC32C in pure Python (~5 MB/s). Files are ordinary event
+files any TensorBoard reads. Calls copy their array into a ``spool`` and
+return; the Writer's thread converts, checksums and writes.
 
 A URL logdir (``s3://``, ``gs://``, ...) goes through ``fs``: object stores
 cannot append, so records are buffered and each flush uploads them as a new,
@@ -19,7 +20,6 @@ import itertools
 import numbers
 import os
 import socket
-import struct
 import threading
 import time
 import warnings
@@ -27,17 +27,17 @@ import weakref
 from collections.abc import Sequence
 from typing import Any
 
-import crc32c
 import numpy as np
-from tensorboard.compat.proto import (
-    event_pb2,
-    summary_pb2,
-    tensor_pb2,
-    tensor_shape_pb2,
-    types_pb2,
-)
+from tensorboard.compat.proto import event_pb2
 
-from tb_convfilters import blob, fs, metadata
+from tb_convfilters import fs
+from tb_convfilters.framing import (
+    encode_event,
+    encode_suffix,
+    frame_event,
+    record_head,
+    record_tail,
+)
 from tb_convfilters.record import Record, check_step, check_tag, make_record
 from tb_convfilters.spool import Spool
 from tb_convfilters.summary import pattern_record
@@ -45,134 +45,6 @@ from tb_convfilters.summary import pattern_record
 _file_counter = itertools.count()
 # A URL logdir's buffered records are also uploaded once this many bytes wait.
 PART_BYTES = 64 << 20
-
-
-_BYTES = [bytes((i,)) for i in range(0x80)]
-
-
-def _varint(n: int) -> bytes:
-    if n < 0x80:  # field keys and small lengths: most calls
-        return _BYTES[n]
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        if n:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
-
-
-def _len_field(field: int, length: int) -> bytes:
-    """Key and length prefix of a length-delimited protobuf field."""
-    return _varint(field << 3 | 2) + _varint(length)
-
-
-def _masked_crc(crc: int) -> int:
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def frame_event(prefix: bytes, payload: memoryview, suffix: bytes) -> tuple[bytes, bytes]:
-    """TFRecord framing of ``prefix + payload + suffix`` without joining them.
-
-    Returns (head, tail): write ``head, payload, tail`` in that order.
-    """
-    head = _record_head(len(prefix) + payload.nbytes + len(suffix), prefix)
-    return head, _record_tail(prefix, payload, None, suffix)
-
-
-def _record_head(data_len: int, prefix: bytes) -> bytes:
-    """Length, its masked CRC32C, and the first bytes of a TFRecord's data."""
-    length = struct.pack("<Q", data_len)
-    return length + struct.pack("<I", _masked_crc(crc32c.crc32c(length))) + prefix
-
-
-def _record_tail(
-    prefix: bytes, payload: memoryview, payload_crc: int | None, suffix: bytes
-) -> bytes:
-    """The last bytes of a TFRecord's data and its masked CRC32C.
-
-    A known CRC32C of `payload` spares reading it again.
-    """
-    crc = crc32c.crc32c(prefix)
-    if payload_crc is None or payload.nbytes < 1 << 20:
-        crc = crc32c.crc32c(payload, value=crc)
-    else:
-        crc = _crc_combine(crc, payload_crc, payload.nbytes)
-    crc = crc32c.crc32c(suffix, value=crc)
-    return suffix + struct.pack("<I", _masked_crc(crc))
-
-
-_CRC32C_POLY = 0x82F63B78  # reflected
-
-
-def _multmodp(a: int, b: int) -> int:
-    """a * b modulo the CRC32C polynomial (reflected bit order), as in zlib."""
-    m, p = 1 << 31, 0
-    while True:
-        if a & m:
-            p ^= b
-            if not a & (m - 1):
-                return p
-        m >>= 1
-        b = (b >> 1) ^ _CRC32C_POLY if b & 1 else b >> 1
-
-
-_X2N = [1 << 30]  # x^(2^k) modulo the polynomial
-for _ in range(31):
-    _X2N.append(_multmodp(_X2N[-1], _X2N[-1]))
-
-
-def _crc_combine(crc1: int, crc2: int, len2: int) -> int:
-    """CRC32C of ``a + b`` from ``crc(a)``, ``crc(b)`` and ``len(b)`` (zlib's crc32_combine)."""
-    p, k = 1 << 31, 3
-    while len2:
-        if len2 & 1:
-            p = _multmodp(_X2N[k & 31], p)
-        len2 >>= 1
-        k += 1
-    return _multmodp(p, crc1) ^ crc2
-
-
-def encode_event(
-    tag: str, header: dict, array: np.ndarray, step: int, wall_time: float, description: str | None
-) -> tuple[bytes, memoryview, int]:
-    """The serialized Event of one record, split as (prefix, payload view, suffix length).
-
-    Equivalent to serializing ``Event(step, wall_time, summary=Summary(value=[
-    Value(tag, metadata, tensor=TensorProto(string_val=[header, payload, stats,
-    checks]))]))``. Field order inside a message is free in protobuf, so the
-    payload can sit near the end and be written from the array's own memory; the
-    suffix (`encode_suffix`) is only known once stats and checksums are.
-    """
-    payload = memoryview(array.reshape(-1).view(np.uint8))
-    tensor_head = tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_STRING,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=4)]
-        ),
-        string_val=[blob.encode_header(header)],
-    ).SerializeToString() + _len_field(8, payload.nbytes)
-    stats_len = blob.stats_nbytes(header)
-    suffix_len = len(_len_field(8, stats_len)) + stats_len
-    suffix_len += len(_len_field(8, blob.CHECKS_NBYTES)) + blob.CHECKS_NBYTES
-    tensor_len = len(tensor_head) + payload.nbytes + suffix_len
-    value_head = summary_pb2.Summary.Value(
-        tag=tag, metadata=metadata.create_summary_metadata(header, description)
-    ).SerializeToString() + _len_field(8, tensor_len)
-    value_len = len(value_head) + tensor_len
-    summary_head = _len_field(1, value_len)
-    event_head = event_pb2.Event(step=step, wall_time=wall_time).SerializeToString()
-    event_head += _len_field(5, len(summary_head) + value_len)
-    return event_head + summary_head + value_head + tensor_head, payload, suffix_len
-
-
-def encode_suffix(rec: Record) -> bytes:
-    """The bytes after the payload: the stats and checks blobs of completed `rec`."""
-    stats, checks = rec.trailing_blobs()
-    return _len_field(8, len(stats)) + stats + _len_field(8, len(checks)) + checks
-
-
 # Copies of logged arrays a background Writer keeps in flight, by default.
 DEFAULT_MAX_QUEUE_MB = 256.0
 _live: weakref.WeakSet = weakref.WeakSet()  # Writers to close at interpreter exit
@@ -346,7 +218,7 @@ class Writer:
                 raise ValueError(f"Writer for {self.logdir!r} is closed")
             self._ready_file()
             out["start"] = self._file.tell()
-            _write_all(self._file, _record_head(len(prefix) + payload.nbytes + suffix_len, prefix))
+            _write_all(self._file, record_head(len(prefix) + payload.nbytes + suffix_len, prefix))
             _write_all(self._file, payload)  # a URL logdir's buffer copies it, as it must
             out["framing"] = prefix, payload, suffix_len
 
@@ -356,7 +228,7 @@ class Writer:
             suffix = encode_suffix(done)
             if len(suffix) != suffix_len:
                 raise AssertionError(f"stats of {len(suffix)} bytes, expected {suffix_len}")
-            tail = _record_tail(prefix, payload, done.payload_crc, suffix)
+            tail = record_tail(prefix, payload, done.payload_crc, suffix)
             _write_all(self._file, tail)
             if self._remote:
                 self._last = tag, step

@@ -15,13 +15,14 @@ import time
 import tracemalloc
 from pathlib import Path
 
+import crc32c
 import ml_dtypes
 import numpy as np
 import pytest
 from support import wait_for
 
 import tb_convfilters
-from tb_convfilters import reader, writer
+from tb_convfilters import framing, reader, writer
 
 ROOT = Path(__file__).resolve().parent.parent
 RNG = np.random.default_rng(16)
@@ -189,7 +190,7 @@ def _records(path: Path) -> tuple[int, int]:
             break
         body = data[offset + 12 : offset + 12 + length]
         (crc,) = struct.unpack_from("<I", data, offset + 12 + length)
-        assert crc == writer._masked_crc(writer.crc32c.crc32c(body)), f"corrupt record {count}"
+        assert crc == framing._masked_crc(crc32c.crc32c(body)), f"corrupt record {count}"
         offset, count = end, count + 1
     return count, len(data) - offset
 
