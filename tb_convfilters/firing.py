@@ -79,4 +79,3 @@ class Firing:
             ],
             axis=1,
         ).astype(np.float32)
-

@@ -163,7 +163,6 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
     def __init__(
         self, context: base_plugin.TBContext, max_tensor_mb: float = DEFAULT_MAX_TENSOR_MB
     ):
-        self._provider = context.data_provider
         self._source = sources.make_source(context)
         logger.info("convfilters: serving from the %s", self._source.mode)
         self._max_tensor_bytes = int(max_tensor_mb * (1 << 20))

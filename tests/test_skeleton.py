@@ -213,8 +213,8 @@ def test_stats_polls_read_headers_and_stats_once(tmp_path):
 
     plugin = make_plugin(tmp_path, source="provider")
     reads = []
-    read_blob = plugin._provider.read_blob
-    plugin._provider.read_blob = lambda ctx, blob_key: reads.append(blob_key) or read_blob(
+    read_blob = plugin._source.provider.read_blob
+    plugin._source.provider.read_blob = lambda ctx, blob_key: reads.append(blob_key) or read_blob(
         ctx, blob_key=blob_key
     )
     from tensorboard import context

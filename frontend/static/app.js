@@ -3,21 +3,22 @@
 // the health table and the detail view. The state lives in the URL hash
 // (state.js), mirrored into TensorBoard's page URL.
 
-import { cosineDrift, difference, healthFlags, nearDuplicates, orderBy } from "./analysis.js";
+import { cosineDrift, difference, orderBy } from "./analysis.js";
 import * as api from "./api.js";
-import { COLORMAPS, isSigned, lut } from "./colormap.js";
+import { TensorCache } from "./cache.js";
+import { isSigned, lut } from "./colormap.js";
+import { Controls } from "./controls.js";
 import { DetailView } from "./detail.js";
-import { chip, DoctorView, legend } from "./doctorview.js";
-import { el, fillSelect, fmt, setChildren } from "./dom.js";
-import {
-  badgesFor, describeFinding, findingFilter, findingsByFilter, PROBLEMS, seriesFindings, stepAtOrAfter,
-} from "./findings.js";
+import { DoctorView } from "./doctorview.js";
+import { el, fmt, setChildren } from "./dom.js";
 import { HealthTable } from "./health.js";
-import { canonicalize, filterCells, filterCount, IMAGE_KINDS } from "./layout.js";
-import { cellLimits, limitsFromStats, MODE_LABELS, MODES } from "./normalize.js";
-import { GridView } from "./gridview.js";
+import { canonicalize, IMAGE_KINDS } from "./layout.js";
+import { cellLimits, limitsFromStats, MODE_LABELS } from "./normalize.js";
+import { Panel, capAxes, fittingCap } from "./panel.js";
 import { PatternHover } from "./patterns.js";
+import { Selection } from "./selection.js";
 import { decode, encode, stepIndex, unionSteps } from "./state.js";
+import { Triage } from "./triage.js";
 
 const POLL_MS = 30000;
 const PLAY_MS = 700;
@@ -27,44 +28,6 @@ const DRIFT_MAX_BYTES = 64 * 1024 * 1024;
 const PARENT_KEY = "cf";
 const IMAGE_TILE = 192;
 
-/** A small byte-bounded LRU of tensor promises. */
-class TensorCache {
-  constructor(limit) {
-    this.limit = limit;
-    this.map = new Map();
-  }
-
-  /** `cap` ({maxFilters, maxChannels}) asks for a smaller view; it is part of the key. */
-  get(run, tag, step, cap = null) {
-    const caps = cap ? { maxFilters: cap.maxFilters, maxChannels: cap.maxChannels } : {};
-    const key = JSON.stringify([run, tag, String(step), caps.maxFilters ?? null, caps.maxChannels ?? null]);
-    if (this.map.has(key)) {
-      const entry = this.map.get(key);
-      this.map.delete(key);
-      this.map.set(key, entry);
-      return entry.promise;
-    }
-    const entry = { promise: api.tensor(run, tag, step, {}, caps), bytes: 0 };
-    entry.promise.then((t) => { entry.bytes = t.buffer.byteLength; this.trim(); }, () => this.map.delete(key));
-    this.map.set(key, entry);
-    return entry.promise;
-  }
-
-  trim() {
-    let total = 0;
-    for (const e of this.map.values()) total += e.bytes;
-    for (const [key, e] of this.map) {
-      if (total <= this.limit || this.map.size <= 3) break;
-      total -= e.bytes;
-      this.map.delete(key);
-    }
-  }
-
-  clear() {
-    this.map.clear();
-  }
-}
-
 /** The state mirrored into TensorBoard's hash ("#convfilters&cf=..."), or null. */
 function parentState() {
   try {
@@ -73,191 +36,6 @@ function parentState() {
     return new URLSearchParams(hash.replace(/^#[^&]*&?/, "")).get(PARENT_KEY);
   } catch {
     return null;
-  }
-}
-
-function safeName(s) {
-  return String(s || "").replace(/[^A-Za-z0-9._-]+/g, "_").slice(0, 80);
-}
-
-function save(blob, name) {
-  const href = URL.createObjectURL(blob);
-  const a = el("a", { href, download: name, hidden: true });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  setTimeout(() => URL.revokeObjectURL(href), 10000);
-}
-
-/**
- * The largest view of a tensor that fits the server's size limit, from a 413
- * body: the first `maxFilters` filters (and `maxChannels` input channels when
- * even one filter is too big). `filters` / `channels` are the axis lengths.
- */
-export function fittingCap(nbytes, limit, filters, channels) {
-  const maxFilters = Math.floor((limit * filters) / nbytes);
-  if (maxFilters >= 1) return { maxFilters: Math.min(maxFilters, filters), maxChannels: null };
-  const maxChannels = channels ? Math.max(1, Math.floor((limit * filters * channels) / nbytes)) : null;
-  return { maxFilters: 1, maxChannels };
-}
-
-/** Lengths of the axes `max_filters` / `max_channels` cap in a tag's layout (channels null if none). */
-function capAxes(info) {
-  const { layout, shape } = info;
-  if (typeof layout !== "string" || !Array.isArray(shape)) return null;
-  const images = IMAGE_KINDS.includes(info.kind) && layout.includes("N");
-  const filterLetter = images ? "N" : ["O", "C"].find((c) => layout.includes(c)) || (layout.includes("M") ? "I" : null);
-  const channelLetter = !images && layout.includes("O") ? "I" : null;
-  if (!filterLetter) return null;
-  return {
-    filters: shape[layout.indexOf(filterLetter)],
-    channels: channelLetter ? shape[layout.indexOf(channelLetter)] : null,
-  };
-}
-
-function label(text, control, extra = {}) {
-  return el("label", { class: "ctl", ...extra }, el("span", { class: "ctl-label" }, text), control);
-}
-
-/** One grid: a run's tensor (or a diff) at the shared step. */
-class Panel {
-  constructor(dashboard, run) {
-    this.dashboard = dashboard;
-    this.run = run;
-    this.view = new GridView({
-      className: "main-grid",
-      onClick: (hit) => dashboard.clickCell(this, hit),
-      onView: (view) => dashboard.syncView(this, view),
-      maxHeight: () => dashboard.gridHeight(),
-      hoverExtra: (hit, view) => dashboard.hoverExtra(this, hit, view),
-    });
-    this.title = el("span", { class: "panel-title" });
-    this.status = el("div", { class: "panel-status", role: "status" });
-    this.colorbar = el("canvas", { class: "colorbar", width: 256, height: 12 });
-    this.barLabels = el("div", { class: "colorbar-labels" });
-    this.banner = el("div", { class: "panel-banner", role: "status", hidden: true });
-    this.legend = el("div", { class: "panel-legend", hidden: true });
-    this.partial = el("div", { class: "panel-partial", role: "status", hidden: true });
-    // {tag, maxFilters, maxChannels, filters, channels}: a smaller view asked for after a 413
-    this.cap = null;
-    this.node = el(
-      "section",
-      { class: "panel" },
-      el("header", { class: "panel-header" }, this.title, el("span", { class: "panel-buttons" },
-        el("button", { type: "button", class: "png", title: "Download this view as PNG", onclick: () => this.downloadPng() }, "PNG"),
-        el("button", { type: "button", class: "npy", title: "Download this step's tensor as .npy (as logged)", onclick: () => this.downloadNpy() }, ".npy"))),
-      el("div", { class: "colorbar-row" }, this.colorbar, this.barLabels),
-      this.banner,
-      this.legend,
-      this.partial,
-      this.status,
-      this.view.node,
-    );
-    this.loaded = null;
-    this.node.dataset.run = run;
-    this.setTitle("");
-  }
-
-  setTitle(extra) {
-    setChildren(this.title, el("span", { class: "run-name" }, this.run), extra ? el("span", { class: "panel-extra" }, extra) : null);
-  }
-
-  /** The frozen-layer banner (findings with filter null), or none. */
-  setBanner(findings) {
-    const list = findings || [];
-    this.banner.hidden = !list.length;
-    this.banner.dataset.problem = list.length ? list[0].problem : "";
-    setChildren(this.banner, list.map((f) => el("div", {}, chip(f.problem), " ",
-      `This layer is ${f.problem}: `, describeFinding(f).replace(/^frozen: /, ""),
-      ". Was it meant to train (trainable / requires_grad)?")));
-  }
-
-  /** The legend of the badge colours present on this grid. */
-  setLegend(problems) {
-    this.legend.hidden = !problems.length;
-    setChildren(this.legend, problems.length ? [el("span", { class: "dim" }, "Badges:"), legend(problems)] : []);
-  }
-
-  setStatus(text, kind = "info") {
-    this.status.textContent = text || "";
-    this.status.dataset.kind = kind;
-  }
-
-  /** The cap in force for `tag`, or null. */
-  capFor(tag) {
-    return this.cap && this.cap.tag === tag ? this.cap : null;
-  }
-
-  /** Labels a grid drawn from a capped view ("filters 0–N-1 of F"), or hides the label. */
-  setPartial(cap) {
-    this.partial.hidden = !cap;
-    if (!cap) {
-      this.partial.textContent = "";
-      return;
-    }
-    const shownFilters = Math.min(cap.maxFilters, cap.filters);
-    const parts = [`filters 0–${shownFilters - 1} of ${cap.filters}`];
-    if (cap.maxChannels && cap.channels) {
-      parts.push(`input channels 0–${Math.min(cap.maxChannels, cap.channels) - 1} of ${cap.channels}`);
-    }
-    this.partial.textContent = `Partial view: ${parts.join(", ")} (the whole tensor is over the server's size limit).`;
-  }
-
-  /** Next to a 413 message: a button that draws the first filters that fit. */
-  offerCap(cap) {
-    const n = cap.maxFilters;
-    const text = `Show the first ${n} filter${n === 1 ? "" : "s"}`
-      + (cap.maxChannels ? ` (first ${cap.maxChannels} input channel${cap.maxChannels === 1 ? "" : "s"})` : "");
-    this.status.append(" ", el("button", {
-      type: "button",
-      class: "cap-offer",
-      onclick: () => {
-        this.cap = cap;
-        this.dashboard.showStep();
-      },
-    }, text));
-  }
-
-  clear(message, kind = "info") {
-    this.loaded = null;
-    this.setStatus(message, kind);
-    this.view.data = null;
-    const c = this.view.canvas;
-    c.width = 1;
-    c.height = 1;
-    c.style.width = "1px";
-    c.style.height = "1px";
-    c.dataset.run = this.run;
-    c.dataset.tag = this.dashboard.state.tag || "";
-    c.dataset.step = "";
-    this.view.setHighlight(null);
-    this.view.setMarks(null);
-    this.setBanner(null);
-    this.setLegend([]);
-    this.setPartial(null);
-  }
-
-  /** The grid as shown, with what is drawn over it (block labels, badges), as a PNG. */
-  downloadPng() {
-    const c = this.view.canvas;
-    const over = this.view.overlay;
-    let image = c;
-    if (over && over.width === c.width && over.height === c.height) {
-      image = el("canvas", { width: c.width, height: c.height });
-      const ctx = image.getContext("2d");
-      ctx.drawImage(c, 0, 0);
-      ctx.drawImage(over, 0, 0);
-    }
-    image.toBlob((blob) => {
-      if (blob) save(blob, `${safeName(this.run)}_${safeName(c.dataset.tag)}_${c.dataset.step}.png`);
-    }, "image/png");
-  }
-
-  downloadNpy() {
-    if (!this.loaded) return;
-    const { tensor } = this.loaded;
-    save(new Blob([tensor.buffer], { type: "application/octet-stream" }),
-      `${safeName(this.run)}_${safeName(this.dashboard.state.tag)}_${tensor.step}.npy`);
   }
 }
 
@@ -334,87 +112,6 @@ export class Dashboard {
       this.controls.copy.textContent = "Copy the link";
     }
     setTimeout(() => { this.controls.copy.textContent = "Copy link"; }, 2000);
-  }
-
-  // ---- DOM ----
-
-  build() {
-    const c = (this.controls = {});
-    c.run = el("select", { id: "run-select", onchange: () => this.change({ run: c.run.value, step: null, sel: null }) });
-    c.tag = el("select", { id: "tag-select", onchange: () => this.change({ tag: c.tag.value, step: null, sel: null, sample: 0, zoom: null }) });
-    c.compareList = el("div", { id: "compare-runs", class: "compare-list" });
-    c.compare = el("details", { id: "compare", class: "compare" }, el("summary", {}, "Compare runs"), c.compareList);
-    c.slider = el("input", { type: "range", id: "step-slider", min: "0", max: "0", value: "0", "aria-label": "Step", oninput: () => this.slide() });
-    c.stepLabel = el("output", { id: "step-label", class: "step-label" });
-    c.play = el("button", { type: "button", id: "play", title: "Play / pause through the steps", onclick: () => this.togglePlay() }, "▶");
-    c.prev = el("button", { type: "button", id: "prev-step", title: "Previous step ([)", onclick: () => this.nudge(-1) }, "‹");
-    c.next = el("button", { type: "button", id: "next-step", title: "Next step (])", onclick: () => this.nudge(1) }, "›");
-    c.cmap = fillSelect(el("select", { id: "cmap-select", onchange: () => this.change({ cmap: c.cmap.value }) }), COLORMAPS);
-    c.norm = fillSelect(
-      el("select", { id: "norm-select", onchange: () => this.change({ norm: c.norm.value }) }),
-      MODES.map((m) => [m, MODE_LABELS[m]]),
-    );
-    c.pct = el("input", {
-      type: "number", id: "pct-input", min: "50", max: "100", step: "0.1",
-      title: "Colour limits from this percentile of |value| (symmetric), so one outlier does not wash out the rest",
-      onchange: () => {
-        const v = Number(c.pct.value);
-        if (v >= 50 && v <= 100) this.change({ pct: v });
-      },
-    });
-    c.diff = fillSelect(el("select", { id: "diff-select", onchange: () => this.change({ diff: c.diff.value }) }), [
-      ["none", "weights"], ["first", "− first step"], ["run", "− another run"],
-    ]);
-    c.base = el("select", { id: "base-select", onchange: () => this.change({ base: c.base.value }) });
-    c.baseLabel = label("minus run", c.base, { hidden: true });
-    c.sort = fillSelect(el("select", { id: "sort-select", onchange: () => this.change({ sort: c.sort.value }) }), [
-      ["none", "index"], ["norm", "norm"], ["drift", "drift"],
-    ]);
-    c.rgb = el("input", { type: "checkbox", id: "rgb-toggle", onchange: () => this.change({ rgb: c.rgb.checked }) });
-    c.rgbLabel = label("RGB", c.rgb, { hidden: true, title: "Draw each 3-channel filter as one colour tile" });
-    c.sample = el("input", { type: "number", id: "sample-input", min: "0", value: "0", onchange: () => this.change({ sample: Math.max(0, Number(c.sample.value) || 0) }) });
-    c.sampleLabel = label("Sample", c.sample, { hidden: true });
-    c.reload = el("button", { type: "button", id: "reload", title: "Reload runs, tags and steps (also every 30 s)", onclick: () => this.reload() }, "⟳ Reload");
-    c.copy = el("button", { type: "button", id: "copy-link", title: "Copy a link to this view", onclick: () => this.copyLink() }, "Copy link");
-    c.link = el("input", { type: "text", id: "share-link", readonly: true, hidden: true });
-    c.description = el("div", { class: "description", id: "tag-description" });
-    this.message = el("div", { class: "message", id: "message", role: "alert", hidden: true });
-    this.loading = el("span", { class: "loading", id: "loading", hidden: true }, "loading…");
-    this.panelsNode = el("div", { class: "panels", id: "panels" });
-    this.side = el("aside", { class: "side", id: "side" }, this.detail.node, this.doctor.node, this.health.node);
-    this.root.classList.add("convfilters");
-    this.root.replaceChildren(el("div", { class: "app" },
-      el("div", { class: "toolbar" },
-        label("Run", c.run), label("Tag", c.tag), c.compare, c.reload, c.copy, c.link, this.loading),
-      el("div", { class: "toolbar" },
-        el("span", { class: "step-box" }, c.prev, c.play, c.next, label("Step", c.slider), c.stepLabel),
-        label("Colormap", c.cmap), label("Scale", c.norm), label("Percentile", c.pct),
-        label("Show", c.diff), c.baseLabel, label("Sort rows", c.sort), c.rgbLabel, c.sampleLabel),
-      c.description, this.message,
-      el("div", { class: "main" }, this.panelsNode, this.side)));
-    this.root.addEventListener("keydown", (e) => {
-      if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
-      if (e.target instanceof HTMLCanvasElement) return;
-      if (e.key === "[") this.nudge(-1);
-      if (e.key === "]") this.nudge(1);
-    });
-  }
-
-  /** Canvas height that keeps a grid within the window (below the toolbars and panel header). */
-  gridHeight() {
-    const top = this.panelsNode.getBoundingClientRect().top + window.scrollY;
-    return Math.max(260, window.innerHeight - top - 64);
-  }
-
-  showMessage(text, kind = "error") {
-    this.message.textContent = text || "";
-    this.message.dataset.kind = kind;
-    this.message.hidden = !text;
-  }
-
-  setLoading(on, text = "loading…") {
-    this.loading.hidden = !on;
-    this.loading.textContent = text;
   }
 
   // ---- lifecycle ----
@@ -539,68 +236,8 @@ export class Dashboard {
     await this.loadSteps(true);
   }
 
-  fillControls(runs, tagNames) {
-    const s = this.state;
-    const c = this.controls;
-    fillSelect(c.run, runs, s.run);
-    const byKind = {};
-    for (const t of tagNames) (byKind[this.tags[s.run][t].kind] ||= []).push(t);
-    c.tag.replaceChildren(...Object.entries(byKind).map(([kind, list]) =>
-      el("optgroup", { label: `${kind}s` }, ...list.map((t) => el("option", { value: t }, t)))));
-    c.tag.value = s.tag;
-    c.compareList.replaceChildren(...runs.filter((r) => r !== s.run).map((r) => {
-      const has = Boolean(this.tags[r][s.tag]);
-      return el("label", { class: "compare-run", title: has ? "" : `no ${s.tag} in this run` },
-        el("input", {
-          type: "checkbox", dataset: { run: r }, checked: s.compare.includes(r), disabled: !has,
-          onchange: (e) => {
-            const set = new Set(this.state.compare);
-            if (e.target.checked) set.add(r);
-            else set.delete(r);
-            this.change({ compare: runs.filter((x) => set.has(x)) });
-          },
-        }), el("span", {}, r));
-    }));
-    if (runs.length < 2) c.compareList.replaceChildren(el("span", { class: "dim" }, "only one run"));
-    c.compare.querySelector("summary").textContent = s.compare.length ? `Compare runs (${s.compare.length + 1})` : "Compare runs";
-    fillSelect(c.base, runs, s.base);
-    c.cmap.value = s.cmap;
-    c.norm.value = s.norm;
-    c.pct.value = String(s.pct);
-    c.diff.value = s.diff;
-    c.sort.value = s.sort;
-    c.rgb.checked = s.rgb;
-    c.sample.value = String(s.sample);
-    c.baseLabel.hidden = s.diff !== "run";
-    const info = this.info();
-    c.description.textContent = info.description || "";
-    const shape = info.shape || [];
-    c.rgbLabel.hidden = !(info.kind === "kernel" && !String(info.layout).includes("M")
-      && ((shape[String(info.layout).indexOf("I")] === 3) || (info.image_shape && info.image_shape[2] === 3)));
-    c.sampleLabel.hidden = info.kind !== "activation";
-    if (info.kind === "activation") c.sample.max = String(Math.max(0, (shape[0] || 1) - 1));
-  }
-
   info(run = this.state.run, tag = this.state.tag) {
     return (this.tags[run] && this.tags[run][tag]) || {};
-  }
-
-  showEmpty() {
-    this.panels = [];
-    this.root.classList.add("is-empty");
-    this.panelsNode.replaceChildren(
-      el("div", { class: "empty", id: "empty" },
-        el("h2", {}, "No filters logged yet — see README"),
-        el("p", {}, "Log kernels or activations with tb_convfilters (the Keras callback, the PyTorch hook, "
-          + "tb_convfilters.Writer or the summary ops) into this logdir; the README shows how. "
-          + "This page checks for new data every 30 s; press Reload to check now.")),
-    );
-    this.health.update(null);
-    this.doctor.update([]);
-    this.detail.close();
-    fillSelect(this.controls.run, []);
-    this.controls.tag.replaceChildren();
-    this.controls.stepLabel.textContent = "";
   }
 
   /** Runs shown: the chosen run first, then compared runs that have the tag. */
@@ -926,247 +563,15 @@ export class Dashboard {
     if (this.panels.length && this.state.step !== null && this.steps.length) this.showStep();
   }
 
-  // ---- selection, detail, health ----
+}
 
-  clickCell(panel, hit) {
-    const f = panel.loaded ? panel.loaded.grid.filterOf(hit.r, hit.c) : hit.r;
-    this.select(f, false);
-    this.detail.show(panel, f);
-  }
-
-  /** Selects filter `f` everywhere (grid outline, table row); `reveal` scrolls the grids to it. */
-  select(f, reveal) {
-    this.state.sel = f;
-    this.writeHash();
-    this.health.select(f);
-    for (const p of this.panels) {
-      this.highlightPanel(p);
-      if (reveal && p.loaded) p.view.reveal(Math.floor(filterCells(p.loaded.grid, f)[0] / p.loaded.grid.cols));
-    }
-    if (reveal && this.panels[0] && this.panels[0].loaded) this.detail.show(this.panels[0], f);
-  }
-
-  highlightPanel(panel) {
-    const f = this.state.sel;
-    if (!panel.loaded || f === null || f >= filterCount(panel.loaded.grid)) {
-      panel.view.setHighlight(null);
-      return;
-    }
-    panel.view.setHighlight(filterCells(panel.loaded.grid, f));
-  }
-
-  async updateSide() {
-    const s = this.state;
-    const first = this.panels[0];
-    this.healthBase = null;
-    if (!first || !first.loaded) {
-      this.health.update(null);
-      return;
-    }
-    const { grid, drift } = first.loaded;
-    if (IMAGE_KINDS.includes(grid.kind)) {
-      this.health.update({ message: `${grid.kind === "pattern" ? "Patterns" : "Projections"} have no per-filter statistics: `
-        + "hover an image for its filter's kernel and statistics." });
-      if (this.detail.open) this.detail.refresh();
-      return;
-    }
-    const token = this.token;
-    let stats;
-    try {
-      stats = await this.stats(first.run, s.tag);
-    } catch (e) {
-      this.health.update({ message: `Statistics unavailable: ${e.message}` });
-      return;
-    }
-    if (token !== this.token) return;
-    const data = {
-      stats,
-      kind: grid.kind,
-      step: s.step,
-      drift: drift || null,
-      label: (f) => grid.filterLabel(f),
-    };
-    this.healthBase = { token, data, run: first.run, loaded: first.loaded };
-    this.health.selected = s.sel;
-    this.applyHealthFlags();
-    if (this.detail.open) this.detail.refresh();
-  }
-
-  // ---- the filter doctor ----
-
-  /** The cache entry of a run's findings: {promise, report, error}; fetched once per run. */
-  findingsEntry(run) {
-    if (!this.findingsCache.has(run)) {
-      const entry = { report: null, error: null };
-      entry.promise = api.findings(run).then(
-        (r) => { entry.report = r; },
-        (e) => { entry.error = e.message; },
-      );
-      this.findingsCache.set(run, entry);
-    }
-    return this.findingsCache.get(run);
-  }
-
-  /** A run's findings report if it has arrived, else null. */
-  findingsReport(run) {
-    const e = this.findingsCache.get(run);
-    return e ? e.report : null;
-  }
-
-  /** Fetches the findings of the shown runs and shows them (badges, banners, list, health flags). */
-  async updateFindings() {
-    const entries = this.panels.map((p) => this.findingsEntry(p.run));
-    this.applyFindings(false);
-    if (entries.every((e) => e.report || e.error)) return;
-    await Promise.all(entries.map((e) => e.promise));
-    this.applyFindings(true);
-  }
-
-  /** Shows the findings at hand; `arrived`: some just came in (the detail view lists them too). */
-  applyFindings(arrived) {
-    const s = this.state;
-    this.doctor.update(this.panels.map((p) => {
-      const e = this.findingsCache.get(p.run) || {};
-      return { run: p.run, report: e.report || null, error: e.error || null };
-    }), { run: s.run, tag: s.tag });
-    for (const p of this.panels) this.markPanel(p);
-    this.applyHealthFlags();
-    if (arrived && this.detail.open) this.detail.refresh();
-  }
-
-  /** Badges on the panel's flagged tiles, its frozen banner and legend; labels on images. */
-  markPanel(panel) {
-    const loaded = panel.loaded;
-    if (!loaded) return;
-    const report = this.findingsReport(panel.run);
-    const found = report ? seriesFindings(report.findings, panel.run, this.state.tag) : [];
-    const badges = badgesFor(loaded.grid, found);
-    panel.view.setMarks({ badges, labels: IMAGE_KINDS.includes(loaded.grid.kind) });
-    panel.setBanner(found.filter((f) => f.filter === null));
-    panel.setLegend(PROBLEMS.filter((p) => badges.some((b) => b.problems.includes(p))));
-  }
-
-  /**
-   * The health table's flags: the filter doctor's findings when its route
-   * answered; only if it failed, per-step checks computed here from the
-   * step's statistics (and tensor, for near-duplicates), labelled as such.
-   */
-  applyHealthFlags() {
-    const h = this.healthBase;
-    if (!h || h.token !== this.token) return;
-    const { data, loaded } = h;
-    const n = filterCount(loaded.grid);
-    const entry = this.findingsCache.get(h.run);
-    if (entry && entry.report) {
-      const per = findingsByFilter(loaded.grid, seriesFindings(entry.report.findings, h.run, this.state.tag), n);
-      const flags = per.map((list) => list.map((f) => ({
-        problem: f.problem,
-        title: describeFinding(f) + (this.state.step < f.first_step ? ` (not yet at step ${this.state.step})` : ""),
-        later: this.state.step < f.first_step,
-      })));
-      this.health.update({ ...data, flags, flagNote: "Flags: the filter doctor's findings over the whole run "
-        + "(a faded flag was first seen after this step). Click one in the Filter doctor list to jump to it." });
-      return;
-    }
-    if (!entry || !entry.error) {
-      this.health.update({ ...data, flags: null, flagNote: "" });
-      return;
-    }
-    this.clientFlags(h, entry.error);
-  }
-
-  /** Fallback flags when the findings route failed: this step's statistics (and tensor) only. */
-  clientFlags(h, error) {
-    const { data, loaded } = h;
-    const at = data.stats.steps.find((x) => x.step === data.step);
-    if (!at || !at.values) {
-      this.health.update({ ...data, flags: [], flagNote: "" });
-      return;
-    }
-    const label = data.label;
-    const show = (duplicates) => {
-      const flags = healthFlags(data.stats.names, at.values, data.kind, duplicates).map((list, f) => list.map((p) => ({
-        problem: p,
-        title: p === "duplicate"
-          ? `cosine similarity ${fmt(duplicates.similarity[f], 4)} with filter ${label(duplicates.partner[f])} at this step`
-          : `${p} at this step`,
-      })));
-      this.health.update({ ...data, flags, flagNote: `The filter doctor did not answer (${error}); these flags are `
-        + `computed in the browser from step ${data.step} alone${duplicates || data.kind !== "kernel" ? "" : " (near-duplicate check pending)"}.` });
-    };
-    show(null);
-    if (data.kind !== "kernel") return;
-    // near-duplicates are O(filters^2): computed after the table is on screen
-    setTimeout(() => {
-      if (h !== this.healthBase || h.token !== this.token) return;
-      show(nearDuplicates(loaded.grid, loaded.tensor.array));
-    }, 30);
-  }
-
-  /**
-   * Shows a finding: its tag at its first step (or the nearest logged step
-   * after it), its run, and its filter selected and opened; says which step.
-   */
-  async jumpTo(f) {
-    let steps;
-    try {
-      steps = (await api.steps(f.run, f.tag)).map((x) => x.step);
-    } catch (e) {
-      this.doctor.setNote(`Cannot open ${f.tag} of ${f.run}: ${e.message}`);
-      return;
-    }
-    const at = stepAtOrAfter(steps, f.first_step);
-    if (!at) {
-      this.doctor.setNote(`${f.tag} of ${f.run} has no steps to show.`);
-      return;
-    }
-    if (this.playing) this.togglePlay();
-    const s = this.state;
-    const shown = f.run === s.run || (s.compare.includes(f.run) && this.info(f.run, f.tag).kind);
-    if (!shown) s.run = f.run;
-    if (s.tag !== f.tag) Object.assign(s, { sample: 0, zoom: null });
-    Object.assign(s, { tag: f.tag, step: at.step, sel: null });
-    this.doctor.active = f;
-    this.detail.close();
-    await this.loadTags(this.tags);
-    const where = at.exact
-      ? `step ${at.step}, where it was first seen`
-      : at.after
-        ? `step ${at.step}, the nearest logged step after step ${f.first_step} where it was first seen`
-        : `step ${at.step}, the last logged step (none at or after step ${f.first_step}, where it was first seen)`;
-    if (f.filter === null) {
-      this.doctor.setNote(`${f.run} · ${f.tag}: the whole layer is ${f.problem}; showing ${where}.`);
-      return;
-    }
-    const panel = this.panels.find((p) => p.run === f.run);
-    const idx = panel && panel.loaded ? findingFilter(panel.loaded.grid, f) : -1;
-    if (idx < 0) {
-      this.doctor.setNote(`${f.run} · ${f.tag} at ${where}: filter ${f.filter} is not drawn.`);
-      return;
-    }
-    this.select(idx, false);
-    for (const p of this.panels) {
-      if (p.loaded && idx < filterCount(p.loaded.grid)) p.view.reveal(Math.floor(filterCells(p.loaded.grid, idx)[0] / p.loaded.grid.cols));
-    }
-    this.detail.show(panel, idx);
-    this.doctor.setNote(`${f.run} · ${f.tag} · filter ${f.filter} (${f.problem}) at ${where}.`);
-  }
-
-  /** Extra tooltip content: for pattern/projection images, their filter's kernel and stats. */
-  hoverExtra(panel, hit, view) {
-    if (!panel.loaded || !IMAGE_KINDS.includes(panel.loaded.grid.kind)) return null;
-    return this.patternHover.nodes(panel, hit, view);
-  }
-
-  /** A panel's zoom/pan changed by the user: the other panels follow; a chosen zoom goes into the URL. */
-  syncView(source, view) {
-    const zoom = source.view.userZoom;
-    for (const p of this.panels) {
-      if (p !== source && p.view.data) p.view.setView({ zoom: view.zoom, panX: view.panX, panY: view.panY }, zoom);
-    }
-    if (this.state.zoom !== zoom) {
-      this.state.zoom = zoom;
-      this.writeHash();
+/** Adds the methods of `parts` (classes holding parts of Dashboard, by concern) to Dashboard. */
+function mixin(target, ...parts) {
+  for (const part of parts) {
+    for (const name of Object.getOwnPropertyNames(part.prototype)) {
+      if (name !== "constructor") Object.defineProperty(target.prototype, name, Object.getOwnPropertyDescriptor(part.prototype, name));
     }
   }
 }
+
+mixin(Dashboard, Controls, Selection, Triage);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { fittingCap } from "../static/app.js";
+import { fittingCap } from "../static/panel.js";
 
 test("a 413 offers as many filters as fit the limit", () => {
   // 48 filters of 144 bytes each = 6912 bytes, limit 5242: 36 filters (5184 bytes) fit, 37 do not

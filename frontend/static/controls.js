@@ -1,0 +1,152 @@
+// The dashboard's controls: the toolbars built once, filled from the tags and
+// the state; messages, the loading note and the empty page.
+
+import { COLORMAPS } from "./colormap.js";
+import { el, fillSelect } from "./dom.js";
+import { MODE_LABELS, MODES } from "./normalize.js";
+
+function label(text, control, extra = {}) {
+  return el("label", { class: "ctl", ...extra }, el("span", { class: "ctl-label" }, text), control);
+}
+
+/** Part of the Dashboard (app.js): its methods are mixed into Dashboard. */
+export class Controls {
+  build() {
+    const c = (this.controls = {});
+    c.run = el("select", { id: "run-select", onchange: () => this.change({ run: c.run.value, step: null, sel: null }) });
+    c.tag = el("select", { id: "tag-select", onchange: () => this.change({ tag: c.tag.value, step: null, sel: null, sample: 0, zoom: null }) });
+    c.compareList = el("div", { id: "compare-runs", class: "compare-list" });
+    c.compare = el("details", { id: "compare", class: "compare" }, el("summary", {}, "Compare runs"), c.compareList);
+    c.slider = el("input", { type: "range", id: "step-slider", min: "0", max: "0", value: "0", "aria-label": "Step", oninput: () => this.slide() });
+    c.stepLabel = el("output", { id: "step-label", class: "step-label" });
+    c.play = el("button", { type: "button", id: "play", title: "Play / pause through the steps", onclick: () => this.togglePlay() }, "▶");
+    c.prev = el("button", { type: "button", id: "prev-step", title: "Previous step ([)", onclick: () => this.nudge(-1) }, "‹");
+    c.next = el("button", { type: "button", id: "next-step", title: "Next step (])", onclick: () => this.nudge(1) }, "›");
+    c.cmap = fillSelect(el("select", { id: "cmap-select", onchange: () => this.change({ cmap: c.cmap.value }) }), COLORMAPS);
+    c.norm = fillSelect(
+      el("select", { id: "norm-select", onchange: () => this.change({ norm: c.norm.value }) }),
+      MODES.map((m) => [m, MODE_LABELS[m]]),
+    );
+    c.pct = el("input", {
+      type: "number", id: "pct-input", min: "50", max: "100", step: "0.1",
+      title: "Colour limits from this percentile of |value| (symmetric), so one outlier does not wash out the rest",
+      onchange: () => {
+        const v = Number(c.pct.value);
+        if (v >= 50 && v <= 100) this.change({ pct: v });
+      },
+    });
+    c.diff = fillSelect(el("select", { id: "diff-select", onchange: () => this.change({ diff: c.diff.value }) }), [
+      ["none", "weights"], ["first", "− first step"], ["run", "− another run"],
+    ]);
+    c.base = el("select", { id: "base-select", onchange: () => this.change({ base: c.base.value }) });
+    c.baseLabel = label("minus run", c.base, { hidden: true });
+    c.sort = fillSelect(el("select", { id: "sort-select", onchange: () => this.change({ sort: c.sort.value }) }), [
+      ["none", "index"], ["norm", "norm"], ["drift", "drift"],
+    ]);
+    c.rgb = el("input", { type: "checkbox", id: "rgb-toggle", onchange: () => this.change({ rgb: c.rgb.checked }) });
+    c.rgbLabel = label("RGB", c.rgb, { hidden: true, title: "Draw each 3-channel filter as one colour tile" });
+    c.sample = el("input", { type: "number", id: "sample-input", min: "0", value: "0", onchange: () => this.change({ sample: Math.max(0, Number(c.sample.value) || 0) }) });
+    c.sampleLabel = label("Sample", c.sample, { hidden: true });
+    c.reload = el("button", { type: "button", id: "reload", title: "Reload runs, tags and steps (also every 30 s)", onclick: () => this.reload() }, "⟳ Reload");
+    c.copy = el("button", { type: "button", id: "copy-link", title: "Copy a link to this view", onclick: () => this.copyLink() }, "Copy link");
+    c.link = el("input", { type: "text", id: "share-link", readonly: true, hidden: true });
+    c.description = el("div", { class: "description", id: "tag-description" });
+    this.message = el("div", { class: "message", id: "message", role: "alert", hidden: true });
+    this.loading = el("span", { class: "loading", id: "loading", hidden: true }, "loading…");
+    this.panelsNode = el("div", { class: "panels", id: "panels" });
+    this.side = el("aside", { class: "side", id: "side" }, this.detail.node, this.doctor.node, this.health.node);
+    this.root.classList.add("convfilters");
+    this.root.replaceChildren(el("div", { class: "app" },
+      el("div", { class: "toolbar" },
+        label("Run", c.run), label("Tag", c.tag), c.compare, c.reload, c.copy, c.link, this.loading),
+      el("div", { class: "toolbar" },
+        el("span", { class: "step-box" }, c.prev, c.play, c.next, label("Step", c.slider), c.stepLabel),
+        label("Colormap", c.cmap), label("Scale", c.norm), label("Percentile", c.pct),
+        label("Show", c.diff), c.baseLabel, label("Sort rows", c.sort), c.rgbLabel, c.sampleLabel),
+      c.description, this.message,
+      el("div", { class: "main" }, this.panelsNode, this.side)));
+    this.root.addEventListener("keydown", (e) => {
+      if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
+      if (e.target instanceof HTMLCanvasElement) return;
+      if (e.key === "[") this.nudge(-1);
+      if (e.key === "]") this.nudge(1);
+    });
+  }
+
+  /** Canvas height that keeps a grid within the window (below the toolbars and panel header). */
+  gridHeight() {
+    const top = this.panelsNode.getBoundingClientRect().top + window.scrollY;
+    return Math.max(260, window.innerHeight - top - 64);
+  }
+
+  showMessage(text, kind = "error") {
+    this.message.textContent = text || "";
+    this.message.dataset.kind = kind;
+    this.message.hidden = !text;
+  }
+
+  setLoading(on, text = "loading…") {
+    this.loading.hidden = !on;
+    this.loading.textContent = text;
+  }
+
+  fillControls(runs, tagNames) {
+    const s = this.state;
+    const c = this.controls;
+    fillSelect(c.run, runs, s.run);
+    const byKind = {};
+    for (const t of tagNames) (byKind[this.tags[s.run][t].kind] ||= []).push(t);
+    c.tag.replaceChildren(...Object.entries(byKind).map(([kind, list]) =>
+      el("optgroup", { label: `${kind}s` }, ...list.map((t) => el("option", { value: t }, t)))));
+    c.tag.value = s.tag;
+    c.compareList.replaceChildren(...runs.filter((r) => r !== s.run).map((r) => {
+      const has = Boolean(this.tags[r][s.tag]);
+      return el("label", { class: "compare-run", title: has ? "" : `no ${s.tag} in this run` },
+        el("input", {
+          type: "checkbox", dataset: { run: r }, checked: s.compare.includes(r), disabled: !has,
+          onchange: (e) => {
+            const set = new Set(this.state.compare);
+            if (e.target.checked) set.add(r);
+            else set.delete(r);
+            this.change({ compare: runs.filter((x) => set.has(x)) });
+          },
+        }), el("span", {}, r));
+    }));
+    if (runs.length < 2) c.compareList.replaceChildren(el("span", { class: "dim" }, "only one run"));
+    c.compare.querySelector("summary").textContent = s.compare.length ? `Compare runs (${s.compare.length + 1})` : "Compare runs";
+    fillSelect(c.base, runs, s.base);
+    c.cmap.value = s.cmap;
+    c.norm.value = s.norm;
+    c.pct.value = String(s.pct);
+    c.diff.value = s.diff;
+    c.sort.value = s.sort;
+    c.rgb.checked = s.rgb;
+    c.sample.value = String(s.sample);
+    c.baseLabel.hidden = s.diff !== "run";
+    const info = this.info();
+    c.description.textContent = info.description || "";
+    const shape = info.shape || [];
+    c.rgbLabel.hidden = !(info.kind === "kernel" && !String(info.layout).includes("M")
+      && ((shape[String(info.layout).indexOf("I")] === 3) || (info.image_shape && info.image_shape[2] === 3)));
+    c.sampleLabel.hidden = info.kind !== "activation";
+    if (info.kind === "activation") c.sample.max = String(Math.max(0, (shape[0] || 1) - 1));
+  }
+
+  showEmpty() {
+    this.panels = [];
+    this.root.classList.add("is-empty");
+    this.panelsNode.replaceChildren(
+      el("div", { class: "empty", id: "empty" },
+        el("h2", {}, "No filters logged yet — see README"),
+        el("p", {}, "Log kernels or activations with tb_convfilters (the Keras callback, the PyTorch hook, "
+          + "tb_convfilters.Writer or the summary ops) into this logdir; the README shows how. "
+          + "This page checks for new data every 30 s; press Reload to check now.")),
+    );
+    this.health.update(null);
+    this.doctor.update([]);
+    this.detail.close();
+    fillSelect(this.controls.run, []);
+    this.controls.tag.replaceChildren();
+    this.controls.stepLabel.textContent = "";
+  }
+}

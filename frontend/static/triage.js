@@ -1,0 +1,170 @@
+// The filter doctor in the dashboard: each shown run's findings fetched once,
+// shown as badges, banners, the findings list and the health table's flags
+// (or flags computed here when the route failed), and jumps to a finding.
+
+import { healthFlags, nearDuplicates } from "./analysis.js";
+import * as api from "./api.js";
+import { fmt } from "./dom.js";
+import { badgesFor, describeFinding, findingFilter, findingsByFilter, PROBLEMS, seriesFindings, stepAtOrAfter } from "./findings.js";
+import { filterCells, filterCount, IMAGE_KINDS } from "./layout.js";
+
+/** Part of the Dashboard (app.js): its methods are mixed into Dashboard. */
+export class Triage {
+  /** The cache entry of a run's findings: {promise, report, error}; fetched once per run. */
+  findingsEntry(run) {
+    if (!this.findingsCache.has(run)) {
+      const entry = { report: null, error: null };
+      entry.promise = api.findings(run).then(
+        (r) => { entry.report = r; },
+        (e) => { entry.error = e.message; },
+      );
+      this.findingsCache.set(run, entry);
+    }
+    return this.findingsCache.get(run);
+  }
+
+  /** A run's findings report if it has arrived, else null. */
+  findingsReport(run) {
+    const e = this.findingsCache.get(run);
+    return e ? e.report : null;
+  }
+
+  /** Fetches the findings of the shown runs and shows them (badges, banners, list, health flags). */
+  async updateFindings() {
+    const entries = this.panels.map((p) => this.findingsEntry(p.run));
+    this.applyFindings(false);
+    if (entries.every((e) => e.report || e.error)) return;
+    await Promise.all(entries.map((e) => e.promise));
+    this.applyFindings(true);
+  }
+
+  /** Shows the findings at hand; `arrived`: some just came in (the detail view lists them too). */
+  applyFindings(arrived) {
+    const s = this.state;
+    this.doctor.update(this.panels.map((p) => {
+      const e = this.findingsCache.get(p.run) || {};
+      return { run: p.run, report: e.report || null, error: e.error || null };
+    }), { run: s.run, tag: s.tag });
+    for (const p of this.panels) this.markPanel(p);
+    this.applyHealthFlags();
+    if (arrived && this.detail.open) this.detail.refresh();
+  }
+
+  /** Badges on the panel's flagged tiles, its frozen banner and legend; labels on images. */
+  markPanel(panel) {
+    const loaded = panel.loaded;
+    if (!loaded) return;
+    const report = this.findingsReport(panel.run);
+    const found = report ? seriesFindings(report.findings, panel.run, this.state.tag) : [];
+    const badges = badgesFor(loaded.grid, found);
+    panel.view.setMarks({ badges, labels: IMAGE_KINDS.includes(loaded.grid.kind) });
+    panel.setBanner(found.filter((f) => f.filter === null));
+    panel.setLegend(PROBLEMS.filter((p) => badges.some((b) => b.problems.includes(p))));
+  }
+
+  /**
+   * The health table's flags: the filter doctor's findings when its route
+   * answered; only if it failed, per-step checks computed here from the
+   * step's statistics (and tensor, for near-duplicates), labelled as such.
+   */
+  applyHealthFlags() {
+    const h = this.healthBase;
+    if (!h || h.token !== this.token) return;
+    const { data, loaded } = h;
+    const n = filterCount(loaded.grid);
+    const entry = this.findingsCache.get(h.run);
+    if (entry && entry.report) {
+      const per = findingsByFilter(loaded.grid, seriesFindings(entry.report.findings, h.run, this.state.tag), n);
+      const flags = per.map((list) => list.map((f) => ({
+        problem: f.problem,
+        title: describeFinding(f) + (this.state.step < f.first_step ? ` (not yet at step ${this.state.step})` : ""),
+        later: this.state.step < f.first_step,
+      })));
+      this.health.update({ ...data, flags, flagNote: "Flags: the filter doctor's findings over the whole run "
+        + "(a faded flag was first seen after this step). Click one in the Filter doctor list to jump to it." });
+      return;
+    }
+    if (!entry || !entry.error) {
+      this.health.update({ ...data, flags: null, flagNote: "" });
+      return;
+    }
+    this.clientFlags(h, entry.error);
+  }
+
+  /** Fallback flags when the findings route failed: this step's statistics (and tensor) only. */
+  clientFlags(h, error) {
+    const { data, loaded } = h;
+    const at = data.stats.steps.find((x) => x.step === data.step);
+    if (!at || !at.values) {
+      this.health.update({ ...data, flags: [], flagNote: "" });
+      return;
+    }
+    const label = data.label;
+    const show = (duplicates) => {
+      const flags = healthFlags(data.stats.names, at.values, data.kind, duplicates).map((list, f) => list.map((p) => ({
+        problem: p,
+        title: p === "duplicate"
+          ? `cosine similarity ${fmt(duplicates.similarity[f], 4)} with filter ${label(duplicates.partner[f])} at this step`
+          : `${p} at this step`,
+      })));
+      this.health.update({ ...data, flags, flagNote: `The filter doctor did not answer (${error}); these flags are `
+        + `computed in the browser from step ${data.step} alone${duplicates || data.kind !== "kernel" ? "" : " (near-duplicate check pending)"}.` });
+    };
+    show(null);
+    if (data.kind !== "kernel") return;
+    // near-duplicates are O(filters^2): computed after the table is on screen
+    setTimeout(() => {
+      if (h !== this.healthBase || h.token !== this.token) return;
+      show(nearDuplicates(loaded.grid, loaded.tensor.array));
+    }, 30);
+  }
+
+  /**
+   * Shows a finding: its tag at its first step (or the nearest logged step
+   * after it), its run, and its filter selected and opened; says which step.
+   */
+  async jumpTo(f) {
+    let steps;
+    try {
+      steps = (await api.steps(f.run, f.tag)).map((x) => x.step);
+    } catch (e) {
+      this.doctor.setNote(`Cannot open ${f.tag} of ${f.run}: ${e.message}`);
+      return;
+    }
+    const at = stepAtOrAfter(steps, f.first_step);
+    if (!at) {
+      this.doctor.setNote(`${f.tag} of ${f.run} has no steps to show.`);
+      return;
+    }
+    if (this.playing) this.togglePlay();
+    const s = this.state;
+    const shown = f.run === s.run || (s.compare.includes(f.run) && this.info(f.run, f.tag).kind);
+    if (!shown) s.run = f.run;
+    if (s.tag !== f.tag) Object.assign(s, { sample: 0, zoom: null });
+    Object.assign(s, { tag: f.tag, step: at.step, sel: null });
+    this.doctor.active = f;
+    this.detail.close();
+    await this.loadTags(this.tags);
+    const where = at.exact
+      ? `step ${at.step}, where it was first seen`
+      : at.after
+        ? `step ${at.step}, the nearest logged step after step ${f.first_step} where it was first seen`
+        : `step ${at.step}, the last logged step (none at or after step ${f.first_step}, where it was first seen)`;
+    if (f.filter === null) {
+      this.doctor.setNote(`${f.run} · ${f.tag}: the whole layer is ${f.problem}; showing ${where}.`);
+      return;
+    }
+    const panel = this.panels.find((p) => p.run === f.run);
+    const idx = panel && panel.loaded ? findingFilter(panel.loaded.grid, f) : -1;
+    if (idx < 0) {
+      this.doctor.setNote(`${f.run} · ${f.tag} at ${where}: filter ${f.filter} is not drawn.`);
+      return;
+    }
+    this.select(idx, false);
+    for (const p of this.panels) {
+      if (p.loaded && idx < filterCount(p.loaded.grid)) p.view.reveal(Math.floor(filterCells(p.loaded.grid, idx)[0] / p.loaded.grid.cols));
+    }
+    this.detail.show(panel, idx);
+    this.doctor.setNote(`${f.run} · ${f.tag} · filter ${f.filter} (${f.problem}) at ${where}.`);
+  }
+}
