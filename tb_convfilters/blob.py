@@ -451,9 +451,12 @@ def _nice() -> int:
 
 
 def set_nice(nice: int) -> None:
-    """Sets this thread's nice value (Linux; elsewhere nothing happens)."""
-    if nice and sys.platform.startswith("linux"):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+    """Raises this thread's nice value to `nice` (Linux; never lowers it, elsewhere a no-op)."""
+    if nice > _nice():
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError:  # not allowed here: run at the priority we have
+            pass
 
 
 def _worker() -> ThreadPoolExecutor:

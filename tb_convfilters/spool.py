@@ -75,9 +75,10 @@ class Spool:
         nbytes = 0 if array is None else array.nbytes
         with self._cond:
             if self._closed:
-                raise ValueError("the spool is closed")
+                raise ValueError("the Writer is closed")
             while self._in_flight and self._in_flight + nbytes > self.limit:
                 self._cond.wait(1.0)  # back-pressure: the thread frees room as it writes
+                self._start()
             self._in_flight += nbytes
             buffer = None if array is None or owned else self._reuse(array)
         try:
@@ -95,10 +96,14 @@ class Spool:
         with self._cond:
             self._queue.append(_Job(work, array, nbytes, buffer, what))
             self._submitted += 1
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
-                self._thread.start()
+            self._start()
             self._cond.notify_all()
+
+    def _start(self) -> None:
+        """Starts the thread if there is work and no live thread for it (lock held)."""
+        if self._queue and (self._thread is None or not self._thread.is_alive()):
+            self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+            self._thread.start()
 
     def _reuse(self, array: np.ndarray) -> np.ndarray | None:
         """An idle buffer of `array`'s size (lock held), making room under the limit if not."""
@@ -119,6 +124,7 @@ class Spool:
             target = self._submitted
             while self._done < target:
                 self._cond.wait(1.0)
+                self._start()
 
     def take_failures(self) -> list[tuple[Any, BaseException]]:
         """The failures since the last call: (what, exception), oldest first."""

@@ -230,6 +230,7 @@ class Writer:
                 raise AssertionError(f"stats of {len(suffix)} bytes, expected {suffix_len}")
             tail = record_tail(prefix, payload, done.payload_crc, suffix)
             _write_all(self._file, tail)
+            del out["start"]  # the record is whole: an upload failing now keeps it buffered
             if self._remote:
                 self._last = tag, step
                 if self._file.tell() >= PART_BYTES:
@@ -419,7 +420,7 @@ class Writer:
             self._closed = True
             self._file = None
             _live.discard(self)
-        self._report(stacklevel=3)
+            self._report(stacklevel=3)  # earlier failures first; an upload's is chained
 
     def __enter__(self) -> Writer:
         return self

@@ -296,12 +296,38 @@ def test_a_step_is_in_the_file_without_flush(tmp_path, blocking):
 def test_writer_threads_yield_to_training_threads(tmp_path):
     from tb_convfilters import blob, spool
 
+    ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     with tb_convfilters.Writer(tmp_path / "run") as w:
         w.kernel("big", BIG, 0)  # large enough for the stats helper thread
         w.flush()
         threads = [t for t in threading.enumerate() if t.name == spool.THREAD_NAME]
         assert threads  # (other tests' idle writer threads may still be there too)
         for thread in threads:
-            assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == spool.NICE
-        assert spool.NICE in blob._pools  # its helper runs at the same priority
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # not this thread
+            nice = os.getpriority(os.PRIO_PROCESS, thread.native_id)
+            assert nice == max(spool.NICE, ours)
+        assert nice in blob._pools  # its helper runs at the same priority
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ours  # not this one
+
+
+def test_failed_upload_keeps_the_records_for_the_next_flush(monkeypatch):
+    pytest.importorskip("fsspec")
+    from tb_convfilters import fs
+
+    upload, calls = fs.upload, []
+
+    def flaky(url, data):
+        calls.append(url)
+        if len(calls) == 1:
+            raise ConnectionError("the object store is down")
+        upload(url, data)
+
+    monkeypatch.setattr(fs, "upload", flaky)
+    url = f"memory://bg-upload-{os.getpid()}/run"
+    with tb_convfilters.Writer(url) as w:
+        w.kernel("k", KERNEL, 0)
+        with pytest.raises(tb_convfilters.WriterError, match=r"could not upload .*tag 'k' step 0"):
+            w.flush()
+        w.kernel("k", KERNEL + 1, 1)
+    assert len(calls) == 2  # the retry uploaded both records in one file
+    assert reader.list(url.rsplit("/", 1)[0]) == {"run": {"k": [0, 1]}}
+    assert reader.read(url.rsplit("/", 1)[0], "run", "k", 0).tobytes() == KERNEL.tobytes()
