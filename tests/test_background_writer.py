@@ -67,9 +67,11 @@ def test_every_writer_call_round_trips_exactly_though_the_caller_changes_its_arr
         assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), tag
 
 
-def test_torch_helpers_log_the_weights_of_the_step_not_later_ones(tmp_path):
+def test_torch_helpers_log_the_weights_of_the_step_not_later_ones(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     from tb_convfilters.torch import log_activations, log_kernels
+
+    _slow_writes(monkeypatch, 0.2)  # the optimizer step below runs before the write
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(
