@@ -13,7 +13,8 @@ file of their own in its ``log_dir``, written by a ``tb_convfilters.Writer``:
 TensorBoard's Python writer checksums in pure Python and is ~80x slower), a
 ``tb_convfilters.Writer`` or a log directory path (or URL, see ``tb_convfilters.fs``).
 The helpers copy the tensors and return; the Writer's thread writes them
-(``flush(target)`` waits for that; interpreter exit does too).
+(``flush(target)`` waits for that, as do the ``SummaryWriter``'s own ``flush()``
+and ``close()``, and interpreter exit).
 
 Under ``torch.distributed`` (DDP) only rank 0 writes unless ``all_ranks=True``;
 the other ranks return at once, so ``target`` may be None there.
@@ -94,6 +95,7 @@ def _writer_for(target: Any) -> Writer:
                 writer = Writer(target.get_logdir())
                 _by_summary_writer[target] = writer
                 weakref.finalize(target, writer.close)
+                _follow(target, writer)
             return writer
         if isinstance(target, str | os.PathLike):
             path = os.fspath(target)
@@ -107,6 +109,21 @@ def _writer_for(target: Any) -> Writer:
         f"target of type {type(target).__name__} is not a torch.utils.tensorboard.SummaryWriter, "
         "a tb_convfilters.Writer or a log directory path"
     )
+
+
+def _follow(summary_writer: Any, writer: Writer) -> None:
+    """Makes the SummaryWriter's `flush` and `close` flush and close our Writer too."""
+    flush, close = summary_writer.flush, summary_writer.close
+
+    def flush_both() -> None:
+        flush()
+        writer.flush()
+
+    def close_both() -> None:
+        close()
+        writer.close()
+
+    summary_writer.flush, summary_writer.close = flush_both, close_both
 
 
 def flush(target: Any) -> None:

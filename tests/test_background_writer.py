@@ -333,3 +333,20 @@ def test_failed_upload_keeps_the_records_for_the_next_flush(monkeypatch):
     assert len(calls) == 2  # the retry uploaded both records in one file
     assert reader.list(url.rsplit("/", 1)[0]) == {"run": {"k": [0, 1]}}
     assert reader.read(url.rsplit("/", 1)[0], "run", "k", 0).tobytes() == KERNEL.tobytes()
+
+
+def test_summary_writer_flush_and_close_wait_for_our_records(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from torch.utils.tensorboard import SummaryWriter
+
+    from tb_convfilters.torch import log_kernels
+
+    _slow_writes(monkeypatch, 0.3)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3))
+    summary_writer = SummaryWriter(str(tmp_path / "exp"))
+    log_kernels(summary_writer, model, 0)
+    summary_writer.flush()
+    assert reader.list(tmp_path)["exp"]["0/weight"] == [0]
+    log_kernels(summary_writer, model, 1)
+    summary_writer.close()
+    assert reader.list(tmp_path)["exp"]["0/weight"] == [0, 1]

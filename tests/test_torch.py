@@ -139,6 +139,7 @@ def test_activations_of_conv_modules_inside_the_block(tmp_path):
         model(images * 2)  # maps of the first max_samples samples; firing counts both passes
     assert sorted(tags) == ["block.0/activation", "c2/activation", "t2/activation"]
     assert all(not m._forward_hooks for m in model.modules())  # hooks removed
+    flush(tmp_path / "run")  # written in the background
 
     expected = {}
     hooks = [m.register_forward_hook(lambda m, i, o, n=n: expected.setdefault(n, o.detach()))
