@@ -26,6 +26,10 @@ setup(
     extras_require={
         "tf": ["tensorflow>=2.13"],
         "torch": ["torch"],
+        "lightning": ["lightning>=2.0"],
+        "flax": ["flax>=0.10"],
+        "tensorboardx": ["tensorboardX>=2.6"],
+        "plot": ["matplotlib>=3.7"],
         "test": [
             "pytest",
             "playwright",
@@ -35,6 +39,7 @@ setup(
             "build",
             "mkdocs>=1.6",
             "mkdocs-material",
+            "scikit-learn",  # benchmarks.dead_units and the compare example train on its digits
         ],
     },
     entry_points={

@@ -9,7 +9,6 @@ talks to a data source, see ``sources``, and is tested directly) and turn
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import logging
 import math
@@ -26,6 +25,7 @@ from werkzeug import wrappers
 from werkzeug.security import safe_join
 
 from tb_convfilters import blob, metadata, sources
+from tb_convfilters.display import frontend_dir as _frontend_dir
 from tb_convfilters.sources import HttpError
 from tb_convfilters.sources import quoted as _name
 
@@ -47,28 +47,6 @@ _CONTENT_TYPES = {
     ".png": "image/png",
     ".woff2": "font/woff2",
 }
-
-
-def _frontend_dir() -> Path:
-    """The real folder of the dashboard's files, however the package was installed.
-
-    A wheel or sdist puts it at ``tb_convfilters/frontend``; an editable install maps
-    the package to the checkout's ``frontend/``. Its import spec lists the folders
-    (``str()`` of ``importlib.resources.files`` is no path for a namespace package).
-    """
-    try:
-        spec = importlib.util.find_spec("tb_convfilters.frontend")
-    except ModuleNotFoundError:
-        spec = None
-    candidates = [Path(p) for p in (spec.submodule_search_locations or ())] if spec else []
-    candidates.append(Path(__file__).resolve().parent.parent / "frontend")  # a bare checkout
-    for folder in candidates:
-        if (folder / "static" / "index.js").is_file():
-            return folder
-    raise RuntimeError(
-        "tb_convfilters: the dashboard's files (frontend/static/index.js) are missing from "
-        f"{', '.join(map(str, candidates))}; reinstall with `pip install tb-convfilters`"
-    )
 
 
 def _json(request: wrappers.Request, content: Any, code: int = 200) -> wrappers.Response:

@@ -8,13 +8,14 @@
 ...     model(sample_batch)
 >>> log_sample_activations(writer, model, step, x[:512])  # the same, in batches
 
-`target` is a ``torch.utils.tensorboard.SummaryWriter`` (our records go to a
-file of their own in its ``log_dir``, written by a ``tb_convfilters.Writer``:
-TensorBoard's Python writer checksums in pure Python and is ~80x slower), a
-``tb_convfilters.Writer`` or a log directory path (or URL, see ``tb_convfilters.fs``).
-The helpers copy the tensors and return; the Writer's thread writes them
-(``flush(target)`` waits for that, as do the ``SummaryWriter``'s own ``flush()``
-and ``close()``, and interpreter exit).
+`target` is a ``torch.utils.tensorboard.SummaryWriter`` or a
+``tensorboardX.SummaryWriter`` (our records go to a file of their own in its
+``log_dir``, written by a ``tb_convfilters.Writer``: TensorBoard's Python writer
+checksums in pure Python and is ~80x slower), a ``tb_convfilters.Writer`` or a
+log directory path (or URL, see ``tb_convfilters.fs``). The helpers copy the
+tensors and return; the Writer's thread writes them (``flush(target)`` waits for
+that, as do the ``SummaryWriter``'s own ``flush()`` and ``close()``, and
+interpreter exit).
 
 Under ``torch.distributed`` (DDP) only rank 0 writes unless ``all_ranks=True``;
 the other ranks return at once, so ``target`` may be None there.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
@@ -88,11 +90,14 @@ def _writer_for(target: Any) -> Writer:
         return target
     from torch.utils.tensorboard import SummaryWriter
 
+    tensorboard_x = sys.modules.get("tensorboardX")  # a tensorboardX writer exists only if loaded
+    writers = (SummaryWriter, tensorboard_x.SummaryWriter) if tensorboard_x else SummaryWriter
     with _lock:
-        if isinstance(target, SummaryWriter):
+        if isinstance(target, writers):
             writer = _by_summary_writer.get(target)
             if writer is None or writer.closed:
-                writer = Writer(target.get_logdir())
+                logdir = target.logdir if hasattr(target, "logdir") else target.get_logdir()
+                writer = Writer(logdir)  # tensorboardX's is `logdir`
                 _by_summary_writer[target] = writer
                 weakref.finalize(target, writer.close)
                 _follow(target, writer)
@@ -106,8 +111,8 @@ def _writer_for(target: Any) -> Writer:
                 writer = _by_path[path] = Writer(path)
             return writer
     raise TypeError(
-        f"target of type {type(target).__name__} is not a torch.utils.tensorboard.SummaryWriter, "
-        "a tb_convfilters.Writer or a log directory path"
+        f"target of type {type(target).__name__} is not a torch.utils.tensorboard or tensorboardX "
+        "SummaryWriter, a tb_convfilters.Writer or a log directory path"
     )
 
 

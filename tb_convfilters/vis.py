@@ -1,4 +1,4 @@
-"""Feature visualization for Keras 3 models (TensorFlow backend).
+"""Feature visualization for Keras 3 models (TensorFlow backend only: others raise).
 
 * `filter_patterns`: the input pattern each filter of a layer responds to most
   (gradient ascent on the filter's mean activation, all filters in one batch).
@@ -79,8 +79,20 @@ def _image_input(model: Any) -> tuple[int | None, int | None, int]:
     return h, w, c
 
 
+def _check_backend() -> None:
+    """Gradient ascent and guided backprop here are TensorFlow code: other backends refuse."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"tb_convfilters.vis (filter patterns, projections) needs Keras' TensorFlow "
+            f"backend; this process runs Keras on {backend!r}. Set KERAS_BACKEND=tensorflow "
+            "(the kernels and activations of FiltersCallback work on every backend)"
+        )
+
+
 def _resolve_layer(model: keras.Model, layer: Any) -> keras.layers.Layer:
     """The layer of `model` named (or being) `layer`, checked to output a 2-D feature map."""
+    _check_backend()
     _image_input(model)
     if isinstance(layer, str):
         found = next((lay for lay in model.layers if lay.name == layer), None)

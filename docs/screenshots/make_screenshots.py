@@ -57,6 +57,7 @@ def sick_run(logdir: Path) -> None:
     target = gabor_bank(16, 7, r)
     noise = r.normal(scale=0.3, size=target.shape).astype(np.float32)
     frozen = r.normal(scale=0.15, size=(3, 3, 16, 32)).astype(np.float32)
+    images = r.normal(scale=0.5, size=(512, 20, 20, 3)).astype(np.float32)
     with tb_convfilters.Writer(logdir / "sick") as w:
         for i, step in enumerate(STEPS):
             a = 1 - np.exp(-i / 1.2)
@@ -67,6 +68,8 @@ def sick_run(logdir: Path) -> None:
             k[..., 11] *= 3.0**i  # exploding
             w.kernel("conv1/kernel", k, step=step, layout="HWIO")
             w.kernel("conv2/kernel", frozen, step=step, layout="HWIO")  # never trained
+            # firing judged on 512 inputs (the dead filter 4 never fires), 4 maps stored
+            w.activation("conv1/activation", correlate(images, k), step=step, max_samples=4)
 
 
 def patterns_run(logdir: Path) -> None:

@@ -4,32 +4,16 @@
 // round((v - lo) / (hi - lo) * (LUT_SIZE - 1)). LUT_SIZE is odd so that a
 // symmetric range puts 0 exactly on the middle (neutral) entry.
 
-export const LUT_SIZE = 257;
-export const MID = (LUT_SIZE - 1) / 2;
-export const COLORMAPS = ["diverging", "sequential", "grey"];
-/** Colour of NaN / +-Inf values: matches no entry of any table. */
-export const NONFINITE = [255, 0, 255];
+import display from "./display.json" with { type: "json" };
 
-const STOPS = {
-  // negative = blue, zero = near white, positive = red (ColorBrewer RdBu, reversed)
-  diverging: [
-    [5, 48, 97], [33, 102, 172], [67, 147, 195], [146, 197, 222], [209, 229, 240],
-    [247, 247, 247],
-    [253, 219, 199], [244, 165, 130], [214, 96, 77], [178, 24, 43], [103, 0, 31],
-  ],
-  // the same hues around a dark neutral, for TensorBoard's dark mode
-  "diverging-dark": [
-    [150, 200, 255], [70, 140, 220], [40, 90, 160], [30, 50, 90],
-    [34, 34, 38],
-    [100, 40, 34], [170, 60, 45], [230, 110, 80], [255, 185, 150],
-  ],
-  // viridis
-  sequential: [
-    [68, 1, 84], [72, 40, 120], [62, 73, 137], [49, 104, 142], [38, 130, 142],
-    [31, 158, 137], [53, 183, 121], [110, 206, 88], [181, 222, 43], [253, 231, 37],
-  ],
-  grey: [[0, 0, 0], [255, 255, 255]],
-};
+// The tables, like the limit settings in normalize.js, come from display.json,
+// which tb_convfilters.plot reads too: one definition for the dashboard and plots.
+export const LUT_SIZE = display.lut_size;
+export const MID = (LUT_SIZE - 1) / 2;
+export const COLORMAPS = display.colormaps;
+/** Colour of NaN / +-Inf values: matches no entry of any table. */
+export const NONFINITE = display.nonfinite;
+const STOPS = display.stops;
 
 const cache = new Map();
 
@@ -52,14 +36,14 @@ export function lut(name, { dark = false } = {}) {
   if (!COLORMAPS.includes(name)) {
     throw new Error(`colormap ${JSON.stringify(name)} is unknown; expected one of ${COLORMAPS.join(", ")}`);
   }
-  const key = name === "diverging" && dark ? "diverging-dark" : name;
+  const key = (dark && display.dark[name]) || name;
   if (!cache.has(key)) cache.set(key, build(STOPS[key]));
   return cache.get(key);
 }
 
 /** True for colormaps meant for signed data around 0 (symmetric limits). */
 export function isSigned(name) {
-  return name === "diverging";
+  return display.signed.includes(name);
 }
 
 /** Table index of a finite value `v` for limits [lo, hi] (clamped); MID when hi <= lo. */

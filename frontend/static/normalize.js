@@ -7,17 +7,13 @@
 // histogram of their bit patterns (integer passes) instead of a selection over
 // all of them.
 
+import display from "./display.json" with { type: "json" };
 import { cellStrides, denseRange } from "./layout.js";
 
-export const MODES = ["tile", "filter", "layer", "steps", "runs"];
-export const MODE_LABELS = {
-  tile: "per tile",
-  filter: "per filter",
-  layer: "per layer",
-  steps: "fixed over steps",
-  runs: "fixed over compared runs",
-};
-export const DEFAULT_PERCENTILE = 99.5;
+// Scales and the default percentile come from display.json (see colormap.js).
+export const MODES = Object.keys(display.scales);
+export const MODE_LABELS = display.scales;
+export const DEFAULT_PERCENTILE = display.default_percentile;
 
 /**
  * Rearranges a[lo..hi] so that a[k] is the k-th smallest and nothing after it is

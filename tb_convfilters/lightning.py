@@ -1,0 +1,249 @@
+"""PyTorch Lightning callback that logs conv kernels (and activations) during ``Trainer.fit``.
+
+>>> from tb_convfilters.lightning import FiltersCallback
+>>> trainer = Trainer(max_epochs=10, callbacks=[FiltersCallback(sample_inputs=x[:4])])
+
+Records go into the trainer's ``TensorBoardLogger`` directory (its ``log_dir``, the
+default logger's ``lightning_logs/version_N``), in a file of their own, so the
+Filters tab shows them in the same run as the scalars; with another logger pass
+``log_dir``. Works with ``lightning`` and ``pytorch_lightning`` Trainers
+(``pip install "tb-convfilters[lightning]"``). Under DDP only global rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+from tb_convfilters import blob
+from tb_convfilters import torch as tb_torch
+from tb_convfilters.record import DEFAULT_MAX_MAPS, DEFAULT_STEP_BUDGET_MB
+from tb_convfilters.writer import Writer
+
+_BASES: list[type] = []
+_LOGGERS: list[type] = []
+for _package in ("lightning.pytorch", "pytorch_lightning"):
+    try:
+        _module = __import__(_package, fromlist=["Callback", "loggers"])
+    except ImportError:
+        continue
+    _BASES.append(_module.Callback)
+    _LOGGERS.append(_module.loggers.TensorBoardLogger)
+if not _BASES:
+    raise ImportError(
+        "tb_convfilters.lightning needs PyTorch Lightning: pip install "
+        "'tb-convfilters[lightning]' (or pip install lightning)"
+    )
+
+
+def _positive_int(value: Any, name: str, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        allowed = "a positive integer or None" if optional else "a positive integer"
+        raise ValueError(f"{name}={value!r} must be {allowed}")
+    return int(value)
+
+
+def _apply(data: Any, fn: Any) -> Any:
+    """`fn` applied to every tensor of a tensor / tuple / list / dict nest."""
+    if isinstance(data, torch.Tensor):
+        return fn(data)
+    if isinstance(data, list | tuple):
+        return type(data)(_apply(d, fn) for d in data)
+    if isinstance(data, dict):
+        return {k: _apply(v, fn) for k, v in data.items()}
+    return data
+
+
+def _batches(inputs: Any, size: int) -> Iterator[Any]:
+    """`inputs` (a tensor or a nest of them) in slices of `size` along the first axis."""
+    lengths: list[int] = []
+    _apply(inputs, lambda t: lengths.append(len(t)))
+    if not lengths or lengths[0] == 0:
+        raise ValueError("sample_inputs holds no inputs")
+    for start in range(0, lengths[0], size):
+        yield _apply(inputs, lambda t, start=start: t[start : start + size])
+
+
+class FiltersCallback(*_BASES):  # one class for both packages' Trainers
+    """Logs the kernels of conv modules, and their outputs on `sample_inputs`.
+
+    Args:
+      log_dir: where to write when the trainer has no ``TensorBoardLogger``
+        (default: that logger's ``log_dir``).
+      modules: submodule names (as in ``named_modules()``) and/or classes; default
+        every Conv*/ConvTranspose*/Linear, as ``tb_convfilters.torch.log_kernels``
+        (activations: of the Conv*/ConvTranspose* modules by default).
+      every_n_epochs: log at the end of epochs 0, n, 2n, ... with step = epoch.
+      every_n_batches: instead, log after every n-th training batch with step = the
+        trainer's ``global_step`` (the step of Lightning's own scalars).
+      sample_inputs: inputs the module is called on (``module(batch)``; a tuple is
+        unpacked) in batches of `batch_size`, moved to the module's device, in eval
+        mode under ``torch.no_grad``; each conv module's output is logged as
+        ``<name>/activation``: the maps of the first `max_samples` inputs and how
+        often each channel fires over all of them (see ``torch.log_activations``).
+      max_samples: how many inputs' feature maps are stored (default 8).
+      batch_size: inputs per forward pass over `sample_inputs`.
+      dtype: store as this dtype, e.g. ``"float16"``; max_filters / max_channels: keep
+        the first N output filters / input channels.
+      budget_mb: warn once when one step stores more MiB than this (None: never).
+      raise_errors: raise a logging error instead of warning once and going on.
+
+    The state at the end of ``fit`` is logged too when its step was not logged yet.
+    Tags are ``<module name>/weight`` and ``<module name>/activation``.
+    """
+
+    def __init__(
+        self,
+        log_dir: str | os.PathLike | None = None,
+        *,
+        modules: Iterable[str | type] | str | type | None = None,
+        every_n_epochs: int = 1,
+        every_n_batches: int | None = None,
+        sample_inputs: Any = None,
+        max_samples: int = DEFAULT_MAX_MAPS,
+        batch_size: int = 64,
+        dtype: str | None = None,
+        max_filters: int | None = None,
+        max_channels: int | None = None,
+        budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
+        raise_errors: bool = False,
+    ):
+        super().__init__()
+        if log_dir is not None and (
+            not isinstance(log_dir, str | os.PathLike) or not os.fspath(log_dir)
+        ):
+            raise ValueError(f"log_dir={log_dir!r} must be a non-empty path or None")
+        self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        self.modules = modules
+        self.every_n_epochs = _positive_int(every_n_epochs, "every_n_epochs")
+        self.every_n_batches = _positive_int(every_n_batches, "every_n_batches", optional=True)
+        if dtype is not None and dtype not in blob.STORABLE_DTYPES:
+            raise ValueError(
+                f"dtype={dtype!r} cannot be stored; expected None or one of: "
+                + ", ".join(blob.STORABLE_DTYPES)
+            )
+        self.dtype = dtype
+        self.max_filters = max_filters
+        self.max_channels = max_channels
+        if isinstance(sample_inputs, str | bytes):
+            raise TypeError(f"sample_inputs={sample_inputs!r} must be module inputs (tensors)")
+        self.sample_inputs = sample_inputs
+        self.max_samples = _positive_int(max_samples, "max_samples")
+        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.budget_mb = budget_mb
+        self.raise_errors = bool(raise_errors)
+        self._writer: Writer | None = None
+        self._logged_step: int | None = None
+        self._reported: set[str] = set()
+
+    # ---- where ----
+
+    def _target_dir(self, trainer: Any) -> str:
+        if self.log_dir is not None:
+            return self.log_dir
+        for logger in trainer.loggers:
+            if isinstance(logger, tuple(_LOGGERS)):
+                return logger.log_dir
+        raise ValueError(
+            "FiltersCallback: the trainer has no TensorBoardLogger (loggers: "
+            + (", ".join(type(lg).__name__ for lg in trainer.loggers) or "none")
+            + "); pass FiltersCallback(log_dir=...) to choose where to write"
+        )
+
+    # ---- Lightning hooks ----
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit":
+            self._target_dir(trainer)  # fail now, not at the end of the first epoch
+            tb_torch._select(pl_module, self.modules, tuple(tb_torch.KERNEL_LAYOUTS))
+            self._logged_step = None
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
+        step = trainer.global_step  # with gradient accumulation, one step spans several batches
+        if self.every_n_batches and step % self.every_n_batches == 0 and step != self._logged_step:
+            self._log(trainer, pl_module, step)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        epoch = trainer.current_epoch
+        if not self.every_n_batches and epoch % self.every_n_epochs == 0:
+            self._log(trainer, pl_module, epoch)
+
+    def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.every_n_batches:
+            last = trainer.global_step
+        else:  # current_epoch has moved past the last finished epoch
+            last = max(trainer.current_epoch - 1, 0)
+        if last != self._logged_step:
+            self._log(trainer, pl_module, last)
+        self._close()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        self._close()
+
+    # ---- logging ----
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _report(self, key: str, message: str, error: Exception) -> None:
+        if self.raise_errors:
+            raise error
+        if key not in self._reported:
+            self._reported.add(key)
+            warnings.warn(
+                f"FiltersCallback: {message}: {type(error).__name__}: {error} "
+                "(not logged; training goes on; raise_errors=True raises instead)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+
+    def _log(self, trainer: Any, pl_module: nn.Module, step: int) -> None:
+        if not trainer.is_global_zero:
+            return
+        self._logged_step = step
+        if self._writer is None:
+            self._writer = Writer(self._target_dir(trainer))
+        options = dict(
+            modules=self.modules,
+            dtype=self.dtype,
+            max_filters=self.max_filters,
+            budget_mb=self.budget_mb,
+            all_ranks=True,  # the rank is the trainer's global rank, checked above
+        )
+        try:
+            tb_torch.log_kernels(
+                self._writer, pl_module, step, max_channels=self.max_channels, **options
+            )
+        except Exception as e:
+            self._report("kernels", f"logging kernels at step {step}", e)
+        if self.sample_inputs is not None:
+            self._log_activations(pl_module, step, options)
+
+    def _log_activations(self, pl_module: nn.Module, step: int, options: dict) -> None:
+        device = next(iter(pl_module.parameters()), torch.empty(0)).device
+        training = pl_module.training
+        pl_module.eval()
+        try:
+            with (
+                torch.no_grad(),
+                tb_torch.log_activations(
+                    self._writer, pl_module, step, max_samples=self.max_samples, **options
+                ),
+            ):
+                for batch in _batches(self.sample_inputs, self.batch_size):
+                    batch = _apply(batch, lambda t: t.to(device))
+                    pl_module(*batch) if isinstance(batch, tuple) else pl_module(batch)
+        except Exception as e:
+            self._report("activations", f"logging activations on sample_inputs at step {step}", e)
+        finally:
+            pl_module.train(training)
