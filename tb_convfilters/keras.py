@@ -318,7 +318,7 @@ class FiltersCallback(keras.callbacks.Callback):
         if self._writer is None:
             self._writer = Writer(fs.join(self.log_dir, "train"))
         self._writer.write_record(tag, rec, step, description)
-        return rec.array.nbytes
+        return blob.payload_nbytes(rec.header)
 
     def _writes(self) -> bool:
         """True unless this is a worker of a multi-worker strategy other than the chief."""
@@ -342,7 +342,8 @@ class FiltersCallback(keras.callbacks.Callback):
                         dtype=self.dtype,
                         max_filters=self.max_filters,
                         max_channels=self.max_channels,
-                        complete=False,  # the Writer computes stats while it writes
+                        complete=False,  # the Writer copies; converts and computes stats
+                        convert=False,  # in the background
                     )
                 except Exception as e:
                     self._report(part.tag, f"layer {layer.name!r} kernel {part.tag!r}", e)
@@ -352,7 +353,7 @@ class FiltersCallback(keras.callbacks.Callback):
         if self.sample_inputs is not None:
             nbytes += self._log_activations(step)
         if self._writer is not None:
-            self._writer.flush()
+            self._writer.flush(wait=False)  # a URL logdir uploads the step
         self._budget.check(nbytes, f"FiltersCallback({self.log_dir!r}) at step {step}")
 
     def _log_patterns(self, epoch: int) -> None:
@@ -377,7 +378,7 @@ class FiltersCallback(keras.callbacks.Callback):
         except Exception as e:
             self._report("patterns", f"patterns of {self.patterns}", e)
             return
-        self._writer.flush()
+        self._writer.flush(wait=False)  # a URL logdir uploads the step
         nbytes = sum(a.nbytes for a in logged.values())
         self._budget.check(nbytes, f"FiltersCallback patterns at epoch {epoch}")
 
@@ -453,6 +454,7 @@ class FiltersCallback(keras.callbacks.Callback):
                     firing=counts,
                     extra={"samples_digest": digest},
                     complete=False,
+                    convert=False,
                 )
             except Exception as e:
                 self._report(tag, f"activation {tag!r}", e)

@@ -12,7 +12,10 @@
 ``tensorboardX.SummaryWriter`` (our records go to a file of their own in its
 ``log_dir``, written by a ``tb_convfilters.Writer``: TensorBoard's Python writer
 checksums in pure Python and is ~80x slower), a ``tb_convfilters.Writer`` or a
-log directory path (or URL, see ``tb_convfilters.fs``).
+log directory path (or URL, see ``tb_convfilters.fs``). The helpers copy the
+tensors and return; the Writer's thread writes them (``flush(target)`` waits for
+that, as do the ``SummaryWriter``'s own ``flush()`` and ``close()``, and
+interpreter exit).
 
 Under ``torch.distributed`` (DDP) only rank 0 writes unless ``all_ranks=True``;
 the other ranks return at once, so ``target`` may be None there.
@@ -98,6 +101,7 @@ def _writer_for(target: Any) -> Writer:
                 writer = Writer(logdir)  # tensorboardX's is `logdir`
                 _by_summary_writer[target] = writer
                 weakref.finalize(target, writer.close)
+                _follow(target, writer)
             return writer
         if isinstance(target, str | os.PathLike):
             path = os.fspath(target)
@@ -111,6 +115,37 @@ def _writer_for(target: Any) -> Writer:
         f"target of type {type(target).__name__} is not a torch.utils.tensorboard or tensorboardX "
         "SummaryWriter, a tb_convfilters.Writer or a log directory path"
     )
+
+
+def _follow(summary_writer: Any, writer: Writer) -> None:
+    """Makes the SummaryWriter's `flush` and `close` flush and close our Writer too."""
+    flush, close = summary_writer.flush, summary_writer.close
+
+    def flush_both() -> None:
+        flush()
+        writer.flush()
+
+    def close_both() -> None:
+        close()
+        writer.close()
+
+    summary_writer.flush, summary_writer.close = flush_both, close_both
+
+
+def flush(target: Any) -> None:
+    """Waits until everything logged to `target` (a ``SummaryWriter``, a ``Writer`` or a
+    log directory) is in its event file: the helpers write in the background."""
+    if isinstance(target, Writer):
+        target.flush()
+        return
+    with _lock:
+        if isinstance(target, str | os.PathLike):
+            path = os.fspath(target)
+            writer = _by_path.get(path if fs.is_url(path) else os.path.abspath(path))
+        else:
+            writer = _by_summary_writer.get(target)
+    if writer is not None:
+        writer.flush()
 
 
 def _check_budget(writer: Writer, budget_mb: float | None, nbytes: int, where: str) -> None:
@@ -247,13 +282,14 @@ def log_kernels(
             dtype=dtype,
             max_filters=max_filters,
             max_channels=max_channels,
-            complete=False,  # the Writer computes stats while it writes
+            complete=False,  # the Writer copies; converts and computes stats in the background
+            convert=False,
         )
         tag = _tag(prefix, name, "weight")
         writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` weight ({layout})")
         tags.append(tag)
-        nbytes += rec.array.nbytes
-    writer.flush()
+        nbytes += blob.payload_nbytes(rec.header)
+    writer.flush(wait=False)  # a URL logdir uploads the step
     _check_budget(writer, budget_mb, nbytes, f"log_kernels at step {step}")
     return tags
 
@@ -352,11 +388,12 @@ def log_activations(
             firing=firing,
             extra={"samples_digest": samples_digest(np.concatenate(inputs)) if inputs else None},
             complete=False,
+            convert=False,
         )
         writer.write_record(tag, rec, step, description)
         tags.append(tag)
-        sizes.append(rec.array.nbytes)
-    writer.flush()
+        sizes.append(blob.payload_nbytes(rec.header))
+    writer.flush(wait=False)  # a URL logdir uploads the step
     _check_budget(writer, budget_mb, sum(sizes), f"log_activations at step {step}")
 
 
