@@ -22,6 +22,7 @@ setup(
         "werkzeug>=2.0",
         "tqdm",
         "ml_dtypes",
+        "scipy>=1.4",  # compare: linear_sum_assignment(maximize=True)
     ],
     extras_require={
         "tf": ["tensorflow>=2.13"],

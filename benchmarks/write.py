@@ -6,6 +6,13 @@ into one PNG grid with ``tf.summary.image``), and TensorBoard's own Python event
 writer (what ``torch.utils.tensorboard`` uses; one round, full runs only).
 Ours: ``summary.kernel`` in a TF writer, ``tb_convfilters.Writer``, the Keras
 ``FiltersCallback`` and the PyTorch ``log_kernels``, at float32 and float16.
+
+End to end (above) is the whole cost: a fresh Writer per round, closed at the
+end. The Writer writes in the background, so a training loop waits only for
+the *blocked* time: one step's calls returning, with a Writer that lives
+across steps (as in training) and is idle when the step starts. The writer's
+*throughput* is the input MB of a step over the time from its first call until
+``flush()`` returns.
 """
 
 from __future__ import annotations
@@ -163,6 +170,22 @@ def run(quick: bool) -> list[Result]:
         timer.add("Writer f32, one thread", one_thread(writer(None)), clear)
         best = timer.run(log)
 
+        live = {
+            f"{label} {suffix}": (make, dtype)
+            for label, make in (
+                ("Writer", live_writer),
+                ("FiltersCallback", live_callback),
+                ("torch log_kernels", live_torch),
+            )
+            for suffix, dtype in (("f32", None), ("f16", "float16"))
+        }
+        if FiltersCallback is None:
+            live = {k: v for k, v in live.items() if not k.startswith("FiltersCallback")}
+        if tmodel is None:
+            live = {k: v for k, v in live.items() if not k.startswith("torch")}
+        env = {"kernels": kernels, "model": model, "tmodel": tmodel, "cb": FiltersCallback}
+        blocked, through = _live_steps(live, env, os.path.join(root, "live"), rounds)
+
         tb_python = None
         if not quick:
             tb_python = _tensorboard_python_writer(kernels, os.path.join(root, "tbpy"))
@@ -235,6 +258,32 @@ def run(quick: bool) -> list[Result]:
                     extra,
                 )
             )
+    for label, t in blocked.items():
+        target = "<= 0.3" if label.startswith("Writer") else "<= 0.35"
+        key = label.split()[-2].lower().replace("filterscallback", "keras_callback")
+        results.append(
+            Result(
+                f"write.{key}_{label.split()[-1]}_blocked_vs_np_save",
+                t / floor,
+                target,
+                f"{label}: training blocked {fmt_ms(t)} per step (background writer) vs "
+                f"np.save {fmt_ms(floor)} ({n})",
+                extra,
+            )
+        )
+    for label, t in through.items():
+        if label.startswith("Writer"):
+            results.append(
+                Result(
+                    f"write.writer_{label.split()[-1]}_throughput_vs_np_save",
+                    floor / t,
+                    ">= 0.6" if label.endswith("f32") else None,
+                    f"{label} background writer {total / t / 1e6:.0f} MB/s of input "
+                    f"(step to flush() {fmt_ms(t)}) vs np.save {total / floor / 1e6:.0f} MB/s "
+                    f"({n})",
+                    extra,
+                )
+            )
     worst = min(stock_ratios, key=stock_ratios.get)
     results.append(
         Result(
@@ -247,6 +296,67 @@ def run(quick: bool) -> list[Result]:
         )
     )
     return results
+
+
+def live_writer(env: dict, path: str, dtype: str | None):
+    import tb_convfilters
+
+    w = tb_convfilters.Writer(path, dtype=dtype)
+
+    def step(i: int) -> None:
+        for name, k in env["kernels"].items():
+            w.kernel(name, k, step=i)
+
+    return step, w.flush, w.close
+
+
+def live_callback(env: dict, path: str, dtype: str | None):
+    cb = env["cb"](path, dtype=dtype, budget_mb=None)
+    cb.set_model(env["model"])
+    cb.on_train_begin()
+    return cb.on_epoch_end, lambda: cb._writer.flush(), cb.on_train_end
+
+
+def live_torch(env: dict, path: str, dtype: str | None):
+    import tb_convfilters
+    from tb_convfilters.torch import log_kernels
+
+    w = tb_convfilters.Writer(path)
+
+    def step(i: int) -> None:
+        log_kernels(w, env["tmodel"], i, dtype=dtype, budget_mb=None)
+
+    return step, w.flush, w.close
+
+
+def _live_steps(
+    live: dict, env: dict, root: str, rounds: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Best (blocked, step-to-flush) seconds per path, one live writer each, interleaved."""
+    paths = {}
+    for i, (label, (make, dtype)) in enumerate(live.items()):
+        paths[label] = make(env, os.path.join(root, str(i)), dtype)
+    blocked: dict[str, list[float]] = {label: [] for label in paths}
+    through: dict[str, list[float]] = {label: [] for label in paths}
+    try:
+        for r in range(1 + rounds):  # round 0: warm-up (first buffers, thread start)
+            for label, (step, flush, _) in paths.items():
+                start = time.perf_counter()
+                step(r)
+                returned = time.perf_counter()
+                flush()
+                if r:
+                    blocked[label].append(returned - start)
+                    through[label].append(time.perf_counter() - start)
+            if r:
+                log(
+                    f"blocked, round {r}/{rounds}: "
+                    + ", ".join(f"{k} {min(v) * 1e3:.0f} ms" for k, v in blocked.items())
+                )
+    finally:
+        for _, _, close in paths.values():
+            close()
+    return {k: min(v) for k, v in blocked.items()}, {k: min(v) for k, v in through.items()}
 
 
 def _tensorboard_python_writer(kernels: dict[str, np.ndarray], out: str) -> float:

@@ -6,7 +6,7 @@ Writing: ``tb_convfilters.summary`` (TF2 ops and numpy ``*_pb`` twins),
 """
 
 from tb_convfilters.metadata import PLUGIN_NAME
-from tb_convfilters.writer import Writer
+from tb_convfilters.writer import Writer, WriterError
 
-__all__ = ["PLUGIN_NAME", "Writer"]
+__all__ = ["PLUGIN_NAME", "Writer", "WriterError"]
 __version__ = "0.1.0"

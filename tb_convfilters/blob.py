@@ -23,6 +23,7 @@ import json
 import math
 import os
 import struct
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -437,8 +438,41 @@ PARALLEL_MIN_BYTES = 1 << 20
 _CHUNKS = 8
 _CHUNK_BYTES = 2 << 20
 _WORKER = "tb_convfilters"
-_pool: ThreadPoolExecutor | None = None
+_pools: dict[int, ThreadPoolExecutor] = {}  # by the nice value of the threads they serve
+_pools_lock = threading.Lock()
 _pool_pid = 0
+
+
+def _nice() -> int:
+    """This thread's nice value (Linux sets it per thread; elsewhere 0)."""
+    if not sys.platform.startswith("linux"):  # there, a thread id is no process id
+        return 0
+    return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+
+def set_nice(nice: int) -> None:
+    """Raises this thread's nice value to `nice` (Linux; never lowers it, elsewhere a no-op)."""
+    if nice > _nice():
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        except OSError:  # not allowed here: run at the priority we have
+            pass
+
+
+def _worker() -> ThreadPoolExecutor:
+    """The worker for this thread: a background writer's low-priority thread gets a
+    low-priority worker, so training threads come first on both."""
+    global _pools, _pool_pid
+    nice = _nice()
+    with _pools_lock:
+        if _pool_pid != os.getpid():  # a forked child has no worker thread
+            _pools, _pool_pid = {}, os.getpid()
+        pool = _pools.get(nice)
+        if pool is None:
+            pool = _pools[nice] = ThreadPoolExecutor(
+                1, thread_name_prefix=_WORKER, initializer=set_nice, initargs=(nice,)
+            )
+    return pool
 
 
 def in_parallel(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[Any, Any]:
@@ -446,12 +480,9 @@ def in_parallel(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[An
 
     `first` must not call this itself; on the worker thread both run in turn.
     """
-    global _pool, _pool_pid
     if threading.current_thread().name.startswith(_WORKER):
         return first(), second()
-    if _pool is None or _pool_pid != os.getpid():  # a forked child has no worker thread
-        _pool, _pool_pid = ThreadPoolExecutor(1, thread_name_prefix=_WORKER), os.getpid()
-    future = _pool.submit(first)
+    future = _worker().submit(first)
     try:
         second_result = second()
     finally:

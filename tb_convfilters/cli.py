@@ -1,4 +1,4 @@
-"""The ``tb-convfilters`` command: ``export`` (logs to .npy) and ``doctor``.
+"""The ``tb-convfilters`` command: ``export`` (logs to .npy), ``doctor`` and ``compare``.
 
 Each subcommand lives beside the code it drives: a module exposing
 ``add_arguments(parser)`` and ``run(args) -> int``.
@@ -14,6 +14,7 @@ import sys
 SUBCOMMANDS = {
     "export": ("tb_convfilters.reader", "write logged tensors as .npy files"),
     "doctor": ("tb_convfilters.doctor", "find dead, exploding, duplicate and frozen filters"),
+    "compare": ("tb_convfilters.compare_cli", "match filters across runs trained apart; layer CKA"),
 }
 
 

@@ -30,8 +30,8 @@ from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 from tb_convfilters import blob, fs, metadata, reader
-from tb_convfilters.writer import _crc_combine, _masked_crc
-from tb_convfilters.writer import _varint as _encode_varint
+from tb_convfilters.framing import _crc_combine, _masked_crc
+from tb_convfilters.framing import _varint as _encode_varint
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 
-from tb_convfilters import fs
+from tb_convfilters import blob, fs
 from tb_convfilters.firing import Firing
 from tb_convfilters.record import (
     DEFAULT_MAX_MAPS,
@@ -30,6 +30,7 @@ from tb_convfilters.record import (
     check_cap,
     check_float_dtype,
     make_record,
+    samples_digest,
 )
 from tb_convfilters.writer import Writer
 
@@ -384,12 +385,12 @@ class FiltersCallback(keras.callbacks.Callback):
         if self._writer is None:
             self._writer = Writer(fs.join(self.log_dir, "train"))
         self._writer.write_record(tag, rec, step, description)
-        return rec.array.nbytes
+        return blob.payload_nbytes(rec.header)
 
     def _flush(self) -> None:
         try:
             if self._writer is not None:
-                self._writer.flush()
+                self._writer.flush(wait=False)  # a URL logdir uploads the step
         except Exception as e:
             self._report("flush", "writing the event file", e)
 
@@ -416,7 +417,8 @@ class FiltersCallback(keras.callbacks.Callback):
                         dtype=self.dtype,
                         max_filters=self.max_filters,
                         max_channels=self.max_channels,
-                        complete=False,  # the Writer computes stats while it writes
+                        complete=False,  # the Writer copies; converts and computes stats
+                        convert=False,  # in the background
                     )
                     desc = (
                         f"{type(layer).__name__} `{layer.name}` {part.variable_name} "
@@ -514,6 +516,11 @@ class FiltersCallback(keras.callbacks.Callback):
             self._report("sample_inputs", "running the model on sample_inputs failed", e)
             return 0
         nbytes = 0
+        # the inputs of the stored maps, for CKA across runs (compare.py)
+        inputs = keras.tree.flatten(self.sample_inputs)
+        digest = samples_digest(
+            *(np.asarray(keras.ops.convert_to_numpy(x))[: self.max_samples] for x in inputs)
+        )
         for (tag, layout), head_maps, counts in zip(heads, maps, firing, strict=True):
             try:
                 rec = make_record(
@@ -523,7 +530,9 @@ class FiltersCallback(keras.callbacks.Callback):
                     dtype=self.dtype,
                     max_filters=self.max_filters,
                     firing=counts,
+                    extra={"samples_digest": digest},
                     complete=False,
+                    convert=False,
                 )
                 description = (
                     f"output on sample_inputs ({layout}): maps of {len(rec.array)}; "

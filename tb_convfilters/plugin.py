@@ -13,6 +13,8 @@ import json
 import logging
 import math
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from werkzeug import wrappers
 from werkzeug.security import safe_join
 
 from tb_convfilters import blob, metadata, sources
+from tb_convfilters.compare_routes import CompareRoutes
 from tb_convfilters.display import frontend_dir as _frontend_dir
 from tb_convfilters.sources import HttpError
 from tb_convfilters.sources import quoted as _name
@@ -133,7 +136,7 @@ def _finite_or_none(matrix: np.ndarray) -> list:
     return [[float(v) if math.isfinite(v) else None for v in row] for row in matrix.tolist()]
 
 
-class ConvFiltersPlugin(base_plugin.TBPlugin):
+class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
     """Serves logged kernels and activations to the Filters dashboard."""
 
     plugin_name = metadata.PLUGIN_NAME
@@ -146,6 +149,8 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         self._max_tensor_bytes = int(max_tensor_mb * (1 << 20))
         self._static = _frontend_dir() / "static"
         self._skipped: set[tuple[str, str]] = set()  # series already logged as unreadable
+        self._align_cache: OrderedDict = OrderedDict()
+        self._align_lock = threading.Lock()
 
     def get_plugin_apps(self) -> dict[str, Callable]:
         return {
@@ -155,6 +160,8 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
             "/stats": self._serve_stats,
             "/static/*": self._serve_static,
             "/findings": self._serve_findings,
+            "/align": self._serve_align,
+            "/similarity": self._serve_similarity,
         }
 
     def is_active(self) -> bool:
@@ -345,6 +352,31 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         return _json(request, self.findings_impl(ctx, experiment, _param(request, "run", False)))
 
     # ---- end of filter doctor ----
+
+    # ---- comparing runs: align and similarity (see compare_routes.py) ----
+
+    @_route
+    def _serve_align(self, request: wrappers.Request) -> wrappers.Response:
+        ctx, experiment, run, tag = self._request_args(request)
+        base, step = _param(request, "base"), _step_param(request)
+        return _json(request, self.align_impl(ctx, experiment, run, base, tag, step))
+
+    @_route
+    def _serve_similarity(self, request: wrappers.Request) -> wrappers.Response:
+        ctx = plugin_util.context(request.environ)
+        experiment = plugin_util.experiment_id(request.environ)
+        runs = [r for r in _param(request, "runs").split(",") if r]
+        if not runs:
+            raise HttpError(400, "runs= is empty; expected runs=A,B,...")
+        raw, steps = _param(request, "steps", required=False), None
+        if raw is not None:
+            parts = raw.split(",")
+            if not all(_STEP_RE.fullmatch(p) and int(p) <= _MAX_STEP for p in parts):
+                raise HttpError(400, f"steps={raw[:40]!r} is not a list of steps S1,S2,...")
+            steps = [int(p) for p in parts]
+        return _json(
+            request, self.similarity_impl(ctx, experiment, _param(request, "tag"), runs, steps)
+        )
 
 
 def _use_c_crc32c() -> None:

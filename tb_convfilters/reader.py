@@ -31,7 +31,7 @@ from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 from tb_convfilters import blob, fs, metadata
-from tb_convfilters.writer import _masked_crc
+from tb_convfilters.framing import _masked_crc
 
 logger = logging.getLogger(__name__)
 

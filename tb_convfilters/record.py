@@ -26,6 +26,8 @@ class Record(NamedTuple):
     ``stats`` and the two checksums are None until `complete` computes them (the
     ``Writer`` does that while it writes the payload out). `firing` holds the
     firing columns of an activation (``firing.FIRING_STATS``), appended to its stats.
+    A record made with ``make_record(convert=False)`` holds the array in its source
+    dtype until `converted`; ``owned`` says the array is a copy no caller can change.
     """
 
     array: np.ndarray
@@ -34,6 +36,18 @@ class Record(NamedTuple):
     payload_crc: int | None = None
     stats_crc: int | None = None
     firing: np.ndarray | None = None
+    owned: bool = False
+
+    def converted(self) -> tuple[Record, str | None]:
+        """This record with its array in the stored dtype and C order, and the warning
+        the conversion gives (None when values fit), for the caller to issue."""
+        want = blob.numpy_dtype(self.header["dtype"])
+        a, message = self.array, None
+        if a.dtype != want:
+            a, message = _converted(a, want, self.header["dtype"])
+        elif not a.flags.c_contiguous:
+            a = np.ascontiguousarray(a)
+        return self._replace(array=a, owned=self.owned or a is not self.array), message
 
     @property
     def completed(self) -> bool:
@@ -178,10 +192,13 @@ def make_record(
     complete: bool = True,
     tag: str | None = None,
     firing: Firing | None = None,
+    convert: bool = True,
 ) -> Record:
     """Checks `data` against `layout` and builds its record; errors name the bad value.
 
-    With ``complete=False`` the stats and checksums are left to ``Record.complete``.
+    With ``complete=False`` the stats and checksums are left to ``Record.complete``;
+    with ``convert=False`` (implies ``complete=False``) the dtype conversion is left
+    to ``Record.converted`` and the array may still be the caller's memory.
     With a `tag` (a layout the user chose), a shape that cannot be right for `layout`
     warns once per tag. Depthwise kernels (``M`` layouts) have one axis ``I`` for their
     filters and input channels: `max_filters` caps it, else `max_channels` does.
@@ -230,6 +247,7 @@ def make_record(
     elif firing is not None:
         raise ValueError("firing applies to activations with stats only")
 
+    owned = False  # True once `a` is an array made here
     if max_samples is not None:
         if (
             isinstance(max_samples, bool)
@@ -255,6 +273,7 @@ def make_record(
         kept = _pick(a, axis, cap, name)
         if kept is not None:
             a = np.take(a, kept, axis=axis)
+            owned = True
             header_extra[key] = kept
             if firing is not None and key == "filters":
                 firing = firing.take(kept)
@@ -280,23 +299,25 @@ def make_record(
     if kind == "activation":
         a = _samples_that_fit(a, blob.numpy_dtype(target).itemsize, limit, target)
     want = blob.numpy_dtype(target)
-    if a.dtype != want:
-        a = _convert(a, want, target)
-    a = np.ascontiguousarray(a)
+    if convert:
+        if a.dtype != want:
+            a, owned = _convert(a, want, target), True
+        a = np.ascontiguousarray(a)
     if target != source_dtype:
         header_extra["source_dtype"] = source_dtype
 
-    if a.nbytes > limit:
+    nbytes = a.size * want.itemsize
+    if nbytes > limit:
         raise ValueError(
-            f"data of shape {a.shape} is {a.nbytes} bytes as {target}, over max_bytes={limit}; "
+            f"data of shape {a.shape} is {nbytes} bytes as {target}, over max_bytes={limit}; "
             "raise max_bytes, log fewer filters (max_filters/max_channels) or use dtype='float16'"
         )
     header = blob.make_header(kind, layout, a.shape, target, stats=stats, **header_extra)
-    rec = Record(a, header)
+    rec = Record(a, header, owned=owned)
     if firing is not None:
         header["stats"] += FIRING_STATS
         rec = rec._replace(firing=firing.columns())
-    return rec.complete() if complete else rec
+    return rec.complete() if complete and convert else rec
 
 
 def _check_firing(firing: Firing | None, a: np.ndarray, layout: str) -> Firing:
@@ -348,6 +369,14 @@ def _samples_that_fit(a: np.ndarray, itemsize: int, limit: int, target: str) -> 
 
 def _convert(a: np.ndarray, want: np.dtype, target: str) -> np.ndarray:
     """`a` as `want`; warns once per tensor when values overflow to inf or do not fit."""
+    out, message = _converted(a, want, target)
+    if message:
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+    return out
+
+
+def _converted(a: np.ndarray, want: np.dtype, target: str) -> tuple[np.ndarray, str | None]:
+    """`a` as `want`, and a message when values overflow to inf or do not fit."""
     bad, what = 0, ""
     with np.errstate(all="ignore"):
         if want.kind in "iu" and a.dtype.kind != "b":
@@ -358,9 +387,7 @@ def _convert(a: np.ndarray, want: np.dtype, target: str) -> np.ndarray:
         if want.kind not in "iu" and a.dtype.kind in "fiuV" and not _all_finite(out, target):
             bad = int((np.isinf(out) & np.isfinite(a)).sum())
             what = f"finite values overflowed to inf when converted to {target}"
-    if bad:
-        warnings.warn(f"data: {bad} {what}", RuntimeWarning, stacklevel=4)
-    return out
+    return out, f"data: {bad} {what}" if bad else None
 
 
 def _cast(a: np.ndarray, want: np.dtype) -> np.ndarray:
@@ -464,3 +491,16 @@ class ErrorPolicy:
             RuntimeWarning,
             stacklevel=3,
         )
+
+
+def samples_digest(*arrays: Any) -> str:
+    """A short digest of sample inputs (dtype, shape and bytes of each array), recorded as
+    ``samples_digest`` with the activations computed on them."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for x in arrays:
+        a = np.ascontiguousarray(np.asarray(x))
+        h.update(f"{a.dtype.str}{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]

@@ -12,7 +12,10 @@
 ``tensorboardX.SummaryWriter`` (our records go to a file of their own in its
 ``log_dir``, written by a ``tb_convfilters.Writer``: TensorBoard's Python writer
 checksums in pure Python and is ~80x slower), a ``tb_convfilters.Writer`` or a
-log directory path (or URL, see ``tb_convfilters.fs``).
+log directory path (or URL, see ``tb_convfilters.fs``). The helpers copy the
+tensors and return; the Writer's thread writes them (``flush(target)`` waits for
+that, as do the ``SummaryWriter``'s own ``flush()`` and ``close()``, and
+interpreter exit).
 
 Under ``torch.distributed`` (DDP) only rank 0 writes unless ``all_ranks=True``;
 the other ranks return at once, so ``target`` may be None there.
@@ -52,6 +55,7 @@ from tb_convfilters.record import (
     check_float_dtype,
     check_step,
     make_record,
+    samples_digest,
 )
 from tb_convfilters.writer import Writer
 
@@ -101,6 +105,7 @@ def _writer_for(target: Any) -> Writer:
                 writer = Writer(logdir)  # tensorboardX's is `logdir`
                 _by_summary_writer[target] = writer
                 weakref.finalize(target, writer.close)
+                _follow(target, writer)
             return writer
         if isinstance(target, str | os.PathLike):
             path = os.fspath(target)
@@ -114,6 +119,37 @@ def _writer_for(target: Any) -> Writer:
         f"target of type {type(target).__name__} is not a torch.utils.tensorboard or tensorboardX "
         "SummaryWriter, a tb_convfilters.Writer or a log directory path"
     )
+
+
+def _follow(summary_writer: Any, writer: Writer) -> None:
+    """Makes the SummaryWriter's `flush` and `close` flush and close our Writer too."""
+    flush, close = summary_writer.flush, summary_writer.close
+
+    def flush_both() -> None:
+        flush()
+        writer.flush()
+
+    def close_both() -> None:
+        close()
+        writer.close()
+
+    summary_writer.flush, summary_writer.close = flush_both, close_both
+
+
+def flush(target: Any) -> None:
+    """Waits until everything logged to `target` (a ``SummaryWriter``, a ``Writer`` or a
+    log directory) is in its event file: the helpers write in the background."""
+    if isinstance(target, Writer):
+        target.flush()
+        return
+    with _lock:
+        if isinstance(target, str | os.PathLike):
+            path = os.fspath(target)
+            writer = _by_path.get(path if fs.is_url(path) else os.path.abspath(path))
+        else:
+            writer = _by_summary_writer.get(target)
+    if writer is not None:
+        writer.flush()
 
 
 def _check_budget(writer: Writer, budget_mb: float | None, nbytes: int, where: str) -> None:
@@ -266,16 +302,17 @@ def log_kernels(
                 dtype=dtype,
                 max_filters=max_filters,
                 max_channels=max_channels,
-                complete=False,  # the Writer computes stats while it writes
+                complete=False,  # the Writer copies; converts and computes stats in the background
+                convert=False,
             )
             writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` weight ({layout})")
         except Exception as e:
             policy.report(tag, f"module {name!r} weight {tag!r}", e)
             continue
         tags.append(tag)
-        nbytes += rec.array.nbytes
+        nbytes += blob.payload_nbytes(rec.header)
     try:
-        writer.flush()
+        writer.flush(wait=False)  # a URL logdir uploads the step
     except Exception as e:
         policy.report("flush", "writing the event file", e)
     _check_budget(writer, budget_mb, nbytes, f"log_kernels at step {step}")
@@ -335,7 +372,9 @@ def log_activations(
                 yield []
                 return
             options = dict(max_samples=max_samples, dtype=dtype, max_filters=max_filters)
-            yield from _hooked(target, selected, step, prefix, budget_mb, raise_errors, options)
+            yield from _hooked(
+                target, module, selected, step, prefix, budget_mb, raise_errors, options
+            )
     finally:
         for m, mode in modes:
             m.training = mode
@@ -343,6 +382,7 @@ def log_activations(
 
 def _hooked(
     target: Any,
+    module: nn.Module,
     selected: list[tuple[str, nn.Module]],
     step: int,
     prefix: str | None,
@@ -358,6 +398,12 @@ def _hooked(
     sizes: list[int] = []
     # tag -> (description, layout, maps kept, firing counts)
     seen: dict[str, tuple[str, str, list, Firing]] = {}
+    inputs: list = []  # the first `max_samples` inputs to `module`: their digest goes with the maps
+
+    def keep_inputs(_m: nn.Module, args: Any) -> None:
+        kept = sum(len(a) for a in inputs)
+        if kept < max_samples and args and isinstance(args[0], torch.Tensor):
+            inputs.append(to_numpy(args[0].detach()[: max_samples - kept]).copy())
 
     def hook_for(name: str, m: nn.Module):
         tag = _tag(prefix, name, "activation")
@@ -391,12 +437,14 @@ def _hooked(
 
         return hook
 
-    handles = [m.register_forward_hook(hook_for(name, m)) for name, m in selected]
+    handles = [module.register_forward_pre_hook(keep_inputs)]
+    handles += [m.register_forward_hook(hook_for(name, m)) for name, m in selected]
     try:
         yield tags
     finally:
         for handle in handles:
             handle.remove()
+    digest = samples_digest(np.concatenate(inputs)) if inputs else None
     for tag, (description, layout, maps, firing) in seen.items():
         try:
             rec = make_record(
@@ -406,16 +454,18 @@ def _hooked(
                 dtype=options["dtype"],
                 max_filters=options["max_filters"],
                 firing=firing,
+                extra={"samples_digest": digest},
                 complete=False,
+                convert=False,
             )
             writer.write_record(tag, rec, step, description)
         except Exception as e:
             policy.report(tag, f"activation {tag!r}", e)
             continue
         tags.append(tag)
-        sizes.append(rec.array.nbytes)
+        sizes.append(blob.payload_nbytes(rec.header))
     try:
-        writer.flush()
+        writer.flush(wait=False)  # a URL logdir uploads the step
     except Exception as e:
         policy.report("flush", "writing the event file", e)
     _check_budget(writer, budget_mb, sum(sizes), f"log_activations at step {step}")

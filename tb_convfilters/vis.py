@@ -197,12 +197,11 @@ def _pattern_size(model: keras.Model, size: Sequence[int] | None) -> tuple[int, 
 # ---- activation maximization --------------------------------------------------------------
 
 
-def _gaussian_kernel(sigma: float, channels: int) -> np.ndarray:
+def _gaussian_kernel(sigma: float) -> np.ndarray:
     radius = max(1, math.ceil(2 * sigma))
     t = np.arange(-radius, radius + 1, dtype=np.float64)
     g = np.exp(-0.5 * (t / sigma) ** 2)
-    k2 = np.outer(g, g) / g.sum() ** 2
-    return np.repeat(k2[:, :, None, None], channels, axis=2).astype(np.float32)
+    return (np.outer(g, g) / g.sum() ** 2)[:, :, None, None].astype(np.float32)
 
 
 def _deprocess(images: np.ndarray) -> np.ndarray:
@@ -232,7 +231,7 @@ def _ascend(
     onehot: tf.Tensor,
     shifts: tf.Tensor,
     step: tf.Tensor,
-    kernel: tf.Tensor,
+    kernel: tf.Tensor | None,
 ) -> tf.Tensor:
     """Gradient ascent of image k on the mean of filter k (``onehot[k]``), one step per shift."""
     for i in tf.range(tf.shape(shifts)[0]):
@@ -243,10 +242,25 @@ def _ascend(
             b = tf.where(tf.minimum(fh, fw) >= _BORDER_MIN_SIZE, _BORDER, 0)
             act = act[:, b : fh - b, b : fw - b, :]
             loss = tf.reduce_sum(tf.reduce_mean(act, axis=[1, 2]) * onehot)
-        grad = tf.nn.depthwise_conv2d(tape.gradient(loss, x), kernel, [1, 1, 1, 1], "SAME")
+        grad = tape.gradient(loss, x)
+        if kernel is not None:
+            grad = _blur(grad, kernel)
         rms = tf.sqrt(tf.reduce_mean(tf.square(grad), axis=[1, 2, 3], keepdims=True))
         x = x + step * grad / (rms + 1e-12)
     return x
+
+
+def _blur(x: tf.Tensor, kernel: tf.Tensor) -> tf.Tensor:
+    """Each channel of `x` (NHWC) convolved with the one-channel `kernel` (k, k, 1, 1).
+
+    Channels are folded into the batch for a plain convolution: TensorFlow's oneDNN
+    depthwise convolution fails on some CPUs ("could not create a primitive descriptor
+    for the reorder primitive").
+    """
+    n, h, w, c = tf.unstack(tf.shape(x))
+    planes = tf.reshape(tf.transpose(x, [0, 3, 1, 2]), tf.stack([n * c, h, w, 1]))
+    out = tf.nn.conv2d(planes, kernel, 1, "SAME")
+    return tf.transpose(tf.reshape(out, tf.stack([n, c, h, w])), [0, 2, 3, 1])
 
 
 def _traced(function: Callable, *args: Any) -> Any:
@@ -315,7 +329,7 @@ def filter_patterns(
     rng = np.random.default_rng(seed)
     noise = rng.uniform(-0.5, 0.5, (len(indices), h, w, c)) * (_NOISE * span) + (lo + hi) / 2
     shifts = tf.constant(rng.integers(-jitter, jitter + 1, (steps, 2)), dtype=tf.int32)
-    kernel = tf.constant(_gaussian_kernel(blur, c) if blur > 0 else np.ones((1, 1, c, 1), "f4"))
+    kernel = tf.constant(_gaussian_kernel(blur)) if blur > 0 else None
     step = tf.constant(step_size * _STEP_UNIT * span, dtype=tf.float32)
     ascend = _compiled(
         model,

@@ -1,10 +1,11 @@
-"""A TensorFlow-free event file writer for kernels and activations.
+"""A TensorFlow-free event file writer for kernels and activations, writing in the background.
 
-Records are framed by hand (TFRecord: length, masked CRC32C, data, masked
-CRC32C) so the tensor payload is written straight from the array's buffer and
-checksummed by the C ``crc32c`` package: TensorBoard's own Python writer
-serializes nested protos (several payload copies) and computes CRC32C in pure
-Python (~5 MB/s). Files are ordinary event files any TensorBoard reads.
+Records are framed by hand (``framing``) so the tensor payload is written
+straight from the array's buffer and checksummed by the C ``crc32c`` package:
+TensorBoard's own Python writer serializes nested protos (several payload
+copies) and computes CRC32C in pure Python (~5 MB/s). Files are ordinary event
+files any TensorBoard reads. Calls copy their array into a ``spool`` and
+return; the Writer's thread converts, checksums and writes.
 
 A URL logdir (``s3://``, ``gs://``, ...) goes through ``fs``: object stores
 cannot append, so records are buffered and each flush uploads them as a new,
@@ -13,159 +14,69 @@ complete event file.
 
 from __future__ import annotations
 
+import atexit
 import io
 import itertools
+import numbers
 import os
 import socket
-import struct
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
-import crc32c
 import numpy as np
-from tensorboard.compat.proto import (
-    event_pb2,
-    summary_pb2,
-    tensor_pb2,
-    tensor_shape_pb2,
-    types_pb2,
-)
+from tensorboard.compat.proto import event_pb2
 
-from tb_convfilters import blob, fs, metadata
+from tb_convfilters import fs
+from tb_convfilters.framing import (
+    encode_event,
+    encode_suffix,
+    frame_event,
+    record_head,
+    record_tail,
+)
 from tb_convfilters.record import Record, check_step, check_tag, make_record
+from tb_convfilters.spool import Spool
 from tb_convfilters.summary import pattern_record
 
 _file_counter = itertools.count()
 # A URL logdir's buffered records are also uploaded once this many bytes wait.
 PART_BYTES = 64 << 20
+# Copies of logged arrays a background Writer keeps in flight, by default.
+DEFAULT_MAX_QUEUE_MB = 256.0
+_live: weakref.WeakSet = weakref.WeakSet()  # Writers to close at interpreter exit
 
 
-_BYTES = [bytes((i,)) for i in range(0x80)]
+@atexit.register
+def _close_at_exit() -> None:
+    for writer in list(_live):
+        if writer._pid == os.getpid():  # a forked child leaves its parent's Writers alone
+            try:
+                writer.close()
+            except Exception as e:  # exit goes on; say what was lost
+                warnings.warn(f"{writer!r} at exit: {e}", RuntimeWarning, stacklevel=1)
 
 
-def _varint(n: int) -> bytes:
-    if n < 0x80:  # field keys and small lengths: most calls
-        return _BYTES[n]
-    out = bytearray()
-    while True:
-        low, n = n & 0x7F, n >> 7
-        if n:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
+def _write_all(f: Any, data: Any) -> None:
+    """Writes all of `data` (an unbuffered file may take part of it per call)."""
+    view = memoryview(data).cast("B")
+    while view.nbytes:
+        view = view[f.write(view) :]
 
 
-def _len_field(field: int, length: int) -> bytes:
-    """Key and length prefix of a length-delimited protobuf field."""
-    return _varint(field << 3 | 2) + _varint(length)
+class WriterError(RuntimeError):
+    """A record the background writer could not write, raised on a later call.
 
-
-def _masked_crc(crc: int) -> int:
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def frame_event(prefix: bytes, payload: memoryview, suffix: bytes) -> tuple[bytes, bytes]:
-    """TFRecord framing of ``prefix + payload + suffix`` without joining them.
-
-    Returns (head, tail): write ``head, payload, tail`` in that order.
+    ``tag`` and ``step`` name the record (None for an upload of several);
+    ``__cause__`` is the original error.
     """
-    head = _record_head(len(prefix) + payload.nbytes + len(suffix), prefix)
-    return head, _record_tail(prefix, payload, None, suffix)
 
-
-def _record_head(data_len: int, prefix: bytes) -> bytes:
-    """Length, its masked CRC32C, and the first bytes of a TFRecord's data."""
-    length = struct.pack("<Q", data_len)
-    return length + struct.pack("<I", _masked_crc(crc32c.crc32c(length))) + prefix
-
-
-def _record_tail(
-    prefix: bytes, payload: memoryview, payload_crc: int | None, suffix: bytes
-) -> bytes:
-    """The last bytes of a TFRecord's data and its masked CRC32C.
-
-    A known CRC32C of `payload` spares reading it again.
-    """
-    crc = crc32c.crc32c(prefix)
-    if payload_crc is None or payload.nbytes < 1 << 20:
-        crc = crc32c.crc32c(payload, value=crc)
-    else:
-        crc = _crc_combine(crc, payload_crc, payload.nbytes)
-    crc = crc32c.crc32c(suffix, value=crc)
-    return suffix + struct.pack("<I", _masked_crc(crc))
-
-
-_CRC32C_POLY = 0x82F63B78  # reflected
-
-
-def _multmodp(a: int, b: int) -> int:
-    """a * b modulo the CRC32C polynomial (reflected bit order), as in zlib."""
-    m, p = 1 << 31, 0
-    while True:
-        if a & m:
-            p ^= b
-            if not a & (m - 1):
-                return p
-        m >>= 1
-        b = (b >> 1) ^ _CRC32C_POLY if b & 1 else b >> 1
-
-
-_X2N = [1 << 30]  # x^(2^k) modulo the polynomial
-for _ in range(31):
-    _X2N.append(_multmodp(_X2N[-1], _X2N[-1]))
-
-
-def _crc_combine(crc1: int, crc2: int, len2: int) -> int:
-    """CRC32C of ``a + b`` from ``crc(a)``, ``crc(b)`` and ``len(b)`` (zlib's crc32_combine)."""
-    p, k = 1 << 31, 3
-    while len2:
-        if len2 & 1:
-            p = _multmodp(_X2N[k & 31], p)
-        len2 >>= 1
-        k += 1
-    return _multmodp(p, crc1) ^ crc2
-
-
-def encode_event(
-    tag: str, header: dict, array: np.ndarray, step: int, wall_time: float, description: str | None
-) -> tuple[bytes, memoryview, int]:
-    """The serialized Event of one record, split as (prefix, payload view, suffix length).
-
-    Equivalent to serializing ``Event(step, wall_time, summary=Summary(value=[
-    Value(tag, metadata, tensor=TensorProto(string_val=[header, payload, stats,
-    checks]))]))``. Field order inside a message is free in protobuf, so the
-    payload can sit near the end and be written from the array's own memory; the
-    suffix (`encode_suffix`) is only known once stats and checksums are.
-    """
-    payload = memoryview(array.reshape(-1).view(np.uint8))
-    tensor_head = tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_STRING,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=4)]
-        ),
-        string_val=[blob.encode_header(header)],
-    ).SerializeToString() + _len_field(8, payload.nbytes)
-    stats_len = blob.stats_nbytes(header)
-    suffix_len = len(_len_field(8, stats_len)) + stats_len
-    suffix_len += len(_len_field(8, blob.CHECKS_NBYTES)) + blob.CHECKS_NBYTES
-    tensor_len = len(tensor_head) + payload.nbytes + suffix_len
-    value_head = summary_pb2.Summary.Value(
-        tag=tag, metadata=metadata.create_summary_metadata(header, description)
-    ).SerializeToString() + _len_field(8, tensor_len)
-    value_len = len(value_head) + tensor_len
-    summary_head = _len_field(1, value_len)
-    event_head = event_pb2.Event(step=step, wall_time=wall_time).SerializeToString()
-    event_head += _len_field(5, len(summary_head) + value_len)
-    return event_head + summary_head + value_head + tensor_head, payload, suffix_len
-
-
-def encode_suffix(rec: Record) -> bytes:
-    """The bytes after the payload: the stats and checks blobs of completed `rec`."""
-    stats, checks = rec.trailing_blobs()
-    return _len_field(8, len(stats)) + stats + _len_field(8, len(checks)) + checks
+    def __init__(self, message: str, tag: str | None = None, step: int | None = None):
+        super().__init__(message)
+        self.tag, self.step = tag, step
 
 
 class Writer:
@@ -174,8 +85,21 @@ class Writer:
     >>> with tb_convfilters.Writer("logs/run1") as w:
     ...     w.kernel("conv1/kernel", weights, step=0, layout="OIHW")
 
+    Writing happens in the background, as in TensorBoard's own writers: a call
+    checks its arguments, takes one copy of the array and returns; conversion
+    (`dtype`), statistics, checksums and the file write happen on the Writer's
+    thread. At most `max_queue_mb` MiB of copies wait; a call beyond that waits
+    for room. A record that cannot be written (disk full, directory removed)
+    raises a ``WriterError`` naming its tag and step on the next call, `flush`
+    or `close`; conversion warnings come out the same way. Each record is in
+    the file, whole, once written: TensorBoard sees it without a `flush`, which
+    waits for everything queued. `close`, the context manager and interpreter
+    exit flush. In a forked child the parent's Writer is ``closed``: the child
+    never writes its parent's queue or file. ``blocking=True`` does all of the
+    writing in the calling thread instead.
+
     `dtype` (e.g. ``"float16"``) applies to every tensor unless a call says
-    otherwise. Thread-safe; the file is flushed on `flush`, `close` and exit.
+    otherwise. Thread-safe.
 
     `logdir` may be a URL TensorBoard reads (``s3://bucket/logs/run1``, see
     ``fs``). There, records wait in memory and `flush`, `close` (and every
@@ -184,32 +108,58 @@ class Writer:
     """
 
     def __init__(
-        self, logdir: str | os.PathLike, *, dtype: str | None = None, filename_suffix: str = ""
+        self,
+        logdir: str | os.PathLike,
+        *,
+        dtype: str | None = None,
+        filename_suffix: str = "",
+        blocking: bool = False,
+        max_queue_mb: float = DEFAULT_MAX_QUEUE_MB,
     ):
+        if (
+            isinstance(max_queue_mb, bool)
+            or not isinstance(max_queue_mb, numbers.Real)
+            or not max_queue_mb > 0
+        ):
+            raise ValueError(f"max_queue_mb={max_queue_mb!r} must be a positive number of MiB")
         self.logdir = os.fspath(logdir)
         self._dtype = dtype
         self._lock = threading.Lock()
         self._remote = fs.is_url(self.logdir)
-        fs.makedirs(self.logdir)
-        self._id = f"{socket.gethostname()}.{os.getpid()}.{next(_file_counter)}"
         self._suffix = filename_suffix
         self._parts = 0
+        self._pid = os.getpid()
+        self._closed = False
+        self._spool = None if blocking else Spool(int(max_queue_mb * (1 << 20)))
+        self._last: tuple[str, int] | None = None  # the last record buffered for upload
         self.path: str | None = None
-        if self._remote:
-            self._file: Any = io.BytesIO()
-        else:
-            self.path = fs.join(self.logdir, self._file_name(""))
-            self._file = open(self.path, "wb")
-        self._start_file()
-        self.flush()
+        self._file: Any = None
+        self._open()
+        _live.add(self)
+
+    def __repr__(self) -> str:
+        return f"Writer({self.logdir!r})"
 
     def _file_name(self, part: str) -> str:
         return f"events.out.tfevents.{int(time.time()):010d}.{self._id}{part}{self._suffix}"
 
+    def _open(self) -> None:
+        """Starts a new event file (for a URL, a new buffer)."""
+        fs.makedirs(self.logdir)
+        self._id = f"{socket.gethostname()}.{os.getpid()}.{next(_file_counter)}"
+        if self._remote:
+            self._file = io.BytesIO()
+        else:
+            self.path = fs.join(self.logdir, self._file_name(""))
+            # Unbuffered: each record reaches the file whole as it is written, and a
+            # forked child holds no buffered bytes of ours to write when it exits.
+            self._file = open(self.path, "wb", buffering=0)
+        self._start_file()
+
     def _start_file(self) -> None:
         event = event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2")
         head, tail = frame_event(event.SerializeToString(), memoryview(b""), b"")
-        self._file.write(head + tail)
+        _write_all(self._file, head + tail)
         self._header_end = self._file.tell()
 
     def _upload(self) -> None:
@@ -218,17 +168,44 @@ class Writer:
             return
         # Parts sort in upload order (time, then number): TensorBoard reads files in name order.
         path = fs.join(self.logdir, self._file_name(f".{self._parts:06d}"))
-        fs.upload(path, self._file.getvalue())
+        try:
+            fs.upload(path, self._file.getvalue())
+        except Exception as e:  # the records stay buffered for the next try
+            last = "" if self._last is None else f" (the last: tag {self._last[0]!r} step "
+            last += "" if self._last is None else f"{self._last[1]})"
+            raise WriterError(
+                f"{self!r} could not upload its records{last} to {path}: {type(e).__name__}: {e}"
+            ) from e
         self.path = path
         self._parts += 1
+        self._last = None
         self._file = io.BytesIO()
         self._start_file()
 
-    def _write_record(self, tag: str, rec: Record, step: Any, description: str | None) -> None:
-        """Writes `rec`; an incomplete one gets its stats while its payload is written."""
-        check_tag(tag)
-        step = check_step(step)
-        wall_time = time.time()
+    def _ready_file(self) -> None:
+        """Opens a new file if the last one was lost; raises if the open one was deleted.
+
+        A deleted event file (its run directory removed) takes writes without error on
+        POSIX: they would vanish. Like TensorFlow's writer, the next record starts a new file.
+        """
+        if self._file is None:
+            self._open()
+        elif not self._remote and os.fstat(self._file.fileno()).st_nlink == 0:
+            self._file.close()
+            self._file = None
+            raise FileNotFoundError(
+                f"the event file {self.path} was deleted while open (was {self.logdir} "
+                "removed?); the next record starts a new file"
+            )
+
+    def _write_now(
+        self, tag: str, rec: Record, step: int, wall_time: float, description: str | None
+    ) -> str | None:
+        """Converts, completes and writes `rec`; returns the conversion's warning, if any.
+
+        Stats are computed while the payload is written; a failure leaves no half record.
+        """
+        rec, message = rec.converted()
         out: dict = {}  # what `send` wrote, once the lock is held
 
         def send() -> None:
@@ -237,11 +214,12 @@ class Writer:
             )
             self._lock.acquire()
             out["locked"] = True
-            if self._file is None:
+            if self._closed:
                 raise ValueError(f"Writer for {self.logdir!r} is closed")
+            self._ready_file()
             out["start"] = self._file.tell()
-            self._file.write(_record_head(len(prefix) + payload.nbytes + suffix_len, prefix))
-            self._file.write(payload)  # into a URL logdir's buffer: a copy, as it must be
+            _write_all(self._file, record_head(len(prefix) + payload.nbytes + suffix_len, prefix))
+            _write_all(self._file, payload)  # a URL logdir's buffer copies it, as it must
             out["framing"] = prefix, payload, suffix_len
 
         try:
@@ -250,9 +228,13 @@ class Writer:
             suffix = encode_suffix(done)
             if len(suffix) != suffix_len:
                 raise AssertionError(f"stats of {len(suffix)} bytes, expected {suffix_len}")
-            self._file.write(_record_tail(prefix, payload, done.payload_crc, suffix))
-            if self._remote and self._file.tell() >= PART_BYTES:
-                self._upload()
+            tail = record_tail(prefix, payload, done.payload_crc, suffix)
+            _write_all(self._file, tail)
+            del out["start"]  # the record is whole: an upload failing now keeps it buffered
+            if self._remote:
+                self._last = tag, step
+                if self._file.tell() >= PART_BYTES:
+                    self._upload()
         except BaseException:
             if "start" in out and self._file is not None:  # no half record stays in the file
                 self._file.seek(out["start"])
@@ -261,19 +243,69 @@ class Writer:
         finally:
             if out.get("locked"):
                 self._lock.release()
+        return message
+
+    def _write_record(self, tag: str, rec: Record, step: Any, description: str | None) -> None:
+        check_tag(tag)
+        step = check_step(step)
+        self._check_open(stacklevel=4)
+        wall_time = time.time()
+        if self._spool is None:
+            message = self._write_now(tag, rec, step, wall_time, description)
+            if message:
+                warnings.warn(message, RuntimeWarning, stacklevel=3)
+            return
+
+        def work(array: np.ndarray) -> str | None:
+            return self._write_now(tag, rec._replace(array=array), step, wall_time, description)
+
+        self._spool.put(work, rec.array, (tag, step), owned=rec.owned)
+
+    def _check_open(self, stacklevel: int) -> None:
+        """Raises for a closed Writer, then `_report` (`stacklevel` of the user's call)."""
+        if self._pid != os.getpid():
+            raise ValueError(
+                f"{self!r} belongs to process {self._pid}: a forked child cannot write to it; "
+                "open a Writer of its own"
+            )
+        if self._closed:
+            raise ValueError(f"Writer for {self.logdir!r} is closed")
+        self._report(stacklevel + 1)
+
+    def _report(self, stacklevel: int) -> None:
+        """Issues the background thread's warnings and raises its first failure."""
+        if self._spool is None:
+            return
+        for message in self._spool.take_messages():
+            warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
+        failures = self._spool.take_failures()
+        if not failures:
+            return
+        (tag, step), error = failures[0]
+        more = f"; {len(failures) - 1} later ones failed too" if len(failures) > 1 else ""
+        if isinstance(error, WriterError):  # an upload: it says what
+            raise WriterError(f"{error}{more}") from error.__cause__
+        raise WriterError(
+            f"{self!r} could not write tag {tag!r} step {step}: "
+            f"{type(error).__name__}: {error}{more}",
+            tag,
+            step,
+        ) from error
 
     def write_record(
         self, tag: str, rec: Record, step: Any, description: str | None = None
     ) -> None:
         """Writes a record made by ``record.make_record`` (lets callers build before opening).
 
-        Pass one made with ``complete=False``: its stats are computed as it is written.
+        Pass one made with ``complete=False, convert=False``: its conversion and
+        stats happen as it is written. Its array is copied unless the record owns it.
         """
         self._write_record(tag, rec, step, description)
 
     @property
     def closed(self) -> bool:
-        return self._file is None
+        """True after `close`, and in a forked child (the Writer is its parent's)."""
+        return self._closed or self._pid != os.getpid()
 
     def kernel(
         self,
@@ -301,6 +333,7 @@ class Writer:
             max_bytes=max_bytes,
             complete=False,
             tag=tag,
+            convert=self._spool is None,
         )
         self._write_record(tag, rec, step, description)
 
@@ -329,6 +362,7 @@ class Writer:
             max_bytes=max_bytes,
             complete=False,
             tag=tag,
+            convert=self._spool is None,
         )
         self._write_record(tag, rec, step, description)
 
@@ -350,27 +384,45 @@ class Writer:
         )
         self._write_record(tag, rec, step, description)
 
-    def flush(self) -> None:
-        """Writes out what was logged (on a URL logdir: uploads it as a new event file)."""
+    def flush(self, wait: bool = True) -> None:
+        """Writes out everything logged so far (on a URL logdir: uploads it as a new event file).
+
+        Returns once that is done; ``wait=False`` returns at once (the background
+        thread flushes after the records queued before). Raises what failed meanwhile.
+        """
+        if self.closed:
+            return
+        if self._spool is not None:
+            self._spool.put(self._flush_now, None, ("flush", None))
+            if wait:
+                self._spool.wait()
+            self._report(stacklevel=3)
+        else:
+            self._flush_now()
+
+    def _flush_now(self, _: Any = None) -> None:
         with self._lock:
-            if self._file is None:
-                return
-            if self._remote:
+            if self._remote and not self._closed:
                 self._upload()
-            else:
-                self._file.flush()
 
     def close(self) -> None:
-        with self._lock:
-            if self._file is None:
-                return
-            try:
-                if self._remote:
-                    self._upload()
-                else:
-                    self._file.close()
-            finally:
-                self._file = None
+        """Flushes and closes; raises what failed in the background meanwhile."""
+        if self.closed:
+            return
+        try:
+            if self._spool is not None:
+                self._spool.close()
+            with self._lock:
+                if self._file is not None:
+                    if self._remote:
+                        self._upload()
+                    else:
+                        self._file.close()
+        finally:
+            self._closed = True
+            self._file = None
+            _live.discard(self)
+            self._report(stacklevel=3)  # earlier failures first; an upload's is chained
 
     def __enter__(self) -> Writer:
         return self

@@ -179,7 +179,7 @@ def test_keras_callback_counts_firing_over_all_sample_inputs_and_stores_a_few_ma
 def test_torch_sample_activations_run_in_batches_in_eval_mode(tmp_path):
     import torch
 
-    from tb_convfilters.torch import log_activations, log_sample_activations
+    from tb_convfilters.torch import flush, log_activations, log_sample_activations
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(
@@ -187,6 +187,7 @@ def test_torch_sample_activations_run_in_batches_in_eval_mode(tmp_path):
     ).train()
     x = torch.randn(130, 1, 9, 9)
     tags = log_sample_activations(tmp_path / "run", model, 3, x, batch_size=50, max_samples=3)
+    flush(tmp_path / "run")  # written in the background
     assert tags == ["0/activation", "2/activation"] and model.training
     with torch.no_grad():
         first = model[0](x)
@@ -201,6 +202,7 @@ def test_torch_sample_activations_run_in_batches_in_eval_mode(tmp_path):
     with torch.no_grad(), log_activations(tmp_path / "run", model.eval(), 4, modules=["0"]):
         model(x[:5])
         model(x[5:20])
+    flush(tmp_path / "run")
     assert reader.read(tmp_path, "run", "0/activation", step=4).shape == (8, 5, 7, 7)
     assert _firing_columns(tmp_path, "run", "0/activation", 4)[:, 2].tolist() == [20] * 5
     with pytest.raises(ValueError, match="batch_size=0 must be a positive integer"):

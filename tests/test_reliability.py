@@ -189,8 +189,11 @@ def test_bad_step_is_refused_and_nothing_is_written(tmp_path, step, exception, m
     assert [s["step"] for s in steps] == [0, 1]
 
 
+@pytest.mark.parametrize("blocking", [True, False])
 @pytest.mark.parametrize("shape", [(3, 3, 4, 6), (3, 3, 256, 256)])  # one thread; two
-def test_failure_after_the_payload_went_out_leaves_no_half_record(tmp_path, monkeypatch, shape):
+def test_failure_after_the_payload_went_out_leaves_no_half_record(
+    tmp_path, monkeypatch, shape, blocking
+):
     data = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     written = []
 
@@ -198,15 +201,23 @@ def test_failure_after_the_payload_went_out_leaves_no_half_record(tmp_path, monk
         written.append(w._file.tell())
         raise MemoryError("no memory for the stats")
 
-    with tb_convfilters.Writer(tmp_path / "run") as w:
+    with tb_convfilters.Writer(tmp_path / "run", blocking=blocking) as w:
         path = w.path
         w.kernel("k", data, 0)
         w.flush()
         size = os.path.getsize(path)
         with monkeypatch.context() as m:
             m.setattr(blob._Sweep, "result", fail)
-            with pytest.raises(MemoryError, match="no memory for the stats"):
+            if blocking:  # raised by the call itself
+                with pytest.raises(MemoryError, match="no memory for the stats"):
+                    w.kernel("k", data, 1)
+            else:  # by the next call (here: flush), naming the record, the cause chained
                 w.kernel("k", data, 1)
+                with pytest.raises(tb_convfilters.WriterError, match="tag 'k' step 1") as e:
+                    w.flush()
+                assert (e.value.tag, e.value.step) == ("k", 1)
+                assert isinstance(e.value.__cause__, MemoryError)
+                assert "no memory for the stats" in str(e.value)
         w.flush()
         assert written[0] > size + data.nbytes  # the payload had gone out ...
         assert os.path.getsize(path) == size  # ... and was taken back
@@ -310,6 +321,7 @@ def test_float16_overflow_warns_once_per_tensor_and_is_flagged(tmp_path):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             w.kernel("k", data, 0)
+            w.flush()  # the background writer converts: its warning comes with the next call
     overflow = [c for c in caught if issubclass(c.category, RuntimeWarning)]
     assert [str(c.message) for c in overflow] == [
         "data: 3 finite values overflowed to inf when converted to float16"

@@ -121,6 +121,7 @@ def test_writer_uploads_every_flush_as_a_complete_event_file(s3, monkeypatch):
     with Writer(f"s3://{BUCKET}/big/run") as big:
         for step in range(3):
             big.kernel("k", np.full((10, 10, 2, 2), step, np.float32), step)  # 1.6 kB each
+        wait_for(lambda: event_keys(s3, "big/"), 30, 0.1, "the background upload")
         assert len(event_keys(s3, "big/")) == 1
     assert len(event_keys(s3, "big/")) == 2
     assert reader.list(f"s3://{BUCKET}/big") == {"run": {"k": [0, 1, 2]}}

@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tb_convfilters import blob, layouts, record, writer
+from tb_convfilters import blob, framing, layouts, record, writer
 
 RNG = np.random.default_rng(7)
 
@@ -154,7 +154,7 @@ def test_all_finite_bit_test(dtype):
 @pytest.mark.parametrize("len_a, len_b", [(0, 5), (5, 0), (1, 1), (100, 12345), (9, 3 << 20)])
 def test_crc_combine(len_a, len_b):
     a, b = RNG.bytes(len_a), RNG.bytes(len_b)
-    combined = writer._crc_combine(crc32c.crc32c(a), crc32c.crc32c(b), len_b)
+    combined = framing._crc_combine(crc32c.crc32c(a), crc32c.crc32c(b), len_b)
     assert combined == crc32c.crc32c(a + b)
 
 
@@ -162,7 +162,7 @@ def read_records(path) -> list[bytes]:
     """Every TFRecord of a file, checking both CRCs (as TensorFlow's reader does)."""
 
     def masked(data: bytes) -> int:
-        return writer._masked_crc(crc32c.crc32c(data))
+        return framing._masked_crc(crc32c.crc32c(data))
 
     out = []
     with open(path, "rb") as f:

@@ -19,7 +19,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 from tb_convfilters import Writer
-from tb_convfilters.torch import log_activations, log_kernels, to_numpy
+from tb_convfilters.torch import flush, log_activations, log_kernels, to_numpy
 
 EXPECTED_LAYOUTS = {
     "c1/weight": "OIW",
@@ -139,6 +139,7 @@ def test_activations_of_conv_modules_inside_the_block(tmp_path):
         model(images * 2)  # maps of the first max_samples samples; firing counts both passes
     assert sorted(tags) == ["block.0/activation", "c2/activation", "t2/activation"]
     assert all(not m._forward_hooks for m in model.modules())  # hooks removed
+    flush(tmp_path / "run")  # written in the background
 
     expected = {}
     hooks = [m.register_forward_hook(lambda m, i, o, n=n: expected.setdefault(n, o.detach()))
@@ -193,6 +194,7 @@ def test_targets_module_selection_and_errors(tmp_path):
     assert tags == ["net/c2/weight", "net/fc/weight"]
     log_kernels(tmp_path / "p", model, 1, modules="c2", max_filters=2, max_channels=[2])
     assert len(os.listdir(tmp_path / "p")) == 1  # one cached writer per path
+    flush(tmp_path / "p")  # written in the background
     client = plugin_client(tmp_path)
     _, header = torch_tensor(client, "p", "c2/weight", 1)
     assert (header["filters"], header["channels"], header["shape"]) == ([0, 1], [2], [2, 1, 3, 3])

@@ -63,6 +63,11 @@ export const steps = (run, tag, init) => getJSON("steps", { run, tag }, init);
 export const stats = (run, tag, init) => getJSON("stats", { run, tag }, init);
 /** The filter doctor's findings for one run: {run, series, thresholds, findings}. */
 export const findings = (run, init) => getJSON("findings", { run }, init);
+/** `run`'s filters of kernel `tag` matched to `base`'s: {permutation, cosine, channel_permutation, ...}. */
+export const align = (run, base, tag, step, init) => getJSON("align", { run, base, tag, step }, init);
+/** Linear CKA of activation `tag` between (run, step) pairs: {labels, matrix, note}. */
+export const similarity = (tag, runs, steps, init) =>
+  getJSON("similarity", { tag, runs: runs.join(","), steps: steps ? steps.join(",") : null }, init);
 
 /**
  * One logged tensor: {array, shape, dtype, header, step, buffer}.

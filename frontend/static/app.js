@@ -3,10 +3,12 @@
 // the health table and the detail view. The state lives in the URL hash
 // (state.js), mirrored into TensorBoard's page URL.
 
+import { alignTensor } from "./align.js";
 import { cosineDrift, difference, orderBy } from "./analysis.js";
 import * as api from "./api.js";
 import { TensorCache } from "./cache.js";
 import { isSigned, lut } from "./colormap.js";
+import { Comparing } from "./comparing.js";
 import { Controls } from "./controls.js";
 import { DetailView } from "./detail.js";
 import { DoctorView } from "./doctorview.js";
@@ -17,6 +19,7 @@ import { cellLimits, limitsFromStats, MODE_LABELS } from "./normalize.js";
 import { Panel, capAxes, fittingCap } from "./panel.js";
 import { PatternHover } from "./patterns.js";
 import { Selection } from "./selection.js";
+import { SimilarityView } from "./similarity.js";
 import { decode, encode, stepIndex, unionSteps } from "./state.js";
 import { Triage } from "./triage.js";
 
@@ -59,6 +62,8 @@ export class Dashboard {
     this.detail = new DetailView(this);
     this.doctor = new DoctorView({ onJump: (f) => this.jumpTo(f) });
     this.patternHover = new PatternHover(this);
+    this.matches = new Map(); // align route answers by [run, base, tag, step] (comparing.js)
+    this.similarity = new SimilarityView(this);
     this.build();
   }
 
@@ -179,6 +184,7 @@ export class Dashboard {
 
   async reload() {
     this.cache.clear();
+    this.matches.clear();
     this.statsCache.clear();
     this.findingsCache.clear();
     this.patternHover.clear();
@@ -256,7 +262,7 @@ export class Dashboard {
 
   async loadSteps(show) {
     const s = this.state;
-    const runs = [...new Set([...this.shownRuns(), ...(s.diff === "run" ? [s.base] : [])])];
+    const runs = [...new Set([...this.shownRuns(), ...(s.diff === "run" || s.align ? [s.base] : [])])];
     // A newer selection may start another listing while this one waits: drop stale answers.
     const seq = ++this.stepsSeq;
     let lists;
@@ -324,7 +330,7 @@ export class Dashboard {
 
   change(patch) {
     Object.assign(this.state, patch);
-    if (["run", "tag", "compare", "diff", "base"].some((k) => k in patch)) {
+    if (["run", "tag", "compare", "diff", "base", "align"].some((k) => k in patch)) {
       if ("run" in patch || "tag" in patch) this.detail.close();
       this.loadTags(this.tags);
     } else {
@@ -370,6 +376,7 @@ export class Dashboard {
     this.panels.forEach((p, i) => this.drawPanel(p, results[i], fixed, order));
     this.updateSide();
     this.updateFindings();
+    this.similarity.update();
   }
 
   /** [lo, hi] shared by the panels for the fixed modes, or null. */
@@ -409,8 +416,10 @@ export class Dashboard {
       const at = stats.steps.find((x) => x.step === s.step);
       if (!at || !at.values) return null;
       const i = stats.names.indexOf("norm");
-      // a capped view draws only the first filters
-      return orderBy(at.values.slice(0, result.grid.rows).map((row) => (row[i] === null ? NaN : row[i])));
+      // a capped view draws only the first filters; an aligned one in the base run's order
+      const perm = result.tensor.match ? result.tensor.match.permutation : null;
+      const rows = Array.from({ length: result.grid.rows }, (_, r) => at.values[perm ? perm[r] : r]);
+      return orderBy(rows.map((row) => (!row || row[i] === null ? NaN : row[i])));
     } catch {
       return null;
     }
@@ -430,6 +439,15 @@ export class Dashboard {
       return { error: `${s.tag} at step ${step}: ${e.message}`, offer: cap ? null : this.offerFor(panel.run, e) };
     }
     if (String(tensor.step) !== String(step)) return { error: `the server sent step ${tensor.step} for step ${step}` };
+    let match = null;
+    if (this.aligning(panel.run)) {
+      try {
+        match = await this.match(panel.run, step);
+        tensor = alignTensor(tensor, match);
+      } catch (e) {
+        return { error: `Align ${panel.run} to ${s.base} at step ${step}: ${e.message}` };
+      }
+    }
     let grid;
     try {
       grid = canonicalize(tensor.header, { rgb: s.rgb, sample: s.sample });
@@ -442,7 +460,8 @@ export class Dashboard {
     const wantFirst = s.diff === "first" || (grid.kind === "kernel" && tensor.buffer.byteLength <= DRIFT_MAX_BYTES);
     if (wantFirst && first !== undefined) {
       try {
-        const t0 = first === step ? tensor : await this.cache.get(panel.run, s.tag, first, cap);
+        let t0 = first === step ? tensor : await this.cache.get(panel.run, s.tag, first, cap);
+        if (match && t0 !== tensor) t0 = alignTensor(t0, match);
         if (t0.array.length === tensor.array.length) {
           out.drift = grid.kind === "kernel" ? cosineDrift(grid, tensor.array, t0.array) : null;
           if (s.diff === "first") {
@@ -506,7 +525,7 @@ export class Dashboard {
     if (s.rgb && !grid.rgb && grid.kind === "kernel") notes.push("RGB needs 3 input channels");
     panel.setStatus(notes.join("; "));
     panel.setPartial(result.cap);
-    panel.setTitle(result.title);
+    panel.setTitle(tensor.match ? this.alignTitle(result.title, tensor.match) : result.title);
     panel.view.bg = this.dark ? [32, 33, 36] : [255, 255, 255];
     panel.view.sep = this.dark ? [72, 74, 78] : [200, 200, 200];
     panel.view.view.rowOrder = order;
@@ -574,4 +593,4 @@ function mixin(target, ...parts) {
   }
 }
 
-mixin(Dashboard, Controls, Selection, Triage);
+mixin(Dashboard, Controls, Selection, Triage, Comparing);

@@ -39,7 +39,15 @@ export class Controls {
       ["none", "weights"], ["first", "− first step"], ["run", "− another run"],
     ]);
     c.base = el("select", { id: "base-select", onchange: () => this.change({ base: c.base.value }) });
-    c.baseLabel = label("minus run", c.base, { hidden: true });
+    c.baseLabel = label("base run", c.base, { hidden: true, title: "Subtracted by \"− another run\"; the run that \"Align\" reorders the others to" });
+    c.align = el("input", {
+      type: "checkbox",
+      id: "align-toggle",
+      // the base is the chosen run unless one was picked for "− another run" (comparing.js)
+      onchange: () => this.change({ align: c.align.checked, ...(c.align.checked && this.state.diff !== "run" ? { base: this.state.run } : {}) }),
+    });
+    c.alignText = el("span", { class: "ctl-label" }, "Align");
+    c.alignLabel = el("label", { class: "ctl", hidden: true, title: "Reorder each compared run's filters (and chained input channels) to match the base run's" }, c.alignText, c.align);
     c.sort = fillSelect(el("select", { id: "sort-select", onchange: () => this.change({ sort: c.sort.value }) }), [
       ["none", "index"], ["norm", "norm"], ["drift", "drift"],
     ]);
@@ -54,7 +62,7 @@ export class Controls {
     this.message = el("div", { class: "message", id: "message", role: "alert", hidden: true });
     this.loading = el("span", { class: "loading", id: "loading", hidden: true }, "loading…");
     this.panelsNode = el("div", { class: "panels", id: "panels" });
-    this.side = el("aside", { class: "side", id: "side" }, this.detail.node, this.doctor.node, this.health.node);
+    this.side = el("aside", { class: "side", id: "side" }, this.detail.node, this.similarity.node, this.doctor.node, this.health.node);
     this.root.classList.add("convfilters");
     this.root.replaceChildren(el("div", { class: "app" },
       el("div", { class: "toolbar" },
@@ -62,7 +70,7 @@ export class Controls {
       el("div", { class: "toolbar" },
         el("span", { class: "step-box" }, c.prev, c.play, c.next, label("Step", c.slider), c.stepLabel),
         label("Colormap", c.cmap), label("Scale", c.norm), label("Percentile", c.pct),
-        label("Show", c.diff), c.baseLabel, label("Sort rows", c.sort), c.rgbLabel, c.sampleLabel),
+        label("Show", c.diff), c.baseLabel, c.alignLabel, label("Sort rows", c.sort), c.rgbLabel, c.sampleLabel),
       c.description, this.message,
       el("div", { class: "main" }, this.panelsNode, this.side)));
     this.root.addEventListener("keydown", (e) => {
@@ -122,7 +130,10 @@ export class Controls {
     c.sort.value = s.sort;
     c.rgb.checked = s.rgb;
     c.sample.value = String(s.sample);
-    c.baseLabel.hidden = s.diff !== "run";
+    c.align.checked = s.align;
+    c.alignText.textContent = `Align to ${s.base}`;
+    c.alignLabel.hidden = !(s.compare.length && this.info().kind === "kernel");
+    c.baseLabel.hidden = s.diff !== "run" && !(s.align && !c.alignLabel.hidden);
     const info = this.info();
     c.description.textContent = info.description || "";
     const shape = info.shape || [];

@@ -168,7 +168,8 @@ export class GridView {
 
   /**
    * Marks drawn over the grid: {badges: [{label, problems, cells: [start, end)}]
-   * (findings.badgesFor), labels: true to write each image tile's filter label}; null: none.
+   * (findings.badgesFor), labels: true to write each image tile's filter label, rowNotes:
+   * a short text per grid row, e.g. an aligned row's matched cosine}; null: none.
    * Block layouts label every block with its filter index whatever the marks.
    */
   setMarks(marks) {

@@ -1,5 +1,5 @@
 // What is drawn over a grid canvas, on a transparent canvas of its own: block
-// labels, image labels and the filter doctor's finding badges (positions from
+// labels, image labels, aligned rows' matched cosines and the filter doctor's finding badges (positions from
 // render.js geometry through GridView.spanRect, so they follow zoom, pan and sorting).
 
 import { el } from "./dom.js";
@@ -32,6 +32,7 @@ export function drawOverlay(gv) {
     o.dataset.badges = "[]";
     delete o.dataset.labels;
     delete o.dataset.blockLabels;
+    delete o.dataset.rowNotes;
     return;
   }
   const grid = d.grid;
@@ -54,6 +55,14 @@ export function drawOverlay(gv) {
     if (g.tileH >= 16 * dpr && g.tileW >= 16 * dpr) drawLabels(gv, ctx, g, labels);
   } else {
     delete o.dataset.labels;
+  }
+  if (marks && marks.rowNotes) {
+    // aligned runs (align.js): each row's matched cosine, in display order
+    const order = gv.view.rowOrder;
+    o.dataset.rowNotes = JSON.stringify(Array.from({ length: grid.rows }, (_, slot) => marks.rowNotes[order ? order[slot] : slot]));
+    if (g.tileH >= 12 * dpr) drawRowNotes(gv, ctx, g, marks.rowNotes);
+  } else {
+    delete o.dataset.rowNotes;
   }
   const placed = [];
   for (const badge of (marks && marks.badges) || []) {
@@ -87,6 +96,29 @@ function drawBlockLabels(gv, ctx, g, labels) {
     const y = rect.y - gv.view.panY;
     if (x + rect.w < 0 || x > gv.overlay.width || y < 0 || y - g.band > gv.overlay.height) continue;
     ctx.fillText(labels[slot], x, y - 1, rect.w);
+  }
+}
+
+/** Each visible row's note (marks.rowNotes[r]) in the top-right corner of its row or block. */
+function drawRowNotes(gv, ctx, g, notes) {
+  const grid = gv.data.grid;
+  const dpr = gv.dpr();
+  const size = Math.round(Math.min(10 * dpr, g.tileH / 2));
+  ctx.font = `${size}px sans-serif`;
+  ctx.textBaseline = "top";
+  ctx.textAlign = "right";
+  const pad = Math.max(1, Math.round(size / 6));
+  for (let r = 0; r < grid.rows; r++) {
+    const rect = gv.spanRect(r * grid.cols, (r + 1) * grid.cols);
+    const x = rect.x + rect.w - gv.view.panX;
+    const y = rect.y - gv.view.panY;
+    if (x < 0 || x - rect.w > gv.overlay.width || y + rect.h < 0 || y > gv.overlay.height) continue;
+    const text = notes[r];
+    const w = Math.min(rect.w, ctx.measureText(text).width + 2 * pad);
+    ctx.fillStyle = "rgba(0, 0, 0, 0.6)";
+    ctx.fillRect(x - w, y, w, size + 2 * pad);
+    ctx.fillStyle = "#fff";
+    ctx.fillText(text, x - pad, y + pad, rect.w - 2 * pad);
   }
 }
 

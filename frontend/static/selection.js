@@ -69,8 +69,10 @@ export class Selection {
     if (this.detail.open) this.detail.refresh();
   }
 
-  /** Extra tooltip content: for pattern/projection images, their filter's kernel and stats. */
+  /** Extra tooltip content: an aligned tile's match (comparing.js); for pattern/projection images, their filter's kernel and stats. */
   hoverExtra(panel, hit, view) {
+    const aligned = this.alignHover(panel, hit);
+    if (aligned) return aligned;
     if (!panel.loaded || !IMAGE_KINDS.includes(panel.loaded.grid.kind)) return null;
     return this.patternHover.nodes(panel, hit, view);
   }

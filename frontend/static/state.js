@@ -19,6 +19,7 @@ export function defaults() {
     compare: [],
     diff: "none",
     base: null,
+    align: false, // compared runs' kernels reordered to the base run's filters
     rgb: false,
     sample: 0,
     sort: "none",
@@ -45,6 +46,7 @@ export function decode(hash) {
   s.compare = q.getAll("cmp");
   if (DIFFS.includes(q.get("diff"))) s.diff = q.get("diff");
   if (q.has("base")) s.base = q.get("base");
+  s.align = q.get("align") === "1";
   s.rgb = q.get("rgb") === "1";
   s.sample = int(q.get("sample")) || 0;
   if (SORTS.includes(q.get("sort"))) s.sort = q.get("sort");
@@ -65,7 +67,8 @@ export function encode(state) {
     if (state[key] !== d[key]) q.set(key, String(state[key]));
   }
   for (const run of state.compare || []) q.append("cmp", run);
-  if (state.diff === "run" && state.base !== null) q.set("base", state.base);
+  if ((state.diff === "run" || state.align) && state.base !== null) q.set("base", state.base);
+  if (state.align) q.set("align", "1");
   if (state.rgb) q.set("rgb", "1");
   if (state.sample) q.set("sample", String(state.sample));
   if (state.sel !== null && state.sel !== undefined) q.set("sel", String(state.sel));

@@ -2,6 +2,7 @@
 // shown as badges, banners, the findings list and the health table's flags
 // (or flags computed here when the route failed), and jumps to a finding.
 
+import { rowCosines, rowNote } from "./align.js";
 import { healthFlags, nearDuplicates } from "./analysis.js";
 import * as api from "./api.js";
 import { fmt } from "./dom.js";
@@ -57,7 +58,9 @@ export class Triage {
     const report = this.findingsReport(panel.run);
     const found = report ? seriesFindings(report.findings, panel.run, this.state.tag) : [];
     const badges = badgesFor(loaded.grid, found);
-    panel.view.setMarks({ badges, labels: IMAGE_KINDS.includes(loaded.grid.kind) });
+    const match = loaded.tensor.match; // an aligned run (comparing.js): each row's matched cosine
+    const rowNotes = match ? rowCosines(match, loaded.grid.rows).map(rowNote) : null;
+    panel.view.setMarks({ badges, labels: IMAGE_KINDS.includes(loaded.grid.kind), rowNotes });
     panel.setBanner(found.filter((f) => f.filter === null));
     panel.setLegend(PROBLEMS.filter((p) => badges.some((b) => b.problems.includes(p))));
   }

@@ -1,0 +1,186 @@
+"""A background writer's spool: copies of logged arrays waiting for its thread, bounded in bytes.
+
+``Spool.put`` takes one copy of an array (into a reused buffer: the same model
+logs the same shapes every step, and fresh memory costs page faults), queues it
+with the work to do on it and returns; one daemon thread does the work in
+order. Copies in flight never exceed the spool's limit: a ``put`` beyond it
+waits (back-pressure). Failures and warnings of the work are kept for the
+caller to raise and issue (``take_failures``, ``take_messages``); nothing is
+dropped.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from tb_convfilters import blob
+
+THREAD_NAME = "convfilters-writer"
+# The thread's nice value (Linux; its stats helper in blob.in_parallel inherits it): training
+# threads come first when cores are short, and idle cores still do all the writing.
+NICE = 10
+# The thread ends after this many idle seconds (and starts again on the next put), so an
+# idle spool whose writer was dropped can be collected.
+IDLE_SECONDS = 30.0
+
+
+class _Job(NamedTuple):
+    work: Callable[[Any], str | None]
+    array: np.ndarray | None
+    nbytes: int
+    buffer: np.ndarray | None  # the reusable buffer under `array`, if it is a copy
+    what: Any
+
+
+class Spool:
+    """Work on array copies, done in order on one background thread.
+
+    `limit` bounds the bytes of copies in flight plus idle reusable buffers
+    (one array larger than it still passes, alone).
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._cond = threading.Condition()
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._in_flight = 0  # bytes of queued and running jobs' arrays
+        self._submitted = 0
+        self._done = 0
+        self._idle: dict[tuple, list[np.ndarray]] = {}  # (nbytes,) -> free buffers
+        self._idle_bytes = 0
+        self._failures: list[tuple[Any, BaseException]] = []
+        self._messages: list[str] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    # ---- the calling side ----
+
+    def put(
+        self,
+        work: Callable[[Any], str | None],
+        array: np.ndarray | None,
+        what: Any,
+        owned: bool = False,
+    ) -> None:
+        """Queues ``work(copy of array)`` (``work(None)`` without one); waits while full.
+
+        An `owned` array (one no caller can change) is queued as is. `work` may
+        return a warning message; `what` names the job in failures.
+        """
+        nbytes = 0 if array is None else array.nbytes
+        with self._cond:
+            if self._closed:
+                raise ValueError("the Writer is closed")
+            while self._in_flight and self._in_flight + nbytes > self.limit:
+                self._cond.wait(1.0)  # back-pressure: the thread frees room as it writes
+                self._start()
+            self._in_flight += nbytes
+            buffer = None if array is None or owned else self._reuse(array)
+        try:
+            if array is not None and not owned:
+                if buffer is None:
+                    buffer = np.empty(nbytes, np.uint8)
+                copy = buffer.view(array.dtype).reshape(array.shape)
+                np.copyto(copy, array, casting="no")  # one memcpy for a contiguous array
+                array = copy
+        except BaseException:
+            with self._cond:
+                self._in_flight -= nbytes
+                self._cond.notify_all()
+            raise
+        with self._cond:
+            self._queue.append(_Job(work, array, nbytes, buffer, what))
+            self._submitted += 1
+            self._start()
+            self._cond.notify_all()
+
+    def _start(self) -> None:
+        """Starts the thread if there is work and no live thread for it (lock held)."""
+        if self._queue and (self._thread is None or not self._thread.is_alive()):
+            self._thread = threading.Thread(target=self._run, name=THREAD_NAME, daemon=True)
+            self._thread.start()
+
+    def _reuse(self, array: np.ndarray) -> np.ndarray | None:
+        """An idle buffer of `array`'s size (lock held), making room under the limit if not."""
+        free = self._idle.get((array.nbytes,))
+        if free:
+            self._idle_bytes -= array.nbytes
+            return free.pop()
+        while self._idle and self._in_flight + self._idle_bytes > self.limit:
+            key = next(iter(self._idle))
+            self._idle_bytes -= self._idle[key].pop().nbytes
+            if not self._idle[key]:
+                del self._idle[key]
+        return None
+
+    def wait(self) -> None:
+        """Returns once every job queued before this call is done."""
+        with self._cond:
+            target = self._submitted
+            while self._done < target:
+                self._cond.wait(1.0)
+                self._start()
+
+    def take_failures(self) -> list[tuple[Any, BaseException]]:
+        """The failures since the last call: (what, exception), oldest first."""
+        with self._cond:
+            failures, self._failures = self._failures, []
+        return failures
+
+    def take_messages(self) -> list[str]:
+        """The warnings the work returned since the last call, oldest first."""
+        with self._cond:
+            messages, self._messages = self._messages, []
+        return messages
+
+    def close(self) -> None:
+        """Waits for every queued job, then stops the thread and frees the buffers."""
+        self.wait()
+        with self._cond:
+            self._closed = True
+            self._idle.clear()
+            self._idle_bytes = 0
+            thread = self._thread
+            self._cond.notify_all()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    # ---- the thread ----
+
+    def _run(self) -> None:
+        blob.set_nice(NICE)
+        while True:
+            with self._cond:
+                while not self._queue:
+                    if self._closed or not self._cond.wait(IDLE_SECONDS) and not self._queue:
+                        self._thread = None
+                        return
+                job = self._queue[0]
+            message, failed = None, False
+            try:
+                message = job.work(job.array)
+            except BaseException as e:  # kept for the caller; the thread goes on
+                failed = True
+                with self._cond:
+                    self._failures.append((job.what, e))
+            with self._cond:
+                self._queue.popleft()
+                self._in_flight -= job.nbytes
+                self._done += 1
+                if message:
+                    self._messages.append(message)
+                if (
+                    job.buffer is not None
+                    and not failed  # a traceback may still hold a view of it
+                    and not self._closed
+                    and self._in_flight + self._idle_bytes + job.nbytes <= self.limit
+                ):
+                    self._idle.setdefault((job.nbytes,), []).append(job.buffer)
+                    self._idle_bytes += job.nbytes
+                self._cond.notify_all()
+            del job

@@ -1,0 +1,164 @@
+"""Issue 17: the ``align`` and ``similarity`` routes, from the index and from the data provider."""
+
+from __future__ import annotations
+
+import json
+import urllib.parse
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import http_get, plugin_client, tensorboard
+
+from tb_convfilters import Writer
+from tb_convfilters.record import make_record
+
+PREFIX = "/data/plugin/convfilters/"
+rng = np.random.default_rng(7)
+K1 = rng.standard_normal((3, 3, 2, 6)).astype("f4")
+K2 = rng.standard_normal((3, 3, 6, 5)).astype("f4")
+P1, P2 = rng.permutation(6), rng.permutation(5)
+MAPS = rng.standard_normal((4, 5, 5, 6)).astype("f4")
+
+
+def permuted():
+    b1 = np.empty_like(K1)
+    b1[..., P1] = K1
+    b2 = np.empty_like(K2)
+    b2[..., P2] = K2
+    b2c = np.empty_like(b2)
+    b2c[:, :, P1] = b2
+    return b1, b2c
+
+
+def write(logdir, run, k1, k2, maps, digest, steps=(1, 2)):
+    with Writer(logdir / run) as w:
+        for step in steps:
+            w.kernel("c1/kernel", k1, step)
+            w.kernel("c2/kernel", k2, step)
+            rec = make_record(maps, kind="activation", layout="NHWC",
+                              extra={"samples_digest": digest})
+            w.write_record("c1/activation", rec, step)
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("logs")
+    b1, b2 = permuted()
+    write(root, "a", K1, K2, MAPS, "x")
+    write(root, "b", b1, b2, MAPS[..., P1] * 3, "x")
+    write(root, "other", K1, K2, MAPS, "y", steps=(1,))
+    return root
+
+
+@pytest.fixture(params=["index", "provider"])
+def client(request, logdir):
+    return plugin_client(logdir, source=request.param)
+
+
+def get(client, route, **query):
+    response = client.get(PREFIX + route, query_string=query)
+    assert response.mimetype == "application/json"
+    return response.status_code, response.json
+
+
+def test_align_carries_the_permutation_into_the_next_layer(client):
+    status, body = get(client, "align", run="b", base="a", tag="c1/kernel")
+    assert status == 200, body
+    assert body["permutation"] == P1.tolist() and body["channel_permutation"] is None
+    assert min(body["cosine"]) > 0.999 and not body["chained"]
+    status, body = get(client, "align", run="b", base="a", tag="c2/kernel", step="1")
+    assert status == 200, body
+    assert body["permutation"] == P2.tolist() and body["channel_permutation"] == P1.tolist()
+    assert body["chained"] and body["step"] == 1 and body["mean_cosine"] > 0.999
+
+
+@pytest.mark.parametrize(
+    "query, status, words",
+    [
+        ({"run": "zz", "base": "a", "tag": "c1/kernel"}, 404, "run 'zz' not found"),
+        ({"run": "b", "base": "a", "tag": "nope"}, 404, "tag 'nope' not found"),
+        ({"run": "b", "base": "a", "tag": "c1/kernel", "step": "9"}, 404, "step 9 not found"),
+        ({"run": "b", "base": "a", "tag": "c1/kernel", "step": "x"}, 400, "is not a step"),
+        ({"run": "b", "tag": "c1/kernel"}, 400, "missing parameter 'base'"),
+        ({"run": "b", "base": "a", "tag": "c1/activation"}, 400, "is not a kernel"),
+    ],
+)
+def test_align_errors(client, query, status, words):
+    got, body = get(client, "align", **query)
+    assert got == status and words in body["error"]
+
+
+def test_similarity_over_runs_and_steps(client):
+    status, body = get(client, "similarity", tag="c1/activation", runs="a,b")
+    assert status == 200, body
+    assert body["labels"] == [{"run": r, "step": s} for r in "ab" for s in (1, 2)]
+    assert np.allclose(body["matrix"], 1.0) and body["note"] is None
+    status, body = get(client, "similarity", tag="c1/activation", runs="a,b", steps="2")
+    assert status == 200 and len(body["labels"]) == 2
+
+
+@pytest.mark.parametrize(
+    "query, status, words",
+    [
+        ({"tag": "c1/activation", "runs": "a,other"}, 422, "different inputs"),
+        ({"tag": "c1/activation", "runs": "a,zz"}, 404, "run 'zz' not found"),
+        ({"tag": "c1/activation", "runs": "a", "steps": "7"}, 404, "none of steps [7]"),
+        ({"tag": "c1/activation", "runs": "a", "steps": "1,x"}, 400, "not a list of steps"),
+        ({"tag": "c1/activation", "runs": ","}, 400, "runs= is empty"),
+        ({"tag": "c1/kernel", "runs": "a"}, 400, "CKA needs activations"),
+        ({"tag": "c1/activation"}, 400, "missing parameter 'runs'"),
+    ],
+)
+def test_similarity_errors(client, query, status, words):
+    got, body = get(client, "similarity", **query)
+    assert got == status and words in body["error"], body
+
+
+VALUES = st.one_of(
+    st.sampled_from(["a", "b", "other", "c1/kernel", "c2/kernel", "c1/activation", "1", "2",
+                     "a,b", "1,2", ",", "", "-1", "9" * 30, "\x00", "ü"]),
+    st.text(max_size=20),
+)
+QUERY = st.lists(
+    st.tuples(st.sampled_from(["run", "base", "tag", "step", "runs", "steps", "x"]), VALUES),
+    max_size=6,
+)
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+          HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from(["align", "similarity"]), query=QUERY)
+def test_fuzzed_queries_never_500(logdir, route, query):
+    r = fuzz_client(logdir).get(PREFIX + route + "?" + urllib.parse.urlencode(query))
+    assert r.status_code in {200, 400, 404, 413, 422}, (r.status_code, r.data[:300])
+    assert r.mimetype == "application/json" and b"Traceback" not in r.data
+    body = r.json
+    assert ("error" in body) == (r.status_code != 200)
+
+
+_clients: dict = {}
+
+
+def fuzz_client(logdir):
+    if logdir not in _clients:
+        _clients[logdir] = plugin_client(logdir)
+    return _clients[logdir]
+
+
+@pytest.mark.parametrize("load_fast", ["true", "false"])
+def test_real_tensorboard_serves_align_and_similarity(logdir, load_fast):
+    with tensorboard(logdir, load_fast=load_fast) as base:
+        url = f"{base}{PREFIX}align?" + urllib.parse.urlencode(
+            {"run": "b", "base": "a", "tag": "c2/kernel"}
+        )
+        status, body, _ = http_get(url)
+        assert status == 200, body[:300]
+        match = json.loads(body)
+        assert match["permutation"] == P2.tolist() and match["channel_permutation"] == P1.tolist()
+        url = f"{base}{PREFIX}similarity?" + urllib.parse.urlencode(
+            {"tag": "c1/activation", "runs": "a,other"}
+        )
+        status, body, _ = http_get(url)
+        assert status == 422 and "different inputs" in json.loads(body)["error"]
