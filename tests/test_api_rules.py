@@ -87,10 +87,10 @@ def test_shapes_that_can_be_right_do_not_warn(shape, layout, kind):
 
 def test_torch_helpers_pass_their_layouts_without_warnings(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 64, 7), nn.Conv2d(64, 8, 3))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), Writer(tmp_path) as w:
         warnings.simplefilter("error")
-        log_kernels(tmp_path, model, 0)
-        with log_activations(tmp_path, model, 0):
+        log_kernels(w, model, 0)
+        with log_activations(w, model, 0):
             model(torch.randn(2, 3, 16, 16))
     found = headers(tmp_path)
     assert found["0/weight"]["layout"] == "OIHW" and found["0/activation"]["layout"] == "NCHW"
@@ -150,9 +150,10 @@ def test_log_activations_runs_in_eval_mode_without_grad_and_restores_modes(tmp_p
     model.head.eval()  # a submodule's own mode is restored too
     before = model.bn.running_mean.clone(), model.bn.num_batches_tracked.clone()
     x = torch.randn(4, 1, 8, 8) * 3 + 1
-    with log_activations(tmp_path, model, 0, modules=["bn", "head"], max_samples=4) as tags:
-        out = model(x)
-        assert not out.requires_grad
+    with Writer(tmp_path) as w:
+        with log_activations(w, model, 0, modules=["bn", "head"], max_samples=4) as tags:
+            out = model(x)
+            assert not out.requires_grad
     assert tags == ["bn/activation", "head/activation"]
     assert torch.equal(model.bn.running_mean, before[0])
     assert torch.equal(model.bn.num_batches_tracked, before[1])
@@ -194,7 +195,8 @@ def test_torch_caps_are_checked_when_called(tmp_path):
     with pytest.raises(ValueError, match=r"max_filters=0 must be a positive integer"):
         with log_activations(tmp_path, model, 0, max_filters=0):
             pass
-    assert log_kernels(tmp_path, model, 0, max_filters=[2, 0], max_channels=1) == ["0/weight"]
+    with Writer(tmp_path) as w:
+        assert log_kernels(w, model, 0, max_filters=[2, 0], max_channels=1) == ["0/weight"]
     assert headers(tmp_path)["0/weight"]["filters"] == [2, 0]
 
 
