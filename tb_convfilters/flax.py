@@ -14,7 +14,6 @@ Kernels are found by name (a ``kernel`` leaf) and rank: 3-D ``WIO``, 4-D ``HWIO`
 
 from __future__ import annotations
 
-import atexit
 import os
 import threading
 import weakref
@@ -30,7 +29,6 @@ except ImportError as e:  # pragma: no cover - exercised by hand without jax
     ) from e
 import numpy as np
 
-from tb_convfilters import fs
 from tb_convfilters.record import (
     DEFAULT_STEP_BUDGET_MB,
     ErrorPolicy,
@@ -41,21 +39,14 @@ from tb_convfilters.record import (
     check_step,
     make_record,
 )
-from tb_convfilters.writer import Writer
+from tb_convfilters.writer import Writer, shared
 
 KERNEL_LAYOUTS = {2: "IO", 3: "WIO", 4: "HWIO", 5: "DHWIO"}  # kernel rank -> layout
 _KNOBS = "log less often, store dtype='float16', cap max_filters / max_channels, or set prefix"
 
 _lock = threading.Lock()
-_by_path: dict[str, Writer] = {}
 _budgets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Writer -> StepBudget
 _reported: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Writer -> warned tags
-
-
-@atexit.register
-def _close_path_writers() -> None:
-    for writer in _by_path.values():
-        writer.close()
 
 
 def _writer_for(target: Any) -> Writer:
@@ -66,14 +57,7 @@ def _writer_for(target: Any) -> Writer:
             f"writer_or_logdir of type {type(target).__name__} is not a tb_convfilters.Writer "
             "or a log directory path"
         )
-    path = os.fspath(target)
-    if not fs.is_url(path):
-        path = os.path.abspath(path)
-    with _lock:
-        writer = _by_path.get(path)
-        if writer is None or writer.closed:
-            writer = _by_path[path] = Writer(path)
-        return writer
+    return shared(target)
 
 
 def _key_name(key: Any) -> str:

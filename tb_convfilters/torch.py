@@ -23,7 +23,6 @@ the other ranks return at once, so ``target`` may be None there.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import sys
@@ -43,7 +42,7 @@ except ImportError as e:  # pragma: no cover - exercised by a test that hides to
         f"(or pip install torch). Import failed with: {e}"
     ) from e
 
-from tb_convfilters import blob, fs
+from tb_convfilters import blob
 from tb_convfilters.firing import Firing
 from tb_convfilters.record import (
     DEFAULT_MAX_MAPS,
@@ -57,7 +56,7 @@ from tb_convfilters.record import (
     make_record,
     samples_digest,
 )
-from tb_convfilters.writer import Writer
+from tb_convfilters.writer import Writer, shared
 
 # Most specific first: module type -> kernel layout of its `weight`.
 KERNEL_LAYOUTS: dict[type, str] = {
@@ -78,15 +77,8 @@ _KNOBS = (
 
 _lock = threading.Lock()
 _by_summary_writer: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_by_path: dict[str, Writer] = {}
 _budgets: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Writer -> StepBudget
 _reported: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Writer -> warned tags
-
-
-@atexit.register
-def _close_path_writers() -> None:
-    for writer in _by_path.values():
-        writer.close()
 
 
 def _writer_for(target: Any) -> Writer:
@@ -107,14 +99,8 @@ def _writer_for(target: Any) -> Writer:
                 weakref.finalize(target, writer.close)
                 _follow(target, writer)
             return writer
-        if isinstance(target, str | os.PathLike):
-            path = os.fspath(target)
-            if not fs.is_url(path):
-                path = os.path.abspath(path)
-            writer = _by_path.get(path)
-            if writer is None or writer.closed:
-                writer = _by_path[path] = Writer(path)
-            return writer
+    if isinstance(target, str | os.PathLike):
+        return shared(target)
     raise TypeError(
         f"target of type {type(target).__name__} is not a torch.utils.tensorboard or tensorboardX "
         "SummaryWriter, a tb_convfilters.Writer or a log directory path"
@@ -142,11 +128,10 @@ def flush(target: Any) -> None:
     if isinstance(target, Writer):
         target.flush()
         return
-    with _lock:
-        if isinstance(target, str | os.PathLike):
-            path = os.fspath(target)
-            writer = _by_path.get(path if fs.is_url(path) else os.path.abspath(path))
-        else:
+    if isinstance(target, str | os.PathLike):
+        writer = shared(target, create=False)
+    else:
+        with _lock:
             writer = _by_summary_writer.get(target)
     if writer is not None:
         writer.flush()

@@ -429,3 +429,23 @@ class Writer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+_shared_lock = threading.Lock()
+_shared: dict[str, Writer] = {}
+
+
+def shared(logdir: str | os.PathLike, *, create: bool = True) -> Writer | None:
+    """The one open Writer of `logdir` for the helpers that are given a path.
+
+    Local paths are made absolute, so ``logs`` and ``./logs`` share a Writer; a closed
+    one is replaced. With ``create=False``, None where there is none yet.
+    """
+    path = os.fspath(logdir)
+    if not fs.is_url(path):
+        path = os.path.abspath(path)
+    with _shared_lock:
+        writer = _shared.get(path)
+        if create and (writer is None or writer.closed):
+            writer = _shared[path] = Writer(path)
+        return writer
