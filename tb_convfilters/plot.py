@@ -6,10 +6,11 @@
 >>> plot.grid_from_logs("logs", "train", "conv1/kernel")     # the latest step
 
 Kernels draw one row per filter and one tile per input channel (depthwise: one row
-per input channel, one tile per multiplier); activations one tile per channel in a
-near-square grid; 3D tiles put their D slices side by side. Colour tables, the
-NaN/Inf colour and the percentile limits come from the dashboard's own settings
-(``tb_convfilters.display``). Needs ``pip install "tb-convfilters[plot]"``.
+per input channel, one tile per multiplier); rows of at most three tiles are laid out
+as the dashboard lays them out, a near-square grid of labelled blocks; activations
+one tile per channel in a near-square grid; 3D tiles put their D slices side by side.
+Colour tables, the NaN/Inf colour and the percentile limits come from the dashboard's
+own settings (``tb_convfilters.display``). Needs ``pip install "tb-convfilters[plot]"``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ from tb_convfilters import display, reader
 from tb_convfilters.layouts import ACTIVATION_LAYOUTS, KERNEL_LAYOUTS
 
 _SCALES = ("tile", "filter", "layer")
+# As the dashboard (layout.js BLOCK_CHANNELS): kernels with at most this many tiles per
+# filter draw as a near-square grid of filter blocks instead of a strip.
+BLOCK_CHANNELS = 3
+_BLOCK_GAP = 3  # px between blocks (tiles are 1 px apart): room for the block labels
 
 
 class Tiles(NamedTuple):
@@ -162,11 +167,31 @@ def image(
     if filters is not None:
         cells = cells[_rows(filters, cells.shape[0], g.kind)]
     rows, cols, th, tw, _ = cells.shape
-    out = np.zeros((rows * (th + 1) - 1, cols * (tw + 1) - 1, 4), np.uint8)
-    for r in range(rows):
-        for c in range(cols):
-            out[r * (th + 1) : r * (th + 1) + th, c * (tw + 1) : c * (tw + 1) + tw] = cells[r, c]
+    places = _places(g.kind, rows, cols, th, tw)
+    out = np.zeros((max(y for y, _ in places) + th, max(x for _, x in places) + tw, 4), np.uint8)
+    for (y, x), cell in zip(places, cells.reshape(rows * cols, th, tw, 4), strict=True):
+        out[y : y + th, x : x + tw] = cell
     return out
+
+
+def block_columns(kind: str, rows: int, cols: int, th: int, tw: int) -> int:
+    """Blocks per line where the dashboard draws filter blocks (rows of few tiles), else 0."""
+    if kind != "kernel" or cols > BLOCK_CHANNELS or rows < 2:
+        return 0
+    return _square_columns(rows, th, cols * tw)
+
+
+def _places(kind: str, rows: int, cols: int, th: int, tw: int) -> list[tuple[int, int]]:
+    """(top, left) pixel of each tile, row by row: a strip of rows, or filter blocks."""
+    per_line = block_columns(kind, rows, cols, th, tw)
+    if not per_line:
+        return [(r * (th + 1), c * (tw + 1)) for r in range(rows) for c in range(cols)]
+    pitch_y, pitch_x = th + _BLOCK_GAP, cols * (tw + 1) - 1 + _BLOCK_GAP
+    return [
+        ((r // per_line) * pitch_y, (r % per_line) * pitch_x + c * (tw + 1))
+        for r in range(rows)
+        for c in range(cols)
+    ]
 
 
 def _rows(filters: int | Sequence[int], rows: int, kind: str) -> list[int]:
@@ -236,13 +261,22 @@ def grid(
     ax.imshow(img, interpolation="nearest", resample=False)
     ax.set_xticks([])
     ax.set_yticks([])
+    g = tiles(array, layout, sample=sample)
+    rows, cols, th, tw = g.values.shape
+    picked = list(range(rows)) if filters is None else _rows(filters, rows, g.kind)
+    blocks = block_columns(g.kind, len(picked), cols, th, tw)
     kernel = layout in KERNEL_LAYOUTS
-    ax.set_xlabel("input channel" if kernel and "M" not in layout else "")
-    ax.set_ylabel("filter" if kernel and "M" not in layout else "")
+    if blocks:  # each block labelled with its filter (depthwise: input channel) index
+        places = _places(g.kind, len(picked), cols, th, tw)
+        for i, index in enumerate(picked):
+            y, x = places[i * cols]
+            ax.text(x - 0.5, y - 0.6, str(index), fontsize=6, va="bottom", ha="left")
+    else:
+        ax.set_xlabel("input channel" if kernel and "M" not in layout else "")
+        ax.set_ylabel("filter" if kernel and "M" not in layout else "")
     if title:
         ax.set_title(title)
     if scale == "layer" or limits is not None:
-        g = tiles(array, layout, sample=sample)
         lo, hi = cell_limits(
             g, colormap=colormap, scale=scale, percentile=percentile, limits=limits
         )

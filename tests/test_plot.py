@@ -53,7 +53,10 @@ for (let r = 0; r < grid.rows; r++) {
     out.push({ r, c, tile });
   }
 }
-console.log(JSON.stringify({ th: grid.th, tw: grid.tw, cells: out }));
+console.log(JSON.stringify({
+  th: grid.th, tw: grid.tw, cols: grid.cols, blocks: grid.blocks, blockCols: grid.blockCols,
+  cells: out,
+}));
 """
 
 
@@ -70,11 +73,21 @@ def dashboard_colors(tmp_path, array, layout, kind, colormap, mode, p, dark=Fals
     return json.loads(done.stdout)
 
 
-def check_same_pixels(dash, img):
+def check_same_pixels(dash, img, kind):
+    """Every value's colour where the dashboard's grid puts it (a strip, or filter blocks)."""
     th, tw = dash["th"], dash["tw"]
+    per_line = dash["blockCols"] if dash["blocks"] else 0
+    rows = 1 + max(cell["r"] for cell in dash["cells"])
+    assert plot.block_columns(kind, rows, dash["cols"], th, tw) == per_line
     compared = 0
     for cell in dash["cells"]:
-        top, left = cell["r"] * (th + 1), cell["c"] * (tw + 1)
+        if per_line:
+            gap = plot._BLOCK_GAP
+            top = (cell["r"] // per_line) * (th + gap)
+            left = (cell["r"] % per_line) * (dash["cols"] * (tw + 1) - 1 + gap)
+            left += cell["c"] * (tw + 1)
+        else:
+            top, left = cell["r"] * (th + 1), cell["c"] * (tw + 1)
         for i, want in enumerate(cell["tile"]):
             y, x = divmod(i, tw)
             got = img[top + y, left + x]
@@ -117,7 +130,7 @@ def test_pixels_equal_the_dashboards_colours(tmp_path, layout, shape, kind, colo
     dash = dashboard_colors(tmp_path, array, layout, kind, colormap, mode, p)
     img = plot.image(array, layout, colormap=colormap, scale=mode, percentile=p)
     shown = array[0] if kind == "activation" else array
-    assert check_same_pixels(dash, img) == shown.size
+    assert check_same_pixels(dash, img, kind) == shown.size
     # and the rendered Figure shows those colours at every value's centre
     fig = plot.grid(array, layout, colormap=colormap, scale=mode, percentile=p, pixels=6)
     canvas = FigureCanvasAgg(fig)
@@ -138,7 +151,7 @@ def test_dark_table_and_large_float32_layer(tmp_path):
     dash = dashboard_colors(tmp_path, array, "HWIO", "kernel", "diverging", "layer", 99.5,
                             dark=True)
     img = plot.image(array, "HWIO", dark=True)
-    assert check_same_pixels(dash, img) == array.size
+    assert check_same_pixels(dash, img, "kernel") == array.size
 
 
 def test_defaults_come_from_the_shared_settings():
@@ -170,7 +183,7 @@ def test_grid_from_logs_reads_the_logged_tensor(tmp_path):
 
 
 def test_bad_arguments_name_what_is_allowed():
-    a = np.zeros((3, 3, 2, 4), np.float32)
+    a = np.zeros((3, 3, 4, 4), np.float32)
     with pytest.raises(ValueError, match="colormap='jet'.*diverging"):
         plot.grid(a, colormap="jet")
     with pytest.raises(ValueError, match="scale='steps'.*tile, filter, layer"):
@@ -181,3 +194,11 @@ def test_bad_arguments_name_what_is_allowed():
         plot.grid(a, filters=[0, 9])
     img = plot.image(a, filters=2)
     assert img.shape[0] == 2 * 4 - 1
+
+
+def test_few_input_channels_draw_as_a_square_of_labelled_filter_blocks():
+    conv1 = np.random.default_rng(1).normal(size=(3, 3, 1, 16)).astype(np.float32)
+    img = plot.image(conv1)  # 16 blocks of one 3x3 tile, 4 x 4, blocks 3 px apart
+    assert img.shape[:2] == (4 * 3 + 3 * 3, 4 * 3 + 3 * 3)
+    fig = plot.grid(conv1, filters=[2, 5, 7, 11])
+    assert [t.get_text() for t in fig.axes[0].texts] == ["2", "5", "7", "11"]
