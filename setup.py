@@ -40,6 +40,7 @@ setup(
             "build",
             "mkdocs>=1.6",
             "mkdocs-material",
+            "ipython",  # the %tensorboard notebook magic in test_notebook
             "scikit-learn",  # benchmarks.dead_units and the compare example train on its digits
         ],
     },
