@@ -66,16 +66,12 @@ def _keras_truth(model, x: np.ndarray, tags: dict[str, str]) -> dict[str, np.nda
     return out
 
 
-def train_demo(logdir: Path, run: str, lr: float, inputs: tuple[int, ...], epochs: int) -> dict:
-    """The demo's run `run` (same seed, data and model), logged once per n in `inputs`."""
+def _fit_keras(model, x, y, lr: float, batch_size: int, logdir: Path, inputs, epochs: int) -> dict:
+    """Fits `model` with one FiltersCallback per n in `inputs`; the truth on all of `x`."""
     import keras
 
     from tb_convfilters.keras import FiltersCallback
 
-    demo = _demo()
-    x, y = demo.stripes(1024)
-    keras.utils.set_random_seed(0)
-    model = demo.build_model()
     model.compile(
         optimizer=keras.optimizers.Adam(lr),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -84,15 +80,24 @@ def train_demo(logdir: Path, run: str, lr: float, inputs: tuple[int, ...], epoch
     callbacks = [
         FiltersCallback(logdir / f"n{n:04d}", sample_inputs=x[:n], max_samples=4) for n in inputs
     ]
-    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0, callbacks=callbacks)
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
     tags = {f"{name}/activation": name for name in ("conv1", "conv2", "conv3")}
     return {"truth": _keras_truth(model, x, tags), "n_train": len(x)}
 
 
-def train_keras_digits(logdir: Path, inputs: tuple[int, ...], epochs: int) -> dict:
+def train_demo(logdir: Path, run: str, lr: float, inputs: tuple[int, ...], epochs: int) -> dict:
+    """The demo's run `run` (same seed, data and model), logged once per n in `inputs`."""
     import keras
 
-    from tb_convfilters.keras import FiltersCallback
+    demo = _demo()
+    x, y = demo.stripes(1024)
+    keras.utils.set_random_seed(0)
+    model = demo.build_model()
+    return _fit_keras(model, x, y, lr, 64, logdir, inputs, epochs)
+
+
+def train_keras_digits(logdir: Path, inputs: tuple[int, ...], epochs: int) -> dict:
+    import keras
 
     x, y = _digits()
     keras.utils.set_random_seed(0)
@@ -107,17 +112,7 @@ def train_keras_digits(logdir: Path, inputs: tuple[int, ...], epochs: int) -> di
             keras.layers.Dense(10),
         ]
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(0.03),  # high enough to kill units
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
-    callbacks = [
-        FiltersCallback(logdir / f"n{n:04d}", sample_inputs=x[:n], max_samples=4) for n in inputs
-    ]
-    model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, callbacks=callbacks)
-    tags = {f"{name}/activation": name for name in ("conv1", "conv2", "conv3")}
-    return {"truth": _keras_truth(model, x, tags), "n_train": len(x)}
+    return _fit_keras(model, x, y, 0.03, 32, logdir, inputs, epochs)  # lr high enough to kill units
 
 
 def train_torch_digits(logdir: Path, inputs: tuple[int, ...], epochs: int) -> dict:
