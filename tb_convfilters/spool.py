@@ -18,10 +18,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tb_convfilters import blob
+from tb_convfilters import sweep
 
 THREAD_NAME = "convfilters-writer"
-# The thread's nice value (Linux; its stats helper in blob.in_parallel inherits it): training
+# The thread's nice value (Linux; its stats helper in sweep.in_parallel inherits it): training
 # threads come first when cores are short, and idle cores still do all the writing.
 NICE = 10
 # The thread ends after this many idle seconds (and starts again on the next put), so an
@@ -35,31 +35,6 @@ class _Job(NamedTuple):
     nbytes: int
     buffer: np.ndarray | None  # the reusable buffer under `array`, if it is a copy
     what: Any
-
-
-# Copies of at least this many bytes are split between the calling thread and a worker:
-# one thread's memcpy does not reach the memory bandwidth two cores have.
-PARALLEL_COPY_BYTES = 2 << 20
-
-
-def _copy(array: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Copies `array` into `out` (same shape and dtype), in halves on two threads when large."""
-    if array.nbytes < PARALLEL_COPY_BYTES:
-        np.copyto(out, array, casting="no")
-        return out
-    if array.flags.c_contiguous:
-        src, dst = array.reshape(-1).view(np.uint8), out.reshape(-1).view(np.uint8)
-    else:
-        src, dst = array, out
-    if src.shape[0] < 2:
-        np.copyto(out, array, casting="no")
-        return out
-    half = src.shape[0] // 2
-    blob.in_parallel(
-        lambda: np.copyto(dst[half:], src[half:], casting="no"),
-        lambda: np.copyto(dst[:half], src[:half], casting="no"),
-    )
-    return out
 
 
 class Spool:
@@ -110,7 +85,9 @@ class Spool:
             if array is not None and not owned:
                 if buffer is None:
                     buffer = np.empty(nbytes, np.uint8)
-                array = _copy(array, buffer.view(array.dtype).reshape(array.shape))
+                copy = buffer.view(array.dtype).reshape(array.shape)
+                sweep.copyto(copy, array)  # one memcpy (two halves at once when large)
+                array = copy
         except BaseException:
             with self._cond:
                 self._in_flight -= nbytes
@@ -176,7 +153,7 @@ class Spool:
     # ---- the thread ----
 
     def _run(self) -> None:
-        blob.set_nice(NICE)
+        sweep.set_nice(NICE)
         while True:
             with self._cond:
                 while not self._queue:

@@ -315,7 +315,7 @@ def test_a_step_is_in_the_file_without_flush(tmp_path, blocking):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
 def test_writer_threads_yield_to_training_threads(tmp_path):
-    from tb_convfilters import blob, spool
+    from tb_convfilters import spool, sweep
 
     ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     with tb_convfilters.Writer(tmp_path / "run") as w:
@@ -326,7 +326,7 @@ def test_writer_threads_yield_to_training_threads(tmp_path):
         for thread in threads:
             nice = os.getpriority(os.PRIO_PROCESS, thread.native_id)
             assert nice == max(spool.NICE, ours)
-        assert nice in blob._pools  # its helper runs at the same priority
+        assert nice in sweep._pools  # its helper runs at the same priority
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ours  # not this one
 
 
