@@ -115,16 +115,21 @@ class Spool:
 
     def _reuse(self, array: np.ndarray) -> np.ndarray | None:
         """An idle buffer of `array`'s size (lock held), making room under the limit if not."""
-        free = self._idle.get((array.nbytes,))
-        if free:
-            self._idle_bytes -= array.nbytes
-            return free.pop()
+        key = (array.nbytes,)
+        if key in self._idle:
+            return self._take_idle(key)
         while self._idle and self._in_flight + self._idle_bytes > self.limit:
-            key = next(iter(self._idle))
-            self._idle_bytes -= self._idle[key].pop().nbytes
-            if not self._idle[key]:
-                del self._idle[key]
+            self._take_idle(next(iter(self._idle)))  # dropped: room for a new one
         return None
+
+    def _take_idle(self, key: tuple) -> np.ndarray:
+        """An idle buffer out of the pool (lock held); no key is left with none."""
+        free = self._idle[key]
+        buffer = free.pop()
+        if not free:
+            del self._idle[key]
+        self._idle_bytes -= buffer.nbytes
+        return buffer
 
     def wait(self) -> None:
         """Returns once every job queued before this call is done."""

@@ -208,7 +208,10 @@ def in_parallel(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[An
     """
     if threading.current_thread().name.startswith(_WORKER):
         return first(), second()
-    future = _worker().submit(first)
+    try:
+        future = _worker().submit(first)
+    except RuntimeError:  # interpreter exit shut the worker down: a Writer's last records
+        return first(), second()
     try:
         second_result = second()
     finally:

@@ -212,6 +212,42 @@ def test_run_directory_removed_mid_run_fails_close_and_flush(tmp_path, end):
     assert reader.list(tmp_path) == {"run": {"k": [2]}}
 
 
+def test_reused_buffers_then_a_new_size_over_the_bound(tmp_path):
+    """A step that reuses one buffer, then needs room for a new size: idle ones are dropped."""
+
+    def k(mib: float) -> np.ndarray:
+        return RNG.random((1, 1, 1, int(mib * (1 << 18))), np.float32)
+
+    a, b, c = k(1), k(1.5), k(2)
+    with tb_convfilters.Writer(tmp_path / "run", max_queue_mb=4) as w:
+        w.kernel("a", a, 0)
+        w.kernel("b", b, 0)
+        w.flush()  # both buffers idle
+        w.kernel("a", a, 1)  # takes a's
+        w.kernel("c", c, 1)  # over the bound with b's idle one: b's is dropped
+        w.kernel("b", b, 2)
+    for tag, step, data in (("a", 1, a), ("c", 1, c), ("b", 2, b)):
+        assert reader.read(tmp_path, "run", tag, step).tobytes() == data.tobytes()
+
+
+def test_interpreter_exit_writes_large_records_still_queued(tmp_path):
+    """At exit the stats worker pool is already shut down; the last records still go out."""
+    subprocess.run(
+        _script(
+            f"""
+            import numpy as np, tb_convfilters
+            w = tb_convfilters.Writer({str(tmp_path / "run")!r})
+            for step in range(3):
+                w.kernel("k", np.full((3, 3, 256, 256), step, np.float32), step)
+            """
+        ),
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "error"},
+        check=True,
+    )
+    assert reader.list(tmp_path)["run"]["k"] == [0, 1, 2]
+    assert (reader.read(tmp_path, "run", "k", 2) == 2).all()
+
+
 def test_queue_bound_is_checked():
     with pytest.raises(ValueError, match=r"max_queue_mb=0 must be a positive number of MiB"):
         tb_convfilters.Writer("unused", max_queue_mb=0)
