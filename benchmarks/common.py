@@ -92,6 +92,15 @@ class Timer:
                 progress(f"{label}/{self.rounds}: " + self.summary())
         return self.best()
 
+    def paired_median(self, ours: str, theirs: str) -> float:
+        """Median over rounds of ``ours / theirs`` timed in the same round.
+
+        For contenders that vary much more between rounds than they differ (a
+        fit on a shared 2-core machine): each round's pair saw the same machine.
+        """
+        pairs = zip(self.times[ours], self.times[theirs], strict=True)
+        return statistics.median(a / b for a, b in pairs)
+
     def best(self) -> dict[str, float]:
         return {name: min(t) for name, t in self.times.items() if t}
 

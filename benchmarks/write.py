@@ -64,7 +64,7 @@ def run(quick: bool) -> list[Result]:
     import tensorflow as tf
 
     import tb_convfilters
-    from tb_convfilters import blob, summary
+    from tb_convfilters import summary, sweep
 
     model, convs = resnet50()
     kernels = {layer.name: layer.kernel.numpy() for layer in convs}
@@ -147,11 +147,11 @@ def run(quick: bool) -> list[Result]:
             """`fn` with stats, CRC and casts on the calling thread only (for comparison)."""
 
             def wrapped() -> None:
-                saved, blob.PARALLEL_MIN_BYTES = blob.PARALLEL_MIN_BYTES, 1 << 62
+                saved, sweep.PARALLEL_MIN_BYTES = sweep.PARALLEL_MIN_BYTES, 1 << 62
                 try:
                     fn()
                 finally:
-                    blob.PARALLEL_MIN_BYTES = saved
+                    sweep.PARALLEL_MIN_BYTES = saved
 
             return wrapped
 

@@ -87,12 +87,18 @@ def kernel_parts(layer: keras.layers.Layer) -> list[_Kernel]:
     return []
 
 
-def variable_numpy(variable: Any) -> np.ndarray:
-    """A Keras variable's value; on TensorFlow a read shares its buffer (``.numpy()`` copies)."""
+def variable_numpy(variable: Any) -> tuple[np.ndarray, bool]:
+    """A Keras variable's value, and whether it is a snapshot no later update changes.
+
+    On TensorFlow a read shares the variable's buffer and is such a snapshot: an
+    update of a variable whose buffer is still read copies it first (copy on write,
+    what lets ``tf.summary.write`` queue a variable without copying it). Elsewhere
+    the value may be the live buffer (torch), so the Writer copies it.
+    """
     value = getattr(variable, "value", None)
     if hasattr(value, "read_value"):  # a tf.Variable: value() is the cheapest read
-        return np.asarray(value.value())
-    return variable.numpy()
+        return np.asarray(value.value()), True
+    return variable.numpy(), False
 
 
 def activation_layout(rank: int, data_format: str | None) -> str | None:
@@ -410,16 +416,19 @@ class FiltersCallback(keras.callbacks.Callback):
         for layer in self._targets:
             for part in kernel_parts(layer):
                 try:
+                    value, snapshot = variable_numpy(getattr(layer, part.variable_name))
                     rec = make_record(
-                        variable_numpy(getattr(layer, part.variable_name)),
+                        value,
                         kind="kernel",
                         layout=part.layout,
                         dtype=self.dtype,
                         max_filters=self.max_filters,
                         max_channels=self.max_channels,
-                        complete=False,  # the Writer copies; converts and computes stats
-                        convert=False,  # in the background
+                        complete=False,  # the Writer copies (unless a snapshot); converts
+                        convert=False,  # and computes stats in the background
                     )
+                    if snapshot:
+                        rec = rec._replace(owned=True)
                     desc = (
                         f"{type(layer).__name__} `{layer.name}` {part.variable_name} "
                         f"({part.layout})"

@@ -6,6 +6,7 @@ D/H/W spatial, N sample, C channel. The dashboard reads the same letters.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 KERNEL_LAYOUTS: dict[str, str] = {
@@ -86,7 +87,8 @@ def _misread(shape: Sequence[int], layout: str, kind: str, others: Sequence[str]
     return any(len(set(_spatial(shape, other))) == 1 for other in others)
 
 
-def fitting_layouts(shape: Sequence[int], layout: str, kind: str) -> list[str]:
+@functools.lru_cache(maxsize=1024)  # called per logged tensor; a model's shapes repeat
+def fitting_layouts(shape: tuple[int, ...], layout: str, kind: str) -> tuple[str, ...]:
     """Layouts that fit `shape` when it cannot be right as `layout`, else [].
 
     A shape cannot be right when its "spatial" axes differ (e.g. ``H x W`` of 64 x 3)
@@ -102,5 +104,5 @@ def fitting_layouts(shape: Sequence[int], layout: str, kind: str) -> list[str]:
         and [i for i, letter in enumerate(other) if letter in "DHW"] != here
     ]
     if not _misread(shape, layout, kind, others):
-        return []
-    return [other for other in others if len(set(_spatial(shape, other))) == 1]
+        return ()
+    return tuple(other for other in others if len(set(_spatial(shape, other))) == 1)

@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tb_convfilters import blob, layouts
+from tb_convfilters import blob, layouts, sweep
 from tb_convfilters.firing import FIRING_STATS, Firing
 
 # Refuse single tensors above this many stored bytes unless the caller raises it.
@@ -60,7 +60,7 @@ class Record(NamedTuple):
                 meanwhile()
             return self
         header = self.header
-        stats, payload_crc = blob.stats_and_crc(
+        stats, payload_crc = sweep.stats_and_crc(
             self.array,
             header["layout"],
             header["kind"],
@@ -392,18 +392,11 @@ def _converted(a: np.ndarray, want: np.dtype, target: str) -> tuple[np.ndarray, 
 
 def _cast(a: np.ndarray, want: np.dtype) -> np.ndarray:
     """``a.astype(want)``; large contiguous arrays are cast in two halves at once."""
-    if a.nbytes < blob.PARALLEL_MIN_BYTES or not a.flags.c_contiguous:
+    if a.nbytes < sweep.PARALLEL_MIN_BYTES or not a.flags.c_contiguous:
         return a.astype(want)
     out = np.empty(a.shape, want)
-    src, dst = a.reshape(-1), out.reshape(-1)
-    mid = src.size // 2
-    blob.in_parallel(lambda: _copy(dst[:mid], src[:mid]), lambda: _copy(dst[mid:], src[mid:]))
+    sweep.copyto(out, a, casting="unsafe")
     return out
-
-
-def _copy(dst: np.ndarray, src: np.ndarray) -> None:
-    with np.errstate(all="ignore"):  # per thread; overflow is reported by the caller
-        np.copyto(dst, src, casting="unsafe")
 
 
 # Exponent bits all ones (NaN or Inf) once the sign bit is shifted out.

@@ -18,10 +18,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tb_convfilters import blob
+from tb_convfilters import sweep
 
 THREAD_NAME = "convfilters-writer"
-# The thread's nice value (Linux; its stats helper in blob.in_parallel inherits it): training
+# The thread's nice value (Linux; its stats helper in sweep.in_parallel inherits it): training
 # threads come first when cores are short, and idle cores still do all the writing.
 NICE = 10
 # The thread ends after this many idle seconds (and starts again on the next put), so an
@@ -86,7 +86,7 @@ class Spool:
                 if buffer is None:
                     buffer = np.empty(nbytes, np.uint8)
                 copy = buffer.view(array.dtype).reshape(array.shape)
-                np.copyto(copy, array, casting="no")  # one memcpy for a contiguous array
+                sweep.copyto(copy, array)  # one memcpy (two halves at once when large)
                 array = copy
         except BaseException:
             with self._cond:
@@ -153,7 +153,7 @@ class Spool:
     # ---- the thread ----
 
     def _run(self) -> None:
-        blob.set_nice(NICE)
+        sweep.set_nice(NICE)
         while True:
             with self._cond:
                 while not self._queue:

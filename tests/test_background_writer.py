@@ -22,7 +22,7 @@ import pytest
 from support import wait_for
 
 import tb_convfilters
-from tb_convfilters import framing, reader, writer
+from tb_convfilters import framing, reader, spool, writer
 
 ROOT = Path(__file__).resolve().parent.parent
 RNG = np.random.default_rng(16)
@@ -91,21 +91,40 @@ def test_torch_helpers_log_the_weights_of_the_step_not_later_ones(tmp_path, monk
     assert reader.read(tmp_path, "run", "0/activation", 0).tobytes() == conv0.tobytes()
 
 
-def test_keras_callback_logs_the_weights_of_the_epoch(tmp_path):
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_keras_callback_logs_the_weights_of_the_epoch(tmp_path, monkeypatch, jit_compile):
+    """On TensorFlow the callback queues a read of each kernel, not a copy: the optimizer's
+    in-place updates after it must copy the buffer first (copy on write), XLA's too."""
     keras = pytest.importorskip("keras")
     from tb_convfilters.keras import FiltersCallback
 
+    _slow_writes(monkeypatch, 0.2)  # the training below runs before the write
+    put, owned_flags = spool.Spool.put, []
+
+    def spy(self, work, array, what, owned=False):
+        owned_flags.append(owned)
+        return put(self, work, array, what, owned)
+
+    monkeypatch.setattr(spool.Spool, "put", spy)
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(64, 3, name="conv")])
-    callback = FiltersCallback(tmp_path, dtype="float16")
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Conv2D(64, 3, name="conv"), keras.layers.Flatten()]
+    )
+    model.compile(optimizer="adam", loss="mse", jit_compile=jit_compile)
+    x, y = RNG.random((32, 8, 8, 1), np.float32), RNG.random((32, 2304), np.float32)
+    model.fit(x, y, epochs=1, verbose=0)  # traced: the next fit starts at once
+    callback = FiltersCallback(tmp_path)
     callback.set_model(model)
     callback.on_train_begin()
-    before = model.get_layer("conv").kernel.numpy().copy()
+    kernel = model.get_layer("conv").kernel
+    before = kernel.numpy().copy()
     callback.on_epoch_end(0)
-    model.get_layer("conv").kernel.assign(before + 1)  # the next training step
+    model.fit(x, y, epochs=2, verbose=0)  # the next epochs' optimizer steps
+    kernel.assign_sub(np.ones_like(before))
+    assert not np.array_equal(kernel.numpy(), before)
     callback.on_train_end()
-    got = reader.read(tmp_path, "train", "conv/kernel", 0)
-    assert got.tobytes() == before.astype(np.float16).tobytes()
+    assert reader.read(tmp_path, "train", "conv/kernel", 0).tobytes() == before.tobytes()
+    assert owned_flags == [True, False]  # the kernel's read is queued as is; then a flush
 
 
 def _slow_writes(monkeypatch, seconds: float) -> None:
@@ -296,7 +315,7 @@ def test_a_step_is_in_the_file_without_flush(tmp_path, blocking):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
 def test_writer_threads_yield_to_training_threads(tmp_path):
-    from tb_convfilters import blob, spool
+    from tb_convfilters import spool, sweep
 
     ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     with tb_convfilters.Writer(tmp_path / "run") as w:
@@ -307,7 +326,7 @@ def test_writer_threads_yield_to_training_threads(tmp_path):
         for thread in threads:
             nice = os.getpriority(os.PRIO_PROCESS, thread.native_id)
             assert nice == max(spool.NICE, ours)
-        assert nice in blob._pools  # its helper runs at the same priority
+        assert nice in sweep._pools  # its helper runs at the same priority
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ours  # not this one
 
 

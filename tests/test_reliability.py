@@ -14,7 +14,7 @@ import pytest
 from support import PREFIX, http_get, load_npy, plugin_client, tensorboard
 
 import tb_convfilters
-from tb_convfilters import blob, record, summary
+from tb_convfilters import blob, record, summary, sweep
 
 KERNEL = np.random.default_rng(1).standard_normal((3, 3, 4, 6)).astype(np.float32)
 STORABLE = ", ".join(blob.STORABLE_DTYPES)
@@ -207,7 +207,7 @@ def test_failure_after_the_payload_went_out_leaves_no_half_record(
         w.flush()
         size = os.path.getsize(path)
         with monkeypatch.context() as m:
-            m.setattr(blob._Sweep, "result", fail)
+            m.setattr(sweep._Sweep, "result", fail)
             if blocking:  # raised by the call itself
                 with pytest.raises(MemoryError, match="no memory for the stats"):
                     w.kernel("k", data, 1)

@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tb_convfilters import blob, framing, layouts, record, writer
+from tb_convfilters import blob, framing, layouts, record, sweep, writer
 
 RNG = np.random.default_rng(7)
 
@@ -71,7 +71,7 @@ def kernel(shape, dtype=np.float32, scale=0.05):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
 def test_stats_match_numpy(shape, layout, dtype):
     data = kernel(shape, dtype)
-    assert_close(blob.filter_stats(data, layout, "kernel"), reference_stats(data, layout), data)
+    assert_close(sweep.filter_stats(data, layout, "kernel"), reference_stats(data, layout), data)
 
 
 @pytest.mark.parametrize("layout", ["HWIO", "OIHW"])
@@ -89,7 +89,7 @@ def test_stats_nonfinite_zeros_and_constant_filters(layout):
     m[f(6)].reshape(-1)[::7] = 0.0  # exact zeros
     m[f(7)].reshape(-1)[::5] = 5e-7  # |w| <= ZERO_EPS
     m[f(8)].reshape(-1)[::3] = -1e-6
-    got = blob.filter_stats(m, layout, "kernel")
+    got = sweep.filter_stats(m, layout, "kernel")
     want = reference_stats(m, layout)
     assert_close(got, want, m)
     assert got[1, 6] == 1 and got[1, 0] == 0 and np.isnan(got[1, 3])
@@ -100,13 +100,13 @@ def test_stats_nonfinite_zeros_and_constant_filters(layout):
 @pytest.mark.parametrize("dtype", [np.int8, np.uint8, ml_dtypes.bfloat16])
 def test_stats_of_integer_and_bfloat16_data(dtype):
     data = (RNG.standard_normal((3, 3, 40, 50)) * 20).astype(dtype)
-    assert_close(blob.filter_stats(data, "HWIO", "kernel"), reference_stats(data, "HWIO"), data)
+    assert_close(sweep.filter_stats(data, "HWIO", "kernel"), reference_stats(data, "HWIO"), data)
 
 
 def test_activation_stats_keep_dead_fraction():
     data = np.maximum(RNG.standard_normal((4, 30, 30, 64)), 0).astype(np.float32)
     data[..., 3] = 0.0
-    got = blob.filter_stats(data, "NHWC", "activation")
+    got = sweep.filter_stats(data, "NHWC", "activation")
     want = reference_stats(data, "NHWC", "activation")
     dead = np.all(~(data > 0), axis=0).reshape(-1, 64).mean(axis=0)
     want[:, 5] = dead
@@ -117,7 +117,7 @@ def test_activation_stats_keep_dead_fraction():
 @pytest.mark.parametrize("layout, shape", [("HWIO", (3, 3, 256, 256)), ("OIHW", (256, 256, 3, 3))])
 def test_make_record_parallel_path_matches_sequential(layout, shape):
     data = kernel(shape)
-    assert data.nbytes >= blob.PARALLEL_MIN_BYTES
+    assert data.nbytes >= sweep.PARALLEL_MIN_BYTES
     rec = record.make_record(data, kind="kernel", layout=layout)
     assert_close(rec.stats, reference_stats(data, layout), data)
     assert rec.payload_crc == crc32c.crc32c(data.tobytes())
@@ -198,16 +198,16 @@ def test_writer_frames_large_records_with_valid_crcs(tmp_path):
 def test_two_thread_stats_match_one_thread(layout, dtype, monkeypatch):
     data = kernel((3, 3, 300, 257) if layout == "HWIO" else (257, 300, 3, 3), dtype)
     data.reshape(-1)[[5, 70_000, 200_000]] = [np.nan, np.inf, 0.0]
-    assert data.nbytes >= blob.PARALLEL_MIN_BYTES
-    both = blob.filter_stats(data, layout, "kernel")
-    monkeypatch.setattr(blob, "PARALLEL_MIN_BYTES", 1 << 62)
-    one = blob.filter_stats(data, layout, "kernel")
+    assert data.nbytes >= sweep.PARALLEL_MIN_BYTES
+    both = sweep.filter_stats(data, layout, "kernel")
+    monkeypatch.setattr(sweep, "PARALLEL_MIN_BYTES", 1 << 62)
+    one = sweep.filter_stats(data, layout, "kernel")
     np.testing.assert_allclose(both, one, rtol=1e-6, atol=1e-9, equal_nan=True)
     assert_close(both, reference_stats(data, layout), data)
 
 
 def test_in_parallel_runs_in_turn_on_the_worker_thread():
     def nested():
-        return blob.in_parallel(lambda: "a", lambda: "b")  # would wait on its own queue
+        return sweep.in_parallel(lambda: "a", lambda: "b")  # would wait on its own queue
 
-    assert blob.in_parallel(nested, lambda: 1) == (("a", "b"), 1)
+    assert sweep.in_parallel(nested, lambda: 1) == (("a", "b"), 1)
