@@ -26,7 +26,6 @@ import logging
 import os
 import platform
 import threading
-from collections.abc import MutableMapping
 from typing import Any
 
 from tensorboard.compat.proto import summary_pb2
@@ -63,18 +62,24 @@ def trim() -> bool:
     return True
 
 
-def set_data_server_env(environ: MutableMapping[str, str] | None = None) -> bool:
+def set_data_server_env() -> bool:
     """Sets glibc's mmap threshold for subprocesses (the Rust data server) unless set.
 
     glibc reads ``MALLOC_MMAP_THRESHOLD_`` when a process starts; TensorBoard
-    spawns its data server after the plugin loaders fixed the flags. Returns
-    whether it set the variable.
+    spawns its data server after the plugin loaders fixed the flags and before
+    it loads the plugins (`unset_data_server_env` then). Returns whether it set
+    the variable.
     """
-    environ = os.environ if environ is None else environ
-    if _LIBC is None or _MMAP_ENV in environ:
+    if _LIBC is None or _MMAP_ENV in os.environ:
         return False
-    environ[_MMAP_ENV] = str(MMAP_THRESHOLD)
+    os.environ[_MMAP_ENV] = str(MMAP_THRESHOLD)
     return True
+
+
+def unset_data_server_env() -> None:
+    """Takes back what `set_data_server_env` set, so later subprocesses do not inherit it."""
+    if os.environ.get(_MMAP_ENV) == str(MMAP_THRESHOLD):
+        del os.environ[_MMAP_ENV]
 
 
 def detach_metadata(multiplexer: Any, done: dict) -> int:

@@ -427,15 +427,19 @@ class ConvFiltersLoader(base_plugin.TBLoader):
         logdir = getattr(flags, "logdir", "") or ""
         if getattr(flags, "reload_multifile", False) is None and "://" not in logdir:
             flags.reload_multifile = True
-        # The Rust data server, spawned after this, reads glibc's tunables at start.
+        # The Rust data server, spawned after this and before `load`, reads glibc's
+        # tunables from its environment at start; `load` takes the variable back.
         if (
             getattr(flags, "convfilters_release_memory", "true") == "true"
             and getattr(flags, "load_fast", "auto") != "false"
             and not getattr(flags, "grpc_data_provider", "")
         ):
-            heap.set_data_server_env()
+            self._env_set = heap.set_data_server_env()
 
     def load(self, context: base_plugin.TBContext) -> ConvFiltersPlugin:
+        if getattr(self, "_env_set", False):
+            heap.unset_data_server_env()
+            self._env_set = False
         flags = context.flags
         max_mb = (
             getattr(flags, "convfilters_max_tensor_mb", DEFAULT_MAX_TENSOR_MB)

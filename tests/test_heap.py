@@ -54,14 +54,20 @@ def test_data_server_gets_a_fixed_mmap_threshold(environ):
     ConvFiltersLoader().fix_flags(_flags(load_fast="true"))
     assert environ.get(THRESHOLD) == str(128 << 10)
     environ.clear()
-    ConvFiltersLoader().fix_flags(_flags())  # auto: the data server if installed
+    loader = ConvFiltersLoader()
+    loader.fix_flags(_flags())  # auto: the data server if installed
     assert environ.get(THRESHOLD) == "131072"
+    # TensorBoard has spawned the data server when it loads the plugins: taken back.
+    loader.load(base_plugin.TBContext(logdir="", flags=_flags()))
+    assert THRESHOLD not in environ
 
 
 def test_data_server_env_left_alone_when_set_or_off(environ):
     environ[THRESHOLD] = "4096"
-    ConvFiltersLoader().fix_flags(_flags(load_fast="true"))
-    assert environ.get(THRESHOLD) == "4096"  # the user's value wins
+    loader = ConvFiltersLoader()
+    loader.fix_flags(_flags(load_fast="true"))
+    loader.load(base_plugin.TBContext(logdir="", flags=_flags()))
+    assert environ.get(THRESHOLD) == "4096"  # the user's value wins, and stays
     environ.clear()
     for flags in (
         _flags(load_fast="false"),  # no data server
