@@ -116,9 +116,9 @@ def run(quick: bool) -> list[Result]:
                     stock_png(tf, name, v)
             state["tf"].flush()
 
-        def writer(dtype: str | None):
+        def writer(dtype: str | None, blocking: bool = False):
             def fn() -> None:
-                with tb_convfilters.Writer(out, dtype=dtype) as w:
+                with tb_convfilters.Writer(out, dtype=dtype, blocking=blocking) as w:
                     for name, k in kernels.items():
                         w.kernel(name, k, step=0)
 
@@ -168,6 +168,7 @@ def run(quick: bool) -> list[Result]:
             timer.add(f"{label} f32", make(None), clear)
             timer.add(f"{label} f16", make("float16"), clear)
         timer.add("Writer f32, one thread", one_thread(writer(None)), clear)
+        timer.add("Writer f32, blocking", writer(None, blocking=True), clear)
         best = timer.run(log)
 
         live = {
@@ -229,6 +230,17 @@ def run(quick: bool) -> list[Result]:
             None,
             f"reference: Writer float32 with stats and CRC on one thread {fmt_ms(single)} "
             f"(two threads: {fmt_ms(best['Writer f32'])}; {n})",
+            extra,
+        )
+    )
+    sync = best["Writer f32, blocking"]
+    results.append(
+        Result(
+            "write.writer_f32_blocking_vs_np_save",
+            sync / floor,
+            None,
+            f"reference: Writer(blocking=True) float32, all in the calling thread {fmt_ms(sync)} "
+            f"(in the background, to close(): {fmt_ms(best['Writer f32'])}; {n})",
             extra,
         )
     )

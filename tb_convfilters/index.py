@@ -30,7 +30,7 @@ from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 from tb_convfilters import blob, fs, metadata, reader
-from tb_convfilters.framing import _crc_combine, _masked_crc
+from tb_convfilters.framing import _masked_crc
 from tb_convfilters.framing import _varint as _encode_varint
 
 logger = logging.getLogger(__name__)
@@ -453,7 +453,7 @@ class Index:
         if stored is None:
             crc = crc32c.crc32c(payload, value=crc32c.crc32c(head[12:]))
         else:  # the payload's own CRC stands in for it: one pass over the payload, later
-            crc = _crc_combine(crc32c.crc32c(head[12:]), stored, n)
+            crc = blob.crc_combine(crc32c.crc32c(head[12:]), stored, n)
         crc = crc32c.crc32c(tail[:-4], value=crc)
         if _masked_crc(crc) != struct.unpack("<I", tail[-4:])[0]:
             blob.check_payload(header, payload)  # names a corrupt payload, if it is

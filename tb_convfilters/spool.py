@@ -3,7 +3,8 @@
 ``Spool.put`` takes one copy of an array (into a reused buffer: the same model
 logs the same shapes every step, and fresh memory costs page faults), queues it
 with the work to do on it and returns; one daemon thread does the work in
-order. Copies in flight never exceed the spool's limit: a ``put`` beyond it
+order, starting once the calls pause (a step's calls copy faster with both
+cores free). Copies in flight never exceed the spool's limit: a ``put`` beyond it
 waits (back-pressure). Failures and warnings of the work are kept for the
 caller to raise and issue (``take_failures``, ``take_messages``); nothing is
 dropped.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -24,6 +26,10 @@ THREAD_NAME = "convfilters-writer"
 # The thread's nice value (Linux; its stats helper in sweep.in_parallel inherits it): training
 # threads come first when cores are short, and idle cores still do all the writing.
 NICE = 10
+# The thread starts on queued copies once calls have paused this long (or the first has
+# waited MAX_DELAY): a step's burst of calls then copies with both cores free.
+QUIET_SECONDS = 0.002
+MAX_DELAY = 0.1
 # The thread ends after this many idle seconds (and starts again on the next put), so an
 # idle spool whose writer was dropped can be collected.
 IDLE_SECONDS = 30.0
@@ -57,6 +63,7 @@ class Spool:
         self._messages: list[str] = []
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._last_put = 0.0  # time.monotonic() of the last job queued
 
     # ---- the calling side ----
 
@@ -95,6 +102,7 @@ class Spool:
             raise
         with self._cond:
             self._queue.append(_Job(work, array, nbytes, buffer, what))
+            self._last_put = time.monotonic()
             self._submitted += 1
             self._start()
             self._cond.notify_all()
@@ -152,6 +160,15 @@ class Spool:
 
     # ---- the thread ----
 
+    def _let_calls_finish(self) -> None:
+        """Waits (lock held) while calls are still queueing copies, up to MAX_DELAY."""
+        start = time.monotonic()
+        while not self._closed and (now := time.monotonic()) - start < MAX_DELAY:
+            left = self._last_put + QUIET_SECONDS - now
+            if left <= 0:
+                return
+            self._cond.wait(left)
+
     def _run(self) -> None:
         sweep.set_nice(NICE)
         while True:
@@ -160,6 +177,7 @@ class Spool:
                     if self._closed or not self._cond.wait(IDLE_SECONDS) and not self._queue:
                         self._thread = None
                         return
+                self._let_calls_finish()
                 job = self._queue[0]
             message, failed = None, False
             try:

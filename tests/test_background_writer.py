@@ -127,6 +127,23 @@ def test_keras_callback_logs_the_weights_of_the_epoch(tmp_path, monkeypatch, jit
     assert owned_flags == [True, False]  # the kernel's read is queued as is; then a flush
 
 
+def test_the_thread_waits_for_a_burst_of_calls_to_end(monkeypatch):
+    monkeypatch.setattr(spool, "QUIET_SECONDS", 0.5)
+    queue, done = spool.Spool(1 << 20), []
+    queue.put(done.append, RNG.random(4), "x")
+    time.sleep(0.2)  # more calls of the step could still come
+    assert done == []
+    queue.wait()
+    assert len(done) == 1
+    monkeypatch.setattr(spool, "MAX_DELAY", 0.3)  # calls that never pause: it starts anyway
+    start = time.monotonic()
+    while not len(done) == 2:
+        queue.put(lambda a: done.append(a), None, "y")
+        time.sleep(0.01)
+        assert time.monotonic() - start < 5
+    queue.close()
+
+
 def _slow_writes(monkeypatch, seconds: float) -> None:
     """Every background write takes `seconds` longer (a slow disk)."""
     write_now = writer.Writer._write_now

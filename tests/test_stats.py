@@ -154,7 +154,7 @@ def test_all_finite_bit_test(dtype):
 @pytest.mark.parametrize("len_a, len_b", [(0, 5), (5, 0), (1, 1), (100, 12345), (9, 3 << 20)])
 def test_crc_combine(len_a, len_b):
     a, b = RNG.bytes(len_a), RNG.bytes(len_b)
-    combined = framing._crc_combine(crc32c.crc32c(a), crc32c.crc32c(b), len_b)
+    combined = blob.crc_combine(crc32c.crc32c(a), crc32c.crc32c(b), len_b)
     assert combined == crc32c.crc32c(a + b)
 
 
