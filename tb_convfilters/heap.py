@@ -26,6 +26,7 @@ import logging
 import os
 import platform
 import threading
+import weakref
 from typing import Any
 
 from tensorboard.compat.proto import summary_pb2
@@ -122,10 +123,13 @@ def _kept_steps(multiplexer: Any) -> dict:
 
 class Releaser:
     """Every `interval` seconds: if TensorBoard's multiplexer read records of ours,
-    detaches the metadata they pin (`detach_metadata`) and trims the heap (`trim`)."""
+    detaches the metadata they pin (`detach_metadata`) and trims the heap (`trim`).
+
+    Its thread ends once the multiplexer is gone (it holds a weak reference).
+    """
 
     def __init__(self, multiplexer: Any, interval: float):
-        self._multiplexer = multiplexer
+        self._multiplexer = weakref.ref(multiplexer)
         self._interval = interval
         self._done: dict = {}
         self._seen: dict = {}
@@ -134,8 +138,11 @@ class Releaser:
 
     def release(self) -> bool:
         """One round; returns whether it found new data of ours (and trimmed)."""
-        seen = _kept_steps(self._multiplexer)
-        replaced = detach_metadata(self._multiplexer, self._done)
+        multiplexer = self._multiplexer()
+        if multiplexer is None:
+            return False
+        seen = _kept_steps(multiplexer)
+        replaced = detach_metadata(multiplexer, self._done)
         for key in set(self._done) - set(seen):
             del self._done[key]
         if not replaced and seen == self._seen:
@@ -152,7 +159,7 @@ class Releaser:
         self._stop.set()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.wait(self._interval) and self._multiplexer() is not None:
             try:
                 self.release()
             except Exception:  # never take TensorBoard down; try again next round

@@ -185,3 +185,13 @@ def test_releaser_thread_releases_after_tensorboard_reloads(loaded):
         assert set(releaser._seen) == {("run", t) for t in TAGS}
     finally:
         releaser.stop()
+
+
+def test_releaser_thread_ends_with_the_multiplexer(tmp_path):
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    releaser = heap.Releaser(mux, 0.01)
+    releaser.start()
+    del mux
+    gc.collect()
+    releaser._thread.join(30)
+    assert not releaser._thread.is_alive()
