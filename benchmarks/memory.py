@@ -48,6 +48,15 @@ def settled_rss(pid: int, seconds: float = 2.0, timeout: float = 60) -> int:
         last = now
 
 
+def own_rss(pid: int) -> int:
+    """Resident bytes of process `pid` alone, without its data server (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def served(base: str, tags: list[str], steps: int) -> bool:
     try:
         for tag in (tags[0], tags[-1]):
@@ -66,6 +75,7 @@ def _memory(root: str, staged: str, stored: int, load_fast: str, keep_all: bool,
     with tensorboard(logdir, load_fast, "--reload_interval=1", *extra) as (base, proc):
         time.sleep(2)
         before = settled_rss(proc.pid)
+        own_before = own_rss(proc.pid)
         read_before = tree_read_bytes(proc.pid)
         start = time.monotonic()
         os.rename(staged, os.path.join(logdir, "run"))
@@ -79,11 +89,17 @@ def _memory(root: str, staged: str, stored: int, load_fast: str, keep_all: bool,
             time.sleep(0.5)
         seconds = time.monotonic() - start
         after = settled_rss(proc.pid)
+        own_after = own_rss(proc.pid)
     os.rename(os.path.join(logdir, "run"), staged)
     loader = "Rust" if load_fast == "true" else "Python"
     growth = after - before
     how = "every step kept by TensorBoard" if keep_all else "served from the index"
-    log(f"{loader} loader, {how}: RSS {before / 1e6:.0f} -> {after / 1e6:.0f} MB")
+    server = after - own_after - (before - own_before)
+    log(
+        f"{loader} loader, {how}: RSS {before / 1e6:.0f} -> {after / 1e6:.0f} MB "
+        f"(TensorBoard's process {(own_after - own_before) / 1e6:+.0f} MB, "
+        f"its data server {server / 1e6:+.0f} MB)"
+    )
     return Result(
         f"memory.{loader.lower()}_loader" + ("_all_kept" if keep_all else ""),
         growth / stored,
@@ -91,7 +107,11 @@ def _memory(root: str, staged: str, stored: int, load_fast: str, keep_all: bool,
         f"--load_fast={load_fast}, {how}: RSS grew {growth / 1e6:.0f} MB for "
         f"{stored / 1e6:.0f} MB stored (TensorBoard itself {before / 1e6:.0f} MB; "
         f"read in {seconds:.0f} s)",
-        {"stored_mb": round(stored / 1e6), "rss_before_mb": round(before / 1e6)},
+        {
+            "stored_mb": round(stored / 1e6),
+            "rss_before_mb": round(before / 1e6),
+            "data_server_growth_mb": round(server / 1e6),
+        },
     )
 
 

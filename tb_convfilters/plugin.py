@@ -26,7 +26,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 from werkzeug.security import safe_join
 
-from tb_convfilters import blob, metadata, sources
+from tb_convfilters import blob, heap, metadata, sources
 from tb_convfilters.compare_routes import CompareRoutes
 from tb_convfilters.display import frontend_dir as _frontend_dir
 from tb_convfilters.sources import HttpError
@@ -401,6 +401,13 @@ class ConvFiltersLoader(base_plugin.TBLoader):
             default=DEFAULT_MAX_TENSOR_MB,
             help="Filters tab: largest tensor (MiB) served to the browser (default: %(default)s).",
         )
+        parser.add_argument(
+            "--convfilters_release_memory",
+            choices=("true", "false"),
+            default="true",
+            help="Filters tab: give memory back after TensorBoard's loaders read our records "
+            "(glibc only; default: %(default)s).",
+        )
 
     def fix_flags(self, flags: Any) -> None:
         _use_c_crc32c()
@@ -420,12 +427,31 @@ class ConvFiltersLoader(base_plugin.TBLoader):
         logdir = getattr(flags, "logdir", "") or ""
         if getattr(flags, "reload_multifile", False) is None and "://" not in logdir:
             flags.reload_multifile = True
+        # The Rust data server, spawned after this and before `load`, reads glibc's
+        # tunables from its environment at start; `load` takes the variable back.
+        if (
+            getattr(flags, "convfilters_release_memory", "true") == "true"
+            and getattr(flags, "load_fast", "auto") != "false"
+            and not getattr(flags, "grpc_data_provider", "")
+        ):
+            self._env_set = heap.set_data_server_env()
 
     def load(self, context: base_plugin.TBContext) -> ConvFiltersPlugin:
+        if getattr(self, "_env_set", False):
+            heap.unset_data_server_env()
+            self._env_set = False
         flags = context.flags
         max_mb = (
             getattr(flags, "convfilters_max_tensor_mb", DEFAULT_MAX_TENSOR_MB)
             if flags
             else DEFAULT_MAX_TENSOR_MB
         )
+        # The Python loader reads in TensorBoard's own process (see heap.Releaser).
+        if (
+            flags is not None
+            and context.multiplexer is not None
+            and getattr(flags, "convfilters_release_memory", "true") == "true"
+        ):
+            interval = float(getattr(flags, "reload_interval", 5.0) or 5.0)
+            heap.Releaser(context.multiplexer, max(interval, 1.0)).start()
         return ConvFiltersPlugin(context, max_tensor_mb=max_mb)
