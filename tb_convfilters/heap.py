@@ -12,8 +12,8 @@ from disk. Two things still made TensorBoard's memory grow with the bytes read:
   returns the freed heap to the OS (glibc ``malloc_trim``).
 * Rust data server (``--load_fast=true``): glibc raises its mmap threshold
   after the first big free, so later records come from arenas that do not
-  shrink. `set_data_server_env` fixes the threshold at glibc's initial
-  128 KiB for the data server TensorBoard spawns, unless the user set one.
+  shrink. `set_data_server_env` fixes the threshold at 4 MiB for the data
+  server TensorBoard spawns, unless the user set one.
 
 Both are no-ops off glibc. ``--convfilters_release_memory=false`` turns them off.
 """
@@ -35,8 +35,10 @@ from tb_convfilters import metadata
 
 logger = logging.getLogger(__name__)
 
-# glibc's initial (default) M_MMAP_THRESHOLD, kept fixed instead of rising.
-MMAP_THRESHOLD = 128 << 10
+# M_MMAP_THRESHOLD kept fixed instead of rising: the biggest buffers (kernels of a few MiB
+# and up, most of the bytes) are mapped and go back to the OS when freed. glibc's initial
+# 128 KiB gave a little less memory (0.059 vs 0.065 of the bytes read) for twice the CPU.
+MMAP_THRESHOLD = 4 << 20
 _MMAP_ENV = "MALLOC_MMAP_THRESHOLD_"
 
 

@@ -52,11 +52,11 @@ def environ(monkeypatch: pytest.MonkeyPatch) -> dict:
 
 def test_data_server_gets_a_fixed_mmap_threshold(environ):
     ConvFiltersLoader().fix_flags(_flags(load_fast="true"))
-    assert environ.get(THRESHOLD) == str(128 << 10)
+    assert environ.get(THRESHOLD) == str(heap.MMAP_THRESHOLD)
     environ.clear()
     loader = ConvFiltersLoader()
     loader.fix_flags(_flags())  # auto: the data server if installed
-    assert environ.get(THRESHOLD) == "131072"
+    assert environ.get(THRESHOLD) == str(heap.MMAP_THRESHOLD)
     # TensorBoard has spawned the data server when it loads the plugins: taken back.
     loader.load(base_plugin.TBContext(logdir="", flags=_flags()))
     assert THRESHOLD not in environ
@@ -95,7 +95,7 @@ def test_real_data_server_starts_with_the_threshold_unless_the_user_set_one(tmp_
     with tb_convfilters.Writer(tmp_path / "run") as w:
         w.kernel("k", KERNEL[..., :4, :4], step=0)
     with tensorboard_process(tmp_path, load_fast="true") as (_, proc):
-        assert _server_environ(proc.pid).get("MALLOC_MMAP_THRESHOLD_") == "131072"
+        assert _server_environ(proc.pid).get("MALLOC_MMAP_THRESHOLD_") == str(heap.MMAP_THRESHOLD)
     user = {"MALLOC_MMAP_THRESHOLD_": "65536"}
     with tensorboard_process(tmp_path, load_fast="true", env=user) as (_, proc):
         assert _server_environ(proc.pid).get("MALLOC_MMAP_THRESHOLD_") == "65536"
