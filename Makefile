@@ -12,7 +12,7 @@ $(VENV)/.installed: setup.py
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch 2.13.0 (CPU) is the build the tests use; pinned so pip takes no CUDA build.
-	$(PY) -m pip install -q -e '.[tf,test,plot,lightning,flax,tensorboardx]' torch==2.13.0 ruff
+	$(PY) -m pip install -q -e '.[tf,test,plot,lightning,flax,tensorboardx,fast]' torch==2.13.0 ruff
 	touch $@
 
 demo: $(VENV)/.installed

@@ -31,6 +31,7 @@ setup(
         "flax": ["flax>=0.10"],
         "tensorboardx": ["tensorboardX>=2.6"],
         "plot": ["matplotlib>=3.7"],
+        "fast": ["numba>=0.59"],  # the Writer's stats in one compiled pass (fused.py)
         "test": [
             "pytest",
             "playwright",

@@ -264,10 +264,25 @@ def _scratch(name: str, n: int, dtype: Any) -> np.ndarray:
     return buffer[:n]
 
 
+@functools.cache
+def _fused() -> Any:
+    """The compiled one-pass reductions (``fused``), or None without numba or when
+    ``TB_CONVFILTERS_NUMBA=0``."""
+    if os.environ.get("TB_CONVFILTERS_NUMBA", "1") == "0":
+        return None
+    try:
+        from tb_convfilters import fused
+    except ImportError:
+        return None
+    return fused
+
+
 def _block_reduce(
     m: np.ndarray, red: int, zeros: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per filter: sum, sum of squares, min, max and count of ``|v| <= ZERO_EPS`` (float64)."""
+    if m.dtype in (np.float32, np.float64) and (compiled := _fused()) is not None:
+        return compiled.reduce(m, red, zeros, ZERO_EPS)
     nf, width = m.shape[1 - red], m.shape[1]
     work = np.float64 if m.dtype == np.float64 else np.float32
     if red == 0:

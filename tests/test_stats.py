@@ -15,6 +15,17 @@ from tb_convfilters import blob, framing, layouts, record, sweep, writer
 RNG = np.random.default_rng(7)
 
 
+@pytest.fixture(autouse=True, params=["numba", "numpy"])
+def reductions(request, monkeypatch):
+    """Every test here runs with the compiled one-pass reductions and with numpy's."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+    monkeypatch.setenv("TB_CONVFILTERS_NUMBA", "1" if request.param == "numba" else "0")
+    sweep._fused.cache_clear()
+    yield request.param
+    sweep._fused.cache_clear()
+
+
 def reference_stats(data: np.ndarray, layout: str, kind: str = "kernel") -> np.ndarray:
     """Stats of every filter computed one filter at a time in float64."""
     a = np.asarray(data).astype(np.float64)
