@@ -217,11 +217,21 @@ def payload_nbytes(header: dict) -> int:
 
 def _check_crc(header: dict, key: str, data: Any, what: str) -> None:
     stored = header.get(key)
-    if stored is not None and crc(data) != stored:
+    if stored is not None:
+        check_crc(stored, crc(data), what)
+
+
+def check_crc(stored: int, computed: int, what: str) -> None:
+    """Raises RecordError naming `what` unless the two CRC32Cs are equal."""
+    if computed != stored:
         raise RecordError(
-            f"{what} checksum mismatch (stored {stored:#010x}, computed {crc(data):#010x}): "
+            f"{what} checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): "
             "the record is corrupt"
         )
+
+
+class Chunks(tuple):
+    """A payload as bytes objects to send in turn, its checksum already verified."""
 
 
 def check_payload(header: dict, payload: bytes) -> None:
@@ -312,11 +322,16 @@ def view_header(header: dict, max_filters: int | None, max_channels: int | None)
     return out
 
 
-def view_npy_parts(header: dict, view: dict, payload: bytes) -> tuple[bytes, bytes]:
+def view_npy_parts(header: dict, view: dict, payload: bytes | Chunks) -> tuple[bytes, ...]:
     """`npy_parts` of `view` (from `view_header`) cut out of the stored `payload`.
 
-    The stored payload is checked, once.
+    The stored payload is checked, once; `Chunks` of the whole payload are sent as
+    they are (checked when read).
     """
+    if isinstance(payload, Chunks):
+        if view["shape"] == header["shape"] and header["dtype"] != "bfloat16":
+            return (_npy_parts(view, b"")[0], *payload)
+        payload = b"".join(payload)
     check_payload(header, payload)
     if view["shape"] != header["shape"]:
         itemsize = 2 if header["dtype"] == "bfloat16" else np.dtype(header["dtype"]).itemsize

@@ -227,8 +227,8 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
         step: int | None,
         max_filters: int | None = None,
         max_channels: int | None = None,
-    ) -> tuple[tuple[bytes, bytes], dict, int]:
-        """(.npy file as (header, data), record header, step) of one tensor; latest if None.
+    ) -> tuple[tuple[bytes, ...], dict, int]:
+        """(.npy file as (header, data...), record header, step) of one tensor; latest if None.
 
         `max_filters` / `max_channels` serve only the first N filters / M input
         channels (a smaller view of a tensor over the size limit); the header then
@@ -254,7 +254,7 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
                 limit_bytes=self._max_tensor_bytes,
             )
         try:
-            payload = self._source.payload(ctx, datum, header, run, tag)
+            payload = self._source.payload(ctx, datum, header, run, tag, chunks=True)
             return blob.view_npy_parts(header, view, payload), view, datum.step
         except blob.RecordError as e:
             raise HttpError(422, f"{where} is unreadable: {e}") from None

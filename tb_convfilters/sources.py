@@ -73,8 +73,11 @@ class Source(Protocol):
     def read(self, ctx: Any, step: Any, index: int, run: str, tag: str) -> bytes:
         """Blob `index` (not the payload) of a step."""
 
-    def payload(self, ctx: Any, step: Any, header: dict, run: str, tag: str) -> Any:
-        """The payload of a step whose stored header is `header` (bytes-like)."""
+    def payload(
+        self, ctx: Any, step: Any, header: dict, run: str, tag: str, chunks: bool = False
+    ) -> Any:
+        """The payload of a step whose stored header is `header` (bytes-like; with
+        `chunks`, possibly ``blob.Chunks`` already checked)."""
 
     def findings(self, ctx: Any, experiment: str, run: str | None) -> dict:
         """The filter doctor's report (``doctor.report``)."""
@@ -137,11 +140,13 @@ class IndexSource:
             raise _not_ours(step, run, tag)
         return step.blobs[i]
 
-    def payload(self, ctx: Any, step: index.Loc, header: dict, run: str, tag: str) -> Any:
+    def payload(
+        self, ctx: Any, step: index.Loc, header: dict, run: str, tag: str, chunks: bool = False
+    ) -> Any:
         if step.count <= blob.PAYLOAD:
             raise _not_ours(step, run, tag)
         try:
-            return self.index.payload(step, header)
+            return self.index.payload(step, header, chunks)
         except index.Stale as e:
             logger.info("convfilters: %s; reading the file again", e)
         self.index.refresh()
@@ -152,7 +157,7 @@ class IndexSource:
         if again.blobs != step.blobs:
             raise HttpError(409, f"{where} changed on disk while it was read; ask again")
         try:
-            return self.index.payload(again, header)
+            return self.index.payload(again, header, chunks)
         except index.Stale:
             raise HttpError(409, f"{where} is changing on disk; ask again") from None
 
@@ -273,7 +278,9 @@ class ProviderSource:
                 _, old = self._small_blobs.popitem(last=False)
                 self._small_bytes -= len(old)
 
-    def payload(self, ctx: Any, step: Any, header: dict, run: str, tag: str) -> bytes:
+    def payload(
+        self, ctx: Any, step: Any, header: dict, run: str, tag: str, chunks: bool = False
+    ) -> bytes:
         return self.read(ctx, step, blob.PAYLOAD, run, tag)
 
     def findings(self, ctx: Any, experiment: str, run: str | None) -> dict:

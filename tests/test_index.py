@@ -8,6 +8,7 @@ were truncated or replaced (never serving bytes of another record).
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
@@ -211,6 +212,33 @@ def test_a_corrupt_payload_is_an_error_for_that_step_only(tmp_path):
         blob.check_payload(header, idx.payload(loc, header))
     got = {s: arrays_one(idx, "run", s) for s in (0, 2)}
     assert all(got[s].tobytes() == kernel(s).tobytes() for s in got)
+
+
+def test_large_payloads_come_in_checked_halves(tmp_path, monkeypatch):
+    """The tensor route reads a large payload in two halves on two threads, each
+    checksummed; a corrupt half is named, a replaced record is never served."""
+    monkeypatch.setattr(index, "SPLIT_BYTES", 16)  # the test's kernels are small
+    path = write_run(tmp_path, "run", range(3))
+    idx = index.Index({str(tmp_path): None}, reload_interval=3600)
+    idx.refresh()
+    locs = idx.series("run", "k")
+    headers = [blob.read_header(loc.blobs.__getitem__, loc.count) for loc in locs]
+    header = headers[0]
+    got = idx.payload(locs[0], header, chunks=True)
+    assert isinstance(got, blob.Chunks) and len(got) == 2
+    assert b"".join(got) == kernel(0).tobytes() == idx.payload(locs[0], header)
+    npy = b"".join(blob.view_npy_parts(header, header, got))
+    assert np.load(io.BytesIO(npy)).tobytes() == kernel(0).tobytes()
+    data = bytearray(Path(path).read_bytes())
+    at, n = locs[1].spans[blob.PAYLOAD]
+    data[at + n - 3] ^= 0x40  # in the second half
+    other = framed(good_record(7), 2)  # the same size, other payload and checks
+    data[locs[2].start : locs[2].end] = other
+    Path(path).write_bytes(bytes(data))
+    with pytest.raises(blob.RecordError, match="payload checksum mismatch"):
+        idx.payload(locs[1], headers[1], chunks=True)
+    with pytest.raises(index.Stale):
+        idx.payload(locs[2], headers[2], chunks=True)
 
 
 def arrays_one(idx: index.Index, run: str, step: int) -> np.ndarray:
