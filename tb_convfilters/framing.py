@@ -9,6 +9,8 @@ by the C ``crc32c`` package.
 
 from __future__ import annotations
 
+import functools
+import json
 import struct
 
 import crc32c
@@ -80,6 +82,23 @@ def record_tail(
     return suffix + struct.pack("<I", _masked_crc(crc))
 
 
+@functools.lru_cache(maxsize=1024)  # a series' steps share them: serialized once
+def _heads(tag: str, header: bytes, description: str | None) -> tuple[bytes, bytes]:
+    """The serialized TensorProto (up to its payload) and Summary.Value (up to its tensor)."""
+    tensor_start = tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING,
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=4)]
+        ),
+        string_val=[header],
+    ).SerializeToString()
+    value_start = summary_pb2.Summary.Value(
+        tag=tag,
+        metadata=metadata.create_summary_metadata(json.loads(header), description),
+    ).SerializeToString()
+    return tensor_start, value_start
+
+
 def encode_event(
     tag: str, header: dict, array: np.ndarray, step: int, wall_time: float, description: str | None
 ) -> tuple[bytes, memoryview, int]:
@@ -92,20 +111,13 @@ def encode_event(
     suffix (`encode_suffix`) is only known once stats and checksums are.
     """
     payload = memoryview(array.reshape(-1).view(np.uint8))
-    tensor_head = tensor_pb2.TensorProto(
-        dtype=types_pb2.DT_STRING,
-        tensor_shape=tensor_shape_pb2.TensorShapeProto(
-            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=4)]
-        ),
-        string_val=[blob.encode_header(header)],
-    ).SerializeToString() + _len_field(8, payload.nbytes)
+    tensor_start, value_start = _heads(tag, blob.encode_header(header), description)
+    tensor_head = tensor_start + _len_field(8, payload.nbytes)
     stats_len = blob.stats_nbytes(header)
     suffix_len = len(_len_field(8, stats_len)) + stats_len
     suffix_len += len(_len_field(8, blob.CHECKS_NBYTES)) + blob.CHECKS_NBYTES
     tensor_len = len(tensor_head) + payload.nbytes + suffix_len
-    value_head = summary_pb2.Summary.Value(
-        tag=tag, metadata=metadata.create_summary_metadata(header, description)
-    ).SerializeToString() + _len_field(8, tensor_len)
+    value_head = value_start + _len_field(8, tensor_len)
     value_len = len(value_head) + tensor_len
     summary_head = _len_field(1, value_len)
     event_head = event_pb2.Event(step=step, wall_time=wall_time).SerializeToString()
