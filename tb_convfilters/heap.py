@@ -164,5 +164,11 @@ class Releaser:
         while not self._stop.wait(self._interval) and self._multiplexer() is not None:
             try:
                 self.release()
-            except Exception:  # never take TensorBoard down; try again next round
-                logger.exception("convfilters: releasing memory failed")
+            except Exception:  # never take TensorBoard down, nor log it every round
+                logger.warning(
+                    "convfilters: giving back memory failed (TensorBoard's internals may "
+                    "differ from the ones this plugin knows); stopped. "
+                    "--convfilters_release_memory=false turns it off",
+                    exc_info=True,
+                )
+                return

@@ -195,3 +195,18 @@ def test_releaser_thread_ends_with_the_multiplexer(tmp_path):
     gc.collect()
     releaser._thread.join(30)
     assert not releaser._thread.is_alive()
+
+
+def test_releaser_that_fails_says_so_once_and_stops(caplog):
+    class Changed:  # a TensorBoard whose multiplexer lacks what the plugin uses
+        def PluginRunToTagToContent(self, plugin):
+            raise AttributeError("no such thing")
+
+    mux = Changed()
+    releaser = heap.Releaser(mux, 0.01)
+    with caplog.at_level("WARNING", logger="tb_convfilters.heap"):
+        releaser.start()
+        releaser._thread.join(30)
+    assert not releaser._thread.is_alive()
+    failed = [r for r in caplog.records if "giving back memory failed" in r.getMessage()]
+    assert len(failed) == 1 and "--convfilters_release_memory=false" in failed[0].getMessage()
