@@ -193,17 +193,25 @@ def tree(pid: int) -> list[int]:
     return found
 
 
+def _proc_field(pid: int, name: str, field: str, scale: int) -> int:
+    """`field` of ``/proc/<pid>/<name>`` times `scale` (0 once the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/{name}") as f:
+            for line in f:
+                if line.startswith(field):
+                    return int(line.split()[1]) * scale
+    except OSError:
+        pass
+    return 0
+
+
 def _proc_sum(pid: int, name: str, field: str, scale: int) -> int:
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/{name}") as f:
-                for line in f:
-                    if line.startswith(field):
-                        total += int(line.split()[1]) * scale
-        except OSError:
-            pass
-    return total
+    return sum(_proc_field(p, name, field, scale) for p in tree(pid))
+
+
+def own_rss(pid: int) -> int:
+    """Resident bytes of process `pid` alone, without its children (Linux /proc)."""
+    return _proc_field(pid, "status", "VmRSS:", 1024)
 
 
 def tree_rss(pid: int) -> int:

@@ -26,6 +26,7 @@ from benchmarks.common import (
     Result,
     http_get,
     log,
+    own_rss,
     scratch_dir,
     tensorboard,
     tree_read_bytes,
@@ -46,15 +47,6 @@ def settled_rss(pid: int, seconds: float = 2.0, timeout: float = 60) -> int:
         if abs(now - last) < 0.01 * max(last, 1) or time.monotonic() > deadline:
             return now
         last = now
-
-
-def own_rss(pid: int) -> int:
-    """Resident bytes of process `pid` alone, without its data server (Linux /proc)."""
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def served(base: str, tags: list[str], steps: int) -> bool:
