@@ -1,11 +1,9 @@
 """The per-filter statistics sweep, and the two threads it and other big copies run on.
 
 One sweep over an array's cache-sized blocks computes every statistic of
-``blob.STAT_NAMES``; with ``stats_and_crc(write_at=...)`` the same pass also
-checksums each block and hands it to the file write while it is still in cache,
-so a record's payload is read from memory once. Arrays of at least
-``PARALLEL_MIN_BYTES`` are split between the calling thread and a worker thread
-(numpy and ``crc32c`` release the GIL).
+``blob.STAT_NAMES``; ``stats_and_crc`` checksums the array and runs the file
+write meanwhile. Arrays of at least ``PARALLEL_MIN_BYTES`` are split between
+the calling thread and a worker thread (numpy and ``crc32c`` release the GIL).
 """
 
 from __future__ import annotations
@@ -161,6 +159,9 @@ class _Sweep:
 # Arrays of at least this many bytes are reduced, cast and checksummed on two threads,
 # in this many row chunks (enough for the two threads to finish close together).
 PARALLEL_MIN_BYTES = 1 << 20
+# A plain copy (no cast) is memory-bound: handing half to the worker (~25 us to wake it)
+# pays only from this size (measured on an AMD EPYC; casts pay from PARALLEL_MIN_BYTES).
+COPY_PARALLEL_MIN_BYTES = 4 << 20
 _CHUNKS = 8
 _CHUNK_BYTES = 2 << 20
 _WORKER = "tb_convfilters"
@@ -222,9 +223,10 @@ def in_parallel(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[An
 def copyto(dst: np.ndarray, src: np.ndarray, casting: str = "no") -> None:
     """``np.copyto(dst, src)`` of same-shaped arrays; large ones in halves on two threads
     (one thread's copy is far from the memory bandwidth of two cores)."""
-    if src.nbytes >= PARALLEL_MIN_BYTES and src.flags.c_contiguous and dst.flags.c_contiguous:
+    least = COPY_PARALLEL_MIN_BYTES if src.dtype == dst.dtype else PARALLEL_MIN_BYTES
+    if src.nbytes >= least and src.flags.c_contiguous and dst.flags.c_contiguous:
         src, dst = src.reshape(-1), dst.reshape(-1)
-    if src.nbytes < PARALLEL_MIN_BYTES or src.ndim == 0 or src.shape[0] < 2:
+    if src.nbytes < least or src.ndim == 0 or src.shape[0] < 2:
         _copy(dst, src, casting)
         return
     mid = src.shape[0] // 2

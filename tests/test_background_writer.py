@@ -27,7 +27,7 @@ from tb_convfilters import framing, reader, spool, writer
 ROOT = Path(__file__).resolve().parent.parent
 RNG = np.random.default_rng(16)
 KERNEL = RNG.standard_normal((3, 3, 8, 16)).astype(np.float32)
-BIG = RNG.standard_normal((3, 3, 256, 256)).astype(np.float32)  # 2.4 MB: two-thread path
+BIG = RNG.standard_normal((3, 3, 512, 256)).astype(np.float32)  # 4.7 MB: two-thread copy
 
 
 def _expected(data: np.ndarray, dtype: str | None) -> np.ndarray:

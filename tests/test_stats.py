@@ -222,3 +222,24 @@ def test_in_parallel_runs_in_turn_on_the_worker_thread():
         return sweep.in_parallel(lambda: "a", lambda: "b")  # would wait on its own queue
 
     assert sweep.in_parallel(nested, lambda: 1) == (("a", "b"), 1)
+
+
+@pytest.mark.parametrize(
+    ("shape", "dtype", "to", "split"),
+    [
+        ((3, 3, 64, 64), np.float32, np.float32, False),  # 147 KB: one thread
+        ((3, 3, 256, 256), np.float32, np.float32, False),  # 2.4 MB copy: one thread
+        ((3, 3, 512, 256), np.float32, np.float32, True),  # 4.7 MB copy: two halves
+        ((3, 3, 256, 256), np.float32, np.float16, True),  # 2.4 MB cast: two halves
+        ((1, 2_000_001), np.float32, np.float32, True),  # a long single row: split flat
+    ],
+)
+def test_copyto_is_exact_and_splits_large_copies(shape, dtype, to, split, monkeypatch):
+    src = RNG.standard_normal(shape).astype(dtype)
+    dst = np.empty(shape, to)
+    calls = []
+    real = sweep.in_parallel
+    monkeypatch.setattr(sweep, "in_parallel", lambda *fns: calls.append(1) or real(*fns))
+    sweep.copyto(dst, src, casting="no" if dtype == to else "unsafe")
+    assert dst.tobytes() == src.astype(to).tobytes()
+    assert bool(calls) == split
