@@ -64,6 +64,7 @@ class Spool:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._last_put = 0.0  # time.monotonic() of the last job queued
+        self._waiters = 0  # callers in `wait`: no more calls are coming from them
 
     # ---- the calling side ----
 
@@ -135,9 +136,14 @@ class Spool:
         """Returns once every job queued before this call is done."""
         with self._cond:
             target = self._submitted
-            while self._done < target:
-                self._cond.wait(1.0)
-                self._start()
+            self._waiters += 1
+            self._cond.notify_all()  # the thread need not wait for calls to pause
+            try:
+                while self._done < target:
+                    self._cond.wait(1.0)
+                    self._start()
+            finally:
+                self._waiters -= 1
 
     def take_failures(self) -> list[tuple[Any, BaseException]]:
         """The failures since the last call: (what, exception), oldest first."""
@@ -166,9 +172,14 @@ class Spool:
     # ---- the thread ----
 
     def _let_calls_finish(self) -> None:
-        """Waits (lock held) while calls are still queueing copies, up to MAX_DELAY."""
+        """Waits (lock held) while calls are still queueing copies, up to MAX_DELAY (not
+        while a caller waits for the queue: its calls are done)."""
         start = time.monotonic()
-        while not self._closed and (now := time.monotonic()) - start < MAX_DELAY:
+        while (
+            not self._closed
+            and not self._waiters
+            and (now := time.monotonic()) - start < MAX_DELAY
+        ):
             left = self._last_put + QUIET_SECONDS - now
             if left <= 0:
                 return

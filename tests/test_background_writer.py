@@ -135,9 +135,13 @@ def test_the_thread_waits_for_a_burst_of_calls_to_end(monkeypatch):
     assert done == []
     queue.wait()
     assert len(done) == 1
+    start = time.monotonic()
+    queue.put(done.append, RNG.random(4), "x")
+    queue.wait()  # a caller waiting has no more calls to make: no pause to wait for
+    assert len(done) == 2 and time.monotonic() - start < 0.4
     monkeypatch.setattr(spool, "MAX_DELAY", 0.3)  # calls that never pause: it starts anyway
     start = time.monotonic()
-    while not len(done) == 2:
+    while not len(done) == 3:
         queue.put(lambda a: done.append(a), None, "y")
         time.sleep(0.01)
         assert time.monotonic() - start < 5
