@@ -426,9 +426,8 @@ class FiltersCallback(keras.callbacks.Callback):
                         max_channels=self.max_channels,
                         complete=False,  # the Writer copies (unless a snapshot); converts
                         convert=False,  # and computes stats in the background
+                        owned=snapshot,
                     )
-                    if snapshot:
-                        rec = rec._replace(owned=True)
                     desc = (
                         f"{type(layer).__name__} `{layer.name}` {part.variable_name} "
                         f"({part.layout})"
@@ -542,6 +541,7 @@ class FiltersCallback(keras.callbacks.Callback):
                     extra={"samples_digest": digest},
                     complete=False,
                     convert=False,
+                    owned=True,  # np.concatenate made it
                 )
                 description = (
                     f"output on sample_inputs ({layout}): maps of {len(rec.array)}; "

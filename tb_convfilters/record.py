@@ -193,12 +193,15 @@ def make_record(
     tag: str | None = None,
     firing: Firing | None = None,
     convert: bool = True,
+    owned: bool = False,
 ) -> Record:
     """Checks `data` against `layout` and builds its record; errors name the bad value.
 
     With ``complete=False`` the stats and checksums are left to ``Record.complete``;
     with ``convert=False`` (implies ``complete=False``) the dtype conversion is left
-    to ``Record.converted`` and the array may still be the caller's memory.
+    to ``Record.converted`` and the array may still be the caller's memory, unless
+    `owned` says `data` is an array nothing else holds or changes (a copy the caller
+    made): a background Writer then queues it without copying it again.
     With a `tag` (a layout the user chose), a shape that cannot be right for `layout`
     warns once per tag. Depthwise kernels (``M`` layouts) have one axis ``I`` for their
     filters and input channels: `max_filters` caps it, else `max_channels` does.
@@ -247,7 +250,7 @@ def make_record(
     elif firing is not None:
         raise ValueError("firing applies to activations with stats only")
 
-    owned = False  # True once `a` is an array made here
+    owned = bool(owned)  # True once `a` is an array made here (or the caller's own copy)
     if max_samples is not None:
         if (
             isinstance(max_samples, bool)

@@ -207,12 +207,22 @@ def _tag(prefix: str | None, name: str, suffix: str) -> str:
 
 def to_numpy(tensor: torch.Tensor) -> Any:
     """A tensor's values as numpy, bit for bit (bfloat16 as ml_dtypes.bfloat16)."""
+    return host_numpy(tensor)[0]
+
+
+def host_numpy(tensor: torch.Tensor) -> tuple[Any, bool]:
+    """`to_numpy`, and whether that made a copy (from a GPU, or a non-contiguous
+    bfloat16 tensor): a copy no training step changes needs no second one."""
     t = tensor.detach()
+    source = t.data_ptr()
     if t.device.type != "cpu":
         t = t.cpu()
     if t.dtype == torch.bfloat16:
-        return t.contiguous().view(torch.int16).numpy().view(blob.numpy_dtype("bfloat16"))
-    return t.numpy()
+        t = t.contiguous()
+        array = t.view(torch.int16).numpy().view(blob.numpy_dtype("bfloat16"))
+    else:
+        array = t.numpy()
+    return array, t.data_ptr() != source
 
 
 def kernel_layout(module: nn.Module) -> str | None:
@@ -280,15 +290,17 @@ def log_kernels(
         layout = kernel_layout(m)
         tag = _tag(prefix, name, "weight")
         try:
+            array, copied = host_numpy(weight)
             rec = make_record(
-                to_numpy(weight),
+                array,
                 kind="kernel",
                 layout=layout,
                 dtype=dtype,
                 max_filters=max_filters,
                 max_channels=max_channels,
-                complete=False,  # the Writer copies; converts and computes stats in the background
-                convert=False,
+                complete=False,  # the Writer copies (unless this is a copy already), converts
+                convert=False,  # and computes stats in the background
+                owned=copied,
             )
             writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` weight ({layout})")
         except Exception as e:
@@ -442,6 +454,7 @@ def _hooked(
                 extra={"samples_digest": digest},
                 complete=False,
                 convert=False,
+                owned=True,  # np.concatenate made it
             )
             writer.write_record(tag, rec, step, description)
         except Exception as e:

@@ -72,6 +72,7 @@ def test_torch_helpers_log_the_weights_of_the_step_not_later_ones(tmp_path, monk
     from tb_convfilters.torch import log_activations, log_kernels
 
     _slow_writes(monkeypatch, 0.2)  # the optimizer step below runs before the write
+    owned = _spy_owned(monkeypatch)
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(
@@ -89,6 +90,35 @@ def test_torch_helpers_log_the_weights_of_the_step_not_later_ones(tmp_path, monk
         w.flush()
     assert reader.read(tmp_path, "run", "2/weight", 0).tobytes() == before.tobytes()
     assert reader.read(tmp_path, "run", "0/activation", 0).tobytes() == conv0.tobytes()
+    # the live weights are copied; the maps are already a copy of the helper's own
+    assert owned == {"0/weight": False, "2/weight": False, "0/activation": True, "2/activation": True}
+
+
+def _spy_owned(monkeypatch) -> dict:
+    """Records, by tag, whether each array reached the spool marked as owned (no copy)."""
+    put, flags = spool.Spool.put, {}
+
+    def spy(self, work, array, what, owned=False):
+        if array is not None:
+            flags[what[0]] = owned
+        return put(self, work, array, what, owned)
+
+    monkeypatch.setattr(spool.Spool, "put", spy)
+    return flags
+
+
+def test_torch_copies_made_by_the_helper_are_not_copied_again(monkeypatch):
+    torch = pytest.importorskip("torch")
+    from tb_convfilters.torch import host_numpy
+
+    live = torch.randn(8, 4, 3, 3)
+    array, copied = host_numpy(live)
+    assert not copied and np.shares_memory(array, live.numpy())
+    strided = torch.randn(4, 8, 3, 3, dtype=torch.bfloat16).transpose(0, 1)
+    array, copied = host_numpy(strided)  # made contiguous to view its bits: a copy
+    assert copied and array.tobytes() == strided.contiguous().view(torch.int16).numpy().tobytes()
+    if torch.cuda.is_available():  # pragma: no cover - no GPU in CI
+        assert host_numpy(live.cuda())[1]
 
 
 @pytest.mark.parametrize("jit_compile", [False, True])
@@ -99,13 +129,7 @@ def test_keras_callback_logs_the_weights_of_the_epoch(tmp_path, monkeypatch, jit
     from tb_convfilters.keras import FiltersCallback
 
     _slow_writes(monkeypatch, 0.2)  # the training below runs before the write
-    put, owned_flags = spool.Spool.put, []
-
-    def spy(self, work, array, what, owned=False):
-        owned_flags.append(owned)
-        return put(self, work, array, what, owned)
-
-    monkeypatch.setattr(spool.Spool, "put", spy)
+    owned = _spy_owned(monkeypatch)
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
         [keras.Input((8, 8, 1)), keras.layers.Conv2D(64, 3, name="conv"), keras.layers.Flatten()]
@@ -124,7 +148,7 @@ def test_keras_callback_logs_the_weights_of_the_epoch(tmp_path, monkeypatch, jit
     assert not np.array_equal(kernel.numpy(), before)
     callback.on_train_end()
     assert reader.read(tmp_path, "train", "conv/kernel", 0).tobytes() == before.tobytes()
-    assert owned_flags == [True, False]  # the kernel's read is queued as is; then a flush
+    assert owned == {"conv/kernel": True}  # the kernel's read is queued as is
 
 
 def test_the_thread_waits_for_a_burst_of_calls_to_end(monkeypatch):
