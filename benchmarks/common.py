@@ -53,7 +53,7 @@ class Result:
 
 
 class Timer:
-    """Best-of-N wall times of interleaved contenders.
+    """Best-of-N wall times of interleaved contenders, in an order rotated every round.
 
     ``add(name, fn, before=None, after=None)``: `before`/`after` run untimed
     around every call (fresh directories, closing files).
@@ -76,8 +76,10 @@ class Timer:
         self.times[name] = []
 
     def run(self, progress: Callable[[str], None] | None = None) -> dict[str, float]:
+        n = len(self._contenders)
         for r in range(self.warmup + self.rounds):
-            for name, fn, before, after in self._contenders:
+            # each round starts one contender later: none always runs first (or after another)
+            for name, fn, before, after in self._contenders[r % n :] + self._contenders[: r % n]:
                 if before:
                     before()
                 start = time.perf_counter()

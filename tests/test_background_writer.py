@@ -91,7 +91,12 @@ def test_torch_helpers_log_the_weights_of_the_step_not_later_ones(tmp_path, monk
     assert reader.read(tmp_path, "run", "2/weight", 0).tobytes() == before.tobytes()
     assert reader.read(tmp_path, "run", "0/activation", 0).tobytes() == conv0.tobytes()
     # the live weights are copied; the maps are already a copy of the helper's own
-    assert owned == {"0/weight": False, "2/weight": False, "0/activation": True, "2/activation": True}
+    assert owned == {
+        "0/weight": False,
+        "2/weight": False,
+        "0/activation": True,
+        "2/activation": True,
+    }
 
 
 def _spy_owned(monkeypatch) -> dict:
