@@ -48,7 +48,8 @@ class Firing:
                 f"a batch of shape {a.shape} ({layout}) does not match the {self.channels} "
                 f"channels x {self.positions} positions counted so far"
             )
-        fired = np.moveaxis(a > 0, channel_axis, -1).reshape(n, -1, c)
+        with np.errstate(invalid="ignore"):  # NaN never fires; numpy may warn comparing it
+            fired = np.moveaxis(a > 0, channel_axis, -1).reshape(n, -1, c)
         per_input = np.count_nonzero(fired, axis=1)  # (n, c)
         if not self.inputs:
             self.positions = positions

@@ -95,6 +95,14 @@ def test_firing_columns_are_exact_and_match_in_batches():
     )
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_nan_never_fires(dtype):
+    a = np.full((2, 3, 3, 2), np.nan, dtype)
+    a[0, 0, 0, 1] = 1.0
+    counts = Firing().add(a, "NHWC")
+    assert counts.fired_inputs.tolist() == [0, 1] and counts.fired_positions.tolist() == [0, 1]
+
+
 def test_firing_argument_errors_name_the_bad_value():
     a = activations(4)
     with pytest.raises(ValueError, match=r"firing counts 2 channels over 4 inputs; data"):

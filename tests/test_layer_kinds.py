@@ -17,6 +17,9 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from tb_convfilters import Writer, blob, summary
 
+# NaN and inf are planted in every float case: numpy must not warn about them on our side.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
 BF16 = np.dtype(ml_dtypes.bfloat16)
 # (layer kind, layout, shape): the layouts of every conv-like layer of Keras and PyTorch.
 KERNELS = [
