@@ -236,13 +236,17 @@ class Chunks(tuple):
 
 def check_payload(header: dict, payload: bytes) -> None:
     """Raises RecordError unless `payload` has the header's size (and checksum, if stored)."""
+    _check_size(header, len(payload))
+    _check_crc(header, "payload_crc32c", payload, "payload")
+
+
+def _check_size(header: dict, nbytes: int) -> None:
     expected = payload_nbytes(header)
-    if len(payload) != expected:
+    if nbytes != expected:
         raise RecordError(
-            f"payload has {len(payload)} bytes but header {header['shape']} "
+            f"payload has {nbytes} bytes but header {header['shape']} "
             f"{header['dtype']} needs {expected}"
         )
-    _check_crc(header, "payload_crc32c", payload, "payload")
 
 
 def decode_array(header: dict, payload: bytes) -> np.ndarray:
@@ -325,14 +329,16 @@ def view_header(header: dict, max_filters: int | None, max_channels: int | None)
 def view_npy_parts(header: dict, view: dict, payload: bytes | Chunks) -> tuple[bytes, ...]:
     """`npy_parts` of `view` (from `view_header`) cut out of the stored `payload`.
 
-    The stored payload is checked, once; `Chunks` of the whole payload are sent as
-    they are (checked when read).
+    The stored payload is checked, once: `Chunks` were checksummed when read, and
+    are sent as they are when the whole payload is served as stored.
     """
     if isinstance(payload, Chunks):
+        _check_size(header, sum(len(chunk) for chunk in payload))
         if view["shape"] == header["shape"] and header["dtype"] != "bfloat16":
             return (_npy_parts(view, b"")[0], *payload)
         payload = b"".join(payload)
-    check_payload(header, payload)
+    else:
+        check_payload(header, payload)
     if view["shape"] != header["shape"]:
         itemsize = 2 if header["dtype"] == "bfloat16" else np.dtype(header["dtype"]).itemsize
         a = np.frombuffer(payload, dtype=f"<u{itemsize}").reshape(header["shape"])

@@ -229,6 +229,13 @@ def test_large_payloads_come_in_checked_halves(tmp_path, monkeypatch):
     assert b"".join(got) == kernel(0).tobytes() == idx.payload(locs[0], header)
     npy = b"".join(blob.view_npy_parts(header, header, got))
     assert np.load(io.BytesIO(npy)).tobytes() == kernel(0).tobytes()
+    view = blob.view_header(header, 1, 1)  # a cropped view: joined, not checksummed again
+    monkeypatch.setattr(blob, "crc", lambda data: pytest.fail("payload checksummed twice"))
+    npy = b"".join(blob.view_npy_parts(header, view, got))
+    want = kernel(0)[tuple(slice(0, n) for n in view["shape"])]
+    assert np.load(io.BytesIO(npy)).tobytes() == want.tobytes()
+    monkeypatch.undo()
+    monkeypatch.setattr(index, "SPLIT_BYTES", 16)
     data = bytearray(Path(path).read_bytes())
     at, n = locs[1].spans[blob.PAYLOAD]
     data[at + n - 3] ^= 0x40  # in the second half
