@@ -1,6 +1,6 @@
 """Packaging for tb-convfilters: a TensorBoard plugin that shows conv filters."""
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="tb-convfilters",
@@ -10,7 +10,10 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["tb_convfilters", "tb_convfilters.frontend"],
+    packages=[
+        *find_packages(include=["tb_convfilters", "tb_convfilters.*"]),
+        "tb_convfilters.frontend",
+    ],
     package_dir={"tb_convfilters.frontend": "frontend"},
     package_data={
         "tb_convfilters.frontend": ["*.md", "static/**/*"],

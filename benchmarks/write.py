@@ -68,7 +68,8 @@ def run(quick: bool) -> list[Result]:
     import tensorflow as tf
 
     import tb_convfilters
-    from tb_convfilters import summary, sweep
+    from tb_convfilters import summary
+    from tb_convfilters._record import stats as sweep
 
     model, convs = resnet50()
     kernels = {layer.name: layer.kernel.numpy() for layer in convs}

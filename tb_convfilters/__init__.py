@@ -5,8 +5,8 @@ Writing: ``tb_convfilters.summary`` (TF2 ops and numpy ``*_pb`` twins),
 ``tb_convfilters.reader``. The dashboard is the plugin in ``plugin.py``.
 """
 
-from tb_convfilters.metadata import PLUGIN_NAME
-from tb_convfilters.writer import Writer, WriterError
+from tb_convfilters._record.metadata import PLUGIN_NAME
+from tb_convfilters._writing.writer import Writer, WriterError
 
 __all__ = ["PLUGIN_NAME", "Writer", "WriterError"]
 __version__ = "0.1.0"

@@ -14,7 +14,10 @@ import sys
 SUBCOMMANDS = {
     "export": ("tb_convfilters.reader", "write logged tensors as .npy files"),
     "doctor": ("tb_convfilters.doctor", "find dead, exploding, duplicate and frozen filters"),
-    "compare": ("tb_convfilters.compare_cli", "match filters across runs trained apart; layer CKA"),
+    "compare": (
+        "tb_convfilters._commands.compare",
+        "match filters across runs trained apart; layer CKA",
+    ),
 }
 
 

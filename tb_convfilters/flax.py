@@ -29,7 +29,7 @@ except ImportError as e:  # pragma: no cover - exercised by hand without jax
     ) from e
 import numpy as np
 
-from tb_convfilters.record import (
+from tb_convfilters._record.record import (
     DEFAULT_STEP_BUDGET_MB,
     ErrorPolicy,
     StepBudget,
@@ -39,7 +39,7 @@ from tb_convfilters.record import (
     check_step,
     make_record,
 )
-from tb_convfilters.writer import Writer, shared
+from tb_convfilters._writing.writer import Writer, shared
 
 KERNEL_LAYOUTS = {2: "IO", 3: "WIO", 4: "HWIO", 5: "DHWIO"}  # kernel rank -> layout
 _KNOBS = "log less often, store dtype='float16', cap max_filters / max_channels, or set prefix"

@@ -7,7 +7,7 @@
 
 Both callbacks write to ``logs/train``; the Filters tab reads ours, the other
 tabs read the stock callback's file. ``log_dir`` may be a URL TensorBoard reads
-(``s3://bucket/logs``, see ``tb_convfilters.fs``).
+(``s3://bucket/logs``, see ``tb_convfilters._record.files``).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Any, NamedTuple
 import keras
 import numpy as np
 
-from tb_convfilters import blob, fs
-from tb_convfilters.firing import Firing
-from tb_convfilters.record import (
+from tb_convfilters._record import encoding, files
+from tb_convfilters._record.firing import Firing
+from tb_convfilters._record.record import (
     DEFAULT_MAX_MAPS,
     DEFAULT_STEP_BUDGET_MB,
     ErrorPolicy,
@@ -32,7 +32,7 @@ from tb_convfilters.record import (
     make_record,
     samples_digest,
 )
-from tb_convfilters.writer import Writer
+from tb_convfilters._writing.writer import Writer
 
 _L = keras.layers
 _SPATIAL = {3: "W", 4: "HW", 5: "DHW"}  # kernel / activation rank -> spatial letters
@@ -389,9 +389,9 @@ class FiltersCallback(keras.callbacks.Callback):
 
     def _write(self, tag: str, rec: Any, step: int, description: str) -> int:
         if self._writer is None:
-            self._writer = Writer(fs.join(self.log_dir, "train"))
+            self._writer = Writer(files.join(self.log_dir, "train"))
         self._writer.write_record(tag, rec, step, description)
-        return blob.payload_nbytes(rec.header)
+        return encoding.payload_nbytes(rec.header)
 
     def _flush(self) -> None:
         try:
@@ -446,7 +446,7 @@ class FiltersCallback(keras.callbacks.Callback):
         if not self._writes():
             return
         if self._writer is None:
-            self._writer = Writer(fs.join(self.log_dir, "train"))
+            self._writer = Writer(files.join(self.log_dir, "train"))
         try:
             logged = vis.log_patterns(
                 self._writer,

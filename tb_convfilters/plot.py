@@ -10,7 +10,8 @@ per input channel, one tile per multiplier); rows of at most three tiles are lai
 as the dashboard lays them out, a near-square grid of labelled blocks; activations
 one tile per channel in a near-square grid; 3D tiles put their D slices side by side.
 Colour tables, the NaN/Inf colour and the percentile limits come from the dashboard's
-own settings (``tb_convfilters.display``). Needs ``pip install "tb-convfilters[plot]"``.
+own settings (``tb_convfilters._dashboard.colormaps``).
+Needs ``pip install "tb-convfilters[plot]"``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ except ImportError as e:  # pragma: no cover - exercised by hand without matplot
         f"(or pip install matplotlib). Import failed with: {e}"
     ) from e
 
-from tb_convfilters import display, reader
-from tb_convfilters.layouts import ACTIVATION_LAYOUTS, KERNEL_LAYOUTS
+from tb_convfilters import reader
+from tb_convfilters._dashboard import colormaps
+from tb_convfilters._record.layouts import ACTIVATION_LAYOUTS, KERNEL_LAYOUTS
 
 _SCALES = ("tile", "filter", "layer")
 # As the dashboard (layout.js BLOCK_CHANNELS): kernels with at most this many tiles per
@@ -70,7 +72,7 @@ def _spatial_tiles(arr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _square_columns(count: int, th: int, tw: int) -> int:
     ideal = math.sqrt(count * th / max(tw, 1))
-    return min(count, max(1, int(display._js_round(np.float64(ideal)))))
+    return min(count, max(1, int(colormaps._js_round(np.float64(ideal)))))
 
 
 def tiles(array: Any, layout: str, *, sample: int = 0) -> Tiles:
@@ -116,7 +118,7 @@ def cell_limits(
     limits: Sequence[float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-cell (lo, hi) arrays of shape (rows, cols), as the dashboard's ``cellLimits``."""
-    p = display.default_percentile() if percentile is None else float(percentile)
+    p = colormaps.default_percentile() if percentile is None else float(percentile)
     rows, cols = grid.values.shape[:2]
     lo = np.zeros((rows, cols))
     hi = np.zeros((rows, cols))
@@ -128,7 +130,7 @@ def cell_limits(
         return lo, hi
     if scale not in _SCALES:
         raise ValueError(f"scale={scale!r} is unknown; expected one of: {', '.join(_SCALES)}")
-    signed = display.is_signed(colormap)
+    signed = colormaps.is_signed(colormap)
     if scale == "layer":
         groups = [(slice(None), slice(None))]
     elif scale == "filter" and grid.row_filters:
@@ -136,7 +138,7 @@ def cell_limits(
     else:
         groups = [(r, c) for r in range(rows) for c in range(cols)]
     for where in groups:
-        lo[where], hi[where] = display.limits(grid.values[where][grid.valid[where]], p, signed)
+        lo[where], hi[where] = colormaps.limits(grid.values[where][grid.valid[where]], p, signed)
     return lo, hi
 
 
@@ -156,11 +158,11 @@ def image(
 
     Arguments as for `grid`.
     """
-    display.check_colormap(colormap)
+    colormaps.check_colormap(colormap)
     g = tiles(array, layout, sample=sample)
     lo, hi = cell_limits(g, colormap=colormap, scale=scale, percentile=percentile, limits=limits)
-    rgb = display.colors(
-        g.values, lo[:, :, None, None], hi[:, :, None, None], display.lut(colormap, dark=dark)
+    rgb = colormaps.colors(
+        g.values, lo[:, :, None, None], hi[:, :, None, None], colormaps.lut(colormap, dark=dark)
     )
     alpha = np.where(g.valid, 255, 0).astype(np.uint8)[..., None]
     cells = np.concatenate([rgb, alpha], axis=-1)  # (rows, cols, th, tw, 4)
@@ -226,7 +228,7 @@ def grid(
 
     Args:
       array: a kernel (e.g. ``HWIO`` from Keras, ``OIHW`` from PyTorch) or activation.
-      layout: its axis letters (``tb_convfilters.layouts``).
+      layout: its axis letters (``tb_convfilters._record.layouts``).
       colormap: ``diverging`` (symmetric limits), ``sequential`` or ``grey``.
       scale: colour limits per ``tile``, ``filter`` or ``layer``.
       percentile: limits at this percentile (default the dashboard's, 99.5).
@@ -281,7 +283,7 @@ def grid(
             g, colormap=colormap, scale=scale, percentile=percentile, limits=limits
         )
         if hi[0, 0] > lo[0, 0]:
-            table = display.lut(colormap, dark=dark) / 255.0
+            table = colormaps.lut(colormap, dark=dark) / 255.0
             bar = ScalarMappable(Normalize(lo[0, 0], hi[0, 0]), ListedColormap(table))
             fig.colorbar(bar, ax=ax, fraction=0.05, pad=0.02)
     return fig

@@ -30,8 +30,10 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
-from tb_convfilters import blob, fs, metadata
-from tb_convfilters.framing import _masked_crc
+from tb_convfilters._record import encoding as blob
+from tb_convfilters._record import files as fs
+from tb_convfilters._record import metadata
+from tb_convfilters._record.events import _masked_crc
 
 logger = logging.getLogger(__name__)
 

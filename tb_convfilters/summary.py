@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
-from tb_convfilters import blob, metadata
-from tb_convfilters.record import Record, check_tag, make_record
+from tb_convfilters._record import encoding, metadata
+from tb_convfilters._record.record import Record, check_tag, make_record
 
 Cap = int | Sequence[int] | None
 
@@ -272,7 +272,7 @@ def _write_tf(name: str, data: Any, step: Any, description: str | None, options:
     import tensorflow as tf
 
     if step is not None and not tf.is_tensor(step):
-        from tb_convfilters.record import check_step
+        from tb_convfilters._record.record import check_step
 
         step = check_step(step)
     if tf.executing_eagerly():
@@ -285,7 +285,7 @@ def _write_tf(name: str, data: Any, step: Any, description: str | None, options:
         rec = make_record(np.asarray(data), complete=False, tag=name, **options)
         copied: list[bytes] = []
         done = rec.complete(meanwhile=lambda: copied.append(rec.array.tobytes()))
-        blobs = [blob.encode_header(done.header), copied[0], *done.trailing_blobs()]
+        blobs = [encoding.encode_header(done.header), copied[0], *done.trailing_blobs()]
         tensor = tf.constant(blobs, dtype=tf.string)
     else:
         # Inside tf.function: the header is fixed at trace time from the static

@@ -12,7 +12,7 @@
 ``tensorboardX.SummaryWriter`` (our records go to a file of their own in its
 ``log_dir``, written by a ``tb_convfilters.Writer``: TensorBoard's Python writer
 checksums in pure Python and is ~80x slower), a ``tb_convfilters.Writer`` or a
-log directory path (or URL, see ``tb_convfilters.fs``). The helpers copy the
+log directory path (or URL, see ``tb_convfilters._record.files``). The helpers copy the
 tensors and return; the Writer's thread writes them (``flush(target)`` waits for
 that, as do the ``SummaryWriter``'s own ``flush()`` and ``close()``, and
 interpreter exit).
@@ -42,9 +42,9 @@ except ImportError as e:  # pragma: no cover - exercised by a test that hides to
         f"(or pip install torch). Import failed with: {e}"
     ) from e
 
-from tb_convfilters import blob
-from tb_convfilters.firing import Firing
-from tb_convfilters.record import (
+from tb_convfilters._record import encoding
+from tb_convfilters._record.firing import Firing
+from tb_convfilters._record.record import (
     DEFAULT_MAX_MAPS,
     DEFAULT_STEP_BUDGET_MB,
     ErrorPolicy,
@@ -56,7 +56,7 @@ from tb_convfilters.record import (
     make_record,
     samples_digest,
 )
-from tb_convfilters.writer import Writer, shared
+from tb_convfilters._writing.writer import Writer, shared
 
 # Most specific first: module type -> kernel layout of its `weight`.
 KERNEL_LAYOUTS: dict[type, str] = {
@@ -219,7 +219,7 @@ def host_numpy(tensor: torch.Tensor) -> tuple[Any, bool]:
         t = t.cpu()
     if t.dtype == torch.bfloat16:
         t = t.contiguous()
-        array = t.view(torch.int16).numpy().view(blob.numpy_dtype("bfloat16"))
+        array = t.view(torch.int16).numpy().view(encoding.numpy_dtype("bfloat16"))
     else:
         array = t.numpy()
     return array, t.data_ptr() != source
@@ -307,7 +307,7 @@ def log_kernels(
             policy.report(tag, f"module {name!r} weight {tag!r}", e)
             continue
         tags.append(tag)
-        nbytes += blob.payload_nbytes(rec.header)
+        nbytes += encoding.payload_nbytes(rec.header)
     try:
         writer.flush(wait=False)  # a URL logdir uploads the step
     except Exception as e:
@@ -461,7 +461,7 @@ def _hooked(
             policy.report(tag, f"activation {tag!r}", e)
             continue
         tags.append(tag)
-        sizes.append(blob.payload_nbytes(rec.header))
+        sizes.append(encoding.payload_nbytes(rec.header))
     try:
         writer.flush(wait=False)  # a URL logdir uploads the step
     except Exception as e:

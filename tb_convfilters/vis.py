@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tb_convfilters.record import warn_once
+from tb_convfilters._record.record import warn_once
 
 Method = Literal["guided_backprop", "deconvnet", "gradient"]
 METHODS = ("guided_backprop", "deconvnet", "gradient")

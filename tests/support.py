@@ -25,7 +25,7 @@ from tensorboard.backend.event_processing import data_provider, plugin_event_mul
 from tensorboard.plugins import base_plugin
 from werkzeug.test import Client
 
-from tb_convfilters import plugin
+from tb_convfilters import PLUGIN_NAME, plugin
 
 PREFIX = "/data/plugin/convfilters/"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -44,7 +44,7 @@ CHROMIUM_ARGS = [
 def load_provider(logdir: str | Path, samples: int = 0) -> data_provider.MultiplexerDataProvider:
     """TensorBoard's Python data provider over `logdir`, loaded once."""
     multiplexer = plugin_event_multiplexer.EventMultiplexer(
-        tensor_size_guidance={plugin.metadata.PLUGIN_NAME: samples}
+        tensor_size_guidance={PLUGIN_NAME: samples}
     )
     multiplexer.AddRunsFromDirectory(str(logdir))
     multiplexer.Reload()

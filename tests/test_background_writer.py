@@ -22,7 +22,9 @@ import pytest
 from support import wait_for
 
 import tb_convfilters
-from tb_convfilters import framing, reader, spool, writer
+from tb_convfilters import reader
+from tb_convfilters._record import events
+from tb_convfilters._writing import copy_queue, writer
 
 ROOT = Path(__file__).resolve().parent.parent
 RNG = np.random.default_rng(16)
@@ -101,14 +103,14 @@ def test_torch_helpers_log_the_weights_of_the_step_not_later_ones(tmp_path, monk
 
 def _spy_owned(monkeypatch) -> dict:
     """Records, by tag, whether each array reached the spool marked as owned (no copy)."""
-    put, flags = spool.Spool.put, {}
+    put, flags = copy_queue.Spool.put, {}
 
     def spy(self, work, array, what, owned=False):
         if array is not None:
             flags[what[0]] = owned
         return put(self, work, array, what, owned)
 
-    monkeypatch.setattr(spool.Spool, "put", spy)
+    monkeypatch.setattr(copy_queue.Spool, "put", spy)
     return flags
 
 
@@ -157,8 +159,8 @@ def test_keras_callback_logs_the_weights_of_the_epoch(tmp_path, monkeypatch, jit
 
 
 def test_the_thread_waits_for_a_burst_of_calls_to_end(monkeypatch):
-    monkeypatch.setattr(spool, "QUIET_SECONDS", 0.5)
-    queue, done = spool.Spool(1 << 20), []
+    monkeypatch.setattr(copy_queue, "QUIET_SECONDS", 0.5)
+    queue, done = copy_queue.Spool(1 << 20), []
     queue.put(done.append, RNG.random(4), "x")
     time.sleep(0.2)  # more calls of the step could still come
     assert done == []
@@ -168,7 +170,7 @@ def test_the_thread_waits_for_a_burst_of_calls_to_end(monkeypatch):
     queue.put(done.append, RNG.random(4), "x")
     queue.wait()  # a caller waiting has no more calls to make: no pause to wait for
     assert len(done) == 2 and time.monotonic() - start < 0.4
-    monkeypatch.setattr(spool, "MAX_DELAY", 0.3)  # calls that never pause: it starts anyway
+    monkeypatch.setattr(copy_queue, "MAX_DELAY", 0.3)  # calls that never pause: it starts anyway
     start = time.monotonic()
     while not len(done) == 3:
         queue.put(lambda a: done.append(a), None, "y")
@@ -297,7 +299,7 @@ def _records(path: Path) -> tuple[int, int]:
             break
         body = data[offset + 12 : offset + 12 + length]
         (crc,) = struct.unpack_from("<I", data, offset + 12 + length)
-        assert crc == framing._masked_crc(crc32c.crc32c(body)), f"corrupt record {count}"
+        assert crc == events._masked_crc(crc32c.crc32c(body)), f"corrupt record {count}"
         offset, count = end, count + 1
     return count, len(data) - offset
 
@@ -341,7 +343,7 @@ def test_forked_child_never_writes_its_parents_queue(tmp_path):
         _script(
             f"""
             import os, time, numpy as np, tb_convfilters
-            from tb_convfilters import writer
+            from tb_convfilters._writing import writer
             write_now = writer.Writer._write_now
             def slow(self, *args):
                 time.sleep(0.2)
@@ -401,24 +403,25 @@ def test_a_step_is_in_the_file_without_flush(tmp_path, blocking):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
 def test_writer_threads_yield_to_training_threads(tmp_path):
-    from tb_convfilters import spool, sweep
+    from tb_convfilters._record import stats as sweep
+    from tb_convfilters._writing import copy_queue
 
     ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     with tb_convfilters.Writer(tmp_path / "run") as w:
         w.kernel("big", BIG, 0)  # large enough for the stats helper thread
         w.flush()
-        threads = [t for t in threading.enumerate() if t.name == spool.THREAD_NAME]
+        threads = [t for t in threading.enumerate() if t.name == copy_queue.THREAD_NAME]
         assert threads  # (other tests' idle writer threads may still be there too)
         for thread in threads:
             nice = os.getpriority(os.PRIO_PROCESS, thread.native_id)
-            assert nice == max(spool.NICE, ours)
+            assert nice == max(copy_queue.NICE, ours)
         assert nice in sweep._pools  # its helper runs at the same priority
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ours  # not this one
 
 
 def test_failed_upload_keeps_the_records_for_the_next_flush(monkeypatch):
     pytest.importorskip("fsspec")
-    from tb_convfilters import fs
+    from tb_convfilters._record import files as fs
 
     upload, calls = fs.upload, []
 

@@ -17,7 +17,7 @@ from browser_support import geometry, grid_selector, pixel_at, tile_pixels
 from support import plugin_frame, tensorboard
 
 import tb_convfilters
-from tb_convfilters.record import make_record
+from tb_convfilters._record.record import make_record
 
 C1, C2 = "c1/kernel", "c2/kernel"
 rng = np.random.default_rng(17)

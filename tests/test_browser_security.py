@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import re
 import urllib.parse
-from pathlib import Path
 
 import numpy as np
 import pytest
 from support import plugin_frame, tensorboard
 
 import tb_convfilters
-from tb_convfilters import plugin
+from tb_convfilters._dashboard.files import frontend_dir
 
 # Each payload would set top.__pwned (or open a dialog) if it ever became markup.
 RUN_IMG = "<img src=x onerror=top.__pwned=1>"
@@ -63,7 +62,7 @@ def test_no_html_sinks_in_the_dashboard_code():
         r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|createContextualFragment"
         r"|\beval\(|new Function|setAttribute\(\s*[\"']on|srcdoc|DOMParser"
     )
-    static = Path(plugin._frontend_dir()) / "static"
+    static = frontend_dir() / "static"
     found = [
         f"{path.name}:{n}: {line.strip()}"
         for path in sorted(static.rglob("*.js"))

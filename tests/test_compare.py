@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from tb_convfilters import Writer, cli, compare, compare_cli, reader
+from tb_convfilters import Writer, cli, compare, reader
+from tb_convfilters._commands import compare as compare_cli
 
 NOISE = 1e-3
 
@@ -126,7 +127,7 @@ def test_align_recovers_planted_permutations_from_event_files(tmp_path, layout):
 
 
 def write_activations(logdir, run, maps, digest, step=1, tag="c1/activation"):
-    from tb_convfilters.record import make_record
+    from tb_convfilters._record.record import make_record
 
     with Writer(logdir / run) as w:
         rec = make_record(
@@ -169,7 +170,7 @@ def test_keras_and_torch_record_the_digest_of_their_samples(tmp_path):
     model.fit(x, np.zeros((6, 6, 6, 3), "f4"), epochs=1, verbose=0,
               callbacks=[FiltersCallback(tmp_path / "k", sample_inputs=x[:2])])
     header = next(reader.entries(tmp_path / "k", tag="c/activation")).header()
-    from tb_convfilters.record import samples_digest
+    from tb_convfilters._record.record import samples_digest
 
     assert header["samples_digest"] == samples_digest(x[:2])
 

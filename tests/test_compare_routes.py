@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from support import http_get, plugin_client, tensorboard
 
 from tb_convfilters import Writer
-from tb_convfilters.record import make_record
+from tb_convfilters._record.record import make_record
 
 PREFIX = "/data/plugin/convfilters/"
 rng = np.random.default_rng(7)

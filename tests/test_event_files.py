@@ -23,8 +23,10 @@ from tensorboard.plugins import base_plugin
 from werkzeug.test import Client
 
 import tb_convfilters
-from tb_convfilters import blob, metadata, plugin, writer
-from tb_convfilters.record import Record, make_record
+from tb_convfilters import plugin
+from tb_convfilters._record import encoding, metadata
+from tb_convfilters._record.record import Record, make_record
+from tb_convfilters._writing import writer
 
 KERNEL = np.arange(3 * 3 * 4 * 6, dtype=np.float32).reshape(3, 3, 4, 6) / 7
 
@@ -79,7 +81,7 @@ def format1(step: int, **changes) -> list[bytes]:
     rec = good_record(step)
     crcs = {"payload_crc32c": rec.payload_crc, "stats_crc32c": rec.stats_crc}
     _, payload, stats, _ = rec.blobs()
-    return [blob.encode_header({**rec.header, **crcs, **changes}), payload, stats]
+    return [encoding.encode_header({**rec.header, **crcs, **changes}), payload, stats]
 
 
 def write_run(logdir: Path, run: str, good_steps, *chunks: bytes) -> Path:

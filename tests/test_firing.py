@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from support import PREFIX, plugin_client
 
-from tb_convfilters import Writer, blob, cli, doctor, reader
-from tb_convfilters.firing import FIRING_STATS, Firing
-from tb_convfilters.record import Record, make_record
+from tb_convfilters import Writer, cli, doctor, reader
+from tb_convfilters._record import encoding
+from tb_convfilters._record.firing import FIRING_STATS, Firing
+from tb_convfilters._record.record import Record, make_record
 
 RARE, DEAD, BUSY = 0, 1, 2  # channels: fires on 1 input in 50, never, always
 
@@ -25,7 +26,7 @@ def activations(n: int, seed: int = 0) -> np.ndarray:
 def old_format_record(a: np.ndarray) -> Record:
     """A record as written before the firing columns existed (stats = STAT_NAMES)."""
     return Record(
-        np.ascontiguousarray(a), blob.make_header("activation", "NHWC", a.shape, "float32")
+        np.ascontiguousarray(a), encoding.make_header("activation", "NHWC", a.shape, "float32")
     )
 
 
@@ -77,7 +78,7 @@ def test_firing_columns_are_exact_and_match_in_batches():
     a = activations(300)
     rec = make_record(a, kind="activation", layout="NHWC", max_samples=4, max_filters=[2, 0])
     names = rec.header["stats"]
-    assert names == [*blob.STAT_NAMES, *FIRING_STATS] and rec.array.shape == (4, 6, 6, 2)
+    assert names == [*encoding.STAT_NAMES, *FIRING_STATS] and rec.array.shape == (4, 6, 6, 2)
     cols = rec.stats[:, [names.index(c) for c in FIRING_STATS]]
     fired = a > 0
     expected_inputs = fired.any(axis=(1, 2)).mean(axis=0)[[2, 0]]
@@ -123,8 +124,8 @@ def test_old_and_new_records_round_trip_and_serve_their_stats(tmp_path):
     client = plugin_client(tmp_path)
     old = client.get(PREFIX + "stats?run=run&tag=old").json
     new = client.get(PREFIX + "stats?run=run&tag=new").json
-    assert old["names"] == list(blob.STAT_NAMES)
-    assert new["names"] == [*blob.STAT_NAMES, *FIRING_STATS]
+    assert old["names"] == list(encoding.STAT_NAMES)
+    assert new["names"] == [*encoding.STAT_NAMES, *FIRING_STATS]
     assert new["steps"][0]["values"][RARE][-3:] == [
         pytest.approx(2 / 60),
         pytest.approx(2 / 60 / 36),

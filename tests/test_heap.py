@@ -22,11 +22,13 @@ from tensorboard.backend.event_processing import plugin_event_multiplexer
 from tensorboard.plugins import base_plugin
 
 import tb_convfilters
-from tb_convfilters import heap, metadata
+from tb_convfilters._record import metadata
+from tb_convfilters._serving import memory_release
 from tb_convfilters.plugin import ConvFiltersLoader
 
 pytestmark = pytest.mark.skipif(
-    heap._LIBC is None or not hasattr(heap._LIBC, "mallinfo2"), reason="glibc >= 2.33 only"
+    memory_release._LIBC is None or not hasattr(memory_release._LIBC, "mallinfo2"),
+    reason="glibc >= 2.33 only",
 )
 
 THRESHOLD = "MALLOC_MMAP_THRESHOLD_"
@@ -52,11 +54,11 @@ def environ(monkeypatch: pytest.MonkeyPatch) -> dict:
 
 def test_data_server_gets_a_fixed_mmap_threshold(environ):
     ConvFiltersLoader().fix_flags(_flags(load_fast="true"))
-    assert environ.get(THRESHOLD) == str(heap.MMAP_THRESHOLD)
+    assert environ.get(THRESHOLD) == str(memory_release.MMAP_THRESHOLD)
     environ.clear()
     loader = ConvFiltersLoader()
     loader.fix_flags(_flags())  # auto: the data server if installed
-    assert environ.get(THRESHOLD) == str(heap.MMAP_THRESHOLD)
+    assert environ.get(THRESHOLD) == str(memory_release.MMAP_THRESHOLD)
     # TensorBoard has spawned the data server when it loads the plugins: taken back.
     loader.load(base_plugin.TBContext(logdir="", flags=_flags()))
     assert THRESHOLD not in environ
@@ -95,7 +97,8 @@ def test_real_data_server_starts_with_the_threshold_unless_the_user_set_one(tmp_
     with tb_convfilters.Writer(tmp_path / "run") as w:
         w.kernel("k", KERNEL[..., :4, :4], step=0)
     with tensorboard_process(tmp_path, load_fast="true") as (_, proc):
-        assert _server_environ(proc.pid).get("MALLOC_MMAP_THRESHOLD_") == str(heap.MMAP_THRESHOLD)
+        environ = _server_environ(proc.pid)
+        assert environ.get("MALLOC_MMAP_THRESHOLD_") == str(memory_release.MMAP_THRESHOLD)
     user = {"MALLOC_MMAP_THRESHOLD_": "65536"}
     with tensorboard_process(tmp_path, load_fast="true", env=user) as (_, proc):
         assert _server_environ(proc.pid).get("MALLOC_MMAP_THRESHOLD_") == "65536"
@@ -123,18 +126,18 @@ class _Mallinfo2(ctypes.Structure):
 def _malloc_in_use() -> int:
     """Bytes malloc has handed out and not got back (glibc >= 2.33: protobuf's arenas too)."""
     gc.collect()
-    heap._LIBC.mallinfo2.restype = _Mallinfo2
-    info = heap._LIBC.mallinfo2()
+    memory_release._LIBC.mallinfo2.restype = _Mallinfo2
+    info = memory_release._LIBC.mallinfo2()
     return info.uordblks + info.hblkhd
 
 
 def test_release_lets_go_of_the_first_records_and_trims(loaded, monkeypatch):
     trims = []
-    monkeypatch.setattr(heap, "trim", lambda: trims.append(1))
+    monkeypatch.setattr(memory_release, "trim", lambda: trims.append(1))
     loaded.Reload()
     contents = {t: loaded.SummaryMetadata("run", t).SerializeToString() for t in TAGS}
     before = _malloc_in_use()
-    releaser = heap.Releaser(loaded, 1.0)
+    releaser = memory_release.Releaser(loaded, 1.0)
     assert releaser.release()
     freed = before - _malloc_in_use()
     # TensorBoard pinned each tag's first record (payload included) through its metadata.
@@ -149,9 +152,9 @@ def test_release_lets_go_of_the_first_records_and_trims(loaded, monkeypatch):
 
 def test_release_trims_again_once_new_steps_are_read(loaded, tmp_path, monkeypatch):
     trims = []
-    monkeypatch.setattr(heap, "trim", lambda: trims.append(1))
+    monkeypatch.setattr(memory_release, "trim", lambda: trims.append(1))
     loaded.Reload()
-    releaser = heap.Releaser(loaded, 1.0)
+    releaser = memory_release.Releaser(loaded, 1.0)
     assert releaser.release()
     with tb_convfilters.Writer(tmp_path / "run") as w:
         w.kernel(TAGS[0], KERNEL, step=2)
@@ -175,7 +178,7 @@ def test_loader_starts_a_releaser_for_the_python_loader_only(loaded):
 
 
 def test_releaser_thread_releases_after_tensorboard_reloads(loaded):
-    releaser = heap.Releaser(loaded, 0.05)
+    releaser = memory_release.Releaser(loaded, 0.05)
     releaser.start()
     try:
         loaded.Reload()
@@ -189,7 +192,7 @@ def test_releaser_thread_releases_after_tensorboard_reloads(loaded):
 
 def test_releaser_thread_ends_with_the_multiplexer(tmp_path):
     mux = plugin_event_multiplexer.EventMultiplexer()
-    releaser = heap.Releaser(mux, 0.01)
+    releaser = memory_release.Releaser(mux, 0.01)
     releaser.start()
     del mux
     gc.collect()
@@ -203,8 +206,8 @@ def test_releaser_that_fails_says_so_once_and_stops(caplog):
             raise AttributeError("no such thing")
 
     mux = Changed()
-    releaser = heap.Releaser(mux, 0.01)
-    with caplog.at_level("WARNING", logger="tb_convfilters.heap"):
+    releaser = memory_release.Releaser(mux, 0.01)
+    with caplog.at_level("WARNING", logger="tb_convfilters._serving.memory_release"):
         releaser.start()
         releaser._thread.join(30)
     assert not releaser._thread.is_alive()

@@ -1,4 +1,4 @@
-"""The plugin's index of its records (``tb_convfilters.index``), on real event files.
+"""The plugin's index of its records (``tb_convfilters._serving.index``), on real event files.
 
 It must read records of every format, skip payloads and other plugins' values
 without reading them, follow growing files, new files and new runs without
@@ -21,15 +21,17 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 from test_event_files import format1, framed, framed_raw, good_record, kernel, write_run
 
 import tb_convfilters
-from tb_convfilters import blob, fs, index
+from tb_convfilters._record import encoding
+from tb_convfilters._record import files as fs
+from tb_convfilters._serving import index
 
 
 def arrays(idx: index.Index, run: str, tag: str = "k") -> dict[int, np.ndarray]:
     """{step: array} of a series, each payload read through the index."""
     out = {}
     for loc in idx.series(run, tag) or ():
-        header = blob.read_header(loc.blobs.__getitem__, loc.count)
-        out[loc.step] = blob.decode_array(header, idx.payload(loc, header))
+        header = encoding.read_header(loc.blobs.__getitem__, loc.count)
+        out[loc.step] = encoding.decode_array(header, idx.payload(loc, header))
     return out
 
 
@@ -92,8 +94,9 @@ def test_payloads_and_other_plugins_are_skipped_unread(tmp_path, reads):
     real = fs.read_ranges
     fs.read_ranges = lambda path, r: ranges.append((path, r)) or real(path, r)
     try:
-        header = blob.read_header(loc.blobs.__getitem__, loc.count)
-        assert blob.decode_array(header, idx.payload(loc, header)).tobytes() == (big + 2).tobytes()
+        header = encoding.read_header(loc.blobs.__getitem__, loc.count)
+        got = encoding.decode_array(header, idx.payload(loc, header))
+        assert got.tobytes() == (big + 2).tobytes()
     finally:
         fs.read_ranges = real
     # One positioned read of the record: before, at and after the payload.
@@ -174,7 +177,7 @@ def test_truncated_and_replaced_files_are_noticed(tmp_path):
     with tb_convfilters.Writer(tmp_path / "run") as w:
         w.kernel("k", kernel(9), 1)
     os.rename(w.path, path)
-    header = blob.read_header(old[1].blobs.__getitem__, old[1].count)
+    header = encoding.read_header(old[1].blobs.__getitem__, old[1].count)
     with pytest.raises(index.Stale):
         idx.payload(old[1], header)
     idx.maybe_refresh()  # the stale file is read again from its start
@@ -187,7 +190,7 @@ def test_same_size_replacement_is_never_served(tmp_path):
     idx = index.Index({str(tmp_path): None}, reload_interval=3600)
     idx.refresh()
     loc = idx.series("run", "k")[1]
-    header = blob.read_header(loc.blobs.__getitem__, loc.count)
+    header = encoding.read_header(loc.blobs.__getitem__, loc.count)
     data = bytearray(Path(path).read_bytes())
     other = framed(good_record(7), 1)  # the same size, other payload and checks
     assert len(other) == loc.end - loc.start
@@ -205,11 +208,11 @@ def test_a_corrupt_payload_is_an_error_for_that_step_only(tmp_path):
     idx.refresh()
     loc = idx.series("run", "k")[1]
     data = bytearray(Path(path).read_bytes())
-    data[loc.spans[blob.PAYLOAD][0] + 5] ^= 0x40
+    data[loc.spans[encoding.PAYLOAD][0] + 5] ^= 0x40
     Path(path).write_bytes(bytes(data))
-    header = blob.read_header(loc.blobs.__getitem__, loc.count)
-    with pytest.raises(blob.RecordError, match="payload checksum mismatch"):
-        blob.check_payload(header, idx.payload(loc, header))
+    header = encoding.read_header(loc.blobs.__getitem__, loc.count)
+    with pytest.raises(encoding.RecordError, match="payload checksum mismatch"):
+        encoding.check_payload(header, idx.payload(loc, header))
     got = {s: arrays_one(idx, "run", s) for s in (0, 2)}
     assert all(got[s].tobytes() == kernel(s).tobytes() for s in got)
 
@@ -222,27 +225,27 @@ def test_large_payloads_come_in_checked_halves(tmp_path, monkeypatch):
     idx = index.Index({str(tmp_path): None}, reload_interval=3600)
     idx.refresh()
     locs = idx.series("run", "k")
-    headers = [blob.read_header(loc.blobs.__getitem__, loc.count) for loc in locs]
+    headers = [encoding.read_header(loc.blobs.__getitem__, loc.count) for loc in locs]
     header = headers[0]
     got = idx.payload(locs[0], header, chunks=True)
-    assert isinstance(got, blob.Chunks) and len(got) == 2
+    assert isinstance(got, encoding.Chunks) and len(got) == 2
     assert b"".join(got) == kernel(0).tobytes() == idx.payload(locs[0], header)
-    npy = b"".join(blob.view_npy_parts(header, header, got))
+    npy = b"".join(encoding.view_npy_parts(header, header, got))
     assert np.load(io.BytesIO(npy)).tobytes() == kernel(0).tobytes()
-    view = blob.view_header(header, 1, 1)  # a cropped view: joined, not checksummed again
-    monkeypatch.setattr(blob, "crc", lambda data: pytest.fail("payload checksummed twice"))
-    npy = b"".join(blob.view_npy_parts(header, view, got))
+    view = encoding.view_header(header, 1, 1)  # a cropped view: joined, not checksummed again
+    monkeypatch.setattr(encoding, "crc", lambda data: pytest.fail("payload checksummed twice"))
+    npy = b"".join(encoding.view_npy_parts(header, view, got))
     want = kernel(0)[tuple(slice(0, n) for n in view["shape"])]
     assert np.load(io.BytesIO(npy)).tobytes() == want.tobytes()
     monkeypatch.undo()
     monkeypatch.setattr(index, "SPLIT_BYTES", 16)
     data = bytearray(Path(path).read_bytes())
-    at, n = locs[1].spans[blob.PAYLOAD]
+    at, n = locs[1].spans[encoding.PAYLOAD]
     data[at + n - 3] ^= 0x40  # in the second half
     other = framed(good_record(7), 2)  # the same size, other payload and checks
     data[locs[2].start : locs[2].end] = other
     Path(path).write_bytes(bytes(data))
-    with pytest.raises(blob.RecordError, match="payload checksum mismatch"):
+    with pytest.raises(encoding.RecordError, match="payload checksum mismatch"):
         idx.payload(locs[1], headers[1], chunks=True)
     with pytest.raises(index.Stale):
         idx.payload(locs[2], headers[2], chunks=True)
@@ -250,8 +253,8 @@ def test_large_payloads_come_in_checked_halves(tmp_path, monkeypatch):
 
 def arrays_one(idx: index.Index, run: str, step: int) -> np.ndarray:
     loc = idx.find(run, "k", step)
-    header = blob.read_header(loc.blobs.__getitem__, loc.count)
-    return blob.decode_array(header, idx.payload(loc, header))
+    header = encoding.read_header(loc.blobs.__getitem__, loc.count)
+    return encoding.decode_array(header, idx.payload(loc, header))
 
 
 def test_runs_are_named_as_tensorboard_names_them(tmp_path):
@@ -288,14 +291,14 @@ def test_the_index_serves_whenever_tensorboard_has_a_logdir(tmp_path):
 
     from tensorboard.plugins import base_plugin
 
-    from tb_convfilters import sources
+    from tb_convfilters._serving import data_sources
 
     def source(logdir="", **flags):
         defaults = dict(logdir=logdir, logdir_spec="", grpc_data_provider="", reload_interval=5)
         context = base_plugin.TBContext(
             logdir=logdir, flags=SimpleNamespace(**{**defaults, **flags}), data_provider=object()
         )
-        return sources.make_source(context)
+        return data_sources.make_source(context)
 
     assert source(str(tmp_path)).index._roots == {str(tmp_path): None}
     spec = source(logdir_spec=f"a:{tmp_path}/x,{tmp_path}/y")

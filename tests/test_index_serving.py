@@ -17,7 +17,8 @@ import pytest
 from support import PREFIX, http_get, load_npy, tensorboard, wait_for
 
 import tb_convfilters
-from tb_convfilters import blob, index
+from tb_convfilters._record import encoding
+from tb_convfilters._serving import index
 
 # TensorBoard with every blob read of its data providers (Python and Rust) failing.
 NO_PROVIDER_BLOBS = (
@@ -84,7 +85,7 @@ def test_real_tensorboard_serves_every_step_from_the_index(tmp_path, load_fast):
 
         # A payload byte flipped on disk: 422 for that step only.
         loc = _loc(logdir, "train", 5)
-        _flip(w.path, loc.spans[blob.PAYLOAD][0] + 7)
+        _flip(w.path, loc.spans[encoding.PAYLOAD][0] + 7)
         status, body, _ = get("tensor?run=train&tag=conv/kernel&step=5")
         assert status == 422 and "payload checksum mismatch" in json.loads(body)["error"]
         assert exact(4) and exact(6)

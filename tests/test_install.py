@@ -34,8 +34,8 @@ WRITE = textwrap.dedent(
     import sys
     import numpy as np
     import tb_convfilters
-    from tb_convfilters import display
-    assert display.lut("diverging").shape == (257, 3)  # display.json shipped in the package
+    from tb_convfilters._dashboard import colormaps
+    assert colormaps.lut("diverging").shape == (257, 3)  # colormaps.json shipped in the package
     print(tb_convfilters.__file__)
     kernel = np.random.default_rng(3).normal(size=(3, 3, 4, 6)).astype(np.float32)
     with tb_convfilters.Writer(sys.argv[1]) as w:

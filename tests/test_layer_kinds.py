@@ -15,7 +15,8 @@ from support import PREFIX, load_npy, plugin_client
 from tensorboard.compat.proto import event_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from tb_convfilters import Writer, blob, summary
+from tb_convfilters import Writer, summary
+from tb_convfilters._record import encoding
 
 # NaN and inf are planted in every float case: numpy must not warn about them on our side.
 pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
@@ -325,7 +326,7 @@ def numpy_filter_stats(rows: np.ndarray, dead: np.ndarray | None) -> np.ndarray:
         ok = row[np.isfinite(row)]
         n = max(len(ok), 1)
         mean = ok.sum() / n
-        zero = dead[i] if dead is not None else np.mean(np.abs(row) <= blob.ZERO_EPS)
+        zero = dead[i] if dead is not None else np.mean(np.abs(row) <= encoding.ZERO_EPS)
         out.append([
             np.sqrt((ok**2).sum()),
             mean,

@@ -18,7 +18,8 @@ import pytest
 pytest.importorskip("matplotlib")
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 
-from tb_convfilters import Writer, display, plot  # noqa: E402
+from tb_convfilters import Writer, plot  # noqa: E402
+from tb_convfilters._dashboard import colormaps as display
 
 STATIC = Path(__file__).resolve().parent.parent / "frontend" / "static"
 NODE = shutil.which("node")

@@ -14,7 +14,8 @@ import tensorflow as tf
 from tensorboard.compat.proto import event_pb2
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
-from tb_convfilters import Writer, blob, cli, reader, summary
+from tb_convfilters import Writer, cli, reader, summary
+from tb_convfilters._record import encoding
 
 rng = np.random.default_rng(0)
 K32 = rng.standard_normal((3, 3, 2, 4)).astype(np.float32)
@@ -218,5 +219,5 @@ def test_export_skips_unreadable_steps_and_fails(tmp_path, capsys):
     assert "1 unreadable steps skipped" in err
     assert load(out / "run/k/0.npy").tobytes() == K32.tobytes()
     assert not (out / "run/k/1.npy").exists()
-    with pytest.raises(blob.RecordError, match="step 1 is unreadable"):
+    with pytest.raises(encoding.RecordError, match="step 1 is unreadable"):
         reader.read(logdir, "run", "k", 1)

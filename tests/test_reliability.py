@@ -14,10 +14,12 @@ import pytest
 from support import PREFIX, http_get, load_npy, plugin_client, tensorboard
 
 import tb_convfilters
-from tb_convfilters import blob, record, summary, sweep
+from tb_convfilters import summary
+from tb_convfilters._record import encoding, record
+from tb_convfilters._record import stats as sweep
 
 KERNEL = np.random.default_rng(1).standard_normal((3, 3, 4, 6)).astype(np.float32)
-STORABLE = ", ".join(blob.STORABLE_DTYPES)
+STORABLE = ", ".join(encoding.STORABLE_DTYPES)
 
 
 def _kernel(**kwargs):
@@ -368,17 +370,17 @@ def test_conversion_that_fits_does_not_warn():
 def test_checksums_match_the_blobs():
     pb = summary.kernel_pb("k", KERNEL)
     blobs = pb.value[0].tensor.string_val
-    assert len(blobs) == 4 and "payload_crc32c" not in blob.decode_header(blobs[0])
-    header, payload, stats = blob.decode_blobs_header(blobs), blobs[1], blobs[2]
-    assert header["payload_crc32c"] == blob.crc(payload)
-    assert header["stats_crc32c"] == blob.crc(stats)
-    blob.check_payload(header, payload)
+    assert len(blobs) == 4 and "payload_crc32c" not in encoding.decode_header(blobs[0])
+    header, payload, stats = encoding.decode_blobs_header(blobs), blobs[1], blobs[2]
+    assert header["payload_crc32c"] == encoding.crc(payload)
+    assert header["stats_crc32c"] == encoding.crc(stats)
+    encoding.check_payload(header, payload)
     flipped = bytearray(payload)
     flipped[5] ^= 1
-    with pytest.raises(blob.RecordError, match="payload checksum mismatch"):
-        blob.npy_bytes(header, bytes(flipped))
-    with pytest.raises(blob.RecordError, match="stats checksum mismatch"):
-        blob.decode_stats(header, stats[:-1] + bytes([stats[-1] ^ 1]))
+    with pytest.raises(encoding.RecordError, match="payload checksum mismatch"):
+        encoding.npy_bytes(header, bytes(flipped))
+    with pytest.raises(encoding.RecordError, match="stats checksum mismatch"):
+        encoding.decode_stats(header, stats[:-1] + bytes([stats[-1] ^ 1]))
 
 
 # ---- serving a tensor over the size limit, and a smaller view of it ----
@@ -484,7 +486,7 @@ def test_view_caps_that_change_nothing_serve_the_stored_tensor(capped_logdir):
     assert status == 200 and load_npy(body).tobytes() == BIG.tobytes()
     header = json.loads(headers["X-Convfilters-Header"])
     assert "full_shape" not in header and "filters" not in header
-    assert header["payload_crc32c"] == blob.crc(BIG)
+    assert header["payload_crc32c"] == encoding.crc(BIG)
 
 
 @pytest.mark.parametrize(

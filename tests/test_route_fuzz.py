@@ -21,7 +21,7 @@ from tensorboard.backend import application
 from werkzeug.test import Client
 
 import tb_convfilters
-from tb_convfilters import plugin
+from tb_convfilters._dashboard.files import frontend_dir
 
 RUNS = {
     "train": ("conv1/kernel", "act"),
@@ -31,7 +31,7 @@ RUNS = {
 }
 STEPS = (0, 3, 2**40)
 ROUTES = ("tags", "steps", "tensor", "stats", "findings")
-STATIC = Path(plugin._frontend_dir()) / "static"
+STATIC = frontend_dir() / "static"
 # Some allowed per-route oddities are 413 (size) and 422 (unreadable record).
 STATUSES = {200, 400, 404, 413, 422}
 

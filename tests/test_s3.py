@@ -1,6 +1,6 @@
 """Logs on object storage: a real S3-compatible server (moto, 127.0.0.1) and a real TensorBoard.
 
-Writing goes through ``tb_convfilters.fs``: in this environment TensorFlow has no
+Writing goes through ``tb_convfilters._record.files``: in this environment TensorFlow has no
 ``s3://`` filesystem, so URLs use TensorBoard's TensorFlow-free gfile (boto3 and
 ``S3_ENDPOINT``). TensorBoard reads ``s3://`` only where TensorFlow is not installed;
 the server under test runs as in such an environment (see `TENSORBOARD_WITHOUT_TF`).
@@ -27,7 +27,7 @@ from support import PREFIX, free_port, http_get, load_npy, plugin_client, tensor
 from tensorboard.compat.proto import event_pb2
 
 from tb_convfilters import Writer, cli, doctor, reader
-from tb_convfilters import writer as writer_module
+from tb_convfilters._writing import writer as writer_module
 
 BUCKET = "bucket"
 AWS = {
@@ -328,7 +328,8 @@ def test_index_reads_one_range_per_tensor(s3, two_runs, monkeypatch):
     from tensorboard.plugins import base_plugin
     from werkzeug.test import Client
 
-    from tb_convfilters import fs, plugin
+    from tb_convfilters import plugin
+    from tb_convfilters._record import files as fs
 
     # No data provider at all (TensorBoard's own cannot list s3:// with TensorFlow here).
     context = base_plugin.TBContext(logdir=two_runs.url, data_provider=None)

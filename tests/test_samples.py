@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tb_convfilters import Writer, reader, record, summary
+from tb_convfilters import Writer, reader, summary
+from tb_convfilters._record import encoding, record
 
 MAPS = np.random.default_rng(0).standard_normal((8, 5, 5, 3)).astype(np.float32)
 
@@ -40,7 +41,7 @@ def test_writer_keeps_every_sample_by_default(tmp_path):
 
 def test_summary_pb_keeps_every_sample_by_default():
     value = summary.activation_pb("a", MAPS).value[0]
-    header = record.blob.decode_blobs_header(value.tensor.string_val)
+    header = encoding.decode_blobs_header(value.tensor.string_val)
     assert header["shape"] == list(MAPS.shape)
     assert value.tensor.string_val[1] == MAPS.tobytes()
 
@@ -93,7 +94,7 @@ def test_float16_fits_more_samples_under_the_same_budget():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         value = summary.activation_pb("a", MAPS, max_bytes=budget, dtype="float16").value[0]
-    assert record.blob.decode_blobs_header(value.tensor.string_val)["shape"][0] == 8
+    assert encoding.decode_blobs_header(value.tensor.string_val)["shape"][0] == 8
     assert not caught
 
 

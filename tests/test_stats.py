@@ -10,7 +10,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tb_convfilters import blob, framing, layouts, record, sweep, writer
+from tb_convfilters._record import encoding, layouts, record
+from tb_convfilters._record import events as framing
+from tb_convfilters._record import stats as sweep
+from tb_convfilters._writing import writer
 
 RNG = np.random.default_rng(7)
 
@@ -44,7 +47,7 @@ def reference_stats(data: np.ndarray, layout: str, kind: str = "kernel") -> np.n
                 np.sqrt(max((ok**2).sum() / n - mean**2, 0)),
                 ok.min() if len(ok) else np.nan,
                 ok.max() if len(ok) else np.nan,
-                np.mean(np.abs(row) <= blob.ZERO_EPS),
+                np.mean(np.abs(row) <= encoding.ZERO_EPS),
                 1 - len(ok) / len(row),
             ]
         )
@@ -132,7 +135,7 @@ def test_make_record_parallel_path_matches_sequential(layout, shape):
     rec = record.make_record(data, kind="kernel", layout=layout)
     assert_close(rec.stats, reference_stats(data, layout), data)
     assert rec.payload_crc == crc32c.crc32c(data.tobytes())
-    assert rec.stats_crc == crc32c.crc32c(blob.encode_stats(rec.stats))
+    assert rec.stats_crc == crc32c.crc32c(encoding.encode_stats(rec.stats))
 
 
 def test_float16_conversion_is_exact_and_warns_only_on_overflow():
@@ -153,7 +156,7 @@ def test_float16_conversion_is_exact_and_warns_only_on_overflow():
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_all_finite_bit_test(dtype):
-    x = kernel((200_000,)).astype(blob.numpy_dtype(dtype))
+    x = kernel((200_000,)).astype(encoding.numpy_dtype(dtype))
     assert record._all_finite(x, dtype)
     for bad in (np.inf, -np.inf, np.nan):
         y = x.copy()
@@ -165,7 +168,7 @@ def test_all_finite_bit_test(dtype):
 @pytest.mark.parametrize("len_a, len_b", [(0, 5), (5, 0), (1, 1), (100, 12345), (9, 3 << 20)])
 def test_crc_combine(len_a, len_b):
     a, b = RNG.bytes(len_a), RNG.bytes(len_b)
-    combined = blob.crc_combine(crc32c.crc32c(a), crc32c.crc32c(b), len_b)
+    combined = encoding.crc_combine(crc32c.crc32c(a), crc32c.crc32c(b), len_b)
     assert combined == crc32c.crc32c(a + b)
 
 
@@ -196,10 +199,10 @@ def test_writer_frames_large_records_with_valid_crcs(tmp_path):
         path = w.path
     events = [event_pb2.Event.FromString(r) for r in read_records(path)]
     blobs = events[1].summary.value[0].tensor.string_val
-    header, payload, stats = blob.decode_blobs_header(blobs), blobs[1], blobs[2]
+    header, payload, stats = encoding.decode_blobs_header(blobs), blobs[1], blobs[2]
     assert payload == big.tobytes()
     assert header["payload_crc32c"] == crc32c.crc32c(payload)
-    got = blob.decode_stats(header, stats)
+    got = encoding.decode_stats(header, stats)
     assert_close(got, reference_stats(big, "HWIO"), big)
     assert events[2].summary.value[0].tag == "small"
 

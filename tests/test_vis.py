@@ -16,7 +16,7 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 import tb_convfilters
 from tb_convfilters import summary, vis
-from tb_convfilters.writer import Writer
+from tb_convfilters._writing.writer import Writer
 
 ANGLES = (0, 45, 90, 135)
 

@@ -36,8 +36,10 @@ import numpy as np
 from tensorboard import errors
 from tensorboard.data import provider
 
-from tb_convfilters import blob, index, layouts, metadata, reader
-from tb_convfilters.firing import FIRING_STATS
+from tb_convfilters import reader
+from tb_convfilters._record import encoding, layouts, metadata
+from tb_convfilters._record.firing import FIRING_STATS
+from tb_convfilters._serving import index
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +47,7 @@ PROBLEMS = ("dead", "suspected_dead", "exploding", "duplicate", "mirrored", "fro
 # Not counted in the CLI's exit status unless --strict.
 UNSURE = ("suspected_dead",)
 # Stats columns of a Series: STAT_NAMES, then FIRING_STATS (NaN in records without them).
-COLUMNS = blob.STAT_NAMES + FIRING_STATS
+COLUMNS = encoding.STAT_NAMES + FIRING_STATS
 _NORM, _MEAN, _STD, _MIN, _MAX, _ZERO, _NONFINITE, _FIRE_INPUTS, _, _INPUTS = range(len(COLUMNS))
 # Inputs an activation's dead verdict needs (measured: benchmarks/dead_units.py, docs).
 DEAD_MIN_INPUTS = 256
@@ -231,7 +233,7 @@ def make_series(
     by_step = {}
     for step, m in records:  # STAT_NAMES, optionally followed by FIRING_STATS
         if m is not None and m.shape[0] == n_filters and m.ndim == 2:
-            if m.shape[1] == len(blob.STAT_NAMES):
+            if m.shape[1] == len(encoding.STAT_NAMES):
                 m = np.hstack([m, np.full((n_filters, len(FIRING_STATS)), np.nan, m.dtype)])
             if m.shape[1] == len(COLUMNS):
                 by_step[int(step)] = m
@@ -255,10 +257,10 @@ def make_series(
 def _stats_matrix(names: list[str], data: bytes) -> np.ndarray | None:
     """Stats of one step with columns reordered to ``COLUMNS``; None if it lacks some of
     ``STAT_NAMES`` (the firing columns are NaN when absent)."""
-    if not all(name in names for name in blob.STAT_NAMES):
+    if not all(name in names for name in encoding.STAT_NAMES):
         return None
-    matrix = blob.decode_stats({"stats": names}, data)
-    out = matrix[:, [names.index(name) for name in blob.STAT_NAMES]]
+    matrix = encoding.decode_stats({"stats": names}, data)
+    out = matrix[:, [names.index(name) for name in encoding.STAT_NAMES]]
     if all(name in names for name in FIRING_STATS):
         return np.hstack([out, matrix[:, [names.index(name) for name in FIRING_STATS]]])
     return out
@@ -423,7 +425,7 @@ def _duplicates(s: Series, t: Thresholds) -> list[Finding]:
                     Finding(s.run, s.tag, s.original(j), problem, int(s.steps[first]), detail)
                 )
         return out
-    except (blob.RecordError, OSError, ValueError) as e:
+    except (encoding.RecordError, OSError, ValueError) as e:
         logger.warning("doctor: skipping the duplicate check of %s/%s: %s", s.run, s.tag, e)
         return []
 
@@ -473,8 +475,8 @@ def _moved(s: Series, tol: float) -> np.ndarray:
     A weight change of at most tol moves min, max, mean and std by at most tol
     and the norm by at most ``tol * sqrt(n)``.
     """
-    st = s.stats[:, :, : len(blob.STAT_NAMES)]  # kernels have no firing columns
-    limits = np.full(len(blob.STAT_NAMES), tol)
+    st = s.stats[:, :, : len(encoding.STAT_NAMES)]  # kernels have no firing columns
+    limits = np.full(len(encoding.STAT_NAMES), tol)
     limits[_NORM] = tol * math.sqrt(max(s.filter_size, 1))
     limits[_ZERO] = math.inf if tol > 0 else 0.0
     limits[_NONFINITE] = 0.0
@@ -503,7 +505,7 @@ def _frozen(kernels: list[Series], t: Thresholds) -> list[Finding]:
             break
         try:
             change = _max_change(s.load(int(s.steps[0])), s.load(int(s.steps[-1])))
-        except (blob.RecordError, OSError, ValueError) as e:
+        except (encoding.RecordError, OSError, ValueError) as e:
             logger.warning("doctor: skipping the frozen check of %s/%s: %s", s.run, s.tag, e)
             continue
         if not change <= tol:
@@ -538,9 +540,9 @@ def _scan_run(run: str, files: tuple[str, ...]) -> list[Series]:
     for entry, path, offset in reader._scan(run, files, None):
         blobs = entry.value.tensor.string_val
         try:
-            header = blob.decode_blobs_header(blobs)
-            stats = _stats_matrix(header.get("stats") or [], blobs[blob.STATS])
-        except blob.RecordError as e:
+            header = encoding.decode_blobs_header(blobs)
+            stats = _stats_matrix(header.get("stats") or [], blobs[encoding.STATS])
+        except encoding.RecordError as e:
             logger.warning("doctor: %s/%s step %d: %s", run, entry.tag, entry.step, e)
             continue
         steps[entry.tag][entry.step] = (header, stats, path, offset)
@@ -610,12 +612,13 @@ def provider_series(
                 return data_provider.read_blob(ctx, blob_key=datums[step].values[index].blob_key)
 
             def load(step: int, read: Callable = read, datums: dict = datums) -> np.ndarray:
-                header = blob.read_header(partial(read, step), len(datums[step].values))
-                return blob.decode_array(header, read(step, blob.PAYLOAD))
+                header = encoding.read_header(partial(read, step), len(datums[step].values))
+                return encoding.decode_array(header, read(step, encoding.PAYLOAD))
 
             try:
-                names = blob.decode_header(read(max(datums), blob.HEADER)).get("stats") or []
-            except blob.RecordError as e:
+                header = encoding.decode_header(read(max(datums), encoding.HEADER))
+                names = header.get("stats") or []
+            except encoding.RecordError as e:
                 logger.warning("doctor: %s/%s: %s", run_name, tag, e)
                 continue
             records = ((step, _provider_stats(read, step, names)) for step in datums)
@@ -649,8 +652,8 @@ def report(series: list[Series], run: str | None, thresholds: Thresholds | None 
 
 def _provider_stats(read: Callable, step: int, names: list[str]) -> np.ndarray | None:
     try:
-        return _stats_matrix(names, read(step, blob.STATS))
-    except blob.RecordError:
+        return _stats_matrix(names, read(step, encoding.STATS))
+    except encoding.RecordError:
         return None
 
 
@@ -676,15 +679,16 @@ def index_series(idx: index.Index, run: str | None = None) -> list[Series]:
 
             def load(step: int, locs: dict = locs) -> np.ndarray:
                 loc = locs[step]
-                header = blob.read_header(loc.blobs.__getitem__, loc.count)
+                header = encoding.read_header(loc.blobs.__getitem__, loc.count)
                 try:
-                    return blob.decode_array(header, idx.payload(loc, header))
+                    return encoding.decode_array(header, idx.payload(loc, header))
                 except index.Stale as e:
-                    raise blob.RecordError(str(e)) from None
+                    raise encoding.RecordError(str(e)) from None
 
             try:
-                names = blob.decode_header(locs[max(locs)].blobs[blob.HEADER]).get("stats") or []
-            except blob.RecordError as e:
+                header = encoding.decode_header(locs[max(locs)].blobs[encoding.HEADER])
+                names = header.get("stats") or []
+            except encoding.RecordError as e:
                 logger.warning("doctor: %s/%s: %s", run_name, tag, e)
                 continue
 

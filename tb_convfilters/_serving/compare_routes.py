@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from tb_convfilters import blob, compare, index, metadata
-from tb_convfilters.sources import HttpError
-from tb_convfilters.sources import quoted as _name
+from tb_convfilters import compare
+from tb_convfilters._record import encoding, metadata
+from tb_convfilters._serving import index
+from tb_convfilters._serving.data_sources import HttpError
+from tb_convfilters._serving.data_sources import quoted as _name
 
 # (run, step) pairs one similarity request may compare.
 MAX_SIMILARITY_ITEMS = 64
@@ -40,7 +42,7 @@ class CompareRoutes:
 
     def _array(self, ctx: Any, datum: Any, header: dict, run: str, tag: str) -> np.ndarray:
         where = f"run {_name(run)}, tag {_name(tag)}, step {datum.step}"
-        size = blob.payload_nbytes(header)
+        size = encoding.payload_nbytes(header)
         if size > self._max_tensor_bytes:
             raise HttpError(
                 413,
@@ -51,8 +53,8 @@ class CompareRoutes:
             )
         try:
             payload = self._source.payload(ctx, datum, header, run, tag)
-            return blob.decode_array(header, bytes(payload))
-        except blob.RecordError as e:
+            return encoding.decode_array(header, bytes(payload))
+        except encoding.RecordError as e:
             raise HttpError(422, f"{where} is unreadable: {e}") from None
 
     def _kernel_tags(self, ctx: Any, experiment: str, run: str, base: str, tag: str) -> list[str]:

@@ -26,7 +26,7 @@ from typing import Any
 import crc32c
 import numpy as np
 
-from tb_convfilters import layouts
+from tb_convfilters._record import layouts
 
 FORMAT_VERSION = 1
 HEADER, PAYLOAD, STATS, CHECKS = 0, 1, 2, 3

@@ -30,16 +30,16 @@ from typing import Any
 import numpy as np
 from tensorboard.compat.proto import event_pb2
 
-from tb_convfilters import fs
-from tb_convfilters.framing import (
+from tb_convfilters._record import files as fs
+from tb_convfilters._record.events import (
     encode_event,
     encode_suffix,
     frame_event,
     record_head,
     record_tail,
 )
-from tb_convfilters.record import Record, check_step, check_tag, make_record
-from tb_convfilters.spool import Spool
+from tb_convfilters._record.record import Record, check_step, check_tag, make_record
+from tb_convfilters._writing.copy_queue import Spool
 from tb_convfilters.summary import pattern_record
 
 _file_counter = itertools.count()

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from tb_convfilters import layouts
+from tb_convfilters._record import layouts
 
 FIRING_STATS = ("fire_inputs", "fire_positions", "inputs")
 

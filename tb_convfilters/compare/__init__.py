@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from tb_convfilters import layouts, reader
+from tb_convfilters import reader
+from tb_convfilters._record import layouts
 
 UNKNOWN_SAMPLES = (
     "activations logged without a samples digest (by a version before 0.2): whether they "

@@ -25,7 +25,9 @@ from tensorboard import errors
 from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 
-from tb_convfilters import blob, doctor, index, metadata
+from tb_convfilters import doctor
+from tb_convfilters._record import encoding, metadata
+from tb_convfilters._serving import index
 
 logger = logging.getLogger(__name__)
 
@@ -143,7 +145,7 @@ class IndexSource:
     def payload(
         self, ctx: Any, step: index.Loc, header: dict, run: str, tag: str, chunks: bool = False
     ) -> Any:
-        if step.count <= blob.PAYLOAD:
+        if step.count <= encoding.PAYLOAD:
             raise _not_ours(step, run, tag)
         try:
             return self.index.payload(step, header, chunks)
@@ -244,7 +246,7 @@ class ProviderSource:
         if len(step.values) <= i:
             raise _not_ours(step, run, tag)
         key = (step.values[i].blob_key, step.wall_time)
-        if i != blob.PAYLOAD:
+        if i != encoding.PAYLOAD:
             with self._cache_lock:
                 cached = self._small_blobs.get(key)
                 if cached is not None:
@@ -265,7 +267,7 @@ class ProviderSource:
                 f"step {step.step} of run {quoted(run)}, tag {quoted(tag)} "
                 f"could not be read: {e}{hint}",
             ) from None
-        if i != blob.PAYLOAD:
+        if i != encoding.PAYLOAD:
             self._cache_small_blob(key, data)
         return data
 
@@ -281,7 +283,7 @@ class ProviderSource:
     def payload(
         self, ctx: Any, step: Any, header: dict, run: str, tag: str, chunks: bool = False
     ) -> bytes:
-        return self.read(ctx, step, blob.PAYLOAD, run, tag)
+        return self.read(ctx, step, encoding.PAYLOAD, run, tag)
 
     def findings(self, ctx: Any, experiment: str, run: str | None) -> dict:
         return doctor.findings_report(self.provider, ctx, experiment, run)

@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tb_convfilters import sweep
+from tb_convfilters._record import stats as sweep
 
 THREAD_NAME = "convfilters-writer"
 # The thread's nice value (Linux; its stats helper in sweep.in_parallel inherits it): training

@@ -29,9 +29,12 @@ import crc32c
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
-from tb_convfilters import blob, fs, metadata, reader, sweep
-from tb_convfilters.framing import _masked_crc
-from tb_convfilters.framing import _varint as _encode_varint
+from tb_convfilters import reader
+from tb_convfilters._record import encoding, metadata
+from tb_convfilters._record import files as fs
+from tb_convfilters._record import stats as sweep
+from tb_convfilters._record.events import _masked_crc
+from tb_convfilters._record.events import _varint as _encode_varint
 
 logger = logging.getLogger(__name__)
 
@@ -196,8 +199,8 @@ def _parse_small(data: bytes, path: str, start: int, end: int, run: _Run) -> lis
             spans.append((base + at + len(field) - len(b), len(b)))
             at += len(field)
         search = at
-        if len(strings) > blob.PAYLOAD:
-            strings[blob.PAYLOAD] = b""
+        if len(strings) > encoding.PAYLOAD:
+            strings[encoding.PAYLOAD] = b""
         loc = Loc(path, start, end, event.step, event.wall_time, tuple(strings), tuple(spans))
         out.append(_Record(value.tag, loc))
     return out
@@ -246,7 +249,7 @@ def _parse_value(
         if field == 8 and wire == 2:
             spans.append((fpos, fstop - fpos))
             # The payload is skipped: read later, on demand.
-            blobs.append(b"" if len(blobs) == blob.PAYLOAD else w.read(fpos, fstop - fpos))
+            blobs.append(b"" if len(blobs) == encoding.PAYLOAD else w.read(fpos, fstop - fpos))
     if not blobs:
         return None
     return tag, tuple(blobs), tuple(spans)
@@ -420,7 +423,7 @@ class Index:
 
     # ---- reading a payload ----
 
-    def payload(self, loc: Loc, header: dict, chunks: bool = False) -> bytes | blob.Chunks:
+    def payload(self, loc: Loc, header: dict, chunks: bool = False) -> bytes | encoding.Chunks:
         """The payload of `loc` (whose decoded header is `header`), read with one
         positioned read and checked against the record's CRC32C (and, as `Chunks`,
         against the payload's).
@@ -430,9 +433,9 @@ class Index:
         Raises `Stale` (and reads the file again at the next refresh) when the
         record is no longer the one indexed, RecordError when it is corrupt.
         """
-        if loc.count <= blob.PAYLOAD:
-            raise blob.RecordError("not a convfilters record (no payload blob)")
-        at, n = loc.spans[blob.PAYLOAD]
+        if loc.count <= encoding.PAYLOAD:
+            raise encoding.RecordError("not a convfilters record (no payload blob)")
+        at, n = loc.spans[encoding.PAYLOAD]
         head_range, tail_range = (loc.start, at - loc.start), (at + n, loc.end - at - n)
         stored = header.get("payload_crc32c")
         split = chunks and stored is not None and n >= SPLIT_BYTES and not fs.is_url(loc.path)
@@ -463,7 +466,7 @@ class Index:
             and head[:8] == struct.pack("<Q", loc.end - loc.start - 16)
         )
         for i, (b, (where, size)) in enumerate(zip(loc.blobs, loc.spans, strict=True)):
-            if not intact or i == blob.PAYLOAD:
+            if not intact or i == encoding.PAYLOAD:
                 continue
             part, offset = (head, where - loc.start) if where < at else (tail, where - at - n)
             intact = part[offset : offset + size] == b
@@ -471,17 +474,17 @@ class Index:
             self._stale(loc.path)
             raise Stale(f"{loc.path}: the record at offset {loc.start} changed")
         if split:  # names a corrupt payload
-            blob.check_crc(stored, blob.crc_combine(crc_a, crc_b, len(parts[1])), "payload")
+            encoding.check_crc(stored, encoding.crc_combine(crc_a, crc_b, len(parts[1])), "payload")
         if stored is None:
             crc = crc32c.crc32c(parts[0], value=crc32c.crc32c(head[12:]))
         else:  # the payload's own CRC stands in for it: one pass over the payload, later
-            crc = blob.crc_combine(crc32c.crc32c(head[12:]), stored, n)
+            crc = encoding.crc_combine(crc32c.crc32c(head[12:]), stored, n)
         crc = crc32c.crc32c(tail[:-4], value=crc)
         if _masked_crc(crc) != struct.unpack("<I", tail[-4:])[0]:
             if not split:
-                blob.check_payload(header, parts[0])  # names a corrupt payload, if it is
-            raise blob.RecordError("the event record is corrupt (TFRecord checksum mismatch)")
-        return blob.Chunks(parts) if split else parts[0]
+                encoding.check_payload(header, parts[0])  # names a corrupt payload, if it is
+            raise encoding.RecordError("the event record is corrupt (TFRecord checksum mismatch)")
+        return encoding.Chunks(parts) if split else parts[0]
 
     def _stale(self, path: str) -> None:
         with self._lock:

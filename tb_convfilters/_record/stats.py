@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from tb_convfilters import layouts
-from tb_convfilters.blob import STAT_NAMES, ZERO_EPS, crc
+from tb_convfilters._record import layouts
+from tb_convfilters._record.encoding import STAT_NAMES, ZERO_EPS, crc
 
 
 def _as_filter_matrix(a: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, int]:
@@ -268,15 +268,15 @@ def _scratch(name: str, n: int, dtype: Any) -> np.ndarray:
 
 @functools.cache
 def _fused() -> Any:
-    """The compiled one-pass reductions (``fused``), or None without numba or when
+    """The compiled one-pass reductions (``stats_compiled``), or None without numba or when
     ``TB_CONVFILTERS_NUMBA=0``."""
     if os.environ.get("TB_CONVFILTERS_NUMBA", "1") == "0":
         return None
     try:
-        from tb_convfilters import fused
+        from tb_convfilters._record import stats_compiled
     except ImportError:
         return None
-    return fused
+    return stats_compiled
 
 
 def _block_reduce(

@@ -23,8 +23,8 @@ from tensorboard.compat.proto import (
     types_pb2,
 )
 
-from tb_convfilters import blob, metadata
-from tb_convfilters.record import Record
+from tb_convfilters._record import encoding, metadata
+from tb_convfilters._record.record import Record
 
 _BYTES = [bytes((i,)) for i in range(0x80)]
 
@@ -77,7 +77,7 @@ def record_tail(
     if payload_crc is None or payload.nbytes < 1 << 20:
         crc = crc32c.crc32c(payload, value=crc)
     else:
-        crc = blob.crc_combine(crc, payload_crc, payload.nbytes)
+        crc = encoding.crc_combine(crc, payload_crc, payload.nbytes)
     crc = crc32c.crc32c(suffix, value=crc)
     return suffix + struct.pack("<I", _masked_crc(crc))
 
@@ -111,11 +111,11 @@ def encode_event(
     suffix (`encode_suffix`) is only known once stats and checksums are.
     """
     payload = memoryview(array.reshape(-1).view(np.uint8))
-    tensor_start, value_start = _heads(tag, blob.encode_header(header), description)
+    tensor_start, value_start = _heads(tag, encoding.encode_header(header), description)
     tensor_head = tensor_start + _len_field(8, payload.nbytes)
-    stats_len = blob.stats_nbytes(header)
+    stats_len = encoding.stats_nbytes(header)
     suffix_len = len(_len_field(8, stats_len)) + stats_len
-    suffix_len += len(_len_field(8, blob.CHECKS_NBYTES)) + blob.CHECKS_NBYTES
+    suffix_len += len(_len_field(8, encoding.CHECKS_NBYTES)) + encoding.CHECKS_NBYTES
     tensor_len = len(tensor_head) + payload.nbytes + suffix_len
     value_head = value_start + _len_field(8, tensor_len)
     value_len = len(value_head) + tensor_len

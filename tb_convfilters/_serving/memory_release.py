@@ -31,7 +31,7 @@ from typing import Any
 
 from tensorboard.compat.proto import summary_pb2
 
-from tb_convfilters import metadata
+from tb_convfilters._record import metadata
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ import os
 import sys
 import warnings
 
-from tb_convfilters import blob, reader
+from tb_convfilters import reader
+from tb_convfilters._record import encoding
 from tb_convfilters.compare import (
     Activation,
     activation_tag,
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             rows = compare_rows(args.logdir, args.run, args.base, args.step)
-    except (ValueError, LookupError, blob.RecordError) as e:
+    except (ValueError, LookupError, encoding.RecordError) as e:
         print(f"tb-convfilters compare: error: {e}", file=sys.stderr)
         return 2
     if not rows:

@@ -1,0 +1,28 @@
+"""Where the packaged dashboard's files are, however the package was installed."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+
+def frontend_dir() -> Path:
+    """The real folder of the dashboard's files, however the package was installed.
+
+    A wheel or sdist puts it at ``tb_convfilters/frontend``; an editable install maps
+    the package to the checkout's ``frontend/``. Its import spec lists the folders
+    (``str()`` of ``importlib.resources.files`` is no path for a namespace package).
+    """
+    try:
+        spec = importlib.util.find_spec("tb_convfilters.frontend")
+    except ModuleNotFoundError:
+        spec = None
+    candidates = [Path(p) for p in (spec.submodule_search_locations or ())] if spec else []
+    candidates.append(Path(__file__).resolve().parents[2] / "frontend")  # a bare checkout
+    for folder in candidates:
+        if (folder / "static" / "index.js").is_file():
+            return folder
+    raise RuntimeError(
+        "tb_convfilters: the dashboard's files (frontend/static/index.js) are missing from "
+        f"{', '.join(map(str, candidates))}; reinstall with `pip install tb-convfilters`"
+    )

@@ -1,0 +1,1 @@
+"""Background writing: the TensorFlow-free ``Writer`` and its copy queue."""
