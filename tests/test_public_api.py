@@ -1,0 +1,86 @@
+"""The public surface the docs teach: every documented name imports, the package's top
+level holds only public modules and packages and private ``_`` packages, and the old
+internal modules the docs once named still import, warning once."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+from importlib import metadata
+
+import pytest
+
+import tb_convfilters
+
+# module -> names the README and docs/ use
+PUBLIC = {
+    "tb_convfilters": ["Writer", "WriterError", "PLUGIN_NAME", "__version__"],
+    "tb_convfilters.summary": [
+        "kernel", "activation", "patterns", "kernel_pb", "activation_pb", "patterns_pb",
+    ],
+    "tb_convfilters.reader": ["list", "entries", "read", "NotFoundError", "Entry"],
+    "tb_convfilters.keras": ["FiltersCallback"],
+    "tb_convfilters.torch": [
+        "log_kernels", "log_activations", "log_sample_activations", "flush", "to_numpy",
+    ],
+    "tb_convfilters.lightning": ["FiltersCallback"],
+    "tb_convfilters.flax": ["log_params"],
+    "tb_convfilters.vis": ["filter_patterns", "projections", "log_patterns", "METHODS"],
+    "tb_convfilters.plot": ["grid", "image", "grid_from_logs"],
+    "tb_convfilters.doctor": ["diagnose", "Thresholds", "Finding", "PROBLEMS"],
+    "tb_convfilters.compare": ["align", "match_filters", "cka", "similarity", "Match"],
+    "tb_convfilters.plugin": ["ConvFiltersLoader", "ConvFiltersPlugin"],
+    "tb_convfilters.cli": ["main"],
+}
+PRIVATE_PACKAGES = {"_record", "_writing", "_serving", "_commands", "_dashboard"}
+# Internal modules the docs once named: kept importable, with a DeprecationWarning.
+MOVED = {"record": "make_record", "fs": "walk"}
+
+
+@pytest.mark.parametrize("module", sorted(PUBLIC))
+def test_every_documented_name_imports(module):
+    mod = importlib.import_module(module)
+    missing = [name for name in PUBLIC[module] if not hasattr(mod, name)]
+    assert not missing, f"{module} lacks {missing}"
+
+
+def test_entry_points_resolve():
+    eps = metadata.entry_points()
+    plugin = [ep for ep in eps.select(group="tensorboard_plugins") if ep.name == "convfilters"]
+    assert [ep.value for ep in plugin] == ["tb_convfilters.plugin:ConvFiltersLoader"]
+    assert plugin[0].load() is importlib.import_module("tb_convfilters.plugin").ConvFiltersLoader
+    cli = [ep for ep in eps.select(group="console_scripts") if ep.name == "tb-convfilters"]
+    assert [ep.value for ep in cli] == ["tb_convfilters.cli:main"]
+
+
+def test_top_level_is_public_or_private_packages():
+    public = {m.split(".")[1] for m in PUBLIC if m.count(".") == 1}
+    found = {(m.name, m.ispkg) for m in pkgutil.iter_modules(tb_convfilters.__path__)}
+    names = {name for name, _ in found}
+    assert {name for name, ispkg in found if name.startswith("_")} <= {
+        name for name, ispkg in found if ispkg
+    }, "a private module at the top: group it into a private package"
+    assert names - PRIVATE_PACKAGES - public - set(MOVED) - {"frontend"} == set()
+    assert PRIVATE_PACKAGES <= names
+
+
+@pytest.mark.parametrize("old", sorted(MOVED))
+def test_moved_modules_import_and_warn_once(old):
+    code = (
+        "import warnings\n"
+        "warnings.simplefilter('always')\n"
+        "with warnings.catch_warnings(record=True) as seen:\n"
+        f"    from tb_convfilters.{old} import {MOVED[old]}\n"
+        f"    from tb_convfilters.{old} import {MOVED[old]}\n"
+        f"    import tb_convfilters.{old} as m; m.{MOVED[old]}\n"
+        "print(len([w for w in seen if issubclass(w.category, DeprecationWarning)]))\n"
+        "print(seen[0].message); print(seen[0].filename)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out[0] == "1", out
+    assert f"tb_convfilters.{old} is private and moved to tb_convfilters._record." in out[1]
+    assert out[2] == "<string>", "the warning points at the importing line"
