@@ -7,7 +7,7 @@ import { lut } from "./colormap.js";
 import { kernelTagsFor } from "./detail.js";
 import { el, fmt } from "./dom.js";
 import { describeFinding, labelIndex, seriesFindings } from "./findings.js";
-import { renderStatic } from "./gridview.js";
+import { renderStatic } from "./gridcanvas.js";
 import { canonicalize, filterCells, subGrid } from "./layout.js";
 import { cellLimits } from "./normalize.js";
 import { chip } from "./doctorview.js";
