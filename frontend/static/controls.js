@@ -9,22 +9,31 @@ function label(text, control, extra = {}) {
   return el("label", { class: "ctl", ...extra }, el("span", { class: "ctl-label" }, text), control);
 }
 
-/** Part of the Dashboard (app.js): its methods are mixed into Dashboard. */
+/**
+ * Composed by the Dashboard (app.js) as `dashboard.controls`: the toolbars, the
+ * message line, the loading note and the node the panels go in, built into
+ * `root` with the `side` nodes beside the panels. Its interface, `host`:
+ * state() -> the URL state (read only); tags() -> {run: {tag: info}};
+ * info() -> the chosen tag's metadata; change(patch) (a control changed the
+ * state); slide() (the slider moved); nudge(delta); togglePlay(); reload();
+ * copyLink(). Its elements are fields (run, tag, slider, ...).
+ */
 export class Controls {
-  build() {
-    const c = (this.controls = {});
-    c.run = el("select", { id: "run-select", onchange: () => this.change({ run: c.run.value, step: null, sel: null }) });
-    c.tag = el("select", { id: "tag-select", onchange: () => this.change({ tag: c.tag.value, step: null, sel: null, sample: 0, zoom: null }) });
+  constructor(root, side, host) {
+    this.host = host;
+    const c = this;
+    c.run = el("select", { id: "run-select", onchange: () => host.change({ run: c.run.value, step: null, sel: null }) });
+    c.tag = el("select", { id: "tag-select", onchange: () => host.change({ tag: c.tag.value, step: null, sel: null, sample: 0, zoom: null }) });
     c.compareList = el("div", { id: "compare-runs", class: "compare-list" });
     c.compare = el("details", { id: "compare", class: "compare" }, el("summary", {}, "Compare runs"), c.compareList);
-    c.slider = el("input", { type: "range", id: "step-slider", min: "0", max: "0", value: "0", "aria-label": "Step", oninput: () => this.slide() });
+    c.slider = el("input", { type: "range", id: "step-slider", min: "0", max: "0", value: "0", "aria-label": "Step", oninput: () => host.slide() });
     c.stepLabel = el("output", { id: "step-label", class: "step-label" });
-    c.play = el("button", { type: "button", id: "play", title: "Play / pause through the steps", onclick: () => this.togglePlay() }, "▶");
-    c.prev = el("button", { type: "button", id: "prev-step", title: "Previous step ([)", onclick: () => this.nudge(-1) }, "‹");
-    c.next = el("button", { type: "button", id: "next-step", title: "Next step (])", onclick: () => this.nudge(1) }, "›");
-    c.cmap = fillSelect(el("select", { id: "cmap-select", onchange: () => this.change({ cmap: c.cmap.value }) }), COLORMAPS);
+    c.play = el("button", { type: "button", id: "play", title: "Play / pause through the steps", onclick: () => host.togglePlay() }, "▶");
+    c.prev = el("button", { type: "button", id: "prev-step", title: "Previous step ([)", onclick: () => host.nudge(-1) }, "‹");
+    c.next = el("button", { type: "button", id: "next-step", title: "Next step (])", onclick: () => host.nudge(1) }, "›");
+    c.cmap = fillSelect(el("select", { id: "cmap-select", onchange: () => host.change({ cmap: c.cmap.value }) }), COLORMAPS);
     c.norm = fillSelect(
-      el("select", { id: "norm-select", onchange: () => this.change({ norm: c.norm.value }) }),
+      el("select", { id: "norm-select", onchange: () => host.change({ norm: c.norm.value }) }),
       MODES.map((m) => [m, MODE_LABELS[m]]),
     );
     c.pct = el("input", {
@@ -32,39 +41,39 @@ export class Controls {
       title: "Colour limits from this percentile of |value| (symmetric), so one outlier does not wash out the rest",
       onchange: () => {
         const v = Number(c.pct.value);
-        if (v >= 50 && v <= 100) this.change({ pct: v });
+        if (v >= 50 && v <= 100) host.change({ pct: v });
       },
     });
-    c.diff = fillSelect(el("select", { id: "diff-select", onchange: () => this.change({ diff: c.diff.value }) }), [
+    c.diff = fillSelect(el("select", { id: "diff-select", onchange: () => host.change({ diff: c.diff.value }) }), [
       ["none", "weights"], ["first", "− first step"], ["run", "− another run"],
     ]);
-    c.base = el("select", { id: "base-select", onchange: () => this.change({ base: c.base.value }) });
+    c.base = el("select", { id: "base-select", onchange: () => host.change({ base: c.base.value }) });
     c.baseLabel = label("base run", c.base, { hidden: true, title: "Subtracted by \"− another run\"; the run that \"Align\" reorders the others to" });
     c.align = el("input", {
       type: "checkbox",
       id: "align-toggle",
       // the base is the chosen run unless one was picked for "− another run" (comparing.js)
-      onchange: () => this.change({ align: c.align.checked, ...(c.align.checked && this.state.diff !== "run" ? { base: this.state.run } : {}) }),
+      onchange: () => host.change({ align: c.align.checked, ...(c.align.checked && host.state().diff !== "run" ? { base: host.state().run } : {}) }),
     });
     c.alignText = el("span", { class: "ctl-label" }, "Align");
     c.alignLabel = el("label", { class: "ctl", hidden: true, title: "Reorder each compared run's filters (and chained input channels) to match the base run's" }, c.alignText, c.align);
-    c.sort = fillSelect(el("select", { id: "sort-select", onchange: () => this.change({ sort: c.sort.value }) }), [
+    c.sort = fillSelect(el("select", { id: "sort-select", onchange: () => host.change({ sort: c.sort.value }) }), [
       ["none", "index"], ["norm", "norm"], ["drift", "drift"],
     ]);
-    c.rgb = el("input", { type: "checkbox", id: "rgb-toggle", onchange: () => this.change({ rgb: c.rgb.checked }) });
+    c.rgb = el("input", { type: "checkbox", id: "rgb-toggle", onchange: () => host.change({ rgb: c.rgb.checked }) });
     c.rgbLabel = label("RGB", c.rgb, { hidden: true, title: "Draw each 3-channel filter as one colour tile" });
-    c.sample = el("input", { type: "number", id: "sample-input", min: "0", value: "0", onchange: () => this.change({ sample: Math.max(0, Number(c.sample.value) || 0) }) });
+    c.sample = el("input", { type: "number", id: "sample-input", min: "0", value: "0", onchange: () => host.change({ sample: Math.max(0, Number(c.sample.value) || 0) }) });
     c.sampleLabel = label("Sample", c.sample, { hidden: true });
-    c.reload = el("button", { type: "button", id: "reload", title: "Reload runs, tags and steps (also every 30 s)", onclick: () => this.reload() }, "⟳ Reload");
-    c.copy = el("button", { type: "button", id: "copy-link", title: "Copy a link to this view", onclick: () => this.copyLink() }, "Copy link");
+    c.reload = el("button", { type: "button", id: "reload", title: "Reload runs, tags and steps (also every 30 s)", onclick: () => host.reload() }, "⟳ Reload");
+    c.copy = el("button", { type: "button", id: "copy-link", title: "Copy a link to this view", onclick: () => host.copyLink() }, "Copy link");
     c.link = el("input", { type: "text", id: "share-link", readonly: true, hidden: true });
     c.description = el("div", { class: "description", id: "tag-description" });
     this.message = el("div", { class: "message", id: "message", role: "alert", hidden: true });
     this.loading = el("span", { class: "loading", id: "loading", hidden: true }, "loading…");
     this.panelsNode = el("div", { class: "panels", id: "panels" });
-    this.side = el("aside", { class: "side", id: "side" }, this.detail.node, this.similarity.node, this.doctor.node, this.health.node);
-    this.root.classList.add("convfilters");
-    this.root.replaceChildren(el("div", { class: "app" },
+    this.side = el("aside", { class: "side", id: "side" }, ...side);
+    root.classList.add("convfilters");
+    root.replaceChildren(el("div", { class: "app" },
       el("div", { class: "toolbar" },
         label("Run", c.run), label("Tag", c.tag), c.compare, c.reload, c.copy, c.link, this.loading),
       el("div", { class: "toolbar" },
@@ -73,11 +82,11 @@ export class Controls {
         label("Show", c.diff), c.baseLabel, c.alignLabel, label("Sort rows", c.sort), c.rgbLabel, c.sampleLabel),
       c.description, this.message,
       el("div", { class: "main" }, this.panelsNode, this.side)));
-    this.root.addEventListener("keydown", (e) => {
+    root.addEventListener("keydown", (e) => {
       if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
       if (e.target instanceof HTMLCanvasElement) return;
-      if (e.key === "[") this.nudge(-1);
-      if (e.key === "]") this.nudge(1);
+      if (e.key === "[") host.nudge(-1);
+      if (e.key === "]") host.nudge(1);
     });
   }
 
@@ -98,25 +107,28 @@ export class Controls {
     this.loading.textContent = text;
   }
 
-  fillControls(runs, tagNames) {
-    const s = this.state;
-    const c = this.controls;
+  /** Fills the controls from the runs, the chosen run's tag names and the state. */
+  fill(runs, tagNames) {
+    const host = this.host;
+    const s = host.state();
+    const tags = host.tags();
+    const c = this;
     fillSelect(c.run, runs, s.run);
     const byKind = {};
-    for (const t of tagNames) (byKind[this.tags[s.run][t].kind] ||= []).push(t);
+    for (const t of tagNames) (byKind[tags[s.run][t].kind] ||= []).push(t);
     c.tag.replaceChildren(...Object.entries(byKind).map(([kind, list]) =>
       el("optgroup", { label: `${kind}s` }, ...list.map((t) => el("option", { value: t }, t)))));
     c.tag.value = s.tag;
     c.compareList.replaceChildren(...runs.filter((r) => r !== s.run).map((r) => {
-      const has = Boolean(this.tags[r][s.tag]);
+      const has = Boolean(tags[r][s.tag]);
       return el("label", { class: "compare-run", title: has ? "" : `no ${s.tag} in this run` },
         el("input", {
           type: "checkbox", dataset: { run: r }, checked: s.compare.includes(r), disabled: !has,
           onchange: (e) => {
-            const set = new Set(this.state.compare);
+            const set = new Set(host.state().compare);
             if (e.target.checked) set.add(r);
             else set.delete(r);
-            this.change({ compare: runs.filter((x) => set.has(x)) });
+            host.change({ compare: runs.filter((x) => set.has(x)) });
           },
         }), el("span", {}, r));
     }));
@@ -132,9 +144,9 @@ export class Controls {
     c.sample.value = String(s.sample);
     c.align.checked = s.align;
     c.alignText.textContent = `Align to ${s.base}`;
-    c.alignLabel.hidden = !(s.compare.length && this.info().kind === "kernel");
+    c.alignLabel.hidden = !(s.compare.length && host.info().kind === "kernel");
     c.baseLabel.hidden = s.diff !== "run" && !(s.align && !c.alignLabel.hidden);
-    const info = this.info();
+    const info = host.info();
     c.description.textContent = info.description || "";
     const shape = info.shape || [];
     c.rgbLabel.hidden = !(info.kind === "kernel" && !String(info.layout).includes("M")
@@ -143,9 +155,8 @@ export class Controls {
     if (info.kind === "activation") c.sample.max = String(Math.max(0, (shape[0] || 1) - 1));
   }
 
+  /** The page shown when no run has logged anything. */
   showEmpty() {
-    this.panels = [];
-    this.root.classList.add("is-empty");
     this.panelsNode.replaceChildren(
       el("div", { class: "empty", id: "empty" },
         el("h2", {}, "No filters logged yet — see README"),
@@ -153,11 +164,52 @@ export class Controls {
           + "tb_convfilters.Writer or the summary ops) into this logdir; the README shows how. "
           + "This page checks for new data every 30 s; press Reload to check now.")),
     );
-    this.health.update(null);
-    this.doctor.update([]);
-    this.detail.close();
-    fillSelect(this.controls.run, []);
-    this.controls.tag.replaceChildren();
-    this.controls.stepLabel.textContent = "";
+    fillSelect(this.run, []);
+    this.tag.replaceChildren();
+    this.stepLabel.textContent = "";
+  }
+
+  /** Shows the panels' nodes. */
+  setPanels(nodes) {
+    this.panelsNode.replaceChildren(...nodes);
+    this.panelsNode.dataset.count = String(nodes.length);
+  }
+
+  /** The step slider over `count` steps, at step `index`. */
+  setSteps(count, index) {
+    this.slider.max = String(Math.max(0, count - 1));
+    this.slider.disabled = count < 2;
+    this.slider.value = String(index);
+  }
+
+  /** The step index the slider is at. */
+  stepPosition() {
+    return Number(this.slider.value);
+  }
+
+  setStepPosition(i) {
+    this.slider.value = String(i);
+  }
+
+  setStepLabel(text) {
+    this.stepLabel.textContent = text;
+  }
+
+  setPlaying(on) {
+    this.play.textContent = on ? "❚❚" : "▶";
+  }
+
+  /** Shows `link` selected in a text box and copies it to the clipboard if allowed. */
+  async showLink(link) {
+    this.link.value = link;
+    this.link.hidden = false;
+    this.link.select();
+    try {
+      await navigator.clipboard.writeText(link);
+      this.copy.textContent = "Copied";
+    } catch {
+      this.copy.textContent = "Copy the link";
+    }
+    setTimeout(() => { this.copy.textContent = "Copy link"; }, 2000);
   }
 }

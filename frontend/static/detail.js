@@ -39,6 +39,7 @@ function range(a, b) {
   return Array.from({ length: b - a }, (_, i) => a + i);
 }
 
+/** Reads from the Dashboard (app.js): panels, state, tags, dark, cache and triage.findingsReport. */
 export class DetailView {
   constructor(dashboard) {
     this.dashboard = dashboard;
@@ -105,7 +106,7 @@ export class DetailView {
     this.info.textContent = `${panel.run} · ${d.state.tag} · step ${tensor.step}`
       + ` · ${cells.length} tile${cells.length === 1 ? "" : "s"} of ${grid.th}×${grid.tw}`
       + ` · min ${fmt(min)} · max ${fmt(max)} · L2 ${fmt(norm)}`;
-    const report = d.findingsReport(panel.run);
+    const report = d.triage.findingsReport(panel.run);
     const label = grid.filterLabel(f);
     const found = report
       ? seriesFindings(report.findings, panel.run, d.state.tag).filter((x) => x.filter === null || String(x.filter) === label)

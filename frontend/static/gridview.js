@@ -1,7 +1,10 @@
 // The grid canvas view: one <canvas> sized to the visible window, redrawn
 // from render.js on zoom/pan. No per-tile DOM: hover and click are hit-tested.
+// What is written on and about the canvas (values, dataset, tooltip lines) is
+// gridcanvas.js; the badges and labels over it, overlay.js.
 
-import { el, fmt } from "./dom.js";
+import { el } from "./dom.js";
+import { blockData, describe, drawValues } from "./gridcanvas.js";
 import { drawOverlay } from "./overlay.js";
 import { blockRect, cellRect, fitBlocks, fitZoom, geometry, hitTest, imageFor, renderGrid } from "./render.js";
 
@@ -219,7 +222,7 @@ export class GridView {
       const img = imageFor(ctx, w, h);
       renderGrid(img.data, w, h, d.grid, d.values, d.limits, d.table, this.frameView(), this.bg, this.sep);
       ctx.putImageData(img, 0, 0);
-      if (this.options.showValues && this.view.zoom >= 30 * dpr) this.drawValues(ctx, g, img.data, w);
+      if (this.options.showValues && this.view.zoom >= 30 * dpr) drawValues(ctx, d.grid, d.values, this.view, g, img.data, w, h);
     }
     const c = this.canvas;
     c.dataset.run = d.run;
@@ -264,37 +267,6 @@ export class GridView {
   /** Redraws the badges / labels canvas over the visible window (overlay.js). */
   drawOverlay() {
     drawOverlay(this);
-  }
-
-  /** Writes each value on its pixel (detail views at large zoom). */
-  drawValues(ctx, g, pixels, width) {
-    const { grid, values } = this.data;
-    const z = this.view.zoom;
-    ctx.font = `${Math.max(9, Math.floor(z / 4))}px sans-serif`;
-    ctx.textAlign = "center";
-    ctx.textBaseline = "middle";
-    for (let slot = 0; slot < grid.rows; slot++) {
-      const r = this.view.rowOrder ? this.view.rowOrder[slot] : slot;
-      for (let c = 0; c < grid.cols; c++) {
-        const cell = r * grid.cols + c;
-        if (cell >= grid.cells) continue;
-        const rect = cellRect(grid, z, slot, c, g.band);
-        for (let y = 0; y < grid.th; y++) {
-          for (let x = 0; x < grid.tw; x++) {
-            const off = grid.xOff[x] < 0 ? -1 : grid.cellBase[cell] + grid.yOff[y] + grid.xOff[x];
-            if (off < 0) continue;
-            const cx = rect.x + x * z + z / 2 - this.view.panX;
-            const cy = rect.y + y * z + z / 2 - this.view.panY;
-            if (cx < 0 || cy < 0 || cx >= this.canvas.width || cy >= this.canvas.height) continue;
-            const p = (Math.floor(cy) * width + Math.floor(cx)) * 4;
-            const light = 0.3 * pixels[p] + 0.59 * pixels[p + 1] + 0.11 * pixels[p + 2] > 140;
-            ctx.fillStyle = light ? "#000" : "#fff";
-            const v = grid.rgb ? Array.from(grid.chanOff, (o) => fmt(values[off + o], 2)).join(" ") : fmt(values[off], 3);
-            ctx.fillText(v, cx, cy, z - 2);
-          }
-        }
-      }
-    }
   }
 
   placeHighlight() {
@@ -484,66 +456,4 @@ export class GridView {
     window.addEventListener("mousemove", move);
     window.addEventListener("mouseup", up);
   }
-}
-
-/**
- * Draws `grid` whole at integer `zoom` into `canvas` (small fixed views such as
- * a tooltip's kernel tile) and records the geometry in its dataset like a grid canvas.
- */
-export function renderStatic(canvas, data, zoom, bg, sep) {
-  const g = geometry(data.grid, zoom);
-  canvas.width = g.width;
-  canvas.height = g.height;
-  const dpr = window.devicePixelRatio || 1;
-  canvas.style.width = `${g.width / dpr}px`;
-  canvas.style.height = `${g.height / dpr}px`;
-  const ctx = canvas.getContext("2d");
-  const img = ctx.createImageData(g.width, g.height);
-  const view = { zoom, panX: 0, panY: 0, rowOrder: null };
-  renderGrid(img.data, g.width, g.height, data.grid, data.values, data.limits, data.table, view, bg, sep);
-  ctx.putImageData(img, 0, 0);
-  Object.assign(canvas.dataset, {
-    run: data.run, tag: data.tag, step: data.step, zoom: String(zoom), panX: "0", panY: "0",
-    gap: String(g.gap), rows: String(data.grid.rows), cols: String(data.grid.cols),
-    tileH: String(data.grid.th), tileW: String(data.grid.tw), kind: data.grid.kind, ...blockData(g),
-  });
-}
-
-/** The block geometry a canvas records in its dataset (tests read pixels with it). */
-function blockData(g) {
-  return {
-    blockCols: String(g.blockCols),
-    blockPitchX: String(g.blockPitchX),
-    blockPitchY: String(g.blockPitchY),
-    band: String(g.band),
-  };
-}
-
-/** Tooltip lines for a hit: indices, exact value, limits. */
-export function describe(grid, hit, values, limits, data = {}) {
-  const f = grid.filterOf(hit.r, hit.c);
-  const lines = [];
-  if (grid.kind === "kernel") {
-    const ch = grid.channelOf(hit.r, hit.c);
-    lines.push(grid.rgb
-      ? `filter ${grid.filterLabel(f)}, RGB`
-      : `filter ${grid.filterLabel(f)}, channel ${grid.channelLabel(ch)}`);
-  } else if (grid.kind === "activation") {
-    lines.push(`channel ${grid.filterLabel(f)}, sample ${grid.sample}`);
-  } else {
-    lines.push(`filter ${grid.filterLabel(f)} (image ${f + 1} of ${grid.cells}, ${grid.kind})`);
-  }
-  const pos = grid.th > 1 ? `y ${hit.ty}, x ${hit.tx}` : `x ${hit.tx}`;
-  if (hit.offset < 0) {
-    lines.push(pos);
-  } else if (grid.rgb) {
-    const rgb = Array.from(grid.chanOff, (o) => fmt(values[hit.offset + o], 5));
-    lines.push(`${pos}: (${rgb.join(", ")})`);
-  } else {
-    lines.push(`${pos}: ${fmt(values[hit.offset], 6)}`);
-  }
-  if (limits) lines.push(`colour range [${fmt(limits.lo[hit.cell])}, ${fmt(limits.hi[hit.cell])}]`);
-  if (limits && limits.nonfinite[hit.cell]) lines.push(`${limits.nonfinite[hit.cell]} NaN/Inf values`);
-  if (data.note) lines.push(data.note);
-  return lines;
 }

@@ -3,7 +3,7 @@
 // smaller view to offer when a tensor is over the server's size limit.
 
 import { chip, legend } from "./doctorview.js";
-import { el, setChildren } from "./dom.js";
+import { el, fmt, setChildren } from "./dom.js";
 import { describeFinding } from "./findings.js";
 import { GridView } from "./gridview.js";
 import { IMAGE_KINDS } from "./layout.js";
@@ -47,17 +47,23 @@ export function capAxes(info) {
   };
 }
 
-/** One grid: a run's tensor (or a diff) at the shared step. */
+/**
+ * One grid: a run's tensor (or a diff) at the shared step. Made by the
+ * Dashboard (app.js); its interface, `host`: clickCell(panel, hit);
+ * syncView(panel, view) (the user zoomed or panned); gridHeight() -> css px;
+ * hoverExtra(panel, hit, view) -> tooltip nodes or null; showStep() (draw the
+ * step again, e.g. with a smaller view); tag() -> the shown tag.
+ */
 export class Panel {
-  constructor(dashboard, run) {
-    this.dashboard = dashboard;
+  constructor(run, host) {
+    this.host = host;
     this.run = run;
     this.view = new GridView({
       className: "main-grid",
-      onClick: (hit) => dashboard.clickCell(this, hit),
-      onView: (view) => dashboard.syncView(this, view),
-      maxHeight: () => dashboard.gridHeight(),
-      hoverExtra: (hit, view) => dashboard.hoverExtra(this, hit, view),
+      onClick: (hit) => host.clickCell(this, hit),
+      onView: (view) => host.syncView(this, view),
+      maxHeight: () => host.gridHeight(),
+      hoverExtra: (hit, view) => host.hoverExtra(this, hit, view),
     });
     this.title = el("span", { class: "panel-title" });
     this.status = el("div", { class: "panel-status", role: "status" });
@@ -141,9 +147,36 @@ export class Panel {
       class: "cap-offer",
       onclick: () => {
         this.cap = cap;
-        this.dashboard.showStep();
+        this.host.showStep();
       },
     }, text));
+  }
+
+  /**
+   * Draws the colour bar of `table` (colormap.lut) and its labels: the limits
+   * `range`, or "±limit" when each tile or filter has its own (`perCell`);
+   * `note` says how the colours were scaled.
+   */
+  drawColorbar(table, [lo, hi], { signed, perCell, note }) {
+    const c = this.colorbar;
+    const ctx = c.getContext("2d");
+    const img = ctx.createImageData(c.width, c.height);
+    const n = table.length / 3;
+    for (let x = 0; x < c.width; x++) {
+      const i = Math.round((x / (c.width - 1)) * (n - 1)) * 3;
+      for (let y = 0; y < c.height; y++) img.data.set([table[i], table[i + 1], table[i + 2], 255], (y * c.width + x) * 4);
+    }
+    ctx.putImageData(img, 0, 0);
+    this.barLabels.dataset.lo = String(lo);
+    this.barLabels.dataset.hi = String(hi);
+    setChildren(
+      this.barLabels,
+      el("span", { class: "bar-lo" }, perCell ? "−limit" : fmt(lo)),
+      el("span", {}, signed ? "0" : ""),
+      el("span", { class: "bar-hi" }, perCell ? "+limit" : fmt(hi)),
+      el("span", { class: "bar-note" }, note),
+      el("span", { class: "bar-nan", title: "NaN / Inf values" }, "NaN/Inf"),
+    );
   }
 
   clear(message, kind = "info") {
@@ -156,7 +189,7 @@ export class Panel {
     c.style.width = "1px";
     c.style.height = "1px";
     c.dataset.run = this.run;
-    c.dataset.tag = this.dashboard.state.tag || "";
+    c.dataset.tag = this.host.tag() || "";
     c.dataset.step = "";
     this.view.setHighlight(null);
     this.view.setMarks(null);
@@ -185,6 +218,6 @@ export class Panel {
     if (!this.loaded) return;
     const { tensor } = this.loaded;
     save(new Blob([tensor.buffer], { type: "application/octet-stream" }),
-      `${safeName(this.run)}_${safeName(this.dashboard.state.tag)}_${tensor.step}.npy`);
+      `${safeName(this.run)}_${safeName(this.host.tag())}_${tensor.step}.npy`);
   }
 }

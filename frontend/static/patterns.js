@@ -7,7 +7,7 @@ import { lut } from "./colormap.js";
 import { kernelTagsFor } from "./detail.js";
 import { el, fmt } from "./dom.js";
 import { describeFinding, labelIndex, seriesFindings } from "./findings.js";
-import { renderStatic } from "./gridview.js";
+import { renderStatic } from "./gridcanvas.js";
 import { canonicalize, filterCells, subGrid } from "./layout.js";
 import { cellLimits } from "./normalize.js";
 import { chip } from "./doctorview.js";
@@ -25,6 +25,7 @@ export function pairedStep(steps, step) {
   return best === null ? steps[0] : best;
 }
 
+/** Reads from the Dashboard (app.js): state, tags, dark, cache, loader.stats and triage.findingsReport. */
 export class PatternHover {
   constructor(dashboard) {
     this.dashboard = dashboard;
@@ -75,7 +76,7 @@ export class PatternHover {
         entry.step = pairedStep(steps, step);
         const [tensor, stats] = await Promise.all([
           d.cache.get(run, ktag, entry.step),
-          d.stats(run, ktag).catch(() => null),
+          d.loader.stats(run, ktag).catch(() => null),
         ]);
         entry.tensor = tensor;
         entry.grid = canonicalize(tensor.header);
@@ -128,7 +129,7 @@ export class PatternHover {
     } else {
       lines.push(el("div", { class: "dim" }, "no statistics for this step"));
     }
-    const report = d.findingsReport(run);
+    const report = d.triage.findingsReport(run);
     if (report) {
       for (const finding of seriesFindings(report.findings, run, ktag)) {
         if (finding.filter !== null && String(finding.filter) !== label) continue;

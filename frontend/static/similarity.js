@@ -7,6 +7,7 @@ import { activationTag, ckaColor, layerRows, pickSteps, stepsPerRun } from "./ck
 import { el, fmt, setChildren } from "./dom.js";
 import { unionSteps } from "./state.js";
 
+/** Reads from the Dashboard (app.js): shownRuns(), tags and steps. */
 export class SimilarityView {
   constructor(dashboard) {
     this.dashboard = dashboard;
