@@ -39,7 +39,7 @@ from tb_convfilters._record.record import (
     check_step,
     make_record,
 )
-from tb_convfilters._writing.writer import Writer, shared
+from tb_convfilters._writing.writer import Writer, WriterError, shared
 
 KERNEL_LAYOUTS = {2: "IO", 3: "WIO", 4: "HWIO", 5: "DHWIO"}  # kernel rank -> layout
 _KNOBS = "log less often, store dtype='float16', cap max_filters / max_channels, or set prefix"
@@ -160,7 +160,8 @@ def log_params(
             writer.write_record(tag, rec, step, f"Flax `{path}` ({layout})")
         except Exception as e:
             policy.report(tag, f"kernel {tag!r}", e)
-            continue
+            if not isinstance(e, WriterError):  # (an earlier record's: this one is queued)
+                continue
         tags.append(tag)
         nbytes += rec.array.nbytes
     try:

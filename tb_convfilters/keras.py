@@ -32,7 +32,7 @@ from tb_convfilters._record.record import (
     make_record,
     samples_digest,
 )
-from tb_convfilters._writing.writer import Writer
+from tb_convfilters._writing.writer import Writer, WriterError
 
 _L = keras.layers
 _SPATIAL = {3: "W", 4: "HW", 5: "DHW"}  # kernel / activation rank -> spatial letters
@@ -373,10 +373,13 @@ class FiltersCallback(keras.callbacks.Callback):
         last = self._step()
         if last is not None and last != self._logged_step:
             self._log(last)  # the final weights, when the last step was not logged
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
         self._probe = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception as e:  # fit() returns: the user's next line (model.save()) runs
+                self._policy.report_close(e)
 
     # ---- logging ----
 
@@ -390,7 +393,10 @@ class FiltersCallback(keras.callbacks.Callback):
     def _write(self, tag: str, rec: Any, step: int, description: str) -> int:
         if self._writer is None:
             self._writer = Writer(files.join(self.log_dir, "train"))
-        self._writer.write_record(tag, rec, step, description)
+        try:
+            self._writer.write_record(tag, rec, step, description)
+        except WriterError as e:  # an earlier record's failure: this one is queued
+            self._report(tag, "writing an earlier record failed", e)
         return encoding.payload_nbytes(rec.header)
 
     def _flush(self) -> None:

@@ -185,14 +185,18 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
         self._close()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self._close()
+        self._close(may_raise=False)  # the trainer's exception stays the one raised
 
     # ---- logging ----
 
-    def _close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+    def _close(self, may_raise: bool = True) -> None:
+        """Closes the Writer; a record that failed is warned (raised only with raise_errors)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception as e:
+                self._policy.report_close(e, may_raise=may_raise)
 
     @property
     def raise_errors(self) -> bool:

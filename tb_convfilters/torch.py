@@ -56,7 +56,7 @@ from tb_convfilters._record.record import (
     make_record,
     samples_digest,
 )
-from tb_convfilters._writing.writer import Writer, shared
+from tb_convfilters._writing.writer import Writer, WriterError, shared
 
 # Most specific first: module type -> kernel layout of its `weight`.
 KERNEL_LAYOUTS: dict[type, str] = {
@@ -71,8 +71,7 @@ KERNEL_LAYOUTS: dict[type, str] = {
 _CONV_TYPES = tuple(t for t in KERNEL_LAYOUTS if t is not nn.Linear)
 _ACTIVATION_LAYOUTS = {3: "NCW", 4: "NCHW", 5: "NCDHW"}  # output rank -> layout
 _KNOBS = (
-    "log less often, store dtype='float16', cap max_filters / max_channels, "
-    "or pick fewer `modules`"
+    "log less often, store dtype='float16', cap max_filters / max_channels, or pick fewer `modules`"
 )
 
 _lock = threading.Lock()
@@ -305,7 +304,8 @@ def log_kernels(
             writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` weight ({layout})")
         except Exception as e:
             policy.report(tag, f"module {name!r} weight {tag!r}", e)
-            continue
+            if not isinstance(e, WriterError):  # (an earlier record's: this one is queued)
+                continue
         tags.append(tag)
         nbytes += encoding.payload_nbytes(rec.header)
     try:
@@ -459,7 +459,8 @@ def _hooked(
             writer.write_record(tag, rec, step, description)
         except Exception as e:
             policy.report(tag, f"activation {tag!r}", e)
-            continue
+            if not isinstance(e, WriterError):  # (an earlier record's: this one is queued)
+                continue
         tags.append(tag)
         sizes.append(encoding.payload_nbytes(rec.header))
     try:

@@ -222,10 +222,10 @@ def test_run_directory_removed_mid_run_fails_the_next_call_then_logging_goes_on(
     w.kernel("k", KERNEL, 1)
     w._spool.wait()  # the writer thread has failed on it: the next call says so
     with pytest.raises(tb_convfilters.WriterError, match=r"tag 'k' step 1: FileNotFoundError"):
-        w.kernel("k", KERNEL, 2)
+        w.kernel("k", KERNEL, 2)  # its own record is queued before the failure is raised
     w.kernel("k", KERNEL + 3, 3)  # logging goes on in a new file
     w.close()
-    assert reader.list(tmp_path) == {"run": {"k": [3]}}
+    assert reader.list(tmp_path) == {"run": {"k": [2, 3]}}
     assert reader.read(tmp_path, "run", "k", 3).tobytes() == (KERNEL + 3).tobytes()
 
 
@@ -409,7 +409,7 @@ def test_writer_threads_yield_to_training_threads(tmp_path):
     ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     with tb_convfilters.Writer(tmp_path / "run") as w:
         w.kernel("big", BIG, 0)  # large enough for the stats helper thread
-        w.flush()
+        wait_for(lambda: w._spool._done == 1)  # written by the thread (`flush` would write it)
         threads = [t for t in threading.enumerate() if t.name == copy_queue.THREAD_NAME]
         assert threads  # (other tests' idle writer threads may still be there too)
         for thread in threads:
@@ -458,3 +458,155 @@ def test_summary_writer_flush_and_close_wait_for_our_records(tmp_path, monkeypat
     log_kernels(summary_writer, model, 1)
     summary_writer.close()
     assert reader.list(tmp_path)["exp"]["0/weight"] == [0, 1]
+
+
+def test_the_call_that_reports_an_earlier_failure_keeps_its_own_record(tmp_path):
+    run = tmp_path / "run"
+    w = tb_convfilters.Writer(run)
+    w.kernel("a", KERNEL, 0)
+    w.kernel("b", KERNEL, 0)
+    w.flush()
+    shutil.rmtree(run)
+    w.kernel("a", KERNEL, 1)  # fails in the background: its file is gone
+    w._spool.wait()
+    with pytest.raises(tb_convfilters.WriterError, match=r"tag 'a' step 1") as e:
+        w.kernel("b", KERNEL + 1, 1)  # healthy: it goes to a new file all the same
+    assert (e.value.tag, e.value.step) == ("a", 1)
+    for step in (2, 3):
+        w.kernel("a", KERNEL, step)
+        w.kernel("b", KERNEL, step)
+    w.close()
+    assert reader.list(tmp_path) == {"run": {"a": [2, 3], "b": [1, 2, 3]}}
+    assert reader.read(tmp_path, "run", "b", 1).tobytes() == (KERNEL + 1).tobytes()
+
+
+def test_later_failures_are_named_with_the_first(tmp_path, monkeypatch):
+    monkeypatch.setattr(copy_queue, "QUIET_SECONDS", 60.0)  # nothing is written before close
+    monkeypatch.setattr(copy_queue, "MAX_DELAY", 60.0)
+    run = tmp_path / "run"
+    w = tb_convfilters.Writer(run)
+    shutil.rmtree(run)
+    run.write_bytes(b"")  # a file where the run directory was: it cannot be made again
+    for tag in ("a", "b", "c"):
+        w.kernel(tag, KERNEL, 1)
+    with pytest.raises(
+        tb_convfilters.WriterError,
+        match=r"tag 'a' step 1: FileNotFoundError.*; later ones failed too: 'b' step 1, "
+        r"'c' step 1$",
+    ):
+        w.close()
+
+
+def _run_and_read(tmp_path: Path, code: str) -> dict:
+    subprocess.run(
+        _script(code),
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONWARNINGS": "error"},
+        check=True,
+        timeout=120,
+    )
+    return reader.list(tmp_path)
+
+
+@pytest.mark.parametrize("url", [False, True])
+@pytest.mark.parametrize("blocking", [False, True])
+def test_a_writer_dropped_without_close_has_its_records_on_disk_at_exit(tmp_path, url, blocking):
+    pytest.importorskip("fsspec")
+    logdir = ("file://" if url else "") + str(tmp_path / "run")
+    listing = _run_and_read(
+        tmp_path,
+        f"""
+        import gc, time
+        import numpy as np, tb_convfilters
+        from tb_convfilters._writing import writer
+
+        def log():
+            w = tb_convfilters.Writer({logdir!r}, blocking={blocking})
+            w.kernel("k", np.ones((3, 3, 2, 4), np.float32), 0)
+
+        log()
+        start = time.monotonic()
+        while writer._live:  # until the record is written and the Writer collected
+            assert time.monotonic() - start < 60
+            time.sleep(0.05)
+            gc.collect()
+        """,
+    )
+    assert listing == {"run": {"k": [0]}}
+
+
+def test_a_dropped_writer_still_queued_at_exit_and_one_collected_before(tmp_path):
+    pytest.importorskip("fsspec")
+    listing = _run_and_read(
+        tmp_path,
+        f"""
+        import numpy as np, tb_convfilters
+
+        import time, weakref
+        import numpy as np, tb_convfilters
+
+        a = tb_convfilters.Writer("file://" + {str(tmp_path / "a")!r})
+        a.kernel("k", np.ones((3, 3, 2, 4), np.float32), 0)
+        dropped = weakref.ref(a)
+        del a  # collected once its record is written, before exit
+        start = time.monotonic()
+        while dropped() is not None:
+            assert time.monotonic() - start < 60
+            time.sleep(0.05)
+        b = tb_convfilters.Writer("file://" + {str(tmp_path / "b")!r})
+        b.kernel("k", np.ones((3, 3, 2, 4), np.float32), 1)  # still queued at exit
+        """,
+    )
+    assert listing == {"a": {"k": [0]}, "b": {"k": [1]}}
+
+
+@pytest.mark.parametrize("blocking", [False, True])
+def test_a_failed_upload_in_close_is_retried_by_the_next_close_or_flush(monkeypatch, blocking):
+    pytest.importorskip("fsspec")
+    from tb_convfilters._record import files as fs
+
+    upload, calls = fs.upload, []
+
+    def flaky(url, data):
+        calls.append(url)
+        if len(calls) == 1:
+            raise ConnectionError("the object store is down")
+        upload(url, data)
+
+    monkeypatch.setattr(fs, "upload", flaky)
+    root = f"memory://close-upload-{os.getpid()}-{blocking}"
+    for retry in ("close", "flush"):
+        calls.clear()
+        w = tb_convfilters.Writer(f"{root}/{retry}", blocking=blocking)
+        w.kernel("k", KERNEL, 0)
+        with pytest.raises(tb_convfilters.WriterError, match=r"could not upload .*tag 'k' step 0"):
+            w.close()
+        assert w.closed
+        with pytest.raises(ValueError, match="is closed"):
+            w.kernel("k", KERNEL, 1)
+        getattr(w, retry)()  # uploads what the failed close kept
+        w.close()  # nothing left: no upload
+        assert len(calls) == 2
+    assert reader.list(root) == {"close": {"k": [0]}, "flush": {"k": [0]}}
+    assert reader.read(root, "close", "k", 0).tobytes() == KERNEL.tobytes()
+
+
+def test_close_does_the_queued_work_on_the_calling_thread(tmp_path, monkeypatch):
+    """A caller that waits writes what the low-priority thread has not started itself."""
+    monkeypatch.setattr(copy_queue, "QUIET_SECONDS", 60.0)  # the thread would wait for calls to end
+    monkeypatch.setattr(copy_queue, "MAX_DELAY", 60.0)
+    threads = []
+    write_now = writer.Writer._write_now
+
+    def spy(self, *args, **kwargs):
+        threads.append(threading.current_thread())
+        return write_now(self, *args, **kwargs)
+
+    monkeypatch.setattr(writer.Writer, "_write_now", spy)
+    w = tb_convfilters.Writer(tmp_path / "run")
+    for step in range(3):
+        w.kernel("k", KERNEL + step, step)
+    start = time.monotonic()
+    w.close()
+    assert time.monotonic() - start < 5
+    assert threads == [threading.current_thread()] * 3
+    assert reader.list(tmp_path) == {"run": {"k": [0, 1, 2]}}

@@ -1,4 +1,5 @@
-"""TensorBoard gives back the memory its loaders used to read our records (``_serving.memory_release``).
+"""TensorBoard gives back the memory its loaders used to read our records
+(``_serving.memory_release``).
 
 Behaviour, not figures (those are ``python -m benchmarks memory``): the Python
 loader's pinned first records are let go and the heap trimmed after a reload that

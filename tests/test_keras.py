@@ -310,3 +310,34 @@ def test_patterns_arguments_are_checked(tmp_path):
     with pytest.raises(ValueError, match="nope"):
         callback = FiltersCallback(tmp_path, patterns=["nope"])
         model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+
+
+@pytest.mark.parametrize("raise_errors", [False, True])
+def test_a_failed_last_write_warns_and_fit_returns(tmp_path, raise_errors):
+    """The run directory removed before the last epoch is logged: fit() still returns."""
+    import shutil
+
+    from tb_convfilters import WriterError
+
+    inputs = keras.Input((6, 6, 1))
+    model = keras.Model(inputs, L.GlobalAveragePooling2D()(L.Conv2D(2, 3, name="c")(inputs)))
+    model.compile(optimizer="sgd", loss="mse")
+    x, _ = data((6, 6, 1))
+    callback = FiltersCallback(tmp_path, raise_errors=raise_errors)
+
+    class RemoveRun(keras.callbacks.Callback):  # runs before ours at each epoch's end
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                callback._writer.flush()
+                shutil.rmtree(tmp_path / "train")
+
+    fit = lambda: model.fit(x, x[:, :2, 0, 0], epochs=3, verbose=0,  # noqa: E731
+                            callbacks=[RemoveRun(), callback])
+    if raise_errors:
+        with pytest.raises(WriterError, match=r"tag 'c/kernel' step 2"):
+            fit()
+        return
+    with pytest.warns(RuntimeWarning, match=r"FiltersCallback: closing the event file at the "
+                      r"end of training: WriterError: .*could not write tag 'c/kernel' step 2"):
+        fit()
+    assert callback._writer is None

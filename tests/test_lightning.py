@@ -230,3 +230,35 @@ def test_gradient_accumulation_logs_each_global_step_once(tmp_path):
     t.fit(make_module(pl.LightningModule), data)
     steps = [e.step for e in reader.entries(tmp_path, tag="features.0/weight")]
     assert sorted(steps) == [0, 1, 2]
+
+
+def test_a_failed_write_never_hides_the_trainers_exception_nor_stops_a_good_fit(tmp_path):
+    import shutil
+
+    _, data = make_data()  # 3 batches per epoch
+    callback = FiltersCallback(every_n_batches=1, modules=["features.0"])
+
+    class Failing(type(make_module(pl.LightningModule))):
+        boom = True
+
+        def training_step(self, batch, i):
+            step = self.trainer.global_step
+            if step == 2:  # the records so far are on disk; the next one fails: its file is gone
+                callback._writer.flush()
+                shutil.rmtree(self.trainer.logger.log_dir)
+            if step == 3 and self.boom:
+                raise KeyError("the user's own error")
+            return super().training_step(batch, i)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(KeyError, match="the user's own error"):
+            trainer(pl, tmp_path, [callback]).fit(Failing(), data)
+    ours = [str(w.message) for w in caught if "FiltersCallback" in str(w.message)]
+    assert any("could not write tag 'features.0/weight' step" in m for m in ours), ours
+
+    module = Failing()  # no exception: fit returns, with the failure warned
+    module.boom = False
+    with pytest.warns(RuntimeWarning, match=r"closing the event file at the end of training: "
+                      r"WriterError: .*tag 'features.0/weight' step"):
+        trainer(pl, tmp_path / "2", [callback], max_epochs=1).fit(module, data)

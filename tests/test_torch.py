@@ -270,3 +270,33 @@ def test_live_steps_in_a_real_tensorboard(tmp_path):
         status, body, _ = http_get(base + PREFIX + "tensor?run=exp&tag=c2/weight&step=1")
         assert status == 200 and load_npy(body).tobytes() == to_numpy(model.c2.weight).tobytes()
     writer.close()
+
+
+def test_an_earlier_failure_is_warned_under_its_own_tag_and_the_callers_record_is_kept(tmp_path):
+    import shutil
+
+    from tb_convfilters import reader
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3))
+    run = tmp_path / "run"
+    w = Writer(run)
+    w.kernel("other", np.ones((3, 3, 1, 2), np.float32), 0)
+    w.flush()
+    shutil.rmtree(run)
+    w.kernel("other", np.ones((3, 3, 1, 2), np.float32), 1)  # fails in the background
+    w._spool.wait()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert log_kernels(w, model, 2) == ["0/weight", "1/weight"]  # the first call raised it
+        w.flush()
+        assert reader.list(tmp_path) == {"run": {"0/weight": [2], "1/weight": [2]}}
+        shutil.rmtree(run)  # now a module's own record fails
+        log_kernels(w, model, 3)
+        w._spool.wait()
+        log_kernels(w, model, 4)  # reports 0/weight at step 3, warned under its own tag
+        w.close()
+    ours = [str(c.message) for c in caught if "log_kernels" in str(c.message)]
+    assert len(ours) == 2, ours
+    assert "writing an earlier record failed" in ours[0] and "tag 'other' step 1" in ours[0]
+    assert "tag '0/weight' step 3" in ours[1]  # (1/weight went to a new file)
+    assert reader.list(tmp_path) == {"run": {"0/weight": [4], "1/weight": [3, 4]}}

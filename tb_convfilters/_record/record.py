@@ -472,7 +472,11 @@ class StepBudget:
 
 class ErrorPolicy:
     """What a logging failure during training does: with `raise_errors` it is raised, else
-    it is warned once per key (a layer's tag) and that tensor is skipped; training goes on."""
+    it is warned once per key (a layer's tag) and that tensor is skipped; training goes on.
+
+    A ``WriterError`` is about the record it names (an earlier one, written in the
+    background), so it is warned once per that record's tag, not the caller's key.
+    """
 
     def __init__(self, who: str, raise_errors: bool = False, reported: set[str] | None = None):
         self.who = who
@@ -480,14 +484,32 @@ class ErrorPolicy:
         self.reported: set[str] = set() if reported is None else reported
 
     def report(self, key: str, message: str, error: Exception) -> None:
+        """Raises `error`, or warns it unless its key was warned before."""
         if self.raise_errors:
             raise error
+        from tb_convfilters._writing.writer import WriterError  # (writer imports this module)
+
+        if isinstance(error, WriterError):
+            key = "upload" if error.tag is None else error.tag
+            message = "writing an earlier record failed"
         if key in self.reported:
             return
         self.reported.add(key)
         warnings.warn(
             f"{self.who}: {message}: {type(error).__name__}: {error} "
             "(not logged; training goes on; raise_errors=True raises instead)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+    def report_close(self, error: Exception, *, may_raise: bool = True) -> None:
+        """Reports a failure of closing the Writer at the end of training: always warned (it
+        names what was lost), raised only with `raise_errors` and `may_raise`."""
+        if self.raise_errors and may_raise:
+            raise error
+        warnings.warn(
+            f"{self.who}: closing the event file at the end of training: "
+            f"{type(error).__name__}: {error} (not logged; raise_errors=True raises instead)",
             RuntimeWarning,
             stacklevel=3,
         )

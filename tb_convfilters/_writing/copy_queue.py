@@ -65,6 +65,7 @@ class Spool:
         self._closed = False
         self._last_put = 0.0  # time.monotonic() of the last job queued
         self._waiters = 0  # callers in `wait`: no more calls are coming from them
+        self._busy = False  # a job is running (on the thread or a waiting caller)
 
     # ---- the calling side ----
 
@@ -133,15 +134,23 @@ class Spool:
         return buffer
 
     def wait(self) -> None:
-        """Returns once every job queued before this call is done."""
+        """Returns once every job queued before this call is done.
+
+        The caller does the jobs the thread has not started itself, in order: it waits
+        anyway, and the thread's low priority would make it wait longer while training
+        threads still run.
+        """
         with self._cond:
             target = self._submitted
             self._waiters += 1
             self._cond.notify_all()  # the thread need not wait for calls to pause
             try:
                 while self._done < target:
-                    self._cond.wait(1.0)
-                    self._start()
+                    if self._queue and not self._busy:
+                        self._run_one()
+                    else:
+                        self._cond.wait(1.0)
+                        self._start()
             finally:
                 self._waiters -= 1
 
@@ -164,10 +173,7 @@ class Spool:
             self._closed = True
             self._idle.clear()
             self._idle_bytes = 0
-            thread = self._thread
-            self._cond.notify_all()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            self._cond.notify_all()  # the thread sees it and ends; nothing is left for it
 
     # ---- the thread ----
 
@@ -176,9 +182,7 @@ class Spool:
         while a caller waits for the queue: its calls are done)."""
         start = time.monotonic()
         while (
-            not self._closed
-            and not self._waiters
-            and (now := time.monotonic()) - start < MAX_DELAY
+            not self._closed and not self._waiters and (now := time.monotonic()) - start < MAX_DELAY
         ):
             left = self._last_put + QUIET_SECONDS - now
             if left <= 0:
@@ -189,32 +193,41 @@ class Spool:
         sweep.set_nice(NICE)
         while True:
             with self._cond:
-                while not self._queue:
+                while not self._queue or self._busy:
                     if self._closed or not self._cond.wait(IDLE_SECONDS) and not self._queue:
-                        self._thread = None
+                        if self._thread is threading.current_thread():
+                            self._thread = None
                         return
                 self._let_calls_finish()
-                job = self._queue[0]
-            message, failed = None, False
-            try:
-                message = job.work(job.array)
-            except BaseException as e:  # kept for the caller; the thread goes on
-                failed = True
-                with self._cond:
-                    self._failures.append((job.what, e))
+                if self._queue and not self._busy:  # a waiting caller may have taken them
+                    self._run_one()
+
+    def _run_one(self) -> None:
+        """Does the first queued job (lock held on entry and exit, released while it runs)."""
+        self._busy = True
+        job = self._queue[0]
+        self._cond.release()
+        message, failed = None, False
+        try:
+            message = job.work(job.array)
+        except BaseException as e:  # kept for the caller; the thread goes on
+            failed = True
             with self._cond:
-                self._queue.popleft()
-                self._in_flight -= job.nbytes
-                self._done += 1
-                if message:
-                    self._messages.append(message)
-                if (
-                    job.buffer is not None
-                    and not failed  # a traceback may still hold a view of it
-                    and not self._closed
-                    and self._in_flight + self._idle_bytes + job.nbytes <= self.limit
-                ):
-                    self._idle.setdefault((job.nbytes,), []).append(job.buffer)
-                    self._idle_bytes += job.nbytes
-                self._cond.notify_all()
-            del job
+                self._failures.append((job.what, e))
+        finally:
+            self._cond.acquire()
+            self._busy = False
+        self._queue.popleft()
+        self._in_flight -= job.nbytes
+        self._done += 1
+        if message:
+            self._messages.append(message)
+        if (
+            job.buffer is not None
+            and not failed  # a traceback may still hold a view of it
+            and not self._closed
+            and self._in_flight + self._idle_bytes + job.nbytes <= self.limit
+        ):
+            self._idle.setdefault((job.nbytes,), []).append(job.buffer)
+            self._idle_bytes += job.nbytes
+        self._cond.notify_all()

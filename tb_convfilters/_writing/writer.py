@@ -71,7 +71,8 @@ class WriterError(RuntimeError):
     """A record the background writer could not write, raised on a later call.
 
     ``tag`` and ``step`` name the record (None for an upload of several);
-    ``__cause__`` is the original error.
+    ``__cause__`` is the original error. Raised by a call that logs, it is about an
+    earlier record: the call's own record was queued (or, on a URL logdir, buffered).
     """
 
     def __init__(self, message: str, tag: str | None = None, step: int | None = None):
@@ -90,13 +91,14 @@ class Writer:
     (`dtype`), statistics, checksums and the file write happen on the Writer's
     thread. At most `max_queue_mb` MiB of copies wait; a call beyond that waits
     for room. A record that cannot be written (disk full, directory removed)
-    raises a ``WriterError`` naming its tag and step on the next call, `flush`
-    or `close`; conversion warnings come out the same way. Each record is in
-    the file, whole, once written: TensorBoard sees it without a `flush`, which
-    waits for everything queued. `close`, the context manager and interpreter
-    exit flush. In a forked child the parent's Writer is ``closed``: the child
-    never writes its parent's queue or file. ``blocking=True`` does all of the
-    writing in the calling thread instead.
+    raises a ``WriterError`` naming its tag and step on the next call (which
+    queues its own record first), `flush` or `close`; conversion warnings come
+    out the same way. Each record is in the file, whole, once written:
+    TensorBoard sees it without a `flush`, which waits for everything queued.
+    `close`, the context manager and interpreter exit flush; a Writer dropped
+    without `close` is closed when it is collected. In a forked child the
+    parent's Writer is ``closed``: the child never writes its parent's queue or
+    file. ``blocking=True`` does all of the writing in the calling thread instead.
 
     `dtype` (e.g. ``"float16"``) applies to every tensor unless a call says
     otherwise. Thread-safe.
@@ -134,8 +136,10 @@ class Writer:
         self._last: tuple[str, int] | None = None  # the last record buffered for upload
         self.path: str | None = None
         self._file: Any = None
+        self._done = False  # closed, its file closed or its buffer uploaded
         self._open()
         _live.add(self)
+        self._started = True  # `__del__` closes it from here on
 
     def __repr__(self) -> str:
         return f"Writer({self.logdir!r})"
@@ -248,7 +252,7 @@ class Writer:
     def _write_record(self, tag: str, rec: Record, step: Any, description: str | None) -> None:
         check_tag(tag)
         step = check_step(step)
-        self._check_open(stacklevel=4)
+        self._check_open()
         wall_time = time.time()
         if self._spool is None:
             message = self._write_now(tag, rec, step, wall_time, description)
@@ -260,9 +264,11 @@ class Writer:
             return self._write_now(tag, rec._replace(array=array), step, wall_time, description)
 
         self._spool.put(work, rec.array, (tag, step), owned=rec.owned)
+        # This record is queued first: an earlier record's failure raised here loses nothing more.
+        self._report(stacklevel=4)
 
-    def _check_open(self, stacklevel: int) -> None:
-        """Raises for a closed Writer, then `_report` (`stacklevel` of the user's call)."""
+    def _check_open(self) -> None:
+        """Raises for a closed Writer, or one of another process."""
         if self._pid != os.getpid():
             raise ValueError(
                 f"{self!r} belongs to process {self._pid}: a forked child cannot write to it; "
@@ -270,7 +276,6 @@ class Writer:
             )
         if self._closed:
             raise ValueError(f"Writer for {self.logdir!r} is closed")
-        self._report(stacklevel + 1)
 
     def _report(self, stacklevel: int) -> None:
         """Issues the background thread's warnings and raises its first failure."""
@@ -282,7 +287,13 @@ class Writer:
         if not failures:
             return
         (tag, step), error = failures[0]
-        more = f"; {len(failures) - 1} later ones failed too" if len(failures) > 1 else ""
+        more = ""
+        if len(failures) > 1:
+            later = [
+                f"{t!r} step {n}" if n is not None else "an upload" for (t, n), _ in failures[1:]
+            ]
+            shown = ", ".join(later[:5]) + (f" and {len(later) - 5} more" if len(later) > 5 else "")
+            more = f"; later ones failed too: {shown}"
         if isinstance(error, WriterError):  # an upload: it says what
             raise WriterError(f"{error}{more}") from error.__cause__
         raise WriterError(
@@ -389,7 +400,11 @@ class Writer:
 
         Returns once that is done; ``wait=False`` returns at once (the background
         thread flushes after the records queued before). Raises what failed meanwhile.
+        After a `close` whose upload failed, retries that upload.
         """
+        if self._closed:
+            self.close()
+            return
         if self.closed:
             return
         if self._spool is not None:
@@ -406,23 +421,38 @@ class Writer:
                 self._upload()
 
     def close(self) -> None:
-        """Flushes and closes; raises what failed in the background meanwhile."""
-        if self.closed:
+        """Flushes and closes; raises what failed in the background meanwhile.
+
+        On a URL logdir an upload that fails keeps the records buffered: `close` or
+        `flush` again (or interpreter exit) retries it.
+        """
+        if self._pid != os.getpid() or self._done:
             return
         try:
             if self._spool is not None:
                 self._spool.close()
             with self._lock:
+                self._closed = True  # no more records; the file or buffer is still ours
                 if self._file is not None:
                     if self._remote:
                         self._upload()
                     else:
                         self._file.close()
+                self._file = None
+                self._done = True
+                _live.discard(self)
         finally:
-            self._closed = True
-            self._file = None
-            _live.discard(self)
             self._report(stacklevel=3)  # earlier failures first; an upload's is chained
+
+    def __del__(self) -> None:
+        # Like a file object, a Writer dropped without `close` closes when collected: a URL
+        # logdir's buffered records are uploaded, and what failed is warned, not lost.
+        if not self.__dict__.get("_started") or self._done or self._pid != os.getpid():
+            return
+        try:
+            self.close()
+        except Exception as e:
+            warnings.warn(f"{self!r} dropped without close(): {e}", RuntimeWarning, stacklevel=1)
 
     def __enter__(self) -> Writer:
         return self
