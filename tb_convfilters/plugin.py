@@ -27,7 +27,7 @@ from werkzeug import wrappers
 from werkzeug.security import safe_join
 
 from tb_convfilters import blob, heap, metadata, sources
-from tb_convfilters.compare_routes import CompareRoutes
+from tb_convfilters.compare_routes import DEFAULT_MAX_SIMILARITY_MB, CompareRoutes
 from tb_convfilters.display import frontend_dir as _frontend_dir
 from tb_convfilters.sources import HttpError
 from tb_convfilters.sources import quoted as _name
@@ -142,11 +142,15 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
     plugin_name = metadata.PLUGIN_NAME
 
     def __init__(
-        self, context: base_plugin.TBContext, max_tensor_mb: float = DEFAULT_MAX_TENSOR_MB
+        self,
+        context: base_plugin.TBContext,
+        max_tensor_mb: float = DEFAULT_MAX_TENSOR_MB,
+        max_similarity_mb: float = DEFAULT_MAX_SIMILARITY_MB,
     ):
         self._source = sources.make_source(context)
         logger.info("convfilters: serving from the %s", self._source.mode)
         self._max_tensor_bytes = int(max_tensor_mb * (1 << 20))
+        self._max_similarity_bytes = int(max_similarity_mb * (1 << 20))
         self._static = _frontend_dir() / "static"
         self._skipped: set[tuple[str, str]] = set()  # series already logged as unreadable
         self._align_cache: OrderedDict = OrderedDict()
@@ -402,6 +406,13 @@ class ConvFiltersLoader(base_plugin.TBLoader):
             help="Filters tab: largest tensor (MiB) served to the browser (default: %(default)s).",
         )
         parser.add_argument(
+            "--convfilters_max_similarity_mb",
+            type=float,
+            default=DEFAULT_MAX_SIMILARITY_MB,
+            help="Filters tab: memory (MiB) one CKA similarity request may use "
+            "(default: %(default)s).",
+        )
+        parser.add_argument(
             "--convfilters_release_memory",
             choices=("true", "false"),
             default="true",
@@ -454,4 +465,9 @@ class ConvFiltersLoader(base_plugin.TBLoader):
         ):
             interval = float(getattr(flags, "reload_interval", 5.0) or 5.0)
             heap.Releaser(context.multiplexer, max(interval, 1.0)).start()
-        return ConvFiltersPlugin(context, max_tensor_mb=max_mb)
+        similarity_mb = (
+            getattr(flags, "convfilters_max_similarity_mb", DEFAULT_MAX_SIMILARITY_MB)
+            if flags
+            else DEFAULT_MAX_SIMILARITY_MB
+        )
+        return ConvFiltersPlugin(context, max_tensor_mb=max_mb, max_similarity_mb=similarity_mb)
