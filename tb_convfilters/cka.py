@@ -79,7 +79,7 @@ def plan_cka(rows: int, channels: Sequence[int], max_bytes: int = DEFAULT_MAX_BY
     m, n, c = len(channels), rows, max(channels)
     tri = n * (n + 1) // 2
     feature_bytes = n * c * 8  # one item's centred features while they are made
-    block = min(n, max(1, _BLOCK_BYTES // (8 * n)))
+    block = min(n, max(1, _BLOCK_BYTES // (8 * max(n, 1))))
     gram = CkaPlan(
         n,
         tuple(channels),
@@ -126,7 +126,7 @@ def _packed_gram(f: np.ndarray, out: np.ndarray) -> None:
     Frobenius inner product of the two Gram matrices. Blocks of rows keep the memory
     at one block."""
     n = len(f)
-    block = max(1, _BLOCK_BYTES // (8 * n))
+    block = max(1, _BLOCK_BYTES // (8 * max(n, 1)))
     off = 0
     for a in range(0, n, block):
         b = min(a + block, n)
