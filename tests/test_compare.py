@@ -9,6 +9,7 @@ import pytest
 
 from tb_convfilters import Writer, cli, compare, reader
 from tb_convfilters._commands import compare as compare_cli
+from tb_convfilters.compare import linear_cka
 
 NOISE = 1e-3
 
@@ -43,6 +44,96 @@ def test_cka_equals_the_reference_and_its_invariances():
     assert compare.cka(x, nchw, "NHWC", y_layout="NCHW") == pytest.approx(compare.cka(x, y))
     with pytest.raises(ValueError, match="same samples and spatial size"):
         compare.cka(x, y[:3])
+
+
+def stacked_gram_cka(feats: list[np.ndarray]) -> np.ndarray:
+    """CKA matrix as computed before issue 26: one Gram matrix of all channels."""
+    stacked = np.hstack(feats)
+    gram = stacked.T @ stacked
+    edges = np.cumsum([0] + [f.shape[1] for f in feats])
+    blocks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    norms = [np.linalg.norm(gram[b, b]) for b in blocks]
+    return np.array(
+        [
+            [np.sum(gram[bi, bj] ** 2) / (norms[i] * norms[j]) for j, bj in enumerate(blocks)]
+            for i, bi in enumerate(blocks)
+        ]
+    )
+
+
+@pytest.mark.parametrize("method", ["gram", "features"])
+@pytest.mark.parametrize("samples, channels", [(2, [5, 5, 5, 5]), (6, [3, 4, 3, 3]), (3, [40] * 4)])
+def test_cka_matrix_equals_the_stacked_gram_and_planted_truths(method, samples, channels):
+    """Both ways of computing CKA (n x n Gram matrices, or channel products pair by pair)
+    give the old single-Gram result, and planted truths: a copy, a rotated copy and a
+    scaled copy give 1, independent noise about 0."""
+    rng = np.random.default_rng(samples)
+    xs = [rng.standard_normal((samples, 4, 4, c)) for c in channels]
+    q, _ = np.linalg.qr(rng.standard_normal((channels[0], channels[0])))
+    xs += [xs[0].copy(), xs[0] @ q, 2.5 * xs[0] + 1.0, np.zeros_like(xs[0])]
+    feats = [linear_cka._features(x, "NHWC") for x in xs]
+    plan = compare.plan_cka(samples * 16, [x.shape[-1] for x in xs])
+    plan = compare.CkaPlan(plan.rows, plan.channels, method, plan.nbytes, plan.work)
+    got = linear_cka._cka_matrix(iter(feats), plan)
+    with np.errstate(invalid="ignore"):
+        want = stacked_gram_cka(feats)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12, equal_nan=True)
+    m = len(channels)
+    np.testing.assert_allclose(got[0, m : m + 3], 1.0, atol=1e-10)
+    assert np.isnan(got[-1]).all()  # no variance
+    big = [rng.standard_normal((16, 8, 8, 8)) for _ in range(2)]  # CKA about 8 / 1024
+    plan = compare.plan_cka(16 * 64, [8, 8])
+    plan = compare.CkaPlan(plan.rows, plan.channels, method, plan.nbytes, plan.work)
+    feats = (linear_cka._features(x, "NHWC") for x in big)
+    assert linear_cka._cka_matrix(feats, plan)[0, 1] < 0.03
+
+
+def test_plan_depends_on_rows_and_channels():
+    """Rows are samples x positions: few rows per channel keep row Gram matrices, many
+    rows the features; memory is bounded by bytes, whatever the number of items."""
+    assert compare.plan_cka(8 * 7 * 7, [512] * 24).method == "gram"
+    assert compare.plan_cka(8 * 28 * 28, [64] * 24).method == "features"
+    small = compare.plan_cka(8 * 14 * 14, [512] * 24)
+    assert small.nbytes < 256 << 20
+    compare.check_plan(small, 256 << 20, None, "knob")
+    big = compare.plan_cka(64 * 28 * 28, [512] * 24)
+    with pytest.raises(compare.BudgetError, match=r"over the limit of 256 MiB \(knob\)") as e:
+        compare.check_plan(big, 256 << 20, None, "knob")
+    assert e.value.nbytes == big.nbytes > e.value.limit_bytes == 256 << 20
+    with pytest.raises(compare.BudgetError, match="multiply-adds"):
+        compare.check_plan(small, None, small.work - 1, "knob")
+
+
+def test_similarity_memory_is_bounded(tmp_path):
+    """The dashboard's request (2 runs x 12 steps) on a 512-channel layer (8 samples of
+    14 x 14): the computation's peak stays under 400 MB (the single Gram matrix of every
+    channel took 1.2 GB), with the same values as the reference on two items."""
+    import tracemalloc
+
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((8, 14, 14, 512), dtype=np.float32)
+    items = [
+        (
+            (run, step),
+            compare.Activation(
+                base + 0.1 * step * rng.standard_normal(base.shape, dtype=np.float32), "NHWC", "d"
+            ),
+        )
+        for run in ("a", "b")
+        for step in range(12)
+    ]
+    tracemalloc.start()
+    try:
+        sim = compare.similarity_of(items)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak <= 400e6, f"peak {peak / 1e6:.0f} MB"
+    x, y = items[0][1].array, items[23][1].array
+    assert sim.matrix[0, 23] == pytest.approx(compare.cka(x, y), rel=1e-9)
+    assert sim.matrix[0, 23] == pytest.approx(
+        reference_cka(x.reshape(-1, 512).astype(np.float64), y.reshape(-1, 512)), rel=1e-6
+    )
 
 
 def test_match_filters_recovers_a_permutation_with_channels_reordered_first():

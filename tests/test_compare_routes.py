@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 import urllib.parse
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import http_get, plugin_client, tensorboard
+from support import http_get, plugin_client, tensorboard, tensorboard_process
 
-from tb_convfilters import Writer
+from tb_convfilters import Writer, compare
 from tb_convfilters._record.record import make_record
 
 PREFIX = "/data/plugin/convfilters/"
@@ -162,3 +164,76 @@ def test_real_tensorboard_serves_align_and_similarity(logdir, load_fast):
         )
         status, body, _ = http_get(url)
         assert status == 422 and "different inputs" in json.loads(body)["error"]
+
+
+def test_similarity_over_its_memory_limit_is_413(logdir):
+    """The budget is in bytes (TensorBoard flag --convfilters_max_similarity_mb)."""
+    client = plugin_client(logdir, max_similarity_mb=1 / 64)  # 16 KiB
+    status, body = get(client, "similarity", tag="c1/activation", runs="a,b")
+    assert status == 413 and "--convfilters_max_similarity_mb" in body["error"], body
+    assert "fewer steps" in body["error"] and "100 rows" in body["error"]
+    assert body["nbytes"] > body["limit_bytes"] == 16 << 10
+    status, body = get(client, "similarity", tag="c1/activation", runs="a", steps="1")
+    assert status == 200 and body["matrix"] == [[1.0]]
+
+
+def test_similarity_limit_is_a_tensorboard_flag(logdir):
+    import argparse
+
+    from support import load_provider
+    from tensorboard.plugins import base_plugin
+
+    from tb_convfilters.plugin import ConvFiltersLoader
+
+    parser = argparse.ArgumentParser()
+    ConvFiltersLoader().define_flags(parser)
+    assert parser.parse_args([]).convfilters_max_similarity_mb == 256
+    flags = parser.parse_args(["--convfilters_max_similarity_mb=0.5"])
+    context = base_plugin.TBContext(
+        logdir=str(logdir), data_provider=load_provider(logdir, 0), flags=flags
+    )
+    assert ConvFiltersLoader().load(context)._max_similarity_bytes == 1 << 19
+
+
+def _rss(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        line = next(x for x in f if x.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux /proc")
+def test_real_tensorboard_similarity_of_a_512_channel_layer(tmp_path):
+    """The dashboard's request, 2 runs x 12 steps of a 512-channel activation (8 samples
+    of 14 x 14, float32): 200 with TensorBoard's peak memory growing <= 400 MB (the single
+    Gram matrix of all channels took 1.2 GB) and the values of `compare.cka`."""
+    gen = np.random.default_rng(3)
+    base = gen.standard_normal((8, 14, 14, 512), dtype=np.float32)
+    first = {}
+    for run in ("a", "b"):
+        with Writer(tmp_path / run) as w:
+            for step in range(12):
+                maps = base + 0.2 * step * gen.standard_normal(base.shape, dtype=np.float32)
+                first.setdefault(run, maps)
+                w.write_record(
+                    "l/activation",
+                    make_record(
+                        maps, kind="activation", layout="NHWC", extra={"samples_digest": "x"}
+                    ),
+                    step,
+                )
+    del base, maps
+    with tensorboard_process(tmp_path) as (url, proc):
+        with open(f"/proc/{proc.pid}/clear_refs", "w") as f:
+            f.write("5")  # resets the peak RSS (VmHWM) to the current RSS
+        before = _rss(proc.pid, "VmRSS")
+        query = urllib.parse.urlencode({"tag": "l/activation", "runs": "a,b"})
+        start = time.monotonic()
+        status, body, _ = http_get(f"{url}{PREFIX}similarity?{query}", timeout=120)
+        seconds = time.monotonic() - start
+        growth = _rss(proc.pid, "VmHWM") - before
+    assert status == 200, body[:300]
+    answer = json.loads(body)
+    assert len(answer["labels"]) == 24
+    assert answer["matrix"][0][12] == pytest.approx(compare.cka(first["a"], first["b"]), rel=1e-9)
+    print(f"similarity of 24 x (8, 14, 14, 512): {seconds:.1f} s, peak RSS +{growth / 1e6:.0f} MB")
+    assert growth <= 400e6, f"TensorBoard grew by {growth / 1e6:.0f} MB"

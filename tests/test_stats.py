@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import shutil
 import struct
+import subprocess
+import sys
 import warnings
 
 import crc32c
@@ -10,6 +16,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+import tb_convfilters
+from tb_convfilters import reader
 from tb_convfilters._record import encoding, layouts, record
 from tb_convfilters._record import events as framing
 from tb_convfilters._record import stats as sweep
@@ -246,3 +254,95 @@ def test_copyto_is_exact_and_splits_large_copies(shape, dtype, to, split, monkey
     sweep.copyto(dst, src, casting="no" if dtype == to else "unsafe")
     assert dst.tobytes() == src.astype(to).tobytes()
     assert bool(calls) == split
+
+
+_READ_ONLY_CHILD = """
+import json, logging, sys
+import numpy as np
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+import tb_convfilters
+from tb_convfilters import reader
+from tb_convfilters._record import encoding
+from tb_convfilters._record import stats as sweep
+from tb_convfilters._writing import writer
+fused = sweep._fused()
+data = np.random.default_rng(0).standard_normal((3, 3, 16, 32)).astype(np.float32)
+with writer.Writer(sys.argv[1]) as w:
+    w.kernel("conv/kernel", data, step=1)
+(entry,) = reader.entries(sys.argv[1])
+print(json.dumps({
+    "package": tb_convfilters.__file__,
+    "fused": None if fused is None else fused.__name__,
+    "stats": encoding.decode_stats(entry.header(), entry._blob(2)).tolist(),
+}))
+"""
+
+
+def test_numba_without_a_writable_cache_compiles_uncached(reductions, tmp_path):
+    """numba with a read-only package directory and no writable HOME or NUMBA_CACHE_DIR
+    refuses ``cache=True`` at import (numba #4908, #5566): the kernels are compiled
+    without a cache instead, and writing records works with them."""
+    if reductions != "numba":
+        pytest.skip("numba only")
+    site, logs = tmp_path / "site", tmp_path / "logs"
+    package = site / "tb_convfilters"
+    shutil.copytree(
+        os.path.dirname(tb_convfilters.__file__),
+        package,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    # File modes do not stop root: a file where numba's cache directories would be does.
+    for folder in {p.parent for p in package.rglob("*.py")}:
+        (folder / "__pycache__").write_text("")
+    (tmp_path / "home").write_text("")
+    for path in [*site.rglob("*"), site]:
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("NUMBA_", "XDG_", "PYTHON")) and k != "HOME"
+    }
+    env.update(
+        HOME=str(tmp_path / "home" / "user"), PYTHONPATH=str(site), PYTHONDONTWRITEBYTECODE="1"
+    )
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", _READ_ONLY_CHILD, str(logs)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=tmp_path,
+        )
+    finally:
+        for path in [*site.rglob("*"), site]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout)
+    assert got["package"] == str(package / "__init__.py")
+    assert got["fused"] == "tb_convfilters._record.stats_compiled"  # compiled, not numpy's fallback
+    assert "compiling without a cache" in out.stderr
+    (entry,) = reader.entries(logs)
+    data = entry.array()
+    assert_close(np.array(got["stats"], np.float32), reference_stats(data, "HWIO"), data)
+
+
+def test_numba_that_cannot_compile_falls_back_to_numpy(reductions, monkeypatch, caplog):
+    """When numba fails at import even without a cache, the reductions use numpy."""
+    if reductions != "numba":
+        pytest.skip("numba only")
+    numba = pytest.importorskip("numba")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no LLVM here")
+
+    monkeypatch.setattr(numba, "njit", broken)
+    monkeypatch.delitem(sys.modules, "tb_convfilters._record.stats_compiled", raising=False)
+    monkeypatch.delattr(sys.modules["tb_convfilters._record"], "stats_compiled", raising=False)
+    sweep._fused.cache_clear()
+    with caplog.at_level(logging.DEBUG, logger="tb_convfilters"):
+        assert sweep._fused() is None
+        assert sweep._fused() is None
+    assert [r.levelno for r in caplog.records if "using numpy" in r.message] == [logging.DEBUG]
+    data = kernel((3, 3, 4, 8))
+    assert_close(sweep.filter_stats(data, "HWIO", "kernel"), reference_stats(data, "HWIO"), data)

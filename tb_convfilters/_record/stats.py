@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import math
 import os
 import sys
@@ -268,13 +269,16 @@ def _scratch(name: str, n: int, dtype: Any) -> np.ndarray:
 
 @functools.cache
 def _fused() -> Any:
-    """The compiled one-pass reductions (``stats_compiled``), or None without numba or when
-    ``TB_CONVFILTERS_NUMBA=0``."""
+    """The compiled one-pass reductions (``stats_compiled``), or None without numba, when numba
+    fails to load (logged at debug level, once) or when ``TB_CONVFILTERS_NUMBA=0``."""
     if os.environ.get("TB_CONVFILTERS_NUMBA", "1") == "0":
         return None
     try:
         from tb_convfilters._record import stats_compiled
     except ImportError:
+        return None
+    except Exception as e:  # numba installed but broken: numpy does the same work
+        logging.getLogger(__name__).debug("tb_convfilters: numba unusable, using numpy: %r", e)
         return None
     return stats_compiled
 

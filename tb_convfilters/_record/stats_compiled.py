@@ -6,15 +6,36 @@ one. These loops read each value once, accumulate in float64 and release the
 GIL: ~2x faster on one thread, and two threads really run at once. Installed
 with ``pip install "tb-convfilters[fast]"``; without numba ``sweep`` uses numpy.
 The results match numpy's within float32 rounding (checked in the tests).
+
+The compiled code is cached beside this file or in the user's cache directory.
+Where neither is writable (a read-only install without ``HOME`` or
+``NUMBA_CACHE_DIR``), numba refuses ``cache=True`` with a RuntimeError at import
+(numba issues #4908, #5566): the loops are then compiled without a cache, once
+per process (a debug-level log line says so).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from numba import njit
 
+logger = logging.getLogger(__name__)
 
-@njit(nogil=True, cache=True)
+
+def _compiled(fn: Callable) -> Any:
+    """`fn` compiled without the GIL, cached on disk where numba can write a cache."""
+    try:
+        return njit(nogil=True, cache=True)(fn)
+    except RuntimeError as e:  # no writable cache directory
+        logger.debug("tb_convfilters._record.stats_compiled: compiling without a cache: %s", e)
+        return njit(nogil=True)(fn)
+
+
+@_compiled
 def _columns(m, eps, zeros, total, sq, lo, hi, small):  # pragma: no cover - compiled
     """Adds rows of `m` into per-column figures (filters are columns)."""
     rows, nf = m.shape
@@ -29,7 +50,7 @@ def _columns(m, eps, zeros, total, sq, lo, hi, small):  # pragma: no cover - com
                 small[j] += abs(v) <= eps
 
 
-@njit(nogil=True, cache=True)
+@_compiled
 def _rows(m, eps, zeros, total, sq, lo, hi, small):  # pragma: no cover - compiled
     """Per-row figures of `m` (filters are rows)."""
     rows, width = m.shape

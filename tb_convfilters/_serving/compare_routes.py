@@ -8,6 +8,7 @@ alike. Logging order within a run: the order of the records in the event files
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -20,8 +21,13 @@ from tb_convfilters._serving import index
 from tb_convfilters._serving.data_sources import HttpError
 from tb_convfilters._serving.data_sources import quoted as _name
 
-# (run, step) pairs one similarity request may compare.
+# (run, step) pairs one similarity request may compare (bounds the answer's size).
 MAX_SIMILARITY_ITEMS = 64
+# Memory of one similarity request's CKA (TensorBoard flag --convfilters_max_similarity_mb;
+# each record read comes on top, one at a time) and its multiply-adds: about 10 s on two
+# busy cores of a small VM.
+DEFAULT_MAX_SIMILARITY_MB = compare.DEFAULT_MAX_BYTES >> 20
+MAX_SIMILARITY_WORK = 5 * 10**10
 _CACHE_SIZE = 64
 
 
@@ -37,6 +43,7 @@ class CompareRoutes:
 
     _source: Any
     _max_tensor_bytes: int
+    _max_similarity_bytes: int
     _align_cache: OrderedDict
     _align_lock: threading.Lock
 
@@ -156,17 +163,28 @@ class CompareRoutes:
             (
                 (run, datum.step),
                 compare.Activation(
-                    self._array(ctx, datum, header, run, tag),
+                    None,
                     header["layout"],
                     header.get("samples_digest"),
+                    tuple(header["shape"]),
+                    functools.partial(self._array, ctx, datum, header, run, tag),
                 ),
             )
             for run, datum, header in items
         ]
         try:
-            return compare.similarity_of(acts).to_json()
+            answer = compare.similarity_of(
+                acts,
+                max_bytes=self._max_similarity_bytes,
+                max_work=MAX_SIMILARITY_WORK,
+                knob="TensorBoard flag --convfilters_max_similarity_mb",
+            )
+        except compare.BudgetError as e:
+            extra = {"nbytes": e.nbytes, "limit_bytes": e.limit_bytes} if e.limit_bytes else {}
+            raise HttpError(413, str(e), **extra) from None
         except ValueError as e:
             raise HttpError(422, str(e)) from None
+        return answer.to_json()
 
 
 def _chains(prev: tuple[dict, dict], this: tuple[dict, dict]) -> bool:

@@ -29,7 +29,7 @@ from werkzeug.security import safe_join
 from tb_convfilters._dashboard.files import frontend_dir as _frontend_dir
 from tb_convfilters._record import encoding, metadata
 from tb_convfilters._serving import data_sources, memory_release
-from tb_convfilters._serving.compare_routes import CompareRoutes
+from tb_convfilters._serving.compare_routes import DEFAULT_MAX_SIMILARITY_MB, CompareRoutes
 from tb_convfilters._serving.data_sources import HttpError
 from tb_convfilters._serving.data_sources import quoted as _name
 
@@ -143,11 +143,15 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
     plugin_name = metadata.PLUGIN_NAME
 
     def __init__(
-        self, context: base_plugin.TBContext, max_tensor_mb: float = DEFAULT_MAX_TENSOR_MB
+        self,
+        context: base_plugin.TBContext,
+        max_tensor_mb: float = DEFAULT_MAX_TENSOR_MB,
+        max_similarity_mb: float = DEFAULT_MAX_SIMILARITY_MB,
     ):
         self._source = data_sources.make_source(context)
         logger.info("convfilters: serving from the %s", self._source.mode)
         self._max_tensor_bytes = int(max_tensor_mb * (1 << 20))
+        self._max_similarity_bytes = int(max_similarity_mb * (1 << 20))
         self._static = _frontend_dir() / "static"
         self._skipped: set[tuple[str, str]] = set()  # series already logged as unreadable
         self._align_cache: OrderedDict = OrderedDict()
@@ -403,6 +407,13 @@ class ConvFiltersLoader(base_plugin.TBLoader):
             help="Filters tab: largest tensor (MiB) served to the browser (default: %(default)s).",
         )
         parser.add_argument(
+            "--convfilters_max_similarity_mb",
+            type=float,
+            default=DEFAULT_MAX_SIMILARITY_MB,
+            help="Filters tab: memory (MiB) one CKA similarity request may use "
+            "(default: %(default)s).",
+        )
+        parser.add_argument(
             "--convfilters_release_memory",
             choices=("true", "false"),
             default="true",
@@ -455,4 +466,9 @@ class ConvFiltersLoader(base_plugin.TBLoader):
         ):
             interval = float(getattr(flags, "reload_interval", 5.0) or 5.0)
             memory_release.Releaser(context.multiplexer, max(interval, 1.0)).start()
-        return ConvFiltersPlugin(context, max_tensor_mb=max_mb)
+        similarity_mb = (
+            getattr(flags, "convfilters_max_similarity_mb", DEFAULT_MAX_SIMILARITY_MB)
+            if flags
+            else DEFAULT_MAX_SIMILARITY_MB
+        )
+        return ConvFiltersPlugin(context, max_tensor_mb=max_mb, max_similarity_mb=similarity_mb)

@@ -12,7 +12,9 @@ layer's input channels, is the same network.
   Ainsworth et al., "Git Re-Basin" (2023).
 * `cka` is linear CKA (Kornblith et al., 2019) of two layers' activations on the
   same samples: invariant to permutations, rotations and scale of the channels.
-  `similarity` computes it over runs and steps. Activations record a digest of
+  `similarity` computes it over runs and steps, within a memory budget (``cka``
+  module: per record its n x n Gram matrix or its features, never one Gram matrix
+  of every channel of every record). Activations record a digest of
   the inputs they were computed on (``samples_digest``); CKA refuses activations
   whose digests differ.
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +34,10 @@ from scipy.optimize import linear_sum_assignment
 
 from tb_convfilters import reader
 from tb_convfilters._record import layouts
+from tb_convfilters.compare.linear_cka import DEFAULT_MAX_BYTES, _cka_matrix, _features, check_plan
+from tb_convfilters.compare.linear_cka import BudgetError as BudgetError  # re-exported
+from tb_convfilters.compare.linear_cka import CkaPlan as CkaPlan
+from tb_convfilters.compare.linear_cka import plan_cka as plan_cka
 
 UNKNOWN_SAMPLES = (
     "activations logged without a samples digest (by a version before 0.2): whether they "
@@ -207,17 +213,6 @@ def align_kernels(
 # ---- CKA ----
 
 
-def _features(x: np.ndarray, layout: str) -> np.ndarray:
-    """(samples x positions, channels) rows of an activation array, centred per channel."""
-    layout = layouts.check_layout(layout, "activation")
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != len(layout):
-        raise ValueError(f"activations of shape {x.shape} do not have layout {layout!r}")
-    moved = np.moveaxis(x, layout.index("C"), -1)
-    rows = moved.reshape(-1, moved.shape[-1])
-    return rows - rows.mean(axis=0)
-
-
 def _spatial(shape: Sequence[int], layout: str) -> tuple[int, ...]:
     return tuple(int(shape[i]) for i, c in enumerate(layout) if c in "DHW")
 
@@ -240,24 +235,10 @@ def cka(
             f"activations of shapes {x.shape} ({layout}) and {y.shape} ({y_layout}) need the "
             "same samples and spatial size"
         )
-    return float(_cka_matrix([_features(x, layout), _features(y, y_layout)])[0, 1])
-
-
-def _cka_matrix(feats: Sequence[np.ndarray]) -> np.ndarray:
-    """Linear CKA between every pair of centred (rows, channels) feature arrays, from one
-    Gram matrix of all their channels (block (i, j) is X_i^T X_j); NaN without variance."""
-    stacked = np.hstack(feats)
-    gram = stacked.T @ stacked  # numpy computes A.T @ A as one symmetric product
-    edges = np.cumsum([0] + [f.shape[1] for f in feats])
-    blocks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True)]
-    norms = np.array([np.linalg.norm(gram[b, b]) for b in blocks])
-    matrix = np.empty((len(feats), len(feats)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        for i, bi in enumerate(blocks):
-            for j, bj in enumerate(blocks):
-                matrix[i, j] = np.sum(gram[bi, bj] ** 2) / (norms[i] * norms[j])
-    matrix[~np.isfinite(matrix)] = np.nan
-    return matrix
+    channels = [x.shape[layout.index("C")], y.shape[y_layout.index("C")]]
+    plan = plan_cka(math.prod(sx), channels)
+    feats = (_features(a, lay) for a, lay in ((x, layout), (y, y_layout)))
+    return float(_cka_matrix(feats, plan)[0, 1])
 
 
 # ---- reading logs ----
@@ -265,18 +246,39 @@ def _cka_matrix(feats: Sequence[np.ndarray]) -> np.ndarray:
 
 @dataclass
 class Activation:
-    """An activation record: its array, layout and the digest of its inputs (None: unknown)."""
+    """An activation record: its array, layout and the digest of its inputs (None: unknown).
 
-    array: np.ndarray
+    `array` may be None with `shape` and `load` given: the array is then read only when
+    needed (``similarity_of`` reads one at a time)."""
+
+    array: np.ndarray | None
     layout: str
     digest: str | None
+    shape: tuple[int, ...] = ()
+    load: Callable[[], np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        if self.array is not None:
+            self.shape = tuple(self.array.shape)
+
+    def data(self) -> np.ndarray:
+        """The array (read now when it was not)."""
+        if self.array is not None:
+            return self.array
+        if self.load is None:
+            raise ValueError("an Activation needs its array or a load function")
+        return self.load()
 
     @classmethod
-    def of(cls, entry: reader.Entry) -> Activation:
+    def of(cls, entry: reader.Entry, *, lazy: bool = False) -> Activation:
+        """The record of `entry`; with `lazy`, its array is read when needed."""
         header = entry.header()
         if header["kind"] != "activation":
             raise ValueError(f"{entry._where()} holds a {header['kind']}, not activations")
-        return cls(entry.array(), header["layout"], header.get("samples_digest"))
+        digest = header.get("samples_digest")
+        if lazy:
+            return cls(None, header["layout"], digest, tuple(header["shape"]), entry.array)
+        return cls(entry.array(), header["layout"], digest)
 
 
 def check_samples(items: Sequence[tuple[str, Activation]]) -> str | None:
@@ -297,8 +299,9 @@ def check_samples(items: Sequence[tuple[str, Activation]]) -> str | None:
 def pair_cka(x: Activation, y: Activation) -> float:
     """`cka` of two activation records on their common samples (a shared digest means
     the same inputs; fewer stored samples are the first of them)."""
-    n = min(len(x.array), len(y.array))
-    return cka(x.array[:n], y.array[:n], x.layout, y_layout=y.layout)
+    xa, ya = x.data(), y.data()
+    n = min(len(xa), len(ya))
+    return cka(xa[:n], ya[:n], x.layout, y_layout=y.layout)
 
 
 def entries_at(entries: Iterable[reader.Entry], step: int | None) -> dict[str, reader.Entry]:
@@ -371,16 +374,35 @@ class Similarity:
         }
 
 
-def similarity_of(items: Sequence[tuple[tuple[str, int], Activation]]) -> Similarity:
+def similarity_of(
+    items: Sequence[tuple[tuple[str, int], Activation]],
+    *,
+    max_bytes: int | None = None,
+    max_work: int | None = None,
+    knob: str = "max_bytes",
+) -> Similarity:
     """`Similarity` of activation records labelled (run, step), on the samples all of them
-    stored (a shared digest means the same inputs; fewer stored samples are the first)."""
+    stored (a shared digest means the same inputs; fewer stored samples are the first).
+
+    Memory: the kept Gram matrices or features of all records (`CkaPlan.nbytes`), plus
+    one record's array at a time when they are loaded lazily. Raises BudgetError when
+    that is over `max_bytes` or the multiply-adds are over `max_work` (the message names
+    `knob`), before any array is read."""
     note = check_samples([(f"run {r!r} step {s}", a) for (r, s), a in items])
-    n = min(len(a.array) for _, a in items)
-    sizes = {(n, *_spatial(a.array.shape, a.layout)) for _, a in items}
+    n = min(a.shape[0] for _, a in items)
+    sizes = {(n, *_spatial(a.shape, a.layout)) for _, a in items}
     if len(sizes) > 1:
         raise ValueError(f"activations of different spatial sizes {sorted(sizes)}: not comparable")
-    matrix = _cka_matrix([_features(a.array[:n], a.layout) for _, a in items])
-    return Similarity([label for label, _ in items], matrix, note)
+    for _, a in items:
+        layouts.check_layout(a.layout, "activation")
+        if len(a.shape) != len(a.layout):
+            raise ValueError(f"activations of shape {a.shape} do not have layout {a.layout!r}")
+    rows = math.prod(sizes.pop())
+    channels = [a.shape[a.layout.index("C")] for _, a in items]
+    plan = plan_cka(rows, channels, DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
+    check_plan(plan, max_bytes, max_work, knob)
+    feats = (_features(a.data()[:n], a.layout) for _, a in items)
+    return Similarity([label for label, _ in items], _cka_matrix(feats, plan), note)
 
 
 def similarity(
@@ -389,9 +411,12 @@ def similarity(
     tag: str,
     *,
     steps: Iterable[int] | None = None,
+    max_bytes: int | None = None,
 ) -> Similarity:
     """CKA of activation `tag` between every (run, step) pair: every step of each run,
-    or only `steps`. Refuses activations computed on different inputs."""
+    or only `steps`. Refuses activations computed on different inputs, and with
+    `max_bytes` a computation that needs more memory (BudgetError); records are read
+    one at a time."""
     wanted = None if steps is None else set(steps)
     items = []
     for run in runs:
@@ -406,8 +431,8 @@ def similarity(
                 f"no activations {tag!r} in run {run!r}"
                 + ("" if wanted is None else f" at steps {sorted(wanted)}")
             )
-        items += [((run, s), Activation.of(latest[s])) for s in sorted(latest)]
-    return similarity_of(items)
+        items += [((run, s), Activation.of(latest[s], lazy=True)) for s in sorted(latest)]
+    return similarity_of(items, max_bytes=max_bytes)
 
 
 def activation_tag(kernel_tag: str, tags: Container) -> str | None:
