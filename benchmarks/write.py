@@ -69,7 +69,7 @@ def run(quick: bool) -> list[Result]:
 
     import tb_convfilters
     from tb_convfilters import summary
-    from tb_convfilters._record import stats as sweep
+    from tb_convfilters._record import parallel
 
     model, convs = resnet50()
     kernels = {layer.name: layer.kernel.numpy() for layer in convs}
@@ -152,11 +152,11 @@ def run(quick: bool) -> list[Result]:
             """`fn` with stats, CRC and casts on the calling thread only (for comparison)."""
 
             def wrapped() -> None:
-                saved, sweep.PARALLEL_MIN_BYTES = sweep.PARALLEL_MIN_BYTES, 1 << 62
+                saved, parallel.PARALLEL_MIN_BYTES = parallel.PARALLEL_MIN_BYTES, 1 << 62
                 try:
                     fn()
                 finally:
-                    sweep.PARALLEL_MIN_BYTES = saved
+                    parallel.PARALLEL_MIN_BYTES = saved
 
             return wrapped
 

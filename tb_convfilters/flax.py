@@ -29,16 +29,14 @@ except ImportError as e:  # pragma: no cover - exercised by hand without jax
     ) from e
 import numpy as np
 
-from tb_convfilters._record.record import (
-    DEFAULT_STEP_BUDGET_MB,
-    ErrorPolicy,
-    StepBudget,
+from tb_convfilters._record.arguments import (
     check_budget_mb,
     check_cap,
     check_float_dtype,
     check_step,
-    make_record,
 )
+from tb_convfilters._record.record import make_record
+from tb_convfilters._writing.policies import DEFAULT_STEP_BUDGET_MB, ErrorPolicy, StepBudget
 from tb_convfilters._writing.writer import Writer, WriterError, shared
 
 KERNEL_LAYOUTS = {2: "IO", 3: "WIO", 4: "HWIO", 5: "DHWIO"}  # kernel rank -> layout

@@ -21,16 +21,14 @@ import keras
 import numpy as np
 
 from tb_convfilters._record import encoding, files
+from tb_convfilters._record.arguments import check_cap, check_float_dtype
 from tb_convfilters._record.firing import Firing
-from tb_convfilters._record.record import (
+from tb_convfilters._record.record import make_record, samples_digest
+from tb_convfilters._writing.policies import (
     DEFAULT_MAX_MAPS,
     DEFAULT_STEP_BUDGET_MB,
     ErrorPolicy,
     StepBudget,
-    check_cap,
-    check_float_dtype,
-    make_record,
-    samples_digest,
 )
 from tb_convfilters._writing.writer import Writer, WriterError
 

@@ -21,13 +21,8 @@ import torch
 from torch import nn
 
 from tb_convfilters import torch as tb_torch
-from tb_convfilters._record.record import (
-    DEFAULT_MAX_MAPS,
-    DEFAULT_STEP_BUDGET_MB,
-    ErrorPolicy,
-    check_cap,
-    check_float_dtype,
-)
+from tb_convfilters._record.arguments import check_cap, check_float_dtype
+from tb_convfilters._writing.policies import DEFAULT_MAX_MAPS, DEFAULT_STEP_BUDGET_MB, ErrorPolicy
 from tb_convfilters._writing.writer import Writer
 
 _BASES: list[type] = []

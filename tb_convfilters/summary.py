@@ -13,7 +13,8 @@ import numpy as np
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
 from tb_convfilters._record import encoding, metadata
-from tb_convfilters._record.record import Record, check_tag, make_record
+from tb_convfilters._record.arguments import check_tag
+from tb_convfilters._record.record import Record, make_record
 
 Cap = int | Sequence[int] | None
 
@@ -272,7 +273,7 @@ def _write_tf(name: str, data: Any, step: Any, description: str | None, options:
     import tensorflow as tf
 
     if step is not None and not tf.is_tensor(step):
-        from tb_convfilters._record.record import check_step
+        from tb_convfilters._record.arguments import check_step
 
         step = check_step(step)
     if tf.executing_eagerly():

@@ -43,18 +43,19 @@ except ImportError as e:  # pragma: no cover - exercised by a test that hides to
     ) from e
 
 from tb_convfilters._record import encoding
-from tb_convfilters._record.firing import Firing
-from tb_convfilters._record.record import (
-    DEFAULT_MAX_MAPS,
-    DEFAULT_STEP_BUDGET_MB,
-    ErrorPolicy,
-    StepBudget,
+from tb_convfilters._record.arguments import (
     check_budget_mb,
     check_cap,
     check_float_dtype,
     check_step,
-    make_record,
-    samples_digest,
+)
+from tb_convfilters._record.firing import Firing
+from tb_convfilters._record.record import make_record, samples_digest
+from tb_convfilters._writing.policies import (
+    DEFAULT_MAX_MAPS,
+    DEFAULT_STEP_BUDGET_MB,
+    ErrorPolicy,
+    StepBudget,
 )
 from tb_convfilters._writing.writer import Writer, WriterError, shared
 

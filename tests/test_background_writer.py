@@ -403,7 +403,7 @@ def test_a_step_is_in_the_file_without_flush(tmp_path, blocking):
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice is Linux's")
 def test_writer_threads_yield_to_training_threads(tmp_path):
-    from tb_convfilters._record import stats as sweep
+    from tb_convfilters._record import parallel
     from tb_convfilters._writing import copy_queue
 
     ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
@@ -415,7 +415,7 @@ def test_writer_threads_yield_to_training_threads(tmp_path):
         for thread in threads:
             nice = os.getpriority(os.PRIO_PROCESS, thread.native_id)
             assert nice == max(copy_queue.NICE, ours)
-        assert nice in sweep._pools  # its helper runs at the same priority
+        assert nice in parallel._pools  # its helper runs at the same priority
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ours  # not this one
 
 

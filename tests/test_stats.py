@@ -18,7 +18,7 @@ import pytest
 
 import tb_convfilters
 from tb_convfilters import reader
-from tb_convfilters._record import encoding, layouts, record
+from tb_convfilters._record import dtypes, encoding, layouts, parallel, record
 from tb_convfilters._record import events as framing
 from tb_convfilters._record import stats as sweep
 from tb_convfilters._writing import writer
@@ -139,7 +139,7 @@ def test_activation_stats_keep_dead_fraction():
 @pytest.mark.parametrize("layout, shape", [("HWIO", (3, 3, 256, 256)), ("OIHW", (256, 256, 3, 3))])
 def test_make_record_parallel_path_matches_sequential(layout, shape):
     data = kernel(shape)
-    assert data.nbytes >= sweep.PARALLEL_MIN_BYTES
+    assert data.nbytes >= parallel.PARALLEL_MIN_BYTES
     rec = record.make_record(data, kind="kernel", layout=layout)
     assert_close(rec.stats, reference_stats(data, layout), data)
     assert rec.payload_crc == crc32c.crc32c(data.tobytes())
@@ -165,12 +165,12 @@ def test_float16_conversion_is_exact_and_warns_only_on_overflow():
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_all_finite_bit_test(dtype):
     x = kernel((200_000,)).astype(encoding.numpy_dtype(dtype))
-    assert record._all_finite(x, dtype)
+    assert dtypes._all_finite(x, dtype)
     for bad in (np.inf, -np.inf, np.nan):
         y = x.copy()
         y[123_457] = bad
-        assert not record._all_finite(y, dtype)
-    assert not record._all_finite(x[::2], dtype)  # not contiguous: unknown
+        assert not dtypes._all_finite(y, dtype)
+    assert not dtypes._all_finite(x[::2], dtype)  # not contiguous: unknown
 
 
 @pytest.mark.parametrize("len_a, len_b", [(0, 5), (5, 0), (1, 1), (100, 12345), (9, 3 << 20)])
@@ -220,9 +220,9 @@ def test_writer_frames_large_records_with_valid_crcs(tmp_path):
 def test_two_thread_stats_match_one_thread(layout, dtype, monkeypatch):
     data = kernel((3, 3, 300, 257) if layout == "HWIO" else (257, 300, 3, 3), dtype)
     data.reshape(-1)[[5, 70_000, 200_000]] = [np.nan, np.inf, 0.0]
-    assert data.nbytes >= sweep.PARALLEL_MIN_BYTES
+    assert data.nbytes >= parallel.PARALLEL_MIN_BYTES
     both = sweep.filter_stats(data, layout, "kernel")
-    monkeypatch.setattr(sweep, "PARALLEL_MIN_BYTES", 1 << 62)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 1 << 62)
     one = sweep.filter_stats(data, layout, "kernel")
     np.testing.assert_allclose(both, one, rtol=1e-6, atol=1e-9, equal_nan=True)
     assert_close(both, reference_stats(data, layout), data)
@@ -230,9 +230,9 @@ def test_two_thread_stats_match_one_thread(layout, dtype, monkeypatch):
 
 def test_in_parallel_runs_in_turn_on_the_worker_thread():
     def nested():
-        return sweep.in_parallel(lambda: "a", lambda: "b")  # would wait on its own queue
+        return parallel.in_parallel(lambda: "a", lambda: "b")  # would wait on its own queue
 
-    assert sweep.in_parallel(nested, lambda: 1) == (("a", "b"), 1)
+    assert parallel.in_parallel(nested, lambda: 1) == (("a", "b"), 1)
 
 
 @pytest.mark.parametrize(
@@ -249,9 +249,9 @@ def test_copyto_is_exact_and_splits_large_copies(shape, dtype, to, split, monkey
     src = RNG.standard_normal(shape).astype(dtype)
     dst = np.empty(shape, to)
     calls = []
-    real = sweep.in_parallel
-    monkeypatch.setattr(sweep, "in_parallel", lambda *fns: calls.append(1) or real(*fns))
-    sweep.copyto(dst, src, casting="no" if dtype == to else "unsafe")
+    real = parallel.in_parallel
+    monkeypatch.setattr(parallel, "in_parallel", lambda *fns: calls.append(1) or real(*fns))
+    parallel.copyto(dst, src, casting="no" if dtype == to else "unsafe")
     assert dst.tobytes() == src.astype(to).tobytes()
     assert bool(calls) == split
 
@@ -263,6 +263,7 @@ logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 import tb_convfilters
 from tb_convfilters import reader
 from tb_convfilters._record import encoding
+from tb_convfilters._record import parallel
 from tb_convfilters._record import stats as sweep
 from tb_convfilters._writing import writer
 fused = sweep._fused()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import operator
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -13,12 +11,12 @@ import numpy as np
 
 from tb_convfilters._record import encoding, layouts
 from tb_convfilters._record import stats as sweep
+from tb_convfilters._record.arguments import _as_array, check_cap, warn_once
+from tb_convfilters._record.dtypes import _convert, _converted
 from tb_convfilters._record.firing import FIRING_STATS, Firing
 
 # Refuse single tensors above this many stored bytes unless the caller raises it.
 DEFAULT_MAX_BYTES = 1 << 30
-# Event steps are int64.
-MAX_STEP = 2**63 - 1
 
 
 class Record(NamedTuple):
@@ -84,70 +82,6 @@ class Record(NamedTuple):
     def blobs(self) -> list[bytes]:
         rec = self.complete()
         return [encoding.encode_header(rec.header), rec.array.tobytes(), *rec.trailing_blobs()]
-
-
-def check_tag(tag: Any) -> str:
-    """Returns `tag`, or raises for anything but a non-empty string."""
-    if not isinstance(tag, str) or not tag:
-        raise ValueError(f"tag={tag!r} must be a non-empty string")
-    return tag
-
-
-def check_step(step: Any) -> int:
-    """Returns `step` as an int, or raises for negative and non-integer steps."""
-    if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-        if hasattr(step, "numpy"):  # a scalar tf.Tensor / tf.Variable
-            return check_step(step.numpy().item())
-        raise TypeError(f"step={step!r} must be a non-negative integer")
-    if not 0 <= step <= MAX_STEP:
-        raise ValueError(f"step={step!r} must be a non-negative integer up to 2**63-1")
-    return int(step)
-
-
-def _as_array(data: Any) -> np.ndarray:
-    try:
-        a = np.asarray(data)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"data of type {type(data).__name__} is not an array: {e}") from None
-    if a.dtype.kind in "OSUVMmb" or np.iscomplexobj(a):
-        if a.dtype.name != "bfloat16":
-            raise TypeError(
-                f"data has dtype {a.dtype.name!r}; expected a real numeric array of "
-                + ", ".join(encoding.STORABLE_DTYPES)
-            )
-    return a
-
-
-def check_cap(cap: Any, name: str) -> int | list[int] | None:
-    """`cap` checked: None, a positive int (the first N) or a non-empty list of indices."""
-    if cap is None:
-        return None
-    if isinstance(cap, numbers.Integral) and not isinstance(cap, bool):
-        if cap < 1:
-            raise ValueError(f"{name}={cap!r} must be a positive integer or a list of indices")
-        return int(cap)
-    try:
-        picked = [operator.index(i) for i in cap]
-    except TypeError:
-        raise TypeError(f"{name}={cap!r} must be a positive integer or a list of indices") from None
-    if not picked or min(picked) < 0:
-        raise ValueError(f"{name}={cap!r} must be a non-empty list of indices >= 0")
-    return picked
-
-
-FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
-
-
-def check_float_dtype(dtype: Any) -> str | None:
-    """`dtype` for a model's float tensors: None (as they are) or a float dtype."""
-    if dtype is not None and dtype not in FLOAT_DTYPES:
-        raise ValueError(
-            f"dtype={dtype!r} cannot be stored for a model's float tensors; expected None or "
-            "one of: "
-            + ", ".join(FLOAT_DTYPES)
-            + (" (integer dtypes would truncate them)" if dtype in encoding.STORABLE_DTYPES else "")
-        )
-    return dtype
 
 
 def _pick(a: np.ndarray, axis: int, cap: int | Sequence[int] | None, name: str) -> list[int] | None:
@@ -342,19 +276,6 @@ def _check_firing(firing: Firing | None, a: np.ndarray, layout: str) -> Firing:
     return firing
 
 
-_warned: set[tuple] = set()
-
-
-def warn_once(key: tuple, message: str, stacklevel: int = 2) -> None:
-    """`message` as a UserWarning, the first time `key` is seen in this process.
-
-    `stacklevel` counts from the function calling this one (1)."""
-    if key in _warned:
-        return
-    _warned.add(key)
-    warnings.warn(message + " (Warned once.)", UserWarning, stacklevel=stacklevel + 1)
-
-
 def _samples_that_fit(a: np.ndarray, itemsize: int, limit: int, target: str) -> np.ndarray:
     """The first samples (axis 0) of activations `a` that fit in `limit` bytes; warns once
     when that drops samples. All of `a` if it fits; `a` itself if not even one sample does
@@ -372,147 +293,6 @@ def _samples_that_fit(a: np.ndarray, itemsize: int, limit: int, target: str) -> 
         stacklevel=4,
     )
     return a[:kept]
-
-
-def _convert(a: np.ndarray, want: np.dtype, target: str) -> np.ndarray:
-    """`a` as `want`; warns once per tensor when values overflow to inf or do not fit."""
-    out, message = _converted(a, want, target)
-    if message:
-        warnings.warn(message, RuntimeWarning, stacklevel=4)
-    return out
-
-
-def _converted(a: np.ndarray, want: np.dtype, target: str) -> tuple[np.ndarray, str | None]:
-    """`a` as `want`, and a message when values overflow to inf or do not fit."""
-    bad, what = 0, ""
-    with np.errstate(all="ignore"):
-        if want.kind in "iu" and a.dtype.kind != "b":
-            info = np.iinfo(want)
-            bad = int((~np.isfinite(a) | (a < info.min) | (a > info.max)).sum())
-            what = f"values are NaN, inf or outside {info.min}..{info.max} for dtype={target!r}"
-        out = _cast(a, want)
-        if want.kind not in "iu" and a.dtype.kind in "fiuV" and not _all_finite(out, target):
-            bad = int((np.isinf(out) & np.isfinite(a)).sum())
-            what = f"finite values overflowed to inf when converted to {target}"
-    return out, f"data: {bad} {what}" if bad else None
-
-
-def _cast(a: np.ndarray, want: np.dtype) -> np.ndarray:
-    """``a.astype(want)``; large contiguous arrays are cast in two halves at once."""
-    if a.nbytes < sweep.PARALLEL_MIN_BYTES or not a.flags.c_contiguous:
-        return a.astype(want)
-    out = np.empty(a.shape, want)
-    sweep.copyto(out, a, casting="unsafe")
-    return out
-
-
-# Exponent bits all ones (NaN or Inf) once the sign bit is shifted out.
-_EXPONENT_ONES = {
-    "float16": 0xF800,
-    "bfloat16": 0xFF00,
-    "float32": 0xFF000000,
-    "float64": 0xFFE0000000000000,
-}
-
-
-def _all_finite(x: np.ndarray, dtype: str) -> bool:
-    """True when `x` has no NaN/Inf, tested on the bits (fast for float16), block by block."""
-    limit = _EXPONENT_ONES.get(dtype)
-    if limit is None or not x.flags.c_contiguous:
-        return False  # unknown: the caller checks exactly
-    bits = x.reshape(-1).view(f"u{x.dtype.itemsize}")
-    scratch = np.empty(min(bits.size, 1 << 16), bits.dtype)
-    for start in range(0, bits.size, scratch.size):
-        block = bits[start : start + scratch.size]
-        if np.left_shift(block, 1, out=scratch[: block.size]).max() >= limit:
-            return False
-    return True
-
-
-# Feature maps the callbacks store per activation (their `max_samples`); the firing
-# statistics cover every sample input.
-DEFAULT_MAX_MAPS = 8
-# A logging step (all tensors of one callback call) above this many MiB gets a warning.
-DEFAULT_STEP_BUDGET_MB = 256.0
-
-
-def check_budget_mb(budget_mb: Any) -> float | None:
-    """Returns `budget_mb` as a float (None disables the check), or raises."""
-    if budget_mb is None:
-        return None
-    if isinstance(budget_mb, bool) or not isinstance(budget_mb, numbers.Real) or not budget_mb > 0:
-        raise ValueError(f"budget_mb={budget_mb!r} must be a positive number of MiB or None")
-    return float(budget_mb)
-
-
-class StepBudget:
-    """Warns once when one logging step stores more than `budget_mb` MiB.
-
-    `knobs` names the options of the caller that log less (shown in the warning).
-    """
-
-    def __init__(self, budget_mb: float | None, knobs: str):
-        self.budget_mb = check_budget_mb(budget_mb)
-        self.knobs = knobs
-        self.warned = False
-
-    def check(self, nbytes: int, where: str) -> None:
-        if self.warned or self.budget_mb is None or nbytes <= self.budget_mb * (1 << 20):
-            return
-        self.warned = True
-        warnings.warn(
-            f"{where}: one step stored {nbytes / (1 << 20):.1f} MiB, over budget_mb="
-            f"{self.budget_mb:g}. Every logged step is kept on disk (and in TensorBoard's "
-            f"memory when it has no logdir to read). To store less: {self.knobs}; or keep "
-            "fewer steps in TensorBoard with --samples_per_plugin=convfilters=N. (Warned once.)",
-            UserWarning,
-            stacklevel=3,
-        )
-
-
-class ErrorPolicy:
-    """What a logging failure during training does: with `raise_errors` it is raised, else
-    it is warned once per key (a layer's tag) and that tensor is skipped; training goes on.
-
-    A ``WriterError`` is about the record it names (an earlier one, written in the
-    background), so it is warned once per that record's tag, not the caller's key.
-    """
-
-    def __init__(self, who: str, raise_errors: bool = False, reported: set[str] | None = None):
-        self.who = who
-        self.raise_errors = bool(raise_errors)
-        self.reported: set[str] = set() if reported is None else reported
-
-    def report(self, key: str, message: str, error: Exception) -> None:
-        """Raises `error`, or warns it unless its key was warned before."""
-        if self.raise_errors:
-            raise error
-        from tb_convfilters._writing.writer import WriterError  # (writer imports this module)
-
-        if isinstance(error, WriterError):
-            key = "upload" if error.tag is None else error.tag
-            message = "writing an earlier record failed"
-        if key in self.reported:
-            return
-        self.reported.add(key)
-        warnings.warn(
-            f"{self.who}: {message}: {type(error).__name__}: {error} "
-            "(not logged; training goes on; raise_errors=True raises instead)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-
-    def report_close(self, error: Exception, *, may_raise: bool = True) -> None:
-        """Reports a failure of closing the Writer at the end of training: always warned (it
-        names what was lost), raised only with `raise_errors` and `may_raise`."""
-        if self.raise_errors and may_raise:
-            raise error
-        warnings.warn(
-            f"{self.who}: closing the event file at the end of training: "
-            f"{type(error).__name__}: {error} (not logged; raise_errors=True raises instead)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
 
 
 def samples_digest(*arrays: Any) -> str:

@@ -20,10 +20,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tb_convfilters._record import stats as sweep
+from tb_convfilters._record import parallel
 
 THREAD_NAME = "convfilters-writer"
-# The thread's nice value (Linux; its stats helper in sweep.in_parallel inherits it): training
+# The thread's nice value (Linux; its stats helper in parallel.in_parallel inherits it): training
 # threads come first when cores are short, and idle cores still do all the writing.
 NICE = 10
 # The thread starts on queued copies once calls have paused this long (or the first has
@@ -95,7 +95,7 @@ class Spool:
                 if buffer is None:
                     buffer = np.empty(nbytes, np.uint8)
                 copy = buffer.view(array.dtype).reshape(array.shape)
-                sweep.copyto(copy, array)  # one memcpy (two halves at once when large)
+                parallel.copyto(copy, array)  # one memcpy (two halves at once when large)
                 array = copy
         except BaseException:
             with self._cond:
@@ -190,7 +190,7 @@ class Spool:
             self._cond.wait(left)
 
     def _run(self) -> None:
-        sweep.set_nice(NICE)
+        parallel.set_nice(NICE)
         while True:
             with self._cond:
                 while not self._queue or self._busy:

@@ -31,6 +31,7 @@ import numpy as np
 from tensorboard.compat.proto import event_pb2
 
 from tb_convfilters._record import files as fs
+from tb_convfilters._record.arguments import check_step, check_tag
 from tb_convfilters._record.events import (
     encode_event,
     encode_suffix,
@@ -38,7 +39,7 @@ from tb_convfilters._record.events import (
     record_head,
     record_tail,
 )
-from tb_convfilters._record.record import Record, check_step, check_tag, make_record
+from tb_convfilters._record.record import Record, make_record
 from tb_convfilters._writing.copy_queue import Spool
 from tb_convfilters.summary import pattern_record
 

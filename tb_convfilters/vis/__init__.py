@@ -24,7 +24,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from tb_convfilters._record.record import warn_once
+from tb_convfilters._record.arguments import warn_once
 from tb_convfilters.vis.models import _filter_indices, _resolve_layer, check_layers
 from tb_convfilters.vis.patterns import filter_patterns
 from tb_convfilters.vis.projections import METHODS, Method, normalize_projections, projections
