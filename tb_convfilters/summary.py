@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 
-from tb_convfilters._record import encoding, metadata
+from tb_convfilters._record import encoding, metadata, parallel
 from tb_convfilters._record.arguments import check_tag
 from tb_convfilters._record.record import Record, make_record
 
@@ -284,9 +284,12 @@ def _write_tf(name: str, data: Any, step: Any, description: str | None, options:
         if isinstance(data, tf.Variable):  # np.asarray(variable) copies; a read does not
             data = data.value()
         rec = make_record(np.asarray(data), complete=False, tag=name, **options)
-        copied: list[bytes] = []
-        done = rec.complete(meanwhile=lambda: copied.append(rec.array.tobytes()))
-        blobs = [encoding.encode_header(done.header), copied[0], *done.trailing_blobs()]
+        work = rec.completion()  # the payload's bytes are copied while the stats are computed
+        _, (payload, _) = parallel.both(
+            work.checksum, lambda: (rec.array.tobytes(), work.help()), split=work.large
+        )
+        done = rec.finished(work)
+        blobs = [encoding.encode_header(done.header), payload, *done.trailing_blobs()]
         tensor = tf.constant(blobs, dtype=tf.string)
     else:
         # Inside tf.function: the header is fixed at trace time from the static

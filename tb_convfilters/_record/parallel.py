@@ -73,6 +73,13 @@ def in_parallel(first: Callable[[], Any], second: Callable[[], Any]) -> tuple[An
     return first_result, second_result
 
 
+def both(first: Callable[[], Any], second: Callable[[], Any], *, split: bool) -> tuple[Any, Any]:
+    """`first` and `second`: on two threads (`in_parallel`) when `split`, else in turn here."""
+    if split:
+        return in_parallel(first, second)
+    return first(), second()
+
+
 def copyto(dst: np.ndarray, src: np.ndarray, casting: str = "no") -> None:
     """``np.copyto(dst, src)`` of same-shaped arrays; large ones in halves on two threads
     (one thread's copy is far from the memory bandwidth of two cores)."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from tb_convfilters._record import encoding, layouts
+from tb_convfilters._record import encoding, layouts, parallel
 from tb_convfilters._record import stats as sweep
 from tb_convfilters._record.arguments import _as_array, check_cap, warn_once
 from tb_convfilters._record.dtypes import _convert, _converted
@@ -52,20 +52,16 @@ class Record(NamedTuple):
     def completed(self) -> bool:
         return self.stats is not None
 
-    def complete(self, meanwhile: Callable[[], Any] | None = None) -> Record:
-        """This record with stats and checksums; `meanwhile` runs here as they are computed."""
-        if self.completed:
-            if meanwhile is not None:
-                meanwhile()
-            return self
+    def completion(self) -> sweep.Completion:
+        """The stats and checksum work of this (not yet completed) record, for `finished`."""
         header = self.header
-        stats, payload_crc = sweep.stats_and_crc(
-            self.array,
-            header["layout"],
-            header["kind"],
-            stats=bool(header["stats"]),
-            meanwhile=meanwhile,
+        return sweep.Completion(
+            self.array, header["layout"], header["kind"], stats=bool(header["stats"])
         )
+
+    def finished(self, work: sweep.Completion) -> Record:
+        """This record with the stats and checksums `work` computed."""
+        stats, payload_crc = work.result()
         if self.firing is not None:
             stats = np.hstack([stats, self.firing])
         return self._replace(
@@ -73,6 +69,14 @@ class Record(NamedTuple):
             payload_crc=payload_crc,
             stats_crc=encoding.crc(encoding.encode_stats(stats)),
         )
+
+    def complete(self) -> Record:
+        """This record with stats and checksums (computed on two threads when large)."""
+        if self.completed:
+            return self
+        work = self.completion()
+        parallel.both(work.checksum, work.help, split=work.large)
+        return self.finished(work)
 
     def trailing_blobs(self) -> tuple[bytes, bytes]:
         """The stats and checks blobs (of a completed record)."""

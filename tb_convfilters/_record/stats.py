@@ -11,7 +11,6 @@ import logging
 import math
 import os
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -52,42 +51,34 @@ def filter_stats(data: np.ndarray, layout: str, kind: str) -> np.ndarray:
     return sweep.result()
 
 
-def stats_and_crc(
-    data: np.ndarray,
-    layout: str,
-    kind: str,
-    *,
-    stats: bool = True,
-    meanwhile: Callable[[], Any] | None = None,
-) -> tuple[np.ndarray, int]:
-    """`filter_stats` (empty when not `stats`) and the CRC32C of C-contiguous `data`.
+class Completion:
+    """The work that completes a record: the CRC32C of C-contiguous `data` and, when
+    `stats`, its `filter_stats`, in pieces two threads share.
 
-    `meanwhile` (e.g. writing the payload out) runs on this thread while a worker
-    thread checksums; then both take blocks of the stats until none is left.
+    One thread runs `checksum` (the CRC, then stats blocks), the other does its own work
+    (e.g. writing the payload out) and then `help` (stats blocks until none is left):
+    ``parallel.both(c.checksum, ..., split=c.large)``; then `result`.
     """
-    a = np.asarray(data)
-    sweep = _Sweep(a, layout, kind) if stats else None
 
-    def there() -> int:
-        value = crc(a)
-        if sweep is not None:
-            sweep.take()
-        return value
+    def __init__(self, data: np.ndarray, layout: str, kind: str, *, stats: bool = True):
+        self.array = np.asarray(data)
+        self.large = self.array.nbytes >= parallel.PARALLEL_MIN_BYTES
+        self._sweep = _Sweep(self.array, layout, kind) if stats else None
+        self._crc: int | None = None
 
-    def here() -> None:
-        if meanwhile is not None:
-            meanwhile()
-        if sweep is not None:
-            sweep.take()
+    def checksum(self) -> None:
+        self._crc = crc(self.array)
+        self.help()
 
-    if a.nbytes < parallel.PARALLEL_MIN_BYTES:  # small: both on this thread, in turn
-        crc_value = there()
-        here()
-    else:
-        crc_value, _ = parallel.in_parallel(there, here)
-    if sweep is None:
-        return np.zeros((0, 0), dtype=np.float32), crc_value
-    return sweep.result(), crc_value
+    def help(self) -> None:
+        if self._sweep is not None:
+            self._sweep.take()
+
+    def result(self) -> tuple[np.ndarray, int]:
+        """(stats, payload CRC) once `checksum` has run and no block is left."""
+        if self._sweep is None:
+            return np.zeros((0, 0), dtype=np.float32), self._crc
+        return self._sweep.result(), self._crc
 
 
 class _Sweep:

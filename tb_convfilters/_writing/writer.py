@@ -31,6 +31,7 @@ import numpy as np
 from tensorboard.compat.proto import event_pb2
 
 from tb_convfilters._record import files as fs
+from tb_convfilters._record import parallel
 from tb_convfilters._record.arguments import check_step, check_tag
 from tb_convfilters._record.events import (
     encode_event,
@@ -211,7 +212,7 @@ class Writer:
         Stats are computed while the payload is written; a failure leaves no half record.
         """
         rec, message = rec.converted()
-        out: dict = {}  # what `send` wrote, once the lock is held
+        out: dict = {}  # what `send` did: the lock taken, where the record starts, its framing
 
         def send() -> None:
             prefix, payload, suffix_len = encode_event(
@@ -228,7 +229,13 @@ class Writer:
             out["framing"] = prefix, payload, suffix_len
 
         try:
-            done = rec.complete(meanwhile=send)
+            if rec.completed:
+                send()
+                done = rec
+            else:  # the worker thread checksums while this one writes the payload out
+                work = rec.completion()
+                parallel.both(work.checksum, lambda: (send(), work.help()), split=work.large)
+                done = rec.finished(work)
             prefix, payload, suffix_len = out["framing"]
             suffix = encode_suffix(done)
             if len(suffix) != suffix_len:
