@@ -12,12 +12,14 @@ files are written whole, once (see ``Writer``).
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import posixpath
 import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _s3_endpoint: Any = object()  # S3_ENDPOINT when TensorBoard's S3 filesystem was last set up
 # Schemes whose directories TensorBoard lists by globbing (io_util.IsCloudPath).
@@ -117,13 +119,14 @@ def open_read(path: str, offset: int = 0) -> BinaryIO:
 def walk(top: str) -> Iterator[tuple[str, list[str]]]:
     """(directory, names of its files) for `top` and every directory below it.
 
-    URLs are listed as TensorBoard lists them: object stores by globbing one
-    level deeper at a time, other filesystems by walking.
+    Local directories are walked following symlinks, as TensorBoard's loaders do
+    (a run reached through a link is named by the link's path), except a link
+    back to a directory above it (a loop), which is skipped. URLs are listed as
+    TensorBoard lists them: object stores by globbing one level deeper at a time,
+    other filesystems by walking.
     """
     if not is_url(top):
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
-            yield dirpath, filenames
+        yield from _walk_local(top)
         return
     g = gfile(top)
     if not top.startswith(_GLOBBED):
@@ -144,6 +147,24 @@ def walk(top: str) -> Iterator[tuple[str, list[str]]]:
         if len(by_dir) == 1:  # one deep directory: glob below it
             pattern = posixpath.join(_escape_glob(next(iter(by_dir))), "*")
         pattern = posixpath.join(pattern, "*")
+
+
+def _walk_local(top: str) -> Iterator[tuple[str, list[str]]]:
+    # real paths of each directory's ancestors (itself included): a link to one is a loop
+    above: dict[str, frozenset[str]] = {top: frozenset([os.path.realpath(top)])}
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        chain = above.pop(dirpath, frozenset())
+        kept = []
+        for name in sorted(dirnames):
+            path = os.path.join(dirpath, name)
+            real = os.path.realpath(path)
+            if real in chain:
+                logger.debug("%s leads back to %s (a symlink loop): not followed", path, real)
+                continue
+            above[path] = chain | {real}
+            kept.append(name)
+        dirnames[:] = kept
+        yield dirpath, filenames
 
 
 def _escape_glob(path: str) -> str:
