@@ -265,7 +265,10 @@ class Index:
         self._roots = dict(roots)
         self._interval = reload_interval
         self._runs: dict[str, _Run] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # what is indexed
+        self._refreshing = threading.RLock()  # one refresh at a time
+        self._root_of: dict[str, str] = {}  # run -> the root it was found under
+        self._failing: set[str] = set()  # files and roots warned about until they work again
         self._refreshed: float | None = None
         self._dirty: set[str] = set()  # files to read again from their start
         self._version = 0  # changes whenever what is indexed changes
@@ -274,44 +277,88 @@ class Index:
     # ---- following the files ----
 
     def maybe_refresh(self) -> None:
+        if self._due():
+            with self._refreshing:
+                if self._due():  # not done meanwhile by another request
+                    self.refresh()
+
+    def _due(self) -> bool:
         with self._lock:
             last = self._refreshed
-            if (
+            return (
                 last is None
-                or self._dirty
+                or bool(self._dirty)
                 or (self._interval is not None and time.monotonic() - last >= self._interval)
-            ):
-                self.refresh()
+            )
 
     def refresh(self) -> None:
-        """Reads every new record; notices new runs and files, shrunk and replaced files."""
-        with self._lock:
-            found: dict[str, tuple[str, ...]] = {}
-            for root, prefix in self._roots.items():
-                try:
-                    runs = reader._runs(root)
-                except (reader.NotFoundError, OSError) as e:
-                    logger.debug("convfilters index: %s", e)
-                    continue
-                for name, files in runs.items():
-                    found[os.path.join(prefix, name) if prefix else name] = files
-            for name in set(self._runs) - set(found):
-                del self._runs[name]
-                self._version += 1
-            for name, files in found.items():
-                self._refresh_run(self._runs.setdefault(name, _Run()), files)
-            self._dirty.clear()
-            self._refreshed = time.monotonic()
+        """Reads every new record; notices new runs and files, shrunk and replaced files.
 
-    def _refresh_run(self, run: _Run, files: tuple[str, ...]) -> None:
-        rebuild = bool(set(run.files) - set(files))
-        for path in set(run.files) - set(files):
-            del run.files[path]
-        last = files[-1] if files else None
-        for path in files:
-            state = run.files.setdefault(path, _File())
+        Listing and sizes are fetched outside the index lock (requests are served
+        meanwhile); a file that vanishes or cannot be read is skipped until it can.
+        """
+        with self._refreshing:
+            found, failed_roots = self._list()
+            with self._lock:
+                for name in set(self._runs) - set(found):
+                    if self._root_of.get(name) not in failed_roots:
+                        del self._runs[name]
+                        self._version += 1
+                for name, files in found.items():
+                    self._refresh_run(self._runs.setdefault(name, _Run()), files)
+                self._dirty.clear()
+                self._refreshed = time.monotonic()
+
+    def _list(self) -> tuple[dict[str, list[tuple[str, int | None]]], set[str]]:
+        """({run: [(event file, its size or None if unknown)]}, roots that failed to list)."""
+        found: dict[str, list[tuple[str, int | None]]] = {}
+        failed: set[str] = set()
+        errors = fs.read_errors()
+        for root, prefix in self._roots.items():
+            sizes: dict[str, int] = {}
             try:
-                size = fs.size(path)
+                runs = reader._runs(root, sizes=sizes)
+            except reader.NotFoundError as e:
+                logger.debug("convfilters index: %s", e)
+                continue
+            except errors as e:  # keep what was indexed until it lists again
+                failed.add(root)
+                self._failed_once(root, f"cannot list {root}: {e!r}")
+                continue
+            self._failing.discard(root)
+            for name, files in runs.items():
+                run = os.path.join(prefix, name) if prefix else name
+                self._root_of[run] = root
+                found[run] = [(path, self._size(path, sizes, errors)) for path in files]
+        return found, failed
+
+    def _size(self, path: str, listed: dict[str, int], errors: tuple) -> int | None:
+        if path in listed:
+            return listed[path]
+        try:
+            return fs.size(path)  # one HEAD per object where the listing has no sizes
+        except errors as e:
+            self._failed_once(path, f"cannot read {path}: {e!r}")
+            return None
+
+    def _failed_once(self, key: str, message: str) -> None:
+        """Warns about a failing file or root once, until it works again."""
+        if key not in self._failing:
+            self._failing.add(key)
+            logger.warning("convfilters index: %s; skipped until it can be read", message)
+
+    def _refresh_run(self, run: _Run, files: list[tuple[str, int | None]]) -> None:
+        paths = [path for path, _ in files]
+        rebuild = bool(set(run.files) - set(paths))
+        for path in set(run.files) - set(paths):
+            del run.files[path]
+        last = paths[-1] if paths else None
+        errors = fs.read_errors()
+        for path, size in files:
+            state = run.files.setdefault(path, _File())
+            if size is None:
+                continue  # its size could not be read: what was indexed of it stays
+            try:
                 if size == state.size and path not in self._dirty:
                     continue
                 if (
@@ -324,9 +371,10 @@ class Index:
                     state = run.files[path] = _File()
                     state.fingerprint = fs.read_at(path, 0, min(size, _FINGERPRINT))
                 new = self._read_on(path, state, size, run)
-            except (OSError, ValueError) as e:
-                logger.warning("convfilters index: cannot read %s: %s", path, e)
+            except errors as e:
+                self._failed_once(path, f"cannot read {path}: {e!r}")
                 continue
+            self._failing.discard(path)
             if new and path == last and not rebuild:
                 run._apply(new)
                 self._version += 1
