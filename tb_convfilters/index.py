@@ -26,12 +26,14 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import crc32c
+import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
-from tb_convfilters import blob, fs, metadata, reader, sweep
+from tb_convfilters import blob, fs, metadata, payloads, reader
 from tb_convfilters.framing import _masked_crc
 from tb_convfilters.framing import _varint as _encode_varint
+from tb_convfilters.payloads import Stale
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +44,10 @@ _URL_WINDOW = 1 << 20  # each read of an object store is one request
 _SMALL = 16 << 10
 # Payloads of at least this many bytes are read and checksummed in two halves at once.
 SPLIT_BYTES = 4 << 20
+# Bytes read at a time for a capped view of a payload (four times that on object stores).
+VIEW_WINDOW = 4 << 20
 # Bytes of a file's start compared on each refresh to notice a replaced file.
 _FINGERPRINT = 64
-
-
-class Stale(Exception):
-    """The record is no longer where the index saw it: its file changed."""
 
 
 class Loc(NamedTuple):
@@ -466,70 +466,33 @@ class Index:
             r = self._runs.get(run)
             return None if r is None else r.view.get(tag, {}).get(step)
 
-    # ---- reading a payload ----
+    # ---- reading a payload (see ``payloads``) ----
 
     def payload(self, loc: Loc, header: dict, chunks: bool = False) -> bytes | blob.Chunks:
         """The payload of `loc` (whose decoded header is `header`), read with one
         positioned read and checked against the record's CRC32C (and, as `Chunks`,
         against the payload's).
 
-        With `chunks`, a large payload of a local file whose header stores its
-        CRC32C comes as `Chunks`: two halves read and checksummed on two threads.
-        Raises `Stale` (and reads the file again at the next refresh) when the
-        record is no longer the one indexed, RecordError when it is corrupt.
+        With `chunks`, a large payload (`SPLIT_BYTES`) of a local file whose header
+        stores its CRC32C comes as `Chunks`: two halves read and checksummed on two
+        threads. Raises `Stale` (and reads the file again at the next refresh) when
+        the record is no longer the one indexed, RecordError when it is corrupt.
         """
-        if loc.count <= blob.PAYLOAD:
-            raise blob.RecordError("not a convfilters record (no payload blob)")
-        at, n = loc.spans[blob.PAYLOAD]
-        head_range, tail_range = (loc.start, at - loc.start), (at + n, loc.end - at - n)
-        stored = header.get("payload_crc32c")
-        split = chunks and stored is not None and n >= SPLIT_BYTES and not fs.is_url(loc.path)
-        try:  # the record before, at and after the payload (locally: no copy of it)
-            if split:
-                half = n // 2
-
-                def first() -> tuple[bytes, bytes, int]:
-                    head, a = fs.read_ranges(loc.path, [head_range, (at, half)])
-                    return head, a, crc32c.crc32c(a)
-
-                def second() -> tuple[bytes, bytes, int]:
-                    b, tail = fs.read_ranges(loc.path, [(at + half, n - half), tail_range])
-                    return b, tail, crc32c.crc32c(b)
-
-                (head, a, crc_a), (b, tail, crc_b) = sweep.in_parallel(first, second)
-                parts = [a, b]
-            else:
-                head, payload, tail = fs.read_ranges(loc.path, [head_range, (at, n), tail_range])
-                parts = [payload]
-        except OSError as e:
+        try:
+            return payloads.read(loc, header, SPLIT_BYTES if chunks else None)
+        except Stale:
             self._stale(loc.path)
-            raise Stale(f"{loc.path}: {e}") from None
-        intact = (
-            len(head) == at - loc.start
-            and sum(len(p) for p in parts) == n
-            and len(tail) == loc.end - at - n
-            and head[:8] == struct.pack("<Q", loc.end - loc.start - 16)
-        )
-        for i, (b, (where, size)) in enumerate(zip(loc.blobs, loc.spans, strict=True)):
-            if not intact or i == blob.PAYLOAD:
-                continue
-            part, offset = (head, where - loc.start) if where < at else (tail, where - at - n)
-            intact = part[offset : offset + size] == b
-        if not intact:
+            raise
+
+    def view(self, loc: Loc, header: dict, view: dict) -> np.ndarray:
+        """`view` (from ``blob.view_header``) cut out of the payload of `loc`, which is
+        read and checksummed `VIEW_WINDOW` bytes at a time: memory holds the view and
+        one window, never the record. Raises `Stale` and RecordError like `payload`."""
+        try:
+            return payloads.read_view(loc, header, view, VIEW_WINDOW)
+        except Stale:
             self._stale(loc.path)
-            raise Stale(f"{loc.path}: the record at offset {loc.start} changed")
-        if split:  # names a corrupt payload
-            blob.check_crc(stored, blob.crc_combine(crc_a, crc_b, len(parts[1])), "payload")
-        if stored is None:
-            crc = crc32c.crc32c(parts[0], value=crc32c.crc32c(head[12:]))
-        else:  # the payload's own CRC stands in for it: one pass over the payload, later
-            crc = blob.crc_combine(crc32c.crc32c(head[12:]), stored, n)
-        crc = crc32c.crc32c(tail[:-4], value=crc)
-        if _masked_crc(crc) != struct.unpack("<I", tail[-4:])[0]:
-            if not split:
-                blob.check_payload(header, parts[0])  # names a corrupt payload, if it is
-            raise blob.RecordError("the event record is corrupt (TFRecord checksum mismatch)")
-        return blob.Chunks(parts) if split else parts[0]
+            raise
 
     def _stale(self, path: str) -> None:
         with self._lock:

@@ -338,14 +338,32 @@ export class Dashboard {
     }
   }
 
-  async stats(run, tag) {
+  /**
+   * The `stats` reply of a series (steps spread over it when it has more than the
+   * route returns), with `step` in it when the series has that step: a capped reply
+   * lacking it gets that one step fetched and merged in.
+   */
+  async stats(run, tag, step) {
     const key = JSON.stringify([run, tag]);
     if (!this.statsCache.has(key)) {
       const p = api.stats(run, tag);
       p.catch(() => this.statsCache.delete(key));
       this.statsCache.set(key, p);
     }
-    return this.statsCache.get(key);
+    const reply = await this.statsCache.get(key);
+    if (step === undefined || step === null || !reply.capped) return reply;
+    if (reply.steps.some((s) => s.step === step)) return reply;
+    let one;
+    try {
+      one = await api.stats(run, tag, {}, { maxSteps: 1, step });
+    } catch {
+      return reply; // e.g. a step this series does not have: callers find no row
+    }
+    if (!reply.steps.some((s) => s.step === step)) {
+      reply.steps.push(...one.steps);
+      reply.steps.sort((a, b) => a.step - b.step);
+    }
+    return reply;
   }
 
   /** Loads every panel's tensor at the current step, then draws them together. */
@@ -412,7 +430,7 @@ export class Dashboard {
     if (s.sort === "none" || !result || !result.grid || !result.grid.rowFilters) return null;
     if (s.sort === "drift") return result.drift ? orderBy(result.drift) : null;
     try {
-      const stats = await this.stats(this.panels[0].run, s.tag);
+      const stats = await this.stats(this.panels[0].run, s.tag, s.step);
       const at = stats.steps.find((x) => x.step === s.step);
       if (!at || !at.values) return null;
       const i = stats.names.indexOf("norm");

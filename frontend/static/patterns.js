@@ -75,7 +75,7 @@ export class PatternHover {
         entry.step = pairedStep(steps, step);
         const [tensor, stats] = await Promise.all([
           d.cache.get(run, ktag, entry.step),
-          d.stats(run, ktag).catch(() => null),
+          d.stats(run, ktag, entry.step).catch(() => null),
         ]);
         entry.tensor = tensor;
         entry.grid = canonicalize(tensor.header);

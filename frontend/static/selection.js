@@ -50,7 +50,7 @@ export class Selection {
     const token = this.token;
     let stats;
     try {
-      stats = await this.stats(first.run, s.tag);
+      stats = await this.stats(first.run, s.tag, s.step);
     } catch (e) {
       this.health.update({ message: `Statistics unavailable: ${e.message}` });
       return;
