@@ -93,13 +93,15 @@ def _run_name(directory: str, logdir: str) -> str:
     return directory[len(logdir.rstrip("/")) :].strip("/") or "."
 
 
-def _runs(logdir: str | os.PathLike) -> dict[str, tuple[str, ...]]:
-    """{run: its event files in the order TensorBoard reads them}."""
+def _runs(
+    logdir: str | os.PathLike, sizes: dict[str, int] | None = None
+) -> dict[str, tuple[str, ...]]:
+    """{run: its event files in the order TensorBoard reads them}; `sizes` as in `fs.walk`."""
     path = os.fspath(logdir)
     if not fs.isdir(path):
         raise NotFoundError(f"logdir {path!r} is not a directory")
     runs = {}
-    for directory, names in fs.walk(path):
+    for directory, names in fs.walk(path, sizes):
         files = sorted(fs.join(directory, name) for name in names if _is_events_file(name))
         if files:
             runs[_run_name(directory, path)] = tuple(files)

@@ -110,7 +110,8 @@ def expected_status(route: str, params) -> int | None:
         if len(runs) > 1:
             return 400
         return 404 if runs and runs[0] not in RUNS else 200
-    read = ("run", "tag", "step") if route == "tensor" else ("run", "tag")
+    stepped = route in ("tensor", "stats")  # stats: step=S adds that step to the reply
+    read = ("run", "tag", "step") if stepped else ("run", "tag")
     if any(len(v) > 1 for n, v in given_.items() if n in read):
         return 400
     if "run" not in given_ or "tag" not in given_:
@@ -118,7 +119,7 @@ def expected_status(route: str, params) -> int | None:
     run, tag = given_["run"][0], given_["tag"][0]
     if "max_filters" in given_ or "max_channels" in given_:
         return None
-    if route == "tensor" and "step" in given_:
+    if stepped and "step" in given_:
         raw = given_["step"][0]
         if not (raw.isascii() and raw.isdigit() and len(raw) <= 19 and int(raw) < 2**63):
             return 400
@@ -126,7 +127,7 @@ def expected_status(route: str, params) -> int | None:
         return 404
     if tag not in RUNS[run]:
         return 404
-    if route == "tensor" and "step" in given_ and int(given_["step"][0]) not in STEPS:
+    if stepped and "step" in given_ and int(given_["step"][0]) not in STEPS:
         return 404
     return 200
 

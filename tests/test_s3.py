@@ -346,3 +346,63 @@ def test_index_reads_one_range_per_tensor(s3, two_runs, monkeypatch):
     key = path.split(f"s3://{BUCKET}/", 1)[1]
     whole = s3.client.head_object(Bucket=BUCKET, Key=key)["ContentLength"]
     assert offset > 0 and size < whole - offset  # a range inside the object
+
+
+def test_index_skips_objects_that_vanish_or_fail_during_a_refresh(s3, monkeypatch, caplog):
+    """An object listed then gone (or failing to read) is skipped; the others are served."""
+    import botocore.exceptions
+    from tensorboard.backend import application
+    from tensorboard.plugins import base_plugin
+    from werkzeug.test import Client
+
+    from tb_convfilters import plugin
+    from tb_convfilters._record import files as fs
+
+    base = f"s3://{BUCKET}/vanish"
+    for run in ("a", "b"):
+        with Writer(f"{base}/{run}") as w:
+            w.kernel("k", K, 0)
+    context = base_plugin.TBContext(logdir=base, data_provider=None)  # refreshes every request
+    client = Client(application.TensorBoardWSGI([plugin.ConvFiltersPlugin(context)]))
+    assert sorted(client.get(PREFIX + "tags").json) == ["a", "b"]
+
+    with Writer(f"{base}/a") as w:  # a second object in run a, deleted right after listing
+        w.kernel("k", K * 2, 1)
+    doomed = event_keys(s3, "vanish/a/")[-1]
+    listed = reader._runs
+
+    def list_then_delete(*args, **kwargs):
+        runs = listed(*args, **kwargs)
+        s3.client.delete_object(Bucket=BUCKET, Key=doomed)
+        return runs
+
+    monkeypatch.setattr(reader, "_runs", list_then_delete)
+    caplog.set_level(logging.WARNING, "tb_convfilters")
+    for run in ("a", "b"):
+        r = client.get(PREFIX + f"steps?run={run}&tag=k")
+        assert r.status_code == 200 and [s["step"] for s in r.json] == [0], r.data
+    assert sum(doomed in m for m in caplog.messages) == 1, caplog.messages
+    monkeypatch.setattr(reader, "_runs", listed)
+
+    # An object that stays listed but cannot be read: skipped, warned about once.
+    with Writer(f"{base}/b") as w:
+        w.kernel("k", K * 3, 2)
+    broken = f"s3://{BUCKET}/" + event_keys(s3, "vanish/b/")[-1]
+    read_at = fs.read_at
+
+    def failing(path, *args):
+        if path == broken:
+            error = {"Error": {"Code": "SlowDown", "Message": "Reduce your request rate"}}
+            raise botocore.exceptions.ClientError(error, "GetObject")
+        return read_at(path, *args)
+
+    monkeypatch.setattr(fs, "read_at", failing)
+    caplog.clear()
+    for _ in range(3):
+        r = client.get(PREFIX + "steps?run=b&tag=k")
+        assert r.status_code == 200 and [s["step"] for s in r.json] == [0], r.data
+        assert client.get(PREFIX + "tensor?run=b&tag=k&step=0").status_code == 200
+    assert sum(broken in m for m in caplog.messages) == 1, caplog.messages
+    monkeypatch.setattr(fs, "read_at", read_at)
+    r = client.get(PREFIX + "steps?run=b&tag=k")  # readable again: served
+    assert [s["step"] for s in r.json] == [0, 2]

@@ -60,7 +60,12 @@ export async function getJSON(path, params = {}, init = {}) {
 
 export const tags = (init) => getJSON("tags", {}, init);
 export const steps = (run, tag, init) => getJSON("steps", { run, tag }, init);
-export const stats = (run, tag, init) => getJSON("stats", { run, tag }, init);
+/**
+ * Per-filter stats: {names, steps, total_steps, capped}; at most `maxSteps` steps (the
+ * server's default 500 when undefined) spread over the series, plus `step` when given.
+ */
+export const stats = (run, tag, init, { maxSteps, step } = {}) =>
+  getJSON("stats", { run, tag, max_steps: maxSteps, step }, init);
 /** The filter doctor's findings for one run: {run, series, thresholds, findings}. */
 export const findings = (run, init) => getJSON("findings", { run }, init);
 /** `run`'s filters of kernel `tag` matched to `base`'s: {permutation, cosine, channel_permutation, ...}. */

@@ -72,7 +72,7 @@ export class Dashboard {
       panels,
       token: () => this.token,
       info,
-      stats: (run, tag) => this.loader.stats(run, tag),
+      stats: (run, tag, step) => this.loader.stats(run, tag, step),
       select: (f, reveal) => this.selection.select(f, reveal),
       stopPlaying: () => {
         if (this.playing) this.togglePlay();

@@ -32,15 +32,33 @@ export class StepLoader {
     this.statsCache.clear();
   }
 
-  /** The stats route's answer for `run`'s `tag` (a promise, cached; a failure is asked again). */
-  async stats(run, tag) {
+  /**
+   * The stats route's answer for `run`'s `tag` (a promise, cached; a failure is asked
+   * again): steps spread over the series when it has more than the route returns, with
+   * `step` in it when the series has that step (a capped reply lacking it gets that one
+   * step fetched and merged in).
+   */
+  async stats(run, tag, step) {
     const key = JSON.stringify([run, tag]);
     if (!this.statsCache.has(key)) {
       const p = api.stats(run, tag);
       p.catch(() => this.statsCache.delete(key));
       this.statsCache.set(key, p);
     }
-    return this.statsCache.get(key);
+    const reply = await this.statsCache.get(key);
+    if (step === undefined || step === null || !reply.capped) return reply;
+    if (reply.steps.some((s) => s.step === step)) return reply;
+    let one;
+    try {
+      one = await api.stats(run, tag, {}, { maxSteps: 1, step });
+    } catch {
+      return reply; // e.g. a step this series does not have: callers find no row
+    }
+    if (!reply.steps.some((s) => s.step === step)) {
+      reply.steps.push(...one.steps);
+      reply.steps.sort((a, b) => a.step - b.step);
+    }
+    return reply;
   }
 
   /** [lo, hi] shared by the panels (of `runs`) for the fixed modes, or null. */
@@ -76,7 +94,7 @@ export class StepLoader {
     if (s.sort === "none" || !result || !result.grid || !result.grid.rowFilters) return null;
     if (s.sort === "drift") return result.drift ? orderBy(result.drift) : null;
     try {
-      const stats = await this.stats(run, s.tag);
+      const stats = await this.stats(run, s.tag, s.step);
       const at = stats.steps.find((x) => x.step === s.step);
       if (!at || !at.values) return null;
       const i = stats.names.indexOf("norm");

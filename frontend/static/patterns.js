@@ -76,7 +76,7 @@ export class PatternHover {
         entry.step = pairedStep(steps, step);
         const [tensor, stats] = await Promise.all([
           d.cache.get(run, ktag, entry.step),
-          d.loader.stats(run, ktag).catch(() => null),
+          d.loader.stats(run, ktag, entry.step).catch(() => null),
         ]);
         entry.tensor = tensor;
         entry.grid = canonicalize(tensor.header);

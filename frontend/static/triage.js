@@ -14,7 +14,7 @@ import { filterCells, filterCount, IMAGE_KINDS } from "./layout.js";
  * Composed by the Dashboard (app.js) as `dashboard.triage`. Its interface,
  * `host`: state() -> the URL state (jumpTo sets run, tag, step, sel, sample,
  * zoom); panels() -> the shown Panels; token() -> the number of the latest
- * showStep (answers for older ones are dropped); info(run, tag); stats(run, tag)
+ * showStep (answers for older ones are dropped); info(run, tag); stats(run, tag, step)
  * -> promise of the tag's statistics; select(f, reveal) (Selection);
  * stopPlaying(); showState() -> promise (controls, panels and step redone from
  * the state); the views health (HealthTable), detail (DetailView) and doctor
@@ -93,7 +93,7 @@ export class Triage {
     const token = h.token();
     let stats;
     try {
-      stats = await h.stats(first.run, s.tag);
+      stats = await h.stats(first.run, s.tag, s.step);
     } catch (e) {
       h.health.update({ message: `Statistics unavailable: ${e.message}` });
       return;

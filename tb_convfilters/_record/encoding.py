@@ -326,12 +326,20 @@ def view_header(header: dict, max_filters: int | None, max_channels: int | None)
     return out
 
 
-def view_npy_parts(header: dict, view: dict, payload: bytes | Chunks) -> tuple[bytes, ...]:
+def view_npy_parts(
+    header: dict, view: dict, payload: bytes | Chunks | np.ndarray
+) -> tuple[Any, ...]:
     """`npy_parts` of `view` (from `view_header`) cut out of the stored `payload`.
 
     The stored payload is checked, once: `Chunks` were checksummed when read, and
-    are sent as they are when the whole payload is served as stored.
+    are sent as they are when the whole payload is served as stored; an array is
+    the view already cut out of a checked payload (`cut_view`). The data part may
+    be an array (bytes-like), not bytes.
     """
+    if isinstance(payload, np.ndarray):
+        if list(payload.shape) != view["shape"]:
+            raise RecordError(f"view of shape {list(payload.shape)}; expected {view['shape']}")
+        return _npy_parts(view, payload)
     if isinstance(payload, Chunks):
         _check_size(header, sum(len(chunk) for chunk in payload))
         if view["shape"] == header["shape"] and header["dtype"] != "bfloat16":
@@ -342,8 +350,57 @@ def view_npy_parts(header: dict, view: dict, payload: bytes | Chunks) -> tuple[b
     if view["shape"] != header["shape"]:
         itemsize = 2 if header["dtype"] == "bfloat16" else np.dtype(header["dtype"]).itemsize
         a = np.frombuffer(payload, dtype=f"<u{itemsize}").reshape(header["shape"])
-        payload = np.ascontiguousarray(a[tuple(slice(0, n) for n in view["shape"])]).tobytes()
+        payload = np.ascontiguousarray(a[tuple(slice(0, n) for n in view["shape"])])
     return _npy_parts(view, payload)
+
+
+def cut_view(
+    read: Callable[[int, int], bytes], header: dict, view: dict, window: int
+) -> np.ndarray:
+    """The elements of `view` (from `view_header`) of a stored payload, read in order.
+
+    ``read(offset, size)`` returns bytes of the payload; every byte is read once and
+    in order (the caller checksums them), about `window` bytes at a time, so memory
+    holds the view and one read. Elements come as unsigned integers of their size.
+    """
+    itemsize = 2 if header["dtype"] == "bfloat16" else np.dtype(header["dtype"]).itemsize
+    dtype = np.dtype(f"<u{itemsize}")
+    out = np.empty(tuple(view["shape"]), dtype)
+    _cut(read, 0, tuple(header["shape"]), tuple(view["shape"]), out, dtype, max(window, 1))
+    return out
+
+
+def _cut(
+    read: Callable,
+    pos: int,
+    shape: tuple,
+    want: tuple,
+    out: np.ndarray,
+    dtype: np.dtype,
+    window: int,
+) -> None:
+    """`cut_view` of the C-order array of `shape` at byte `pos`: its leading `want` block."""
+    row = math.prod(shape[1:]) * dtype.itemsize  # bytes of one index of the first axis
+    if row == 0 or shape[0] == 0:
+        return
+    if row <= window:  # whole rows per read
+        per = max(1, window // row)
+        for r in range(0, shape[0], per):
+            n = min(per, shape[0] - r)
+            data = read(pos + r * row, n * row)
+            keep = min(n, want[0] - r)
+            if keep > 0:
+                rows = np.frombuffer(data, dtype).reshape((n, *shape[1:]))
+                out[r : r + keep] = rows[(slice(0, keep), *(slice(0, k) for k in want[1:]))]
+                del rows
+            del data  # before the next read: one window held at a time
+        return
+    for r in range(shape[0]):  # a row bigger than a read: each row on its own
+        if r < want[0]:
+            _cut(read, pos + r * row, shape[1:], want[1:], out[r], dtype, window)
+        else:  # read only to be checksummed
+            for offset in range(0, row, window):
+                read(pos + r * row + offset, min(window, row - offset))
 
 
 def encode_stats(stats: np.ndarray) -> bytes:

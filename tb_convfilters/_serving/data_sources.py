@@ -76,10 +76,18 @@ class Source(Protocol):
         """Blob `index` (not the payload) of a step."""
 
     def payload(
-        self, ctx: Any, step: Any, header: dict, run: str, tag: str, chunks: bool = False
+        self,
+        ctx: Any,
+        step: Any,
+        header: dict,
+        run: str,
+        tag: str,
+        chunks: bool = False,
+        view: dict | None = None,
     ) -> Any:
         """The payload of a step whose stored header is `header` (bytes-like; with
-        `chunks`, possibly ``blob.Chunks`` already checked)."""
+        `chunks`, possibly ``blob.Chunks`` already checked). With a `view` smaller than
+        the payload (``blob.view_header``), possibly only that view, as a checked array."""
 
     def findings(self, ctx: Any, experiment: str, run: str | None) -> dict:
         """The filter doctor's report (``doctor.report``)."""
@@ -143,12 +151,25 @@ class IndexSource:
         return step.blobs[i]
 
     def payload(
-        self, ctx: Any, step: index.Loc, header: dict, run: str, tag: str, chunks: bool = False
+        self,
+        ctx: Any,
+        step: index.Loc,
+        header: dict,
+        run: str,
+        tag: str,
+        chunks: bool = False,
+        view: dict | None = None,
     ) -> Any:
         if step.count <= encoding.PAYLOAD:
             raise _not_ours(step, run, tag)
+
+        def read(loc: index.Loc) -> Any:
+            if view is not None and view["shape"] != header["shape"]:
+                return self.index.view(loc, header, view)  # holds the view, not the record
+            return self.index.payload(loc, header, chunks)
+
         try:
-            return self.index.payload(step, header, chunks)
+            return read(step)
         except index.Stale as e:
             logger.info("convfilters: %s; reading the file again", e)
         self.index.refresh()
@@ -159,7 +180,7 @@ class IndexSource:
         if again.blobs != step.blobs:
             raise HttpError(409, f"{where} changed on disk while it was read; ask again")
         try:
-            return self.index.payload(again, header, chunks)
+            return read(again)
         except index.Stale:
             raise HttpError(409, f"{where} is changing on disk; ask again") from None
 
@@ -281,8 +302,16 @@ class ProviderSource:
                 self._small_bytes -= len(old)
 
     def payload(
-        self, ctx: Any, step: Any, header: dict, run: str, tag: str, chunks: bool = False
+        self,
+        ctx: Any,
+        step: Any,
+        header: dict,
+        run: str,
+        tag: str,
+        chunks: bool = False,
+        view: dict | None = None,
     ) -> bytes:
+        # the provider hands out whole blobs
         return self.read(ctx, step, encoding.PAYLOAD, run, tag)
 
     def findings(self, ctx: Any, experiment: str, run: str | None) -> dict:

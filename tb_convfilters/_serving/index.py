@@ -26,15 +26,17 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 import crc32c
+import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 from tb_convfilters import reader
 from tb_convfilters._record import encoding, metadata
 from tb_convfilters._record import files as fs
-from tb_convfilters._record import stats as sweep
 from tb_convfilters._record.events import _masked_crc
 from tb_convfilters._record.events import _varint as _encode_varint
+from tb_convfilters._serving import payloads
+from tb_convfilters._serving.payloads import Stale
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +47,10 @@ _URL_WINDOW = 1 << 20  # each read of an object store is one request
 _SMALL = 16 << 10
 # Payloads of at least this many bytes are read and checksummed in two halves at once.
 SPLIT_BYTES = 4 << 20
+# Bytes read at a time for a capped view of a payload (four times that on object stores).
+VIEW_WINDOW = 4 << 20
 # Bytes of a file's start compared on each refresh to notice a replaced file.
 _FINGERPRINT = 64
-
-
-class Stale(Exception):
-    """The record is no longer where the index saw it: its file changed."""
 
 
 class Loc(NamedTuple):
@@ -268,7 +268,10 @@ class Index:
         self._roots = dict(roots)
         self._interval = reload_interval
         self._runs: dict[str, _Run] = {}
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # what is indexed
+        self._refreshing = threading.RLock()  # one refresh at a time
+        self._root_of: dict[str, str] = {}  # run -> the root it was found under
+        self._failing: set[str] = set()  # files and roots warned about until they work again
         self._refreshed: float | None = None
         self._dirty: set[str] = set()  # files to read again from their start
         self._version = 0  # changes whenever what is indexed changes
@@ -277,44 +280,88 @@ class Index:
     # ---- following the files ----
 
     def maybe_refresh(self) -> None:
+        if self._due():
+            with self._refreshing:
+                if self._due():  # not done meanwhile by another request
+                    self.refresh()
+
+    def _due(self) -> bool:
         with self._lock:
             last = self._refreshed
-            if (
+            return (
                 last is None
-                or self._dirty
+                or bool(self._dirty)
                 or (self._interval is not None and time.monotonic() - last >= self._interval)
-            ):
-                self.refresh()
+            )
 
     def refresh(self) -> None:
-        """Reads every new record; notices new runs and files, shrunk and replaced files."""
-        with self._lock:
-            found: dict[str, tuple[str, ...]] = {}
-            for root, prefix in self._roots.items():
-                try:
-                    runs = reader._runs(root)
-                except (reader.NotFoundError, OSError) as e:
-                    logger.debug("convfilters index: %s", e)
-                    continue
-                for name, files in runs.items():
-                    found[os.path.join(prefix, name) if prefix else name] = files
-            for name in set(self._runs) - set(found):
-                del self._runs[name]
-                self._version += 1
-            for name, files in found.items():
-                self._refresh_run(self._runs.setdefault(name, _Run()), files)
-            self._dirty.clear()
-            self._refreshed = time.monotonic()
+        """Reads every new record; notices new runs and files, shrunk and replaced files.
 
-    def _refresh_run(self, run: _Run, files: tuple[str, ...]) -> None:
-        rebuild = bool(set(run.files) - set(files))
-        for path in set(run.files) - set(files):
-            del run.files[path]
-        last = files[-1] if files else None
-        for path in files:
-            state = run.files.setdefault(path, _File())
+        Listing and sizes are fetched outside the index lock (requests are served
+        meanwhile); a file that vanishes or cannot be read is skipped until it can.
+        """
+        with self._refreshing:
+            found, failed_roots = self._list()
+            with self._lock:
+                for name in set(self._runs) - set(found):
+                    if self._root_of.get(name) not in failed_roots:
+                        del self._runs[name]
+                        self._version += 1
+                for name, files in found.items():
+                    self._refresh_run(self._runs.setdefault(name, _Run()), files)
+                self._dirty.clear()
+                self._refreshed = time.monotonic()
+
+    def _list(self) -> tuple[dict[str, list[tuple[str, int | None]]], set[str]]:
+        """({run: [(event file, its size or None if unknown)]}, roots that failed to list)."""
+        found: dict[str, list[tuple[str, int | None]]] = {}
+        failed: set[str] = set()
+        errors = fs.read_errors()
+        for root, prefix in self._roots.items():
+            sizes: dict[str, int] = {}
             try:
-                size = fs.size(path)
+                runs = reader._runs(root, sizes=sizes)
+            except reader.NotFoundError as e:
+                logger.debug("convfilters index: %s", e)
+                continue
+            except errors as e:  # keep what was indexed until it lists again
+                failed.add(root)
+                self._failed_once(root, f"cannot list {root}: {e!r}")
+                continue
+            self._failing.discard(root)
+            for name, files in runs.items():
+                run = os.path.join(prefix, name) if prefix else name
+                self._root_of[run] = root
+                found[run] = [(path, self._size(path, sizes, errors)) for path in files]
+        return found, failed
+
+    def _size(self, path: str, listed: dict[str, int], errors: tuple) -> int | None:
+        if path in listed:
+            return listed[path]
+        try:
+            return fs.size(path)  # one HEAD per object where the listing has no sizes
+        except errors as e:
+            self._failed_once(path, f"cannot read {path}: {e!r}")
+            return None
+
+    def _failed_once(self, key: str, message: str) -> None:
+        """Warns about a failing file or root once, until it works again."""
+        if key not in self._failing:
+            self._failing.add(key)
+            logger.warning("convfilters index: %s; skipped until it can be read", message)
+
+    def _refresh_run(self, run: _Run, files: list[tuple[str, int | None]]) -> None:
+        paths = [path for path, _ in files]
+        rebuild = bool(set(run.files) - set(paths))
+        for path in set(run.files) - set(paths):
+            del run.files[path]
+        last = paths[-1] if paths else None
+        errors = fs.read_errors()
+        for path, size in files:
+            state = run.files.setdefault(path, _File())
+            if size is None:
+                continue  # its size could not be read: what was indexed of it stays
+            try:
                 if size == state.size and path not in self._dirty:
                     continue
                 if (
@@ -327,9 +374,10 @@ class Index:
                     state = run.files[path] = _File()
                     state.fingerprint = fs.read_at(path, 0, min(size, _FINGERPRINT))
                 new = self._read_on(path, state, size, run)
-            except (OSError, ValueError) as e:
-                logger.warning("convfilters index: cannot read %s: %s", path, e)
+            except errors as e:
+                self._failed_once(path, f"cannot read {path}: {e!r}")
                 continue
+            self._failing.discard(path)
             if new and path == last and not rebuild:
                 run._apply(new)
                 self._version += 1
@@ -421,70 +469,33 @@ class Index:
             r = self._runs.get(run)
             return None if r is None else r.view.get(tag, {}).get(step)
 
-    # ---- reading a payload ----
+    # ---- reading a payload (see ``payloads``) ----
 
     def payload(self, loc: Loc, header: dict, chunks: bool = False) -> bytes | encoding.Chunks:
         """The payload of `loc` (whose decoded header is `header`), read with one
         positioned read and checked against the record's CRC32C (and, as `Chunks`,
         against the payload's).
 
-        With `chunks`, a large payload of a local file whose header stores its
-        CRC32C comes as `Chunks`: two halves read and checksummed on two threads.
-        Raises `Stale` (and reads the file again at the next refresh) when the
-        record is no longer the one indexed, RecordError when it is corrupt.
+        With `chunks`, a large payload (`SPLIT_BYTES`) of a local file whose header
+        stores its CRC32C comes as `Chunks`: two halves read and checksummed on two
+        threads. Raises `Stale` (and reads the file again at the next refresh) when
+        the record is no longer the one indexed, RecordError when it is corrupt.
         """
-        if loc.count <= encoding.PAYLOAD:
-            raise encoding.RecordError("not a convfilters record (no payload blob)")
-        at, n = loc.spans[encoding.PAYLOAD]
-        head_range, tail_range = (loc.start, at - loc.start), (at + n, loc.end - at - n)
-        stored = header.get("payload_crc32c")
-        split = chunks and stored is not None and n >= SPLIT_BYTES and not fs.is_url(loc.path)
-        try:  # the record before, at and after the payload (locally: no copy of it)
-            if split:
-                half = n // 2
-
-                def first() -> tuple[bytes, bytes, int]:
-                    head, a = fs.read_ranges(loc.path, [head_range, (at, half)])
-                    return head, a, crc32c.crc32c(a)
-
-                def second() -> tuple[bytes, bytes, int]:
-                    b, tail = fs.read_ranges(loc.path, [(at + half, n - half), tail_range])
-                    return b, tail, crc32c.crc32c(b)
-
-                (head, a, crc_a), (b, tail, crc_b) = sweep.in_parallel(first, second)
-                parts = [a, b]
-            else:
-                head, payload, tail = fs.read_ranges(loc.path, [head_range, (at, n), tail_range])
-                parts = [payload]
-        except OSError as e:
+        try:
+            return payloads.read(loc, header, SPLIT_BYTES if chunks else None)
+        except Stale:
             self._stale(loc.path)
-            raise Stale(f"{loc.path}: {e}") from None
-        intact = (
-            len(head) == at - loc.start
-            and sum(len(p) for p in parts) == n
-            and len(tail) == loc.end - at - n
-            and head[:8] == struct.pack("<Q", loc.end - loc.start - 16)
-        )
-        for i, (b, (where, size)) in enumerate(zip(loc.blobs, loc.spans, strict=True)):
-            if not intact or i == encoding.PAYLOAD:
-                continue
-            part, offset = (head, where - loc.start) if where < at else (tail, where - at - n)
-            intact = part[offset : offset + size] == b
-        if not intact:
+            raise
+
+    def view(self, loc: Loc, header: dict, view: dict) -> np.ndarray:
+        """`view` (from ``blob.view_header``) cut out of the payload of `loc`, which is
+        read and checksummed `VIEW_WINDOW` bytes at a time: memory holds the view and
+        one window, never the record. Raises `Stale` and RecordError like `payload`."""
+        try:
+            return payloads.read_view(loc, header, view, VIEW_WINDOW)
+        except Stale:
             self._stale(loc.path)
-            raise Stale(f"{loc.path}: the record at offset {loc.start} changed")
-        if split:  # names a corrupt payload
-            encoding.check_crc(stored, encoding.crc_combine(crc_a, crc_b, len(parts[1])), "payload")
-        if stored is None:
-            crc = crc32c.crc32c(parts[0], value=crc32c.crc32c(head[12:]))
-        else:  # the payload's own CRC stands in for it: one pass over the payload, later
-            crc = encoding.crc_combine(crc32c.crc32c(head[12:]), stored, n)
-        crc = crc32c.crc32c(tail[:-4], value=crc)
-        if _masked_crc(crc) != struct.unpack("<I", tail[-4:])[0]:
-            if not split:
-                encoding.check_payload(header, parts[0])  # names a corrupt payload, if it is
-            raise encoding.RecordError("the event record is corrupt (TFRecord checksum mismatch)")
-        return encoding.Chunks(parts) if split else parts[0]
+            raise
 
     def _stale(self, path: str) -> None:
         with self._lock:

@@ -15,7 +15,7 @@ import math
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ logger = logging.getLogger(__name__)
 
 _MAX_STEP = 2**63 - 1
 DEFAULT_MAX_TENSOR_MB = 256
+# Steps the stats route returns by default, and at most (its max_steps parameter).
+DEFAULT_STATS_STEPS = 500
+MAX_STATS_STEPS = 10_000
 _STEP_RE = re.compile(r"[0-9]{1,19}")
 _COUNT_RE = re.compile(r"[0-9]{1,9}")
 # Static files are served with these types only; anything else is application/octet-stream.
@@ -115,6 +118,18 @@ def _count_param(request: wrappers.Request, name: str) -> int | None:
     return int(raw)
 
 
+def _bytes_chunks(parts: tuple[Any, ...], size: int = 1 << 20) -> Iterator[bytes]:
+    """`parts` as bytes, as WSGI servers want: bytes-like parts (arrays, views of a
+    record) are copied `size` bytes at a time, never whole."""
+    for part in parts:
+        if isinstance(part, bytes):
+            yield part
+            continue
+        view = memoryview(part).cast("B")
+        for i in range(0, len(view), size):
+            yield view[i : i + size].tobytes()
+
+
 @functools.lru_cache(maxsize=4096)
 def _series_info(content: bytes, description: str) -> dict | None:
     """A series' entry in ``tags`` from its metadata (parsed once per distinct metadata)."""
@@ -127,6 +142,16 @@ def _series_info(content: bytes, description: str) -> dict | None:
     except (ValueError, TypeError, RecursionError):
         info = None
     return info
+
+
+def _spread(total: int, cap: int, must: int | None) -> list[int]:
+    """Indices of at most `cap` of `total` steps: evenly spaced with the last one, plus
+    `must` (an index) when given."""
+    if total <= cap:
+        return list(range(total))
+    room = cap - (must is not None)
+    picked = {round(x) for x in np.linspace(total - 1, 0, room)} if room > 0 else set()
+    return sorted(picked if must is None else picked | {must})
 
 
 def _finite(value: float) -> float | None:
@@ -259,17 +284,36 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
                 limit_bytes=self._max_tensor_bytes,
             )
         try:
-            payload = self._source.payload(ctx, datum, header, run, tag, chunks=True)
+            payload = self._source.payload(ctx, datum, header, run, tag, chunks=True, view=view)
             return encoding.view_npy_parts(header, view, payload), view, datum.step
         except encoding.RecordError as e:
             raise HttpError(422, f"{where} is unreadable: {e}") from None
 
-    def stats_impl(self, ctx: Any, experiment: str, run: str, tag: str) -> dict:
-        """Per-filter statistics for every step: ``{names, steps: [{step, wall_time, values}]}``."""
+    def stats_impl(
+        self,
+        ctx: Any,
+        experiment: str,
+        run: str,
+        tag: str,
+        max_steps: int = DEFAULT_STATS_STEPS,
+        step: int | None = None,
+    ) -> dict:
+        """Per-filter statistics: ``{names, steps: [{step, wall_time, values}], total_steps,
+        capped}``; at most `max_steps` steps, spread evenly, the last one and `step` included."""
+        if not 1 <= max_steps <= MAX_STATS_STEPS:
+            raise HttpError(
+                400, f"max_steps={max_steps} is out of range; expected 1..{MAX_STATS_STEPS}"
+            )
         series = self._source.series(ctx, experiment, run, tag)
+        at = None
+        if step is not None:
+            at = next((i for i, d in enumerate(series) if d.step == step), None)
+            if at is None:
+                raise HttpError(404, f"step {step} not found in run {_name(run)}, tag {_name(tag)}")
+        picked = _spread(len(series), max_steps, at)
         names: list[str] = list(encoding.STAT_NAMES)
         steps = []
-        for datum in series:
+        for datum in (series[i] for i in picked):
             try:
                 header = self._header(ctx, datum, run, tag)
                 stats = self._source.read(ctx, datum, encoding.STATS, run, tag)
@@ -288,7 +332,8 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
                     "values": _finite_or_none(matrix),
                 }
             )
-        return {"names": names, "steps": steps}
+        capped = len(picked) < len(series)
+        return {"names": names, "steps": steps, "total_steps": len(series), "capped": capped}
 
     # ---- routes ----
 
@@ -311,23 +356,30 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
         step = _step_param(request)
         caps = _count_param(request, "max_filters"), _count_param(request, "max_channels")
         parts, header, real_step = self.tensor_impl(*self._request_args(request), step, *caps)
-        # WSGI servers take bytes only; the index hands out a view of the record it read.
-        parts = tuple(p if isinstance(p, bytes) else bytes(p) for p in parts)
         headers = {
             "X-Convfilters-Step": str(real_step),
             "X-Convfilters-Header": json.dumps(header, separators=(",", ":")),
             # What http_util.Respond sets; it wants one bytes body, and joining the
             # .npy header to a payload of many MB would copy the payload.
-            "Content-Length": str(sum(len(part) for part in parts)),
+            "Content-Length": str(sum(memoryview(part).nbytes for part in parts)),
             "X-Content-Type-Options": "nosniff",
             "Expires": "0",
             "Cache-Control": "no-cache, must-revalidate",
         }
-        return wrappers.Response(parts, content_type="application/octet-stream", headers=headers)
+        body = _bytes_chunks(parts)
+        return wrappers.Response(body, content_type="application/octet-stream", headers=headers)
 
     @_route
     def _serve_stats(self, request: wrappers.Request) -> wrappers.Response:
-        return _json(request, self.stats_impl(*self._request_args(request)))
+        args = self._request_args(request)
+        raw = _param(request, "max_steps", required=False)
+        cap = DEFAULT_STATS_STEPS if raw is None else -1
+        if raw is not None and _COUNT_RE.fullmatch(raw):
+            cap = int(raw)
+        if not 1 <= cap <= MAX_STATS_STEPS:
+            allowed = f"expected an integer 1..{MAX_STATS_STEPS}"
+            raise HttpError(400, f"max_steps={raw[:40]!r} is not allowed; {allowed}")
+        return _json(request, self.stats_impl(*args, cap, _step_param(request)))
 
     @_route
     def _serve_static(self, request: wrappers.Request) -> wrappers.Response:

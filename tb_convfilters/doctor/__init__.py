@@ -126,6 +126,15 @@ class Thresholds:
         ),
     )
 
+    max_load_mb: float = field(
+        default=256.0,
+        metadata=_help(
+            "largest tensor (MiB as stored) the duplicate and frozen checks read; a larger "
+            "layer is skipped with a warning (they compare in float64: a float32 tensor "
+            "takes about 4 times its size in memory)"
+        ),
+    )
+
     def __post_init__(self) -> None:
         checks = (
             ("dead_fraction", 0 < self.dead_fraction <= 1, "0 < x <= 1"),
@@ -138,6 +147,7 @@ class Thresholds:
             ("duplicate_cosine", 0 < self.duplicate_cosine < 1, "0 < x < 1"),
             ("duplicate_min_size", self.duplicate_min_size >= 2, "an integer >= 2"),
             ("frozen_rtol", 0 <= self.frozen_rtol < 1, "0 <= x < 1"),
+            ("max_load_mb", self.max_load_mb > 0, "x > 0"),
         )
         for name, ok, allowed in checks:
             if not ok:  # also catches NaN
@@ -192,6 +202,7 @@ class Series:
     steps: np.ndarray  # (T,) ascending
     stats: np.ndarray  # (T, n_filters, len(STAT_NAMES)) float64
     load: Callable[[int], np.ndarray]  # step -> the array logged at that step
+    nbytes: int = 0  # bytes of one step as stored (what `load` reads)
 
     @property
     def n_filters(self) -> int:
@@ -251,7 +262,27 @@ def make_series(
         steps=steps,
         stats=np.stack([by_step[int(s)] for s in steps]).astype(np.float64),
         load=load,
+        nbytes=math.prod(shape) * _ITEMSIZE.get(info.get("dtype"), 8),
     )
+
+
+_ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1}
+
+
+def _too_big(s: Series, t: Thresholds, check: str) -> bool:
+    """Whether `s` is over ``max_load_mb`` for `check`: then says so (never silently)."""
+    if s.nbytes <= t.max_load_mb * (1 << 20):
+        return False
+    logger.warning(
+        "doctor: skipping the %s check of %s/%s: one step is %.1f MiB, over max_load_mb=%g "
+        "(--max-load-mb)",
+        check,
+        s.run,
+        s.tag,
+        s.nbytes / (1 << 20),
+        t.max_load_mb,
+    )
+    return True
 
 
 def _stats_matrix(names: list[str], data: bytes) -> np.ndarray | None:
@@ -401,7 +432,7 @@ class _UnitRows:
 
 
 def _duplicates(s: Series, t: Thresholds) -> list[Finding]:
-    if s.n_filters < 2 or s.filter_size < t.duplicate_min_size:
+    if s.n_filters < 2 or s.filter_size < t.duplicate_min_size or _too_big(s, t, "duplicate"):
         return []
     rows = _UnitRows(s, t)
     try:
@@ -503,6 +534,8 @@ def _frozen(kernels: list[Series], t: Thresholds) -> list[Finding]:
     for s, tol in candidates:
         if not changed_since:
             break
+        if _too_big(s, t, "frozen"):
+            continue
         try:
             change = _max_change(s.load(int(s.steps[0])), s.load(int(s.steps[-1])))
         except (encoding.RecordError, OSError, ValueError) as e:

@@ -1,0 +1,132 @@
+"""Reading an indexed record's payload back from its event file, checked.
+
+`read` reads a whole payload (one positioned read, or two halves at once);
+`read_view` cuts a view out of it while reading it in windows. Both check that
+the bytes around the payload are still the indexed ones (else `Stale`: the file
+changed), then the payload's CRC32C and the record's (else ``blob.RecordError``).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+import crc32c
+import numpy as np
+
+from tb_convfilters._record import encoding, files, parallel
+from tb_convfilters._record.events import _masked_crc
+
+if TYPE_CHECKING:
+    from tb_convfilters._serving.index import Loc
+
+
+class Stale(Exception):
+    """The record is no longer where the index saw it: its file changed."""
+
+
+def read(loc: Loc, header: dict, split_bytes: int | None = None) -> bytes | encoding.Chunks:
+    """The payload of `loc` (`Index.payload`); as `Chunks` when at least `split_bytes`
+    long, local and with a stored CRC32C."""
+    if loc.count <= encoding.PAYLOAD:
+        raise encoding.RecordError("not a convfilters record (no payload blob)")
+    at, n = loc.spans[encoding.PAYLOAD]
+    head_range, tail_range = (loc.start, at - loc.start), (at + n, loc.end - at - n)
+    stored = header.get("payload_crc32c")
+    split = (
+        split_bytes is not None
+        and stored is not None
+        and n >= split_bytes
+        and not files.is_url(loc.path)
+    )
+    try:  # the record before, at and after the payload (locally: no copy of it)
+        if split:
+            half = n // 2
+
+            def first() -> tuple[bytes, bytes, int]:
+                head, a = files.read_ranges(loc.path, [head_range, (at, half)])
+                return head, a, crc32c.crc32c(a)
+
+            def second() -> tuple[bytes, bytes, int]:
+                b, tail = files.read_ranges(loc.path, [(at + half, n - half), tail_range])
+                return b, tail, crc32c.crc32c(b)
+
+            (head, a, crc_a), (b, tail, crc_b) = parallel.in_parallel(first, second)
+            parts = [a, b]
+        else:
+            head, payload, tail = files.read_ranges(loc.path, [head_range, (at, n), tail_range])
+            parts = [payload]
+    except OSError as e:
+        raise Stale(f"{loc.path}: {e}") from None
+    if sum(len(p) for p in parts) != n or not _intact(loc, head, tail):
+        raise Stale(f"{loc.path}: the record at offset {loc.start} changed")
+    if split:  # names a corrupt payload
+        encoding.check_crc(stored, encoding.crc_combine(crc_a, crc_b, len(parts[1])), "payload")
+    # without a stored CRC of the payload, the record's CRC is extended over it
+    payload_crc = crc32c.crc32c(parts[0]) if stored is None else stored
+    if not _record_crc_ok(head, payload_crc, n, tail):
+        if not split:
+            encoding.check_payload(header, parts[0])  # names a corrupt payload, if it is
+        raise encoding.RecordError("the event record is corrupt (TFRecord checksum mismatch)")
+    return encoding.Chunks(parts) if split else parts[0]
+
+
+def read_view(loc: Loc, header: dict, view: dict, window: int) -> np.ndarray:
+    """`view` (from ``blob.view_header``) cut out of the payload of `loc`.
+
+    The payload is read in order, `window` bytes at a time (four times that on
+    object stores, one request each), checksummed as it goes, and only the view's
+    elements are kept: memory holds the view and one window, never the record.
+    """
+    if loc.count <= encoding.PAYLOAD:
+        raise encoding.RecordError("not a convfilters record (no payload blob)")
+    at, n = loc.spans[encoding.PAYLOAD]
+    crc = 0
+
+    def read_part(offset: int, size: int) -> bytes:
+        nonlocal crc
+        data = files.read_at(loc.path, at + offset, size)
+        if len(data) != size:
+            raise Stale(f"{loc.path}: the record at offset {loc.start} was cut short")
+        crc = crc32c.crc32c(data, value=crc)
+        return data
+
+    try:
+        head = files.read_at(loc.path, loc.start, at - loc.start)
+        tail = files.read_at(loc.path, at + n, loc.end - at - n)
+        if not _intact(loc, head, tail):
+            raise Stale(f"{loc.path}: the record at offset {loc.start} changed")
+        scale = 4 if files.is_url(loc.path) else 1
+        out = encoding.cut_view(read_part, header, view, window * scale)
+    except OSError as e:
+        raise Stale(f"{loc.path}: {e}") from None
+    stored = header.get("payload_crc32c")
+    if stored is not None:
+        encoding.check_crc(stored, crc, "payload")
+    if not _record_crc_ok(head, crc, n, tail):
+        raise encoding.RecordError("the event record is corrupt (TFRecord checksum mismatch)")
+    return out
+
+
+def _intact(loc: Loc, head: bytes, tail: bytes) -> bool:
+    """Whether the bytes before and after the payload are still those indexed."""
+    at, n = loc.spans[encoding.PAYLOAD]
+    if (
+        len(head) != at - loc.start
+        or len(tail) != loc.end - at - n
+        or head[:8] != struct.pack("<Q", loc.end - loc.start - 16)
+    ):
+        return False
+    for i, (b, (where, size)) in enumerate(zip(loc.blobs, loc.spans, strict=True)):
+        if i != encoding.PAYLOAD:
+            part, offset = (head, where - loc.start) if where < at else (tail, where - at - n)
+            if part[offset : offset + size] != b:
+                return False
+    return True
+
+
+def _record_crc_ok(head: bytes, payload_crc: int, n: int, tail: bytes) -> bool:
+    """The record's CRC32C from its bytes around the payload and the payload's CRC."""
+    crc = encoding.crc_combine(crc32c.crc32c(head[12:]), payload_crc, n)
+    crc = crc32c.crc32c(tail[:-4], value=crc)
+    return _masked_crc(crc) == struct.unpack("<I", tail[-4:])[0]
