@@ -1,7 +1,7 @@
 """The ``tb-convfilters`` command: ``export`` (logs to .npy), ``doctor`` and ``compare``.
 
-Each subcommand lives beside the code it drives: a module exposing
-``add_arguments(parser)`` and ``run(args) -> int``.
+Each subcommand is a module of ``tb_convfilters._commands`` with ``add_arguments(parser)``
+and ``run(args) -> int``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,11 @@ import sys
 
 # subcommand -> (module, one-line help)
 SUBCOMMANDS = {
-    "export": ("tb_convfilters.reader", "write logged tensors as .npy files"),
-    "doctor": ("tb_convfilters.doctor", "find dead, exploding, duplicate and frozen filters"),
+    "export": ("tb_convfilters._commands.export", "write logged tensors as .npy files"),
+    "doctor": (
+        "tb_convfilters._commands.doctor",
+        "find dead, exploding, duplicate and frozen filters",
+    ),
     "compare": (
         "tb_convfilters._commands.compare",
         "match filters across runs trained apart; layer CKA",

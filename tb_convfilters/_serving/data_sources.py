@@ -27,7 +27,7 @@ from tensorboard.plugins import base_plugin
 
 from tb_convfilters import doctor
 from tb_convfilters._record import encoding, metadata
-from tb_convfilters._serving import index
+from tb_convfilters._serving import findings, index
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class IndexSource:
 
     def findings(self, ctx: Any, experiment: str, run: str | None) -> dict:
         self.index.maybe_refresh()
-        return doctor.report(doctor.index_series(self.index, run), run)
+        return doctor.report(findings.index_series(self.index, run), run)
 
 
 # ---- TensorBoard's data provider ----
@@ -315,7 +315,7 @@ class ProviderSource:
         return self.read(ctx, step, encoding.PAYLOAD, run, tag)
 
     def findings(self, ctx: Any, experiment: str, run: str | None) -> dict:
-        return doctor.findings_report(self.provider, ctx, experiment, run)
+        return findings.findings_report(self.provider, ctx, experiment, run)
 
 
 def make_source(context: base_plugin.TBContext) -> Source:

@@ -1,0 +1,129 @@
+"""The findings route's series: the doctor fed from the plugin's index of the event
+files, or from TensorBoard's data provider (when the plugin has no logdir)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import numpy as np
+from tensorboard import errors
+from tensorboard.data import provider
+
+from tb_convfilters import doctor
+from tb_convfilters._record import encoding, metadata
+from tb_convfilters._serving import index
+from tb_convfilters.doctor.rules import Thresholds
+from tb_convfilters.doctor.series import Series, _stats_matrix, make_series
+
+logger = logging.getLogger(__name__)
+
+
+# "Every step TensorBoard kept" for read_blob_sequences.
+_ALL_STEPS = 1_000_000_000
+
+
+def provider_series(
+    data_provider: provider.DataProvider, ctx: Any, experiment_id: str, run: str | None = None
+) -> list[Series]:
+    """Every kernel and activation series of one run (or all) through a data provider.
+
+    Reads the stats blob of every step, one header per series, and tensors
+    only when a diagnosis asks. Raises ``errors.NotFoundError`` for an unknown run.
+    """
+    run_filter = provider.RunTagFilter(runs=[run]) if run is not None else None
+    common = dict(experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME)
+    listing = data_provider.list_blob_sequences(ctx, run_tag_filter=run_filter, **common)
+    if run is not None and run not in listing:
+        raise errors.NotFoundError(f"run {run!r} has no convfilters data")
+    data = data_provider.read_blob_sequences(
+        ctx, downsample=_ALL_STEPS, run_tag_filter=run_filter, **common
+    )
+    out = []
+    for run_name, tags in sorted(listing.items()):
+        for tag, time_series in sorted(tags.items()):
+            info = metadata.parse_plugin_metadata(time_series.plugin_content)
+            datums = {d.step: d for d in data.get(run_name, {}).get(tag, []) if len(d.values) >= 3}
+            if info is None or not datums:
+                continue
+
+            def read(step: int, index: int, datums: dict = datums) -> bytes:
+                return data_provider.read_blob(ctx, blob_key=datums[step].values[index].blob_key)
+
+            def load(step: int, read: Callable = read, datums: dict = datums) -> np.ndarray:
+                header = encoding.read_header(partial(read, step), len(datums[step].values))
+                return encoding.decode_array(header, read(step, encoding.PAYLOAD))
+
+            try:
+                header = encoding.decode_header(read(max(datums), encoding.HEADER))
+                names = header.get("stats") or []
+            except encoding.RecordError as e:
+                logger.warning("doctor: %s/%s: %s", run_name, tag, e)
+                continue
+            records = ((step, _provider_stats(read, step, names)) for step in datums)
+            series = make_series(run_name, tag, info, records, load)
+            if series is not None:
+                out.append(series)
+    return out
+
+
+def findings_report(
+    data_provider: provider.DataProvider,
+    ctx: Any,
+    experiment_id: str,
+    run: str | None = None,
+    thresholds: Thresholds | None = None,
+) -> dict:
+    """The ``findings`` route's JSON over a data provider (`report`)."""
+    return doctor.report(provider_series(data_provider, ctx, experiment_id, run), run, thresholds)
+
+
+def _provider_stats(read: Callable, step: int, names: list[str]) -> np.ndarray | None:
+    try:
+        return _stats_matrix(names, read(step, encoding.STATS))
+    except encoding.RecordError:
+        return None
+
+
+def index_series(idx: index.Index, run: str | None = None) -> list[Series]:
+    """Every kernel and activation series of one run (or all) in the plugin's index.
+
+    Statistics come from the index; tensors are read from the files when a
+    diagnosis asks. Raises ``errors.NotFoundError`` for an unknown run.
+    """
+    listing = idx.runs()
+    if run is not None and run not in listing:
+        raise errors.NotFoundError(f"run {run!r} has no convfilters data")
+    out = []
+    for run_name in sorted(listing) if run is None else [run]:
+        for tag, info in sorted(listing[run_name].items()):
+            described = metadata.parse_plugin_metadata(info.content)
+            locs = {loc.step: loc for loc in idx.series(run_name, tag) or () if loc.count > 2}
+            if described is None or not locs:
+                continue
+
+            def load(step: int, locs: dict = locs) -> np.ndarray:
+                loc = locs[step]
+                header = encoding.read_header(loc.blobs.__getitem__, loc.count)
+                try:
+                    return encoding.decode_array(header, idx.payload(loc, header))
+                except index.Stale as e:
+                    raise encoding.RecordError(str(e)) from None
+
+            try:
+                header = encoding.decode_header(locs[max(locs)].blobs[encoding.HEADER])
+                names = header.get("stats") or []
+            except encoding.RecordError as e:
+                logger.warning("doctor: %s/%s: %s", run_name, tag, e)
+                continue
+
+            def read(step: int, i: int, locs: dict = locs) -> bytes:
+                return locs[step].blobs[i]
+
+            records = ((step, _provider_stats(read, step, names)) for step in locs)
+            series = make_series(run_name, tag, described, records, load)
+            if series is not None:
+                out.append(series)
+    return out
