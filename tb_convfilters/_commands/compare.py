@@ -15,13 +15,11 @@ import warnings
 
 from tb_convfilters import reader
 from tb_convfilters._record import encoding
-from tb_convfilters.compare import (
+from tb_convfilters.compare.matching import align, entries_at, finite
+from tb_convfilters.compare.representations import (
     Activation,
     activation_tag,
-    align,
     check_samples,
-    entries_at,
-    finite,
     pair_cka,
 )
 
