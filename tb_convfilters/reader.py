@@ -27,9 +27,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
-from tb_convfilters._record import encoding as blob
-from tb_convfilters._record import files as fs
-from tb_convfilters._record import metadata
+from tb_convfilters._record import encoding, files, metadata
 from tb_convfilters._record.events import _masked_crc
 
 logger = logging.getLogger(__name__)
@@ -54,29 +52,29 @@ class Entry(NamedTuple):
     def _blob(self, index: int) -> bytes:
         blobs = self.value.tensor.string_val
         if len(blobs) <= index:
-            raise blob.RecordError(f"{self._where()} is not a convfilters record")
+            raise encoding.RecordError(f"{self._where()} is not a convfilters record")
         return blobs[index]
 
     def header(self) -> dict:
         """The record header (kind, layout, shape, dtype, kept filters, ...)."""
         try:
-            return blob.decode_blobs_header(self.value.tensor.string_val)
-        except blob.RecordError as e:
-            raise blob.RecordError(f"{self._where()} is unreadable: {e}") from None
+            return encoding.decode_blobs_header(self.value.tensor.string_val)
+        except encoding.RecordError as e:
+            raise encoding.RecordError(f"{self._where()} is unreadable: {e}") from None
 
     def npy_bytes(self) -> bytes:
         """The array as a .npy file (bfloat16 widened to float32, exact)."""
         try:
-            return blob.npy_bytes(self.header(), self._blob(blob.PAYLOAD))
-        except blob.RecordError as e:
-            raise blob.RecordError(f"{self._where()} is unreadable: {e}") from None
+            return encoding.npy_bytes(self.header(), self._blob(encoding.PAYLOAD))
+        except encoding.RecordError as e:
+            raise encoding.RecordError(f"{self._where()} is unreadable: {e}") from None
 
     def array(self) -> np.ndarray:
         """The logged array, bit-exact and writable (bfloat16 as ml_dtypes.bfloat16)."""
         try:
-            return blob.decode_array(self.header(), self._blob(blob.PAYLOAD)).copy()
-        except blob.RecordError as e:
-            raise blob.RecordError(f"{self._where()} is unreadable: {e}") from None
+            return encoding.decode_array(self.header(), self._blob(encoding.PAYLOAD)).copy()
+        except encoding.RecordError as e:
+            raise encoding.RecordError(f"{self._where()} is unreadable: {e}") from None
 
 
 def _is_events_file(name: str) -> bool:
@@ -85,7 +83,7 @@ def _is_events_file(name: str) -> bool:
 
 
 def _run_name(directory: str, logdir: str) -> str:
-    if not fs.is_url(logdir):
+    if not files.is_url(logdir):
         return os.path.relpath(directory, logdir)
     return directory[len(logdir.rstrip("/")) :].strip("/") or "."
 
@@ -93,15 +91,15 @@ def _run_name(directory: str, logdir: str) -> str:
 def _runs(
     logdir: str | os.PathLike, sizes: dict[str, int] | None = None
 ) -> dict[str, tuple[str, ...]]:
-    """{run: its event files in the order TensorBoard reads them}; `sizes` as in `fs.walk`."""
+    """{run: its event files in the order TensorBoard reads them}; `sizes` as in `files.walk`."""
     path = os.fspath(logdir)
-    if not fs.isdir(path):
+    if not files.isdir(path):
         raise NotFoundError(f"logdir {path!r} is not a directory")
     runs = {}
-    for directory, names in fs.walk(path, sizes):
-        files = sorted(fs.join(directory, name) for name in names if _is_events_file(name))
-        if files:
-            runs[_run_name(directory, path)] = tuple(files)
+    for directory, names in files.walk(path, sizes):
+        paths = sorted(files.join(directory, name) for name in names if _is_events_file(name))
+        if paths:
+            runs[_run_name(directory, path)] = tuple(paths)
     return dict(sorted(runs.items()))
 
 
@@ -111,25 +109,25 @@ def _read_record(f: BinaryIO, path: str, offset: int) -> bytes | None:
     if len(head) < 12:
         return None
     if _masked_crc(crc32c.crc32c(head[:8])) != struct.unpack("<I", head[8:])[0]:
-        raise blob.RecordError(f"{path}: corrupt record length at offset {offset}")
+        raise encoding.RecordError(f"{path}: corrupt record length at offset {offset}")
     (length,) = struct.unpack("<Q", head[:8])
     data = f.read(length)
     footer = f.read(4)
     if len(data) < length or len(footer) < 4:
         return None
     if _masked_crc(crc32c.crc32c(data)) != struct.unpack("<I", footer)[0]:
-        raise blob.RecordError(f"{path}: corrupt record at offset {offset}")
+        raise encoding.RecordError(f"{path}: corrupt record at offset {offset}")
     return data
 
 
 def _records(path: str) -> Iterator[tuple[int, bytes]]:
     """(offset, data) of each complete record of an event file; stops at a corrupt one."""
-    with fs.open_read(path) as f:
+    with files.open_read(path) as f:
         offset = 0
         while True:
             try:
                 data = _read_record(f, path, offset)
-            except blob.RecordError as e:
+            except encoding.RecordError as e:
                 logger.warning("%s; ignoring the rest of the file", e)
                 return
             if data is None:
@@ -139,11 +137,11 @@ def _records(path: str) -> Iterator[tuple[int, bytes]]:
 
 
 def _scan(
-    run: str, files: tuple[str, ...], tags: Container[str] | None
+    run: str, paths: tuple[str, ...], tags: Container[str] | None
 ) -> Iterator[tuple[Entry, str, int]]:
     """Every convfilters value of a run in file order, with its file and record offset."""
     ours: dict[str, bool] = {}  # tag -> carries our plugin's data (from its first metadata)
-    for path in files:
+    for path in paths:
         for offset, data in _records(path):
             try:
                 event = event_pb2.Event.FromString(data)
@@ -160,23 +158,23 @@ def _scan(
                 yield Entry(run, value.tag, event.step, event.wall_time, value), path, offset
 
 
-def _values(run: str, files: tuple[str, ...], tags: Container[str] | None) -> Iterator[Entry]:
+def _values(run: str, paths: tuple[str, ...], tags: Container[str] | None) -> Iterator[Entry]:
     """Every convfilters value of a run, streamed in file order."""
-    for entry, _, _ in _scan(run, files, tags):
+    for entry, _, _ in _scan(run, paths, tags):
         yield entry
 
 
 def _entry_at(run: str, tag: str, path: str, offset: int) -> Entry:
     """`tag`'s entry in the record at `offset` of `path` (as found by `_scan`)."""
-    with fs.open_read(path, offset) as f:
+    with files.open_read(path, offset) as f:
         data = _read_record(f, path, offset)
     if data is None:
-        raise blob.RecordError(f"{path}: the record at offset {offset} is incomplete")
+        raise encoding.RecordError(f"{path}: the record at offset {offset} is incomplete")
     event = event_pb2.Event.FromString(data)
     for value in event.summary.value:
         if value.tag == tag:
             return Entry(run, tag, event.step, event.wall_time, value)
-    raise blob.RecordError(f"{path}: no tag {tag!r} in the record at offset {offset}")
+    raise encoding.RecordError(f"{path}: no tag {tag!r} in the record at offset {offset}")
 
 
 def _pick_runs(logdir: str | os.PathLike, run: str | None) -> dict[str, tuple[str, ...]]:
@@ -193,8 +191,8 @@ def _pick_runs(logdir: str | os.PathLike, run: str | None) -> dict[str, tuple[st
 def list(logdir: str | os.PathLike) -> dict[str, dict[str, builtins.list[int]]]:
     """``{run: {tag: [steps ascending]}}`` of every convfilters series under `logdir`."""
     out: dict[str, dict[str, set[int]]] = {}
-    for run, files in _runs(logdir).items():
-        for entry in _values(run, files, None):
+    for run, paths in _runs(logdir).items():
+        for entry in _values(run, paths, None):
             out.setdefault(run, {}).setdefault(entry.tag, set()).add(entry.step)
     return {run: {t: sorted(s) for t, s in sorted(tags.items())} for run, tags in out.items()}
 
@@ -203,8 +201,8 @@ def entries(
     logdir: str | os.PathLike, *, run: str | None = None, tag: str | None = None
 ) -> Iterator[Entry]:
     """Streams every logged step (of one `run` / `tag` if given) in file order."""
-    for name, files in _pick_runs(logdir, run).items():
-        yield from _values(name, files, None if tag is None else {tag})
+    for name, paths in _pick_runs(logdir, run).items():
+        yield from _values(name, paths, None if tag is None else {tag})
 
 
 def read(logdir: str | os.PathLike, run: str, tag: str, step: int | None = None) -> np.ndarray:
@@ -212,11 +210,11 @@ def read(logdir: str | os.PathLike, run: str, tag: str, step: int | None = None)
 
     Raises NotFoundError naming the runs, tags or steps that exist.
     """
-    files = _pick_runs(logdir, run)[run]
+    paths = _pick_runs(logdir, run)[run]
     found: Entry | None = None
     steps: set[int] = set()
     tags: set[str] = set()
-    for entry in _values(run, files, None):
+    for entry in _values(run, paths, None):
         tags.add(entry.tag)
         if entry.tag != tag:
             continue

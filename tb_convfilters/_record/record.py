@@ -10,10 +10,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from tb_convfilters._record import encoding, layouts, parallel
-from tb_convfilters._record import stats as sweep
 from tb_convfilters._record.arguments import _as_array, check_cap, warn_once
 from tb_convfilters._record.dtypes import _convert, _converted
 from tb_convfilters._record.firing import FIRING_STATS, Firing
+from tb_convfilters._record.stats import Completion
 
 # Refuse single tensors above this many stored bytes unless the caller raises it.
 DEFAULT_MAX_BYTES = 1 << 30
@@ -52,14 +52,14 @@ class Record(NamedTuple):
     def completed(self) -> bool:
         return self.stats is not None
 
-    def completion(self) -> sweep.Completion:
+    def completion(self) -> Completion:
         """The stats and checksum work of this (not yet completed) record, for `finished`."""
         header = self.header
-        return sweep.Completion(
+        return Completion(
             self.array, header["layout"], header["kind"], stats=bool(header["stats"])
         )
 
-    def finished(self, work: sweep.Completion) -> Record:
+    def finished(self, work: Completion) -> Record:
         """This record with the stats and checksums `work` computed."""
         stats, payload_crc = work.result()
         if self.firing is not None:

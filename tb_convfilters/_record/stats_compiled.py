@@ -1,10 +1,10 @@
-"""The per-filter reductions of ``sweep`` as one compiled pass (numba, optional).
+"""The per-filter reductions of ``stats`` as one compiled pass (numba, optional).
 
 numpy needs five passes per block for sum, sum of squares, min, max and the
 near-zero count, and holds the GIL between them, so two threads barely beat
 one. These loops read each value once, accumulate in float64 and release the
 GIL: ~2x faster on one thread, and two threads really run at once. Installed
-with ``pip install "tb-convfilters[fast]"``; without numba ``sweep`` uses numpy.
+with ``pip install "tb-convfilters[fast]"``; without numba ``stats`` uses numpy.
 The results match numpy's within float32 rounding (checked in the tests).
 
 The compiled code is cached beside this file or in the user's cache directory.
@@ -77,7 +77,7 @@ def reduce(
     """Per filter of float32/float64 `m`: sum, sum of squares, min, max and count of
     ``|v| <= eps`` (float64; the count 0 unless `zeros`). Filters are `m`'s columns
     when `red` is 0, its rows when 1. NaN is skipped by min and max, and makes the
-    sums NaN (as numpy's do; ``sweep`` recomputes such filters exactly)."""
+    sums NaN (as numpy's do; ``stats`` recomputes such filters exactly)."""
     nf = m.shape[1 - red]
     total, sq, small = np.zeros(nf), np.zeros(nf), np.zeros(nf)
     lo, hi = np.full(nf, np.inf), np.full(nf, -np.inf)

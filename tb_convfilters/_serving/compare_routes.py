@@ -1,7 +1,7 @@
 """The plugin's ``align`` and ``similarity`` routes (``compare`` over the plugin's source).
 
 A mixin of ``plugin.ConvFiltersPlugin``: it reads through the plugin's data source
-(the index or TensorBoard's data provider, see ``sources``), so both modes answer
+(the index or TensorBoard's data provider, see ``data_sources``), so both modes answer
 alike. Logging order within a run: the order of the records in the event files
 (index), or of their wall times (provider).
 """

@@ -86,8 +86,8 @@ class Source(Protocol):
         view: dict | None = None,
     ) -> Any:
         """The payload of a step whose stored header is `header` (bytes-like; with
-        `chunks`, possibly ``blob.Chunks`` already checked). With a `view` smaller than
-        the payload (``blob.view_header``), possibly only that view, as a checked array."""
+        `chunks`, possibly ``encoding.Chunks`` already checked). With a `view` smaller than
+        the payload (``encoding.view_header``), possibly only that view, as a checked array."""
 
     def findings(self, ctx: Any, experiment: str, run: str | None) -> dict:
         """The filter doctor's report (``doctor.report``)."""

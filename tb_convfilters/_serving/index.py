@@ -31,8 +31,7 @@ from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 from tb_convfilters import reader
-from tb_convfilters._record import encoding, metadata
-from tb_convfilters._record import files as fs
+from tb_convfilters._record import encoding, files, metadata
 from tb_convfilters._record.events import _masked_crc
 from tb_convfilters._record.events import _varint as _encode_varint
 from tb_convfilters._serving import payloads
@@ -113,14 +112,14 @@ class _Window:
     def __init__(self, path: str, size: int):
         self.path, self.size = path, size
         self._start, self._data = 0, b""
-        self._step = _URL_WINDOW if fs.is_url(path) else _WINDOW
+        self._step = _URL_WINDOW if files.is_url(path) else _WINDOW
 
     def read(self, pos: int, n: int) -> bytes:
         """`n` bytes at `pos` (fewer at the end of the file)."""
         i = pos - self._start
         if i < 0 or i + n > len(self._data):
             want = max(0, min(max(n, self._step), self.size - pos))
-            self._data, self._start, i = fs.read_at(self.path, pos, want), pos, 0
+            self._data, self._start, i = files.read_at(self.path, pos, want), pos, 0
         return self._data[i : i + n]
 
 
@@ -307,8 +306,8 @@ class Index:
                     if self._root_of.get(name) not in failed_roots:
                         del self._runs[name]
                         self._version += 1
-                for name, files in found.items():
-                    self._refresh_run(self._runs.setdefault(name, _Run()), files)
+                for name, listing in found.items():
+                    self._refresh_run(self._runs.setdefault(name, _Run()), listing)
                 self._dirty.clear()
                 self._refreshed = time.monotonic()
 
@@ -316,7 +315,7 @@ class Index:
         """({run: [(event file, its size or None if unknown)]}, roots that failed to list)."""
         found: dict[str, list[tuple[str, int | None]]] = {}
         failed: set[str] = set()
-        errors = fs.read_errors()
+        errors = files.read_errors()
         for root, prefix in self._roots.items():
             sizes: dict[str, int] = {}
             try:
@@ -329,17 +328,17 @@ class Index:
                 self._failed_once(root, f"cannot list {root}: {e!r}")
                 continue
             self._failing.discard(root)
-            for name, files in runs.items():
+            for name, listing in runs.items():
                 run = os.path.join(prefix, name) if prefix else name
                 self._root_of[run] = root
-                found[run] = [(path, self._size(path, sizes, errors)) for path in files]
+                found[run] = [(path, self._size(path, sizes, errors)) for path in listing]
         return found, failed
 
     def _size(self, path: str, listed: dict[str, int], errors: tuple) -> int | None:
         if path in listed:
             return listed[path]
         try:
-            return fs.size(path)  # one HEAD per object where the listing has no sizes
+            return files.size(path)  # one HEAD per object where the listing has no sizes
         except errors as e:
             self._failed_once(path, f"cannot read {path}: {e!r}")
             return None
@@ -350,14 +349,14 @@ class Index:
             self._failing.add(key)
             logger.warning("convfilters index: %s; skipped until it can be read", message)
 
-    def _refresh_run(self, run: _Run, files: list[tuple[str, int | None]]) -> None:
-        paths = [path for path, _ in files]
+    def _refresh_run(self, run: _Run, listing: list[tuple[str, int | None]]) -> None:
+        paths = [path for path, _ in listing]
         rebuild = bool(set(run.files) - set(paths))
         for path in set(run.files) - set(paths):
             del run.files[path]
         last = paths[-1] if paths else None
-        errors = fs.read_errors()
-        for path, size in files:
+        errors = files.read_errors()
+        for path, size in listing:
             state = run.files.setdefault(path, _File())
             if size is None:
                 continue  # its size could not be read: what was indexed of it stays
@@ -372,7 +371,7 @@ class Index:
                     if state.locs:
                         rebuild = True
                     state = run.files[path] = _File()
-                    state.fingerprint = fs.read_at(path, 0, min(size, _FINGERPRINT))
+                    state.fingerprint = files.read_at(path, 0, min(size, _FINGERPRINT))
                 new = self._read_on(path, state, size, run)
             except errors as e:
                 self._failed_once(path, f"cannot read {path}: {e!r}")
@@ -391,7 +390,7 @@ class Index:
     def _same_start(path: str, state: _File, size: int) -> bool:
         if state.size < 0:
             return False
-        return fs.read_at(path, 0, min(size, _FINGERPRINT)).startswith(state.fingerprint)
+        return files.read_at(path, 0, min(size, _FINGERPRINT)).startswith(state.fingerprint)
 
     def _read_on(self, path: str, state: _File, size: int, run: _Run) -> list[tuple[str, Loc]]:
         """Indexes the complete records of `path` from ``state.offset``; returns them."""
@@ -488,7 +487,7 @@ class Index:
             raise
 
     def view(self, loc: Loc, header: dict, view: dict) -> np.ndarray:
-        """`view` (from ``blob.view_header``) cut out of the payload of `loc`, which is
+        """`view` (from ``encoding.view_header``) cut out of the payload of `loc`, which is
         read and checksummed `VIEW_WINDOW` bytes at a time: memory holds the view and
         one window, never the record. Raises `Stale` and RecordError like `payload`."""
         try:

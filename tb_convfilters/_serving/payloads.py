@@ -3,7 +3,7 @@
 `read` reads a whole payload (one positioned read, or two halves at once);
 `read_view` cuts a view out of it while reading it in windows. Both check that
 the bytes around the payload are still the indexed ones (else `Stale`: the file
-changed), then the payload's CRC32C and the record's (else ``blob.RecordError``).
+changed), then the payload's CRC32C and the record's (else ``encoding.RecordError``).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def read(loc: Loc, header: dict, split_bytes: int | None = None) -> bytes | enco
 
 
 def read_view(loc: Loc, header: dict, view: dict, window: int) -> np.ndarray:
-    """`view` (from ``blob.view_header``) cut out of the payload of `loc`.
+    """`view` (from ``encoding.view_header``) cut out of the payload of `loc`.
 
     The payload is read in order, `window` bytes at a time (four times that on
     object stores, one request each), checksummed as it goes, and only the view's

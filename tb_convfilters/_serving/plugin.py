@@ -1,7 +1,7 @@
 """The ``convfilters`` TensorBoard plugin: routes over the plugin's index or TensorBoard.
 
 Route handlers are thin: they parse the query, call a ``*_impl`` method (which
-talks to a data source, see ``sources``, and is tested directly) and turn
+talks to a data source, see ``data_sources``, and is tested directly) and turn
 ``HttpError`` into a JSON ``{"error": ...}`` response. The contract is
 ``frontend/http_api.md``.
 """

@@ -1,13 +1,13 @@
 """A TensorFlow-free event file writer for kernels and activations, writing in the background.
 
-Records are framed by hand (``framing``) so the tensor payload is written
+Records are framed by hand (``events``) so the tensor payload is written
 straight from the array's buffer and checksummed by the C ``crc32c`` package:
 TensorBoard's own Python writer serializes nested protos (several payload
 copies) and computes CRC32C in pure Python (~5 MB/s). Files are ordinary event
-files any TensorBoard reads. Calls copy their array into a ``spool`` and
+files any TensorBoard reads. Calls copy their array into a ``copy_queue`` and
 return; the Writer's thread converts, checksums and writes.
 
-A URL logdir (``s3://``, ``gs://``, ...) goes through ``fs``: object stores
+A URL logdir (``s3://``, ``gs://``, ...) goes through ``files``: object stores
 cannot append, so records are buffered and each flush uploads them as a new,
 complete event file.
 """
@@ -30,8 +30,7 @@ from typing import Any
 import numpy as np
 from tensorboard.compat.proto import event_pb2
 
-from tb_convfilters._record import files as fs
-from tb_convfilters._record import parallel
+from tb_convfilters._record import files, parallel
 from tb_convfilters._record.arguments import check_step, check_tag
 from tb_convfilters._record.events import (
     encode_event,
@@ -106,7 +105,7 @@ class Writer:
     otherwise. Thread-safe.
 
     `logdir` may be a URL TensorBoard reads (``s3://bucket/logs/run1``, see
-    ``fs``). There, records wait in memory and `flush`, `close` (and every
+    ``files``). There, records wait in memory and `flush`, `close` (and every
     ``PART_BYTES`` of records) upload them as a new event file; `path` is
     then the last file uploaded (None before the first).
     """
@@ -129,7 +128,7 @@ class Writer:
         self.logdir = os.fspath(logdir)
         self._dtype = dtype
         self._lock = threading.Lock()
-        self._remote = fs.is_url(self.logdir)
+        self._remote = files.is_url(self.logdir)
         self._suffix = filename_suffix
         self._parts = 0
         self._pid = os.getpid()
@@ -151,12 +150,12 @@ class Writer:
 
     def _open(self) -> None:
         """Starts a new event file (for a URL, a new buffer)."""
-        fs.makedirs(self.logdir)
+        files.makedirs(self.logdir)
         self._id = f"{socket.gethostname()}.{os.getpid()}.{next(_file_counter)}"
         if self._remote:
             self._file = io.BytesIO()
         else:
-            self.path = fs.join(self.logdir, self._file_name(""))
+            self.path = files.join(self.logdir, self._file_name(""))
             # Unbuffered: each record reaches the file whole as it is written, and a
             # forked child holds no buffered bytes of ours to write when it exits.
             self._file = open(self.path, "wb", buffering=0)
@@ -173,9 +172,9 @@ class Writer:
         if self._file.tell() <= self._header_end:
             return
         # Parts sort in upload order (time, then number): TensorBoard reads files in name order.
-        path = fs.join(self.logdir, self._file_name(f".{self._parts:06d}"))
+        path = files.join(self.logdir, self._file_name(f".{self._parts:06d}"))
         try:
-            fs.upload(path, self._file.getvalue())
+            files.upload(path, self._file.getvalue())
         except Exception as e:  # the records stay buffered for the next try
             last = "" if self._last is None else f" (the last: tag {self._last[0]!r} step "
             last += "" if self._last is None else f"{self._last[1]})"
@@ -480,7 +479,7 @@ def shared(logdir: str | os.PathLike, *, create: bool = True) -> Writer | None:
     one is replaced. With ``create=False``, None where there is none yet.
     """
     path = os.fspath(logdir)
-    if not fs.is_url(path):
+    if not files.is_url(path):
         path = os.path.abspath(path)
     with _shared_lock:
         writer = _shared.get(path)

@@ -66,7 +66,7 @@ def make_series(
 ) -> Series | None:
     """A Series from its description (kind, layout, shape, filters) and ``(step, stats)`` pairs.
 
-    Stats columns are ``blob.STAT_NAMES``; steps without usable stats are left
+    Stats columns are ``encoding.STAT_NAMES``; steps without usable stats are left
     out. None when the series is not a kernel or activation, or has no stats.
     """
     kind, layout, shape = info.get("kind"), info.get("layout"), info.get("shape")
