@@ -39,9 +39,9 @@ from tb_convfilters._record.events import (
     record_head,
     record_tail,
 )
+from tb_convfilters._record.patterns import pattern_record
 from tb_convfilters._record.record import Record, make_record
 from tb_convfilters._writing.copy_queue import Spool
-from tb_convfilters.summary import pattern_record
 
 _file_counter = itertools.count()
 # A URL logdir's buffered records are also uploaded once this many bytes wait.
