@@ -1,14 +1,17 @@
 """The public surface the docs teach: every documented name imports, the package's top
-level holds only public modules and packages and private ``_`` packages, and the old
-internal modules the docs once named still import, warning once."""
+level holds only public modules and packages and private ``_`` packages, imports run one
+way (record format, writer, public modules, serving, entry points), and the old internal
+modules the docs once named still import, warning once."""
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 import pytest
 
@@ -35,6 +38,15 @@ PUBLIC = {
     "tb_convfilters.cli": ["main"],
 }
 PRIVATE_PACKAGES = {"_record", "_writing", "_serving", "_commands", "_dashboard"}
+# Floors, bottom up: a module imports only from its own floor or below.
+FLOORS = [
+    {"_record", "_dashboard"},
+    {"_writing"},
+    {"__init__", "summary", "reader", "keras", "torch", "lightning", "flax", "vis", "plot"}
+    | {"doctor", "compare"},
+    {"_serving", "_commands"},
+    {"plugin", "cli", "record", "fs"},
+]
 # Internal modules the docs once named: kept importable, with a DeprecationWarning.
 MOVED = {"record": "make_record", "fs": "walk"}
 
@@ -84,3 +96,28 @@ def test_moved_modules_import_and_warn_once(old):
     assert out[0] == "1", out
     assert f"tb_convfilters.{old} is private and moved to tb_convfilters._record." in out[1]
     assert out[2] == "<string>", "the warning points at the importing line"
+
+
+def _floor(top: str) -> int:
+    (floor,) = [i for i, names in enumerate(FLOORS) if top in names]
+    return floor
+
+
+def test_imports_run_one_way():
+    package = Path(tb_convfilters.__file__).parent
+    upward = []
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
+        here = _floor(parts[0])
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            for name in names:
+                if name.startswith("tb_convfilters.") and name != "tb_convfilters.frontend":
+                    top = name.split(".")[1]
+                    if top in {n for floor in FLOORS for n in floor} and _floor(top) > here:
+                        upward.append(f"{'/'.join(parts)} imports {name}")
+    assert not upward, upward
