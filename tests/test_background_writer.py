@@ -419,11 +419,12 @@ def test_writer_threads_yield_to_training_threads(tmp_path):
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ours  # not this one
 
 
-def test_failed_upload_keeps_the_records_for_the_next_flush(monkeypatch):
+def _fail_first_upload(monkeypatch) -> list[str]:
+    """Makes the first upload of an event file fail; returns the URLs uploads were tried to."""
     pytest.importorskip("fsspec")
-    from tb_convfilters._record import files as fs
+    from tb_convfilters._record import files
 
-    upload, calls = fs.upload, []
+    upload, calls = files.upload, []
 
     def flaky(url, data):
         calls.append(url)
@@ -431,7 +432,12 @@ def test_failed_upload_keeps_the_records_for_the_next_flush(monkeypatch):
             raise ConnectionError("the object store is down")
         upload(url, data)
 
-    monkeypatch.setattr(fs, "upload", flaky)
+    monkeypatch.setattr(files, "upload", flaky)
+    return calls
+
+
+def test_failed_upload_keeps_the_records_for_the_next_flush(monkeypatch):
+    calls = _fail_first_upload(monkeypatch)
     url = f"memory://bg-upload-{os.getpid()}/run"
     with tb_convfilters.Writer(url) as w:
         w.kernel("k", KERNEL, 0)
@@ -561,18 +567,7 @@ def test_a_dropped_writer_still_queued_at_exit_and_one_collected_before(tmp_path
 
 @pytest.mark.parametrize("blocking", [False, True])
 def test_a_failed_upload_in_close_is_retried_by_the_next_close_or_flush(monkeypatch, blocking):
-    pytest.importorskip("fsspec")
-    from tb_convfilters._record import files as fs
-
-    upload, calls = fs.upload, []
-
-    def flaky(url, data):
-        calls.append(url)
-        if len(calls) == 1:
-            raise ConnectionError("the object store is down")
-        upload(url, data)
-
-    monkeypatch.setattr(fs, "upload", flaky)
+    calls = _fail_first_upload(monkeypatch)
     root = f"memory://close-upload-{os.getpid()}-{blocking}"
     for retry in ("close", "flush"):
         calls.clear()
