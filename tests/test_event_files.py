@@ -24,9 +24,8 @@ from werkzeug.test import Client
 
 import tb_convfilters
 from tb_convfilters import plugin
-from tb_convfilters._record import encoding, metadata
+from tb_convfilters._record import encoding, events, metadata
 from tb_convfilters._record.record import Record, make_record
-from tb_convfilters._writing import writer
 
 KERNEL = np.arange(3 * 3 * 4 * 6, dtype=np.float32).reshape(3, 3, 4, 6) / 7
 
@@ -61,7 +60,7 @@ def framed_raw(step: int, blobs: list[bytes], wall_time: float | None = None, **
             value=[summary_pb2.Summary.Value(tag=tag, metadata=value_metadata, tensor=tensor)]
         ),
     )
-    head, tail = writer.frame_event(event.SerializeToString(), memoryview(b""), b"")
+    head, tail = events.frame_event(event.SerializeToString(), memoryview(b""), b"")
     return head + tail
 
 
@@ -384,7 +383,7 @@ def test_real_tensorboard_survives_a_record_that_is_not_an_event(tmp_path, load_
     limitation, noted in the README), so live updates are checked with Rust only.
     """
     logdir = tmp_path / "logs"
-    garbage = writer.frame_event(b"\xff\xff\xff not an event", memoryview(b""), b"")
+    garbage = events.frame_event(b"\xff\xff\xff not an event", memoryview(b""), b"")
     write_run(logdir, "garbage", range(3), b"".join(garbage), framed(good_record(3), 3))
     with tensorboard(logdir, load_fast=load_fast) as base:
 

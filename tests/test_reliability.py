@@ -200,7 +200,7 @@ def test_failure_after_the_payload_went_out_leaves_no_half_record(
     written = []
 
     def fail(self):  # the stats fail once the payload is in the file (or its buffer)
-        written.append(w._file.tell())
+        written.append(w._event_file._file.tell())
         raise MemoryError("no memory for the stats")
 
     with tb_convfilters.Writer(tmp_path / "run", blocking=blocking) as w:

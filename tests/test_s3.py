@@ -27,7 +27,7 @@ from support import PREFIX, free_port, http_get, load_npy, plugin_client, tensor
 from tensorboard.compat.proto import event_pb2
 
 from tb_convfilters import Writer, cli, doctor, reader
-from tb_convfilters._writing import writer as writer_module
+from tb_convfilters._writing import event_file
 
 BUCKET = "bucket"
 AWS = {
@@ -117,7 +117,7 @@ def test_writer_uploads_every_flush_as_a_complete_event_file(s3, monkeypatch):
     with pytest.raises(ValueError, match="is closed"):
         w.kernel("k", K, 2)
 
-    monkeypatch.setattr(writer_module, "PART_BYTES", 3000)  # bounded buffer between flushes
+    monkeypatch.setattr(event_file, "PART_BYTES", 3000)  # bounded buffer between flushes
     with Writer(f"s3://{BUCKET}/big/run") as big:
         for step in range(3):
             big.kernel("k", np.full((10, 10, 2, 2), step, np.float32), step)  # 1.6 kB each

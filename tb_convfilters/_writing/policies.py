@@ -6,7 +6,7 @@ from __future__ import annotations
 import warnings
 
 from tb_convfilters._record.arguments import check_budget_mb
-from tb_convfilters._writing.writer import WriterError
+from tb_convfilters._writing.failures import WriterError
 
 # Feature maps the callbacks store per activation (their `max_samples`); the firing
 # statistics cover every sample input.
