@@ -192,7 +192,7 @@ def test_similarity_limit_is_a_tensorboard_flag(logdir):
     context = base_plugin.TBContext(
         logdir=str(logdir), data_provider=load_provider(logdir, 0), flags=flags
     )
-    assert ConvFiltersLoader().load(context)._max_similarity_bytes == 1 << 19
+    assert ConvFiltersLoader().load(context)._compare.max_similarity_bytes == 1 << 19
 
 
 def _rss(pid: int, field: str) -> int:

@@ -1,8 +1,8 @@
 """The plugin's ``align`` and ``similarity`` routes (``compare`` over the plugin's source).
 
-A mixin of ``plugin.ConvFiltersPlugin``: it reads through the plugin's data source
-(the index or TensorBoard's data provider, see ``data_sources``), so both modes answer
-alike. Logging order within a run: the order of the records in the event files
+`CompareRoutes` is held by ``plugin.ConvFiltersPlugin``: it reads through the plugin's
+data source (the index or TensorBoard's data provider, see ``data_sources``), so both
+modes answer alike. Logging order within a run: the order of the records in the event files
 (index), or of their wall times (provider).
 """
 
@@ -18,7 +18,7 @@ import numpy as np
 from tb_convfilters import compare
 from tb_convfilters._record import encoding, metadata
 from tb_convfilters._serving import index
-from tb_convfilters._serving.data_sources import HttpError
+from tb_convfilters._serving.data_sources import HttpError, Source, header_of, step_at
 from tb_convfilters._serving.data_sources import quoted as _name
 
 # (run, step) pairs one similarity request may compare (bounds the answer's size).
@@ -38,35 +38,36 @@ def _log_order(datum: Any) -> tuple:
 
 
 class CompareRoutes:
-    """``align_impl`` and ``similarity_impl`` for the plugin (see ``frontend/http_api.md``);
-    uses the plugin's ``_datum`` and ``_header``."""
+    """``align_impl`` and ``similarity_impl`` for the plugin (see ``frontend/http_api.md``):
+    tensors of at most `max_tensor_bytes` each, CKA within `max_similarity_bytes`."""
 
-    _source: Any
-    _max_tensor_bytes: int
-    _max_similarity_bytes: int
-    _align_cache: OrderedDict
-    _align_lock: threading.Lock
+    def __init__(self, source: Source, max_tensor_bytes: int, max_similarity_bytes: int):
+        self.source = source
+        self.max_tensor_bytes = max_tensor_bytes
+        self.max_similarity_bytes = max_similarity_bytes
+        self._align_cache: OrderedDict = OrderedDict()
+        self._align_lock = threading.Lock()
 
     def _array(self, ctx: Any, datum: Any, header: dict, run: str, tag: str) -> np.ndarray:
         where = f"run {_name(run)}, tag {_name(tag)}, step {datum.step}"
         size = encoding.payload_nbytes(header)
-        if size > self._max_tensor_bytes:
+        if size > self.max_tensor_bytes:
             raise HttpError(
                 413,
-                f"tensor of {where} is {size} bytes, over the limit of {self._max_tensor_bytes} "
+                f"tensor of {where} is {size} bytes, over the limit of {self.max_tensor_bytes} "
                 "(TensorBoard flag --convfilters_max_tensor_mb)",
                 nbytes=size,
-                limit_bytes=self._max_tensor_bytes,
+                limit_bytes=self.max_tensor_bytes,
             )
         try:
-            payload = self._source.payload(ctx, datum, header, run, tag)
+            payload = self.source.payload(ctx, datum, header, run, tag)
             return encoding.decode_array(header, bytes(payload))
         except encoding.RecordError as e:
             raise HttpError(422, f"{where} is unreadable: {e}") from None
 
     def _kernel_tags(self, ctx: Any, experiment: str, run: str, base: str, tag: str) -> list[str]:
         """Kernel tags both runs logged (404 for an unknown run or tag, 400 for a non-kernel)."""
-        listing = self._source.listing(ctx, experiment)
+        listing = self.source.listing(ctx, experiment)
         for name in (base, run):
             if name not in listing:
                 raise HttpError(404, f"run {_name(name)} not found")
@@ -89,7 +90,7 @@ class CompareRoutes:
         picked = []  # (order, tag, datum of base, datum of run) of the layers at `step`
         for t in kernels:
             try:
-                pair = [self._datum(ctx, experiment, r, t, step) for r in (base, run)]
+                pair = [step_at(self.source, ctx, experiment, r, t, step) for r in (base, run)]
             except HttpError:
                 if t == tag:
                     raise
@@ -100,7 +101,8 @@ class CompareRoutes:
         picked = picked[: picked.index(upto[0]) + 1]
         # Only the layers since the last break of the chain matter: find it from the headers.
         headers = [
-            (self._header(ctx, b, base, t), self._header(ctx, r, run, t)) for _, t, b, r in picked
+            (header_of(self.source, ctx, b, base, t), header_of(self.source, ctx, r, run, t))
+            for _, t, b, r in picked
         ]
         start = len(picked) - 1
         while start > 0 and _chains(headers[start - 1], headers[start]):
@@ -140,14 +142,14 @@ class CompareRoutes:
         """Linear CKA between every (run, step) pair of activation `tag`."""
         items = []
         for run in runs:
-            series = self._source.series(ctx, experiment, run, tag)
+            series = self.source.series(ctx, experiment, run, tag)
             chosen = [d for d in series if steps is None or d.step in steps]
             if not chosen:
                 raise HttpError(
                     404, f"none of steps {steps} found in run {_name(run)}, tag {_name(tag)}"
                 )
             for datum in chosen:
-                header = self._header(ctx, datum, run, tag)
+                header = header_of(self.source, ctx, datum, run, tag)
                 if header["kind"] != "activation":
                     raise HttpError(
                         400, f"tag {_name(tag)} holds {header['kind']}s; CKA needs activations"
@@ -175,7 +177,7 @@ class CompareRoutes:
         try:
             answer = compare.similarity_of(
                 acts,
-                max_bytes=self._max_similarity_bytes,
+                max_bytes=self.max_similarity_bytes,
                 max_work=MAX_SIMILARITY_WORK,
                 knob="TensorBoard flag --convfilters_max_similarity_mb",
             )

@@ -99,6 +99,35 @@ def _not_ours(step: Any, run: str, tag: str) -> HttpError:
     )
 
 
+def step_at(source: Source, ctx: Any, experiment: str, run: str, tag: str, step: int | None) -> Any:
+    """Step `step` of a series (its latest if None); 404 if there is no such step."""
+    series = source.series(ctx, experiment, run, tag)
+    if not series:
+        raise HttpError(404, f"no steps in run {quoted(run)}, tag {quoted(tag)}")
+    if step is None:
+        return series[-1]
+    for datum in series:
+        if datum.step == step:
+            return datum
+    raise HttpError(
+        404,
+        f"step {step} not found in run {quoted(run)}, tag {quoted(tag)}; "
+        f"it has {len(series)} steps from {series[0].step} to {series[-1].step}",
+    )
+
+
+def header_of(source: Source, ctx: Any, step: Any, run: str, tag: str) -> dict:
+    """The decoded header of a step's record; 422 if it is unreadable."""
+    try:
+        return encoding.read_header(
+            lambda i: source.read(ctx, step, i, run, tag), source.count(step)
+        )
+    except encoding.RecordError as e:
+        raise HttpError(
+            422, f"step {step.step} of run {quoted(run)}, tag {quoted(tag)} is unreadable: {e}"
+        ) from None
+
+
 # ---- the plugin's index ----
 
 

@@ -6,10 +6,9 @@ only when asked for, with one positioned read (`Index.payload`), so memory holds
 record heads only, whatever the size of the logs.
 
 Event files are read as ``reader`` reads them (TFRecord framing, files in name
-order, the last record of a step wins), but only the bytes around each payload:
-the ``Event``/``Summary``/``Value``/``TensorProto`` fields are walked by hand and
-the payload, like every value of another plugin, is skipped by its length. Each
-file is read on from where the last refresh stopped; new files and new runs are
+order, the last record of a step wins), but only the bytes around each payload
+(``event_fields``: the payload, like every value of another plugin, is skipped by
+its length). Each file is read on from where the last refresh stopped; new files and new runs are
 picked up; a file that shrank or whose first bytes changed is read again from
 its start. A payload read checks that the record still holds the indexed blobs
 (else `Stale`: the file changed), then the payload's and the record's CRC32C.
@@ -22,28 +21,21 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import crc32c
 import numpy as np
 from google.protobuf.message import DecodeError
-from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.compat.proto import summary_pb2
 
 from tb_convfilters import reader
 from tb_convfilters._record import encoding, files, metadata
 from tb_convfilters._record.events import _masked_crc
-from tb_convfilters._record.events import _varint as _encode_varint
-from tb_convfilters._serving import payloads
+from tb_convfilters._serving import event_fields, payloads
 from tb_convfilters._serving.payloads import Stale
 
 logger = logging.getLogger(__name__)
 
-# Bytes read at a time while indexing: record heads and the blobs after a payload.
-_WINDOW = 64 << 10
-_URL_WINDOW = 1 << 20  # each read of an object store is one request
-# Records up to this size are read whole and parsed by protobuf (faster than by hand).
-_SMALL = 16 << 10
 # Payloads of at least this many bytes are read and checksummed in two halves at once.
 SPLIT_BYTES = 4 << 20
 # Bytes read at a time for a capped view of a payload (four times that on object stores).
@@ -74,10 +66,6 @@ class SeriesInfo(NamedTuple):
     max_step: int
 
 
-class _Malformed(Exception):
-    """Bytes that are not the protobuf they should be."""
-
-
 class _File:
     """One event file: how far it was read, and the records found in it."""
 
@@ -105,153 +93,13 @@ class _Run:
         for tag, loc in locs:
             self.view.setdefault(tag, {})[loc.step] = loc
 
-
-class _Window:
-    """Reads of one file served from a cached window of it."""
-
-    def __init__(self, path: str, size: int):
-        self.path, self.size = path, size
-        self._start, self._data = 0, b""
-        self._step = _URL_WINDOW if files.is_url(path) else _WINDOW
-
-    def read(self, pos: int, n: int) -> bytes:
-        """`n` bytes at `pos` (fewer at the end of the file)."""
-        i = pos - self._start
-        if i < 0 or i + n > len(self._data):
-            want = max(0, min(max(n, self._step), self.size - pos))
-            self._data, self._start, i = files.read_at(self.path, pos, want), pos, 0
-        return self._data[i : i + n]
-
-
-def _varint(w: _Window, pos: int) -> tuple[int, int]:
-    data, i = w._data, pos - w._start
-    if 0 <= i < len(data) and data[i] < 0x80:  # most keys and lengths: one byte
-        return data[i], pos + 1
-    data = w.read(pos, 10)
-    result = shift = 0
-    for i, byte in enumerate(data):
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos + i + 1
-        shift += 7
-    raise _Malformed("bad varint")
-
-
-def _fields(w: _Window, pos: int, end: int) -> list[tuple[int, int, int, int]]:
-    """(field, wire type, start, stop or varint value) of each field in ``[pos, end)``."""
-    out = []
-    while pos < end:
-        key, pos = _varint(w, pos)
-        wire = key & 7
-        if wire == 0:
-            value, pos = _varint(w, pos)
-            out.append((key >> 3, 0, pos, value))
-            continue
-        if wire == 2:
-            length, pos = _varint(w, pos)
-            stop = pos + length
-        elif wire == 1 or wire == 5:
-            stop = pos + (8 if wire == 1 else 4)
-        else:
-            raise _Malformed(f"wire type {wire}")
-        if stop > end:
-            raise _Malformed("field runs past its message")
-        out.append((key >> 3, wire, pos, stop))
-        pos = stop
-    return out
-
-
-class _Record(NamedTuple):
-    tag: str
-    loc: Loc
-
-
-def _note_metadata(run: _Run, tag: str, meta: summary_pb2.SummaryMetadata | None) -> bool:
-    """Whether `tag` is ours (decided by its first metadata naming a plugin)."""
-    if meta is not None and meta.plugin_data.plugin_name:
-        ours = run.ours.setdefault(tag, meta.plugin_data.plugin_name == metadata.PLUGIN_NAME)
-        if ours and tag not in run.meta:
-            run.meta[tag] = (meta.plugin_data.content, meta.summary_description)
-    return run.ours.get(tag, False)
-
-
-def _parse_small(data: bytes, path: str, start: int, end: int, run: _Run) -> list[_Record] | None:
-    """`_parse_event` of a record read whole (`data`: its Event), by protobuf's C parser.
-
-    A value's blobs are a repeated field, serialized one after the other: they are
-    found in `data` as one run of bytes, which gives their offsets. None when they
-    are not found that way (then the record is walked field by field).
-    """
-    event = event_pb2.Event.FromString(data)
-    out, search, base = [], 0, start + 12
-    for value in event.summary.value:
-        meta = value.metadata if value.HasField("metadata") else None
-        strings = list(value.tensor.string_val)
-        if not _note_metadata(run, value.tag, meta) or not strings:
-            continue
-        fields = [_KEY8 + _encode_varint(len(b)) + b for b in strings]
-        at = data.find(b"".join(fields), search)
-        if at < 0:
-            return None
-        spans = []
-        for field, b in zip(fields, strings, strict=True):
-            spans.append((base + at + len(field) - len(b), len(b)))
-            at += len(field)
-        search = at
-        if len(strings) > encoding.PAYLOAD:
-            strings[encoding.PAYLOAD] = b""
-        loc = Loc(path, start, end, event.step, event.wall_time, tuple(strings), tuple(spans))
-        out.append(_Record(value.tag, loc))
-    return out
-
-
-_KEY8 = bytes([8 << 3 | 2])  # field 8 (string_val), length-delimited
-
-
-def _parse_event(w: _Window, start: int, end: int, run: _Run) -> Iterator[_Record]:
-    """Our values in the Event whose data is ``[start + 12, end - 4)``."""
-    step, wall_time, summaries = 0, 0.0, []
-    for field, wire, pos, stop in _fields(w, start + 12, end - 4):
-        if field == 1 and wire == 1:
-            (wall_time,) = struct.unpack("<d", w.read(pos, 8))
-        elif field == 2 and wire == 0:
-            step = stop - (1 << 64) if stop >= 1 << 63 else stop
-        elif field == 5 and wire == 2:
-            summaries.append((pos, stop))
-    for pos, stop in summaries:
-        for field, wire, vpos, vstop in _fields(w, pos, stop):
-            if field == 1 and wire == 2:
-                found = _parse_value(w, vpos, vstop, run)
-                if found is not None:
-                    tag, blobs, spans = found
-                    loc = Loc(w.path, start, end, step, wall_time, blobs, spans)
-                    yield _Record(tag, loc)
-
-
-def _parse_value(
-    w: _Window, pos: int, stop: int, run: _Run
-) -> tuple[str, tuple[bytes, ...], tuple[tuple[int, int], ...]] | None:
-    tag, tensor, meta = None, None, None
-    for field, wire, fpos, fstop in _fields(w, pos, stop):
-        if wire != 2:
-            continue
-        if field == 1:
-            tag = w.read(fpos, fstop - fpos).decode("utf-8")
-        elif field == 8:
-            tensor = (fpos, fstop)
-        elif field == 9:
-            meta = summary_pb2.SummaryMetadata.FromString(w.read(fpos, fstop - fpos))
-    if tag is None or not _note_metadata(run, tag, meta) or tensor is None:
-        return None
-    blobs, spans = [], []
-    for field, wire, fpos, fstop in _fields(w, *tensor):
-        if field == 8 and wire == 2:
-            spans.append((fpos, fstop - fpos))
-            # The payload is skipped: read later, on demand.
-            blobs.append(b"" if len(blobs) == encoding.PAYLOAD else w.read(fpos, fstop - fpos))
-    if not blobs:
-        return None
-    return tag, tuple(blobs), tuple(spans)
+    def is_ours(self, tag: str, meta: summary_pb2.SummaryMetadata | None) -> bool:
+        """Whether `tag` is ours (decided by its first metadata naming a plugin)."""
+        if meta is not None and meta.plugin_data.plugin_name:
+            ours = self.ours.setdefault(tag, meta.plugin_data.plugin_name == metadata.PLUGIN_NAME)
+            if ours and tag not in self.meta:
+                self.meta[tag] = (meta.plugin_data.content, meta.summary_description)
+        return self.ours.get(tag, False)
 
 
 class Index:
@@ -394,7 +242,7 @@ class Index:
 
     def _read_on(self, path: str, state: _File, size: int, run: _Run) -> list[tuple[str, Loc]]:
         """Indexes the complete records of `path` from ``state.offset``; returns them."""
-        w = _Window(path, size)
+        w = event_fields.Window(path, size)
         new: list[tuple[str, Loc]] = []
         offset = state.offset
         while offset + 12 <= size:
@@ -413,13 +261,11 @@ class Index:
             if end > size:
                 break  # still being written
             try:
-                found = None
-                if length <= _SMALL:  # protobuf's C parser, then find the blobs
-                    found = _parse_small(w.read(offset + 12, length), path, offset, end, run)
-                if found is None:
-                    found = list(_parse_event(w, offset, end, run))
-                new += [(r.tag, r.loc) for r in found]
-            except (_Malformed, DecodeError, UnicodeDecodeError, ValueError) as e:
+                new += [
+                    (v.tag, Loc(path, offset, end, v.step, v.wall_time, v.blobs, v.spans))
+                    for v in event_fields.values(w, offset, end, run.is_ours)
+                ]
+            except (event_fields.Malformed, DecodeError, UnicodeDecodeError, ValueError) as e:
                 # TensorBoard's loaders stop at a record that is no Event, too.
                 if state.warned != offset:
                     state.warned = offset

@@ -1,9 +1,10 @@
 """The ``convfilters`` TensorBoard plugin: routes over the plugin's index or TensorBoard.
 
-Route handlers are thin: they parse the query, call a ``*_impl`` method (which
-talks to a data source, see ``data_sources``, and is tested directly) and turn
-``HttpError`` into a JSON ``{"error": ...}`` response. The contract is
-``frontend/http_api.md``.
+Route handlers are thin: they parse the query (``requests``), call a ``*_impl``
+method (which talks to a data source, see ``data_sources``, and is tested directly;
+``align`` and ``similarity`` are in ``compare_routes``) and answer JSON, ``HttpError``
+as ``{"error": ...}``. The contract is ``frontend/http_api.md``. TensorBoard makes the
+plugin through ``loader``.
 """
 
 from __future__ import annotations
@@ -12,15 +13,12 @@ import functools
 import json
 import logging
 import math
-import re
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tensorboard import errors, plugin_util
+from tensorboard import plugin_util
 from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
@@ -28,20 +26,27 @@ from werkzeug.security import safe_join
 
 from tb_convfilters._dashboard.files import frontend_dir as _frontend_dir
 from tb_convfilters._record import encoding, metadata
-from tb_convfilters._serving import data_sources, memory_release
+from tb_convfilters._serving import data_sources
 from tb_convfilters._serving.compare_routes import DEFAULT_MAX_SIMILARITY_MB, CompareRoutes
-from tb_convfilters._serving.data_sources import HttpError
+from tb_convfilters._serving.data_sources import HttpError, header_of, step_at
 from tb_convfilters._serving.data_sources import quoted as _name
+from tb_convfilters._serving.requests import (
+    bounded_count_param,
+    bytes_chunks,
+    count_param,
+    json_response,
+    param,
+    route,
+    step_param,
+    steps_param,
+)
 
 logger = logging.getLogger(__name__)
 
-_MAX_STEP = 2**63 - 1
 DEFAULT_MAX_TENSOR_MB = 256
 # Steps the stats route returns by default, and at most (its max_steps parameter).
 DEFAULT_STATS_STEPS = 500
 MAX_STATS_STEPS = 10_000
-_STEP_RE = re.compile(r"[0-9]{1,19}")
-_COUNT_RE = re.compile(r"[0-9]{1,9}")
 # Static files are served with these types only; anything else is application/octet-stream.
 _CONTENT_TYPES = {
     ".js": "text/javascript",
@@ -54,80 +59,6 @@ _CONTENT_TYPES = {
     ".png": "image/png",
     ".woff2": "font/woff2",
 }
-
-
-def _json(request: wrappers.Request, content: Any, code: int = 200) -> wrappers.Response:
-    body = json.dumps(content, allow_nan=False, separators=(",", ":"))
-    return http_util.Respond(request, body, "application/json", code=code)
-
-
-def _cut(message: str, limit: int = 500) -> str:
-    """An error message cut short: they may quote huge names from the request."""
-    return message if len(message) <= limit else message[:limit] + "..."
-
-
-def _route(handler: Callable[..., wrappers.Response]) -> Callable:
-    """Wraps a handler: HttpError and TensorBoard's public errors become JSON."""
-
-    @wrappers.Request.application
-    @functools.wraps(handler)
-    def app(self: ConvFiltersPlugin, request: wrappers.Request) -> wrappers.Response:
-        try:
-            return handler(self, request)
-        except HttpError as e:
-            return _json(request, {"error": e.message, **e.details}, e.status)
-        except errors.NotFoundError as e:
-            return _json(request, {"error": _cut(str(e))}, 404)
-        except errors.PublicError as e:
-            return _json(request, {"error": _cut(str(e))}, 400)
-        except Exception:  # never answer with a traceback or a bare 500 page
-            logger.exception("convfilters: %s failed", request.path)
-            return _json(request, {"error": "internal error; see the TensorBoard log"}, 500)
-
-    return app
-
-
-def _param(request: wrappers.Request, name: str, required: bool = True) -> str | None:
-    values = request.args.getlist(name)
-    if len(values) > 1:
-        raise HttpError(400, f"parameter {name!r} was given {len(values)} times; give it once")
-    if not values:
-        if required:
-            raise HttpError(400, f"missing parameter {name!r}")
-        return None
-    return values[0]
-
-
-def _step_param(request: wrappers.Request) -> int | None:
-    raw = _param(request, "step", required=False)
-    if raw is None:
-        return None
-    if not _STEP_RE.fullmatch(raw) or int(raw) > _MAX_STEP:
-        raise HttpError(400, f"step={raw[:40]!r} is not a step; expected an integer 0..{_MAX_STEP}")
-    return int(raw)
-
-
-def _count_param(request: wrappers.Request, name: str) -> int | None:
-    raw = _param(request, name, required=False)
-    if raw is None:
-        return None
-    if not _COUNT_RE.fullmatch(raw) or int(raw) < 1:
-        raise HttpError(
-            400, f"{name}={raw[:40]!r} is not a count; expected an integer 1..999999999"
-        )
-    return int(raw)
-
-
-def _bytes_chunks(parts: tuple[Any, ...], size: int = 1 << 20) -> Iterator[bytes]:
-    """`parts` as bytes, as WSGI servers want: bytes-like parts (arrays, views of a
-    record) are copied `size` bytes at a time, never whole."""
-    for part in parts:
-        if isinstance(part, bytes):
-            yield part
-            continue
-        view = memoryview(part).cast("B")
-        for i in range(0, len(view), size):
-            yield view[i : i + size].tobytes()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -162,7 +93,7 @@ def _finite_or_none(matrix: np.ndarray) -> list:
     return [[float(v) if math.isfinite(v) else None for v in row] for row in matrix.tolist()]
 
 
-class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
+class ConvFiltersPlugin(base_plugin.TBPlugin):
     """Serves logged kernels and activations to the Filters dashboard."""
 
     plugin_name = metadata.PLUGIN_NAME
@@ -176,11 +107,11 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
         self._source = data_sources.make_source(context)
         logger.info("convfilters: serving from the %s", self._source.mode)
         self._max_tensor_bytes = int(max_tensor_mb * (1 << 20))
-        self._max_similarity_bytes = int(max_similarity_mb * (1 << 20))
+        self._compare = CompareRoutes(
+            self._source, self._max_tensor_bytes, int(max_similarity_mb * (1 << 20))
+        )
         self._static = _frontend_dir() / "static"
         self._skipped: set[tuple[str, str]] = set()  # series already logged as unreadable
-        self._align_cache: OrderedDict = OrderedDict()
-        self._align_lock = threading.Lock()
 
     def get_plugin_apps(self) -> dict[str, Callable]:
         return {
@@ -223,31 +154,6 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
             for d in self._source.series(ctx, experiment, run, tag)
         ]
 
-    def _datum(self, ctx: Any, experiment: str, run: str, tag: str, step: int | None) -> Any:
-        series = self._source.series(ctx, experiment, run, tag)
-        if not series:
-            raise HttpError(404, f"no steps in run {_name(run)}, tag {_name(tag)}")
-        if step is None:
-            return series[-1]
-        for datum in series:
-            if datum.step == step:
-                return datum
-        raise HttpError(
-            404,
-            f"step {step} not found in run {_name(run)}, tag {_name(tag)}; "
-            f"it has {len(series)} steps from {series[0].step} to {series[-1].step}",
-        )
-
-    def _header(self, ctx: Any, datum: Any, run: str, tag: str) -> dict:
-        try:
-            return encoding.read_header(
-                lambda i: self._source.read(ctx, datum, i, run, tag), self._source.count(datum)
-            )
-        except encoding.RecordError as e:
-            raise HttpError(
-                422, f"step {datum.step} of run {_name(run)}, tag {_name(tag)} is unreadable: {e}"
-            ) from None
-
     def tensor_impl(
         self,
         ctx: Any,
@@ -264,8 +170,8 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
         channels (a smaller view of a tensor over the size limit); the header then
         lists the kept indices in ``filters`` / ``channels``.
         """
-        datum = self._datum(ctx, experiment, run, tag, step)
-        header = self._header(ctx, datum, run, tag)
+        datum = step_at(self._source, ctx, experiment, run, tag, step)
+        header = header_of(self._source, ctx, datum, run, tag)
         where = f"run {_name(run)}, tag {_name(tag)}, step {datum.step}"
         try:
             view = encoding.view_header(header, max_filters, max_channels)
@@ -315,7 +221,7 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
         steps = []
         for datum in (series[i] for i in picked):
             try:
-                header = self._header(ctx, datum, run, tag)
+                header = header_of(self._source, ctx, datum, run, tag)
                 stats = self._source.read(ctx, datum, encoding.STATS, run, tag)
                 matrix = encoding.decode_stats(header, stats)
             except (HttpError, encoding.RecordError) as e:
@@ -340,21 +246,23 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
     def _request_args(self, request: wrappers.Request) -> tuple[Any, str, str, str]:
         ctx = plugin_util.context(request.environ)
         experiment = plugin_util.experiment_id(request.environ)
-        return ctx, experiment, _param(request, "run"), _param(request, "tag")
+        return ctx, experiment, param(request, "run"), param(request, "tag")
 
-    @_route
+    @route
     def _serve_tags(self, request: wrappers.Request) -> wrappers.Response:
         ctx = plugin_util.context(request.environ)
-        return _json(request, self.tags_impl(ctx, plugin_util.experiment_id(request.environ)))
+        return json_response(
+            request, self.tags_impl(ctx, plugin_util.experiment_id(request.environ))
+        )
 
-    @_route
+    @route
     def _serve_steps(self, request: wrappers.Request) -> wrappers.Response:
-        return _json(request, self.steps_impl(*self._request_args(request)))
+        return json_response(request, self.steps_impl(*self._request_args(request)))
 
-    @_route
+    @route
     def _serve_tensor(self, request: wrappers.Request) -> wrappers.Response:
-        step = _step_param(request)
-        caps = _count_param(request, "max_filters"), _count_param(request, "max_channels")
+        step = step_param(request)
+        caps = count_param(request, "max_filters"), count_param(request, "max_channels")
         parts, header, real_step = self.tensor_impl(*self._request_args(request), step, *caps)
         headers = {
             "X-Convfilters-Step": str(real_step),
@@ -366,22 +274,16 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
             "Expires": "0",
             "Cache-Control": "no-cache, must-revalidate",
         }
-        body = _bytes_chunks(parts)
+        body = bytes_chunks(parts)
         return wrappers.Response(body, content_type="application/octet-stream", headers=headers)
 
-    @_route
+    @route
     def _serve_stats(self, request: wrappers.Request) -> wrappers.Response:
         args = self._request_args(request)
-        raw = _param(request, "max_steps", required=False)
-        cap = DEFAULT_STATS_STEPS if raw is None else -1
-        if raw is not None and _COUNT_RE.fullmatch(raw):
-            cap = int(raw)
-        if not 1 <= cap <= MAX_STATS_STEPS:
-            allowed = f"expected an integer 1..{MAX_STATS_STEPS}"
-            raise HttpError(400, f"max_steps={raw[:40]!r} is not allowed; {allowed}")
-        return _json(request, self.stats_impl(*args, cap, _step_param(request)))
+        cap = bounded_count_param(request, "max_steps", DEFAULT_STATS_STEPS, MAX_STATS_STEPS)
+        return json_response(request, self.stats_impl(*args, cap, step_param(request)))
 
-    @_route
+    @route
     def _serve_static(self, request: wrappers.Request) -> wrappers.Response:
         name = request.path.split("/static/", 1)[-1]
         root = self._static.resolve()
@@ -402,125 +304,33 @@ class ConvFiltersPlugin(CompareRoutes, base_plugin.TBPlugin):
         """``{run, thresholds, series, findings}`` for one run, or every run if `run` is None."""
         return self._source.findings(ctx, experiment, run)
 
-    @_route
+    @route
     def _serve_findings(self, request: wrappers.Request) -> wrappers.Response:
         ctx = plugin_util.context(request.environ)
         experiment = plugin_util.experiment_id(request.environ)
-        return _json(request, self.findings_impl(ctx, experiment, _param(request, "run", False)))
+        return json_response(
+            request, self.findings_impl(ctx, experiment, param(request, "run", False))
+        )
 
     # ---- end of filter doctor ----
 
     # ---- comparing runs: align and similarity (see compare_routes.py) ----
 
-    @_route
+    @route
     def _serve_align(self, request: wrappers.Request) -> wrappers.Response:
         ctx, experiment, run, tag = self._request_args(request)
-        base, step = _param(request, "base"), _step_param(request)
-        return _json(request, self.align_impl(ctx, experiment, run, base, tag, step))
+        base, step = param(request, "base"), step_param(request)
+        return json_response(
+            request, self._compare.align_impl(ctx, experiment, run, base, tag, step)
+        )
 
-    @_route
+    @route
     def _serve_similarity(self, request: wrappers.Request) -> wrappers.Response:
         ctx = plugin_util.context(request.environ)
         experiment = plugin_util.experiment_id(request.environ)
-        runs = [r for r in _param(request, "runs").split(",") if r]
+        runs = [r for r in param(request, "runs").split(",") if r]
         if not runs:
             raise HttpError(400, "runs= is empty; expected runs=A,B,...")
-        raw, steps = _param(request, "steps", required=False), None
-        if raw is not None:
-            parts = raw.split(",")
-            if not all(_STEP_RE.fullmatch(p) and int(p) <= _MAX_STEP for p in parts):
-                raise HttpError(400, f"steps={raw[:40]!r} is not a list of steps S1,S2,...")
-            steps = [int(p) for p in parts]
-        return _json(
-            request, self.similarity_impl(ctx, experiment, _param(request, "tag"), runs, steps)
-        )
-
-
-def _use_c_crc32c() -> None:
-    """Makes TensorBoard's TensorFlow-free event reader check CRCs in C.
-
-    Without TensorFlow (e.g. to read s3:// logdirs) TensorBoard computes every
-    record's CRC32C in pure Python, ~7 MB/s; the C ``crc32c`` gives the same values.
-    """
-    import crc32c
-    from tensorboard.compat.tensorflow_stub import pywrap_tensorflow
-
-    pywrap_tensorflow.crc32c = crc32c.crc32c
-
-
-class ConvFiltersLoader(base_plugin.TBLoader):
-    """Loads the plugin and makes every logged step available by default."""
-
-    def define_flags(self, parser: Any) -> None:
-        parser.add_argument(
-            "--convfilters_max_tensor_mb",
-            type=float,
-            default=DEFAULT_MAX_TENSOR_MB,
-            help="Filters tab: largest tensor (MiB) served to the browser (default: %(default)s).",
-        )
-        parser.add_argument(
-            "--convfilters_max_similarity_mb",
-            type=float,
-            default=DEFAULT_MAX_SIMILARITY_MB,
-            help="Filters tab: memory (MiB) one CKA similarity request may use "
-            "(default: %(default)s).",
-        )
-        parser.add_argument(
-            "--convfilters_release_memory",
-            choices=("true", "false"),
-            default="true",
-            help="Filters tab: give memory back after TensorBoard's loaders read our records "
-            "(glibc only; default: %(default)s).",
-        )
-
-    def fix_flags(self, flags: Any) -> None:
-        _use_c_crc32c()
-        # TensorBoard keeps one step per tag of ours in memory (enough to show the tab)
-        # unless the user set --samples_per_plugin=convfilters=N: the plugin's own index
-        # serves every step from the event files. Without a logdir to index
-        # (--grpc_data_provider) the plugin serves what TensorBoard kept: keep all (0).
-        samples = getattr(flags, "samples_per_plugin", None)
-        if isinstance(samples, dict):
-            indexed = not getattr(flags, "grpc_data_provider", "")
-            samples.setdefault(metadata.PLUGIN_NAME, 1 if indexed else 0)
-        # Our Keras callback shares log_dir/train with the stock TensorBoard callback:
-        # poll every event file of a run, not only the newest, unless told otherwise.
-        # The index reads every file anyway; this is for the stock callback's scalars
-        # (and our one kept step per tag, which activates the tab). Not on object
-        # stores, where our Writer uploads one new file per flush.
-        logdir = getattr(flags, "logdir", "") or ""
-        if getattr(flags, "reload_multifile", False) is None and "://" not in logdir:
-            flags.reload_multifile = True
-        # The Rust data server, spawned after this and before `load`, reads glibc's
-        # tunables from its environment at start; `load` takes the variable back.
-        if (
-            getattr(flags, "convfilters_release_memory", "true") == "true"
-            and getattr(flags, "load_fast", "auto") != "false"
-            and not getattr(flags, "grpc_data_provider", "")
-        ):
-            self._env_set = memory_release.set_data_server_env()
-
-    def load(self, context: base_plugin.TBContext) -> ConvFiltersPlugin:
-        if getattr(self, "_env_set", False):
-            memory_release.unset_data_server_env()
-            self._env_set = False
-        flags = context.flags
-        max_mb = (
-            getattr(flags, "convfilters_max_tensor_mb", DEFAULT_MAX_TENSOR_MB)
-            if flags
-            else DEFAULT_MAX_TENSOR_MB
-        )
-        # The Python loader reads in TensorBoard's own process (see memory_release.Releaser).
-        if (
-            flags is not None
-            and context.multiplexer is not None
-            and getattr(flags, "convfilters_release_memory", "true") == "true"
-        ):
-            interval = float(getattr(flags, "reload_interval", 5.0) or 5.0)
-            memory_release.Releaser(context.multiplexer, max(interval, 1.0)).start()
-        similarity_mb = (
-            getattr(flags, "convfilters_max_similarity_mb", DEFAULT_MAX_SIMILARITY_MB)
-            if flags
-            else DEFAULT_MAX_SIMILARITY_MB
-        )
-        return ConvFiltersPlugin(context, max_tensor_mb=max_mb, max_similarity_mb=similarity_mb)
+        steps = steps_param(request)
+        answer = self._compare.similarity_impl(ctx, experiment, param(request, "tag"), runs, steps)
+        return json_response(request, answer)
