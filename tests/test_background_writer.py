@@ -102,15 +102,15 @@ def test_torch_helpers_log_the_weights_of_the_step_not_later_ones(tmp_path, monk
 
 
 def _spy_owned(monkeypatch) -> dict:
-    """Records, by tag, whether each array reached the spool marked as owned (no copy)."""
-    put, flags = copy_queue.Spool.put, {}
+    """Records, by tag, whether each array reached the copy queue marked as owned (no copy)."""
+    put, flags = copy_queue.CopyQueue.put, {}
 
     def spy(self, work, array, what, owned=False):
         if array is not None:
             flags[what[0]] = owned
         return put(self, work, array, what, owned)
 
-    monkeypatch.setattr(copy_queue.Spool, "put", spy)
+    monkeypatch.setattr(copy_queue.CopyQueue, "put", spy)
     return flags
 
 
@@ -160,7 +160,7 @@ def test_keras_callback_logs_the_weights_of_the_epoch(tmp_path, monkeypatch, jit
 
 def test_the_thread_waits_for_a_burst_of_calls_to_end(monkeypatch):
     monkeypatch.setattr(copy_queue, "QUIET_SECONDS", 0.5)
-    queue, done = copy_queue.Spool(1 << 20), []
+    queue, done = copy_queue.CopyQueue(1 << 20), []
     queue.put(done.append, RNG.random(4), "x")
     time.sleep(0.2)  # more calls of the step could still come
     assert done == []
@@ -220,7 +220,7 @@ def test_run_directory_removed_mid_run_fails_the_next_call_then_logging_goes_on(
     w.flush()
     shutil.rmtree(run)
     w.kernel("k", KERNEL, 1)
-    w._spool.wait()  # the writer thread has failed on it: the next call says so
+    w._queue.wait()  # the writer thread has failed on it: the next call says so
     with pytest.raises(tb_convfilters.WriterError, match=r"tag 'k' step 1: FileNotFoundError"):
         w.kernel("k", KERNEL, 2)  # its own record is queued before the failure is raised
     w.kernel("k", KERNEL + 3, 3)  # logging goes on in a new file
@@ -409,7 +409,7 @@ def test_writer_threads_yield_to_training_threads(tmp_path):
     ours = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     with tb_convfilters.Writer(tmp_path / "run") as w:
         w.kernel("big", BIG, 0)  # large enough for the stats helper thread
-        wait_for(lambda: w._spool._done == 1)  # written by the thread (`flush` would write it)
+        wait_for(lambda: w._queue._done == 1)  # written by the thread (`flush` would write it)
         threads = [t for t in threading.enumerate() if t.name == copy_queue.THREAD_NAME]
         assert threads  # (other tests' idle writer threads may still be there too)
         for thread in threads:
@@ -474,7 +474,7 @@ def test_the_call_that_reports_an_earlier_failure_keeps_its_own_record(tmp_path)
     w.flush()
     shutil.rmtree(run)
     w.kernel("a", KERNEL, 1)  # fails in the background: its file is gone
-    w._spool.wait()
+    w._queue.wait()
     with pytest.raises(tb_convfilters.WriterError, match=r"tag 'a' step 1") as e:
         w.kernel("b", KERNEL + 1, 1)  # healthy: it goes to a new file all the same
     assert (e.value.tag, e.value.step) == ("a", 1)

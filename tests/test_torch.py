@@ -284,7 +284,7 @@ def test_an_earlier_failure_is_warned_under_its_own_tag_and_the_callers_record_i
     w.flush()
     shutil.rmtree(run)
     w.kernel("other", np.ones((3, 3, 1, 2), np.float32), 1)  # fails in the background
-    w._spool.wait()
+    w._queue.wait()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert log_kernels(w, model, 2) == ["0/weight", "1/weight"]  # the first call raised it
@@ -292,7 +292,7 @@ def test_an_earlier_failure_is_warned_under_its_own_tag_and_the_callers_record_i
         assert reader.list(tmp_path) == {"run": {"0/weight": [2], "1/weight": [2]}}
         shutil.rmtree(run)  # now a module's own record fails
         log_kernels(w, model, 3)
-        w._spool.wait()
+        w._queue.wait()
         log_kernels(w, model, 4)  # reports 0/weight at step 3, warned under its own tag
         w.close()
     ours = [str(c.message) for c in caught if "log_kernels" in str(c.message)]

@@ -32,7 +32,7 @@ from tb_convfilters import reader
 from tb_convfilters._record import encoding, files, metadata
 from tb_convfilters._record.events import _masked_crc
 from tb_convfilters._serving import event_fields, payloads
-from tb_convfilters._serving.payloads import Stale
+from tb_convfilters._serving.payloads import Loc, Stale
 
 logger = logging.getLogger(__name__)
 
@@ -42,22 +42,6 @@ SPLIT_BYTES = 4 << 20
 VIEW_WINDOW = 4 << 20
 # Bytes of a file's start compared on each refresh to notice a replaced file.
 _FINGERPRINT = 64
-
-
-class Loc(NamedTuple):
-    """One indexed step: where its record lies, and its small blobs."""
-
-    path: str
-    start: int  # offset of the TFRecord in the file
-    end: int  # offset just after it (footer included)
-    step: int
-    wall_time: float
-    blobs: tuple[bytes, ...]  # every blob but the payload (b"" in its place)
-    spans: tuple[tuple[int, int], ...]  # (offset in the file, length) of each blob
-
-    @property
-    def count(self) -> int:
-        return len(self.blobs)
 
 
 class SeriesInfo(NamedTuple):

@@ -9,7 +9,7 @@ changed), then the payload's CRC32C and the record's (else ``encoding.RecordErro
 from __future__ import annotations
 
 import struct
-from typing import TYPE_CHECKING
+from typing import NamedTuple
 
 import crc32c
 import numpy as np
@@ -17,8 +17,21 @@ import numpy as np
 from tb_convfilters._record import encoding, files, parallel
 from tb_convfilters._record.events import _masked_crc
 
-if TYPE_CHECKING:
-    from tb_convfilters._serving.index import Loc
+
+class Loc(NamedTuple):
+    """One indexed step: where its record lies, and its small blobs."""
+
+    path: str
+    start: int  # offset of the TFRecord in the file
+    end: int  # offset just after it (footer included)
+    step: int
+    wall_time: float
+    blobs: tuple[bytes, ...]  # every blob but the payload (b"" in its place)
+    spans: tuple[tuple[int, int], ...]  # (offset in the file, length) of each blob
+
+    @property
+    def count(self) -> int:
+        return len(self.blobs)
 
 
 class Stale(Exception):

@@ -1,10 +1,11 @@
-"""A background writer's spool: copies of logged arrays waiting for its thread, bounded in bytes.
+"""A background writer's copy queue: copies of logged arrays waiting for its thread, bounded
+in bytes.
 
-``Spool.put`` takes one copy of an array (into a reused buffer: the same model
+``CopyQueue.put`` takes one copy of an array (into a reused buffer: the same model
 logs the same shapes every step, and fresh memory costs page faults), queues it
 with the work to do on it and returns; one daemon thread does the work in
 order, starting once the calls pause (a step's calls copy faster with both
-cores free). Copies in flight never exceed the spool's limit: a ``put`` beyond it
+cores free). Copies in flight never exceed the queue's limit: a ``put`` beyond it
 waits (back-pressure). Failures and warnings of the work are kept for the
 caller to raise and issue (``take_failures``, ``take_messages``); nothing is
 dropped.
@@ -31,7 +32,7 @@ NICE = 10
 QUIET_SECONDS = 0.002
 MAX_DELAY = 0.1
 # The thread ends after this many idle seconds (and starts again on the next put), so an
-# idle spool whose writer was dropped can be collected.
+# idle queue whose writer was dropped can be collected.
 IDLE_SECONDS = 30.0
 
 
@@ -43,7 +44,7 @@ class _Job(NamedTuple):
     what: Any
 
 
-class Spool:
+class CopyQueue:
     """Work on array copies, done in order on one background thread.
 
     `limit` bounds the bytes of copies in flight plus idle reusable buffers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from tb_convfilters._writing.copy_queue import Spool
+from tb_convfilters._writing.copy_queue import CopyQueue
 
 
 class WriterError(RuntimeError):
@@ -20,16 +20,16 @@ class WriterError(RuntimeError):
         self.tag, self.step = tag, step
 
 
-def report(writer: object, spool: Spool | None, stacklevel: int) -> None:
+def report(writer: object, queue: CopyQueue | None, stacklevel: int) -> None:
     """Issues the background thread's warnings and raises its first failure.
 
     The error names `writer`, the first failed record and the later ones.
     """
-    if spool is None:
+    if queue is None:
         return
-    for message in spool.take_messages():
+    for message in queue.take_messages():
         warnings.warn(message, RuntimeWarning, stacklevel=stacklevel)
-    failures = spool.take_failures()
+    failures = queue.take_failures()
     if not failures:
         return
     (tag, step), error = failures[0]

@@ -28,7 +28,7 @@ from tb_convfilters._record import files
 from tb_convfilters._record.arguments import check_step, check_tag
 from tb_convfilters._record.patterns import pattern_record
 from tb_convfilters._record.record import Record, make_record
-from tb_convfilters._writing.copy_queue import Spool
+from tb_convfilters._writing.copy_queue import CopyQueue
 from tb_convfilters._writing.event_file import EventFile
 from tb_convfilters._writing.failures import WriterError, report
 
@@ -96,7 +96,7 @@ class Writer:
         self.logdir = os.fspath(logdir)
         self._dtype = dtype
         self._pid = os.getpid()
-        self._spool = None if blocking else Spool(int(max_queue_mb * (1 << 20)))
+        self._queue = None if blocking else CopyQueue(int(max_queue_mb * (1 << 20)))
         self._done = False  # closed, its file closed or its buffer uploaded
         self._event_file = EventFile(self.logdir, filename_suffix, repr(self))
         _live.add(self)
@@ -123,7 +123,7 @@ class Writer:
         step = check_step(step)
         self._check_open()
         wall_time = time.time()
-        if self._spool is None:
+        if self._queue is None:
             message = self._write_now(tag, rec, step, wall_time, description)
             if message:
                 warnings.warn(message, RuntimeWarning, stacklevel=3)
@@ -132,9 +132,9 @@ class Writer:
         def work(array: np.ndarray) -> str | None:
             return self._write_now(tag, rec._replace(array=array), step, wall_time, description)
 
-        self._spool.put(work, rec.array, (tag, step), owned=rec.owned)
+        self._queue.put(work, rec.array, (tag, step), owned=rec.owned)
         # This record is queued first: an earlier record's failure raised here loses nothing more.
-        report(self, self._spool, stacklevel=4)
+        report(self, self._queue, stacklevel=4)
 
     def _check_open(self) -> None:
         """Raises for a closed Writer, or one of another process."""
@@ -186,7 +186,7 @@ class Writer:
             max_bytes=max_bytes,
             complete=False,
             tag=tag,
-            convert=self._spool is None,
+            convert=self._queue is None,
         )
         self._write_record(tag, rec, step, description)
 
@@ -215,7 +215,7 @@ class Writer:
             max_bytes=max_bytes,
             complete=False,
             tag=tag,
-            convert=self._spool is None,
+            convert=self._queue is None,
         )
         self._write_record(tag, rec, step, description)
 
@@ -249,11 +249,11 @@ class Writer:
             return
         if self.closed:
             return
-        if self._spool is not None:
-            self._spool.put(self._flush_now, None, ("flush", None))
+        if self._queue is not None:
+            self._queue.put(self._flush_now, None, ("flush", None))
             if wait:
-                self._spool.wait()
-            report(self, self._spool, stacklevel=3)
+                self._queue.wait()
+            report(self, self._queue, stacklevel=3)
         else:
             self._flush_now()
 
@@ -269,13 +269,13 @@ class Writer:
         if self._pid != os.getpid() or self._done:
             return
         try:
-            if self._spool is not None:
-                self._spool.close()
+            if self._queue is not None:
+                self._queue.close()
             self._event_file.close()
             self._done = True
             _live.discard(self)
         finally:  # earlier failures first; an upload's is chained
-            report(self, self._spool, stacklevel=3)
+            report(self, self._queue, stacklevel=3)
 
     def __del__(self) -> None:
         # Like a file object, a Writer dropped without `close` closes when collected: a URL
