@@ -49,6 +49,7 @@ def plugin_client(logdir: str, source: str):
     from tensorboard.plugins import base_plugin
     from werkzeug.test import Client
 
+    import tb_convfilters
     from tb_convfilters import plugin
 
     if source == "index":  # TensorBoard's flags, for its reload interval (5 s)
@@ -58,7 +59,7 @@ def plugin_client(logdir: str, source: str):
         context = base_plugin.TBContext(logdir=logdir, flags=flags, data_provider=None)
     else:
         multiplexer = plugin_event_multiplexer.EventMultiplexer(
-            tensor_size_guidance={plugin.metadata.PLUGIN_NAME: 0}
+            tensor_size_guidance={tb_convfilters.PLUGIN_NAME: 0}
         )
         multiplexer.AddRunsFromDirectory(logdir)
         multiplexer.Reload()
