@@ -12,7 +12,6 @@ Filters tab shows them in the same run as the scalars; with another logger pass
 
 from __future__ import annotations
 
-import numbers
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -21,7 +20,7 @@ import torch
 from torch import nn
 
 from tb_convfilters import torch as tb_torch
-from tb_convfilters._record.arguments import check_cap, check_float_dtype
+from tb_convfilters._record.arguments import check_cap, check_float_dtype, check_positive_int
 from tb_convfilters._writing.policies import DEFAULT_MAX_MAPS, DEFAULT_STEP_BUDGET_MB, ErrorPolicy
 from tb_convfilters._writing.writer import Writer
 
@@ -39,15 +38,6 @@ if not _BASES:
         "tb_convfilters.lightning needs PyTorch Lightning: pip install "
         "'tb-convfilters[lightning]' (or pip install lightning)"
     )
-
-
-def _positive_int(value: Any, name: str, optional: bool = False) -> int | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        allowed = "a positive integer or None" if optional else "a positive integer"
-        raise ValueError(f"{name}={value!r} must be {allowed}")
-    return int(value)
 
 
 def _apply(data: Any, fn: Any) -> Any:
@@ -123,16 +113,16 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
             raise ValueError(f"log_dir={log_dir!r} must be a non-empty path or None")
         self.log_dir = None if log_dir is None else os.fspath(log_dir)
         self.modules = modules
-        self.every_n_epochs = _positive_int(every_n_epochs, "every_n_epochs")
-        self.every_n_batches = _positive_int(every_n_batches, "every_n_batches", optional=True)
+        self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
+        self.every_n_batches = check_positive_int(every_n_batches, "every_n_batches", optional=True)
         self.dtype = check_float_dtype(dtype)
         self.max_filters = check_cap(max_filters, "max_filters")
         self.max_channels = check_cap(max_channels, "max_channels")
         if isinstance(sample_inputs, str | bytes):
             raise TypeError(f"sample_inputs={sample_inputs!r} must be module inputs (tensors)")
         self.sample_inputs = sample_inputs
-        self.max_samples = _positive_int(max_samples, "max_samples")
-        self.batch_size = _positive_int(batch_size, "batch_size")
+        self.max_samples = check_positive_int(max_samples, "max_samples")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         self.budget_mb = budget_mb
         self._policy = ErrorPolicy("FiltersCallback", raise_errors)
         self._writer: Writer | None = None

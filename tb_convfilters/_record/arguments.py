@@ -48,6 +48,16 @@ def _as_array(data: Any) -> np.ndarray:
     return a
 
 
+def check_positive_int(value: Any, name: str, optional: bool = False) -> int | None:
+    """`value` as an int, or a ValueError naming the argument (None passes if `optional`)."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        allowed = "a positive integer or None" if optional else "a positive integer"
+        raise ValueError(f"{name}={value!r} must be {allowed}")
+    return int(value)
+
+
 def check_cap(cap: Any, name: str) -> int | list[int] | None:
     """`cap` checked: None, a positive int (the first N) or a non-empty list of indices."""
     if cap is None:

@@ -22,7 +22,7 @@ from typing import Any
 import keras
 
 from tb_convfilters._record import encoding, files
-from tb_convfilters._record.arguments import check_cap, check_float_dtype
+from tb_convfilters._record.arguments import check_cap, check_float_dtype, check_positive_int
 from tb_convfilters._record.record import make_record
 from tb_convfilters._writing.policies import (
     DEFAULT_MAX_MAPS,
@@ -38,7 +38,6 @@ from tb_convfilters.keras.layers import (
     check_layer_spec,
     is_chief,
     kernel_parts,
-    positive_int,
     select_activation_layers,
     select_layers,
     variable_numpy,
@@ -150,8 +149,8 @@ class FiltersCallback(keras.callbacks.Callback):
         self.activation_layers = check_layer_spec(activation_layers, "activation_layers")
         if self.activation_layers is not None and sample_inputs is None:
             raise ValueError("activation_layers needs sample_inputs to run the model on")
-        self.every_n_epochs = positive_int(every_n_epochs, "every_n_epochs")
-        self.every_n_batches = positive_int(every_n_batches, "every_n_batches", optional=True)
+        self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
+        self.every_n_batches = check_positive_int(every_n_batches, "every_n_batches", optional=True)
         if self.every_n_batches:
             # Only then: a batch hook turns off Keras' async callback dispatch (JAX, torch).
             self.on_train_batch_end = self._on_train_batch_end
@@ -161,12 +160,12 @@ class FiltersCallback(keras.callbacks.Callback):
         if sample_inputs is not None and isinstance(sample_inputs, str | bytes):
             raise TypeError(f"sample_inputs={sample_inputs!r} must be model inputs (arrays)")
         self.sample_inputs = sample_inputs
-        self.max_samples = positive_int(max_samples, "max_samples")
-        self.batch_size = positive_int(batch_size, "batch_size")
+        self.max_samples = check_positive_int(max_samples, "max_samples")
+        self.batch_size = check_positive_int(batch_size, "batch_size")
         self._policy = ErrorPolicy("FiltersCallback", raise_errors)
         self._budget = StepBudget(budget_mb, _KNOBS)
         self.patterns = _check_patterns(patterns)
-        self.patterns_every_n_epochs = positive_int(
+        self.patterns_every_n_epochs = check_positive_int(
             patterns_every_n_epochs, "patterns_every_n_epochs"
         )
         if projection_inputs is not None and not self.patterns:

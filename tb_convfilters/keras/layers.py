@@ -7,7 +7,6 @@ that could have been meant.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -86,16 +85,6 @@ def is_chief(model: keras.Model) -> bool:
     """False on the workers of a multi-worker ``tf.distribute`` strategy that are not the chief."""
     strategy = getattr(model, "distribute_strategy", None)  # TensorFlow backend only
     return bool(getattr(getattr(strategy, "extended", None), "should_save_summary", True))
-
-
-def positive_int(value: Any, name: str, optional: bool = False) -> int | None:
-    """`value` as an int, or a ValueError naming the argument (None passes if `optional`)."""
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        allowed = "a positive integer or None" if optional else "a positive integer"
-        raise ValueError(f"{name}={value!r} must be {allowed}")
-    return int(value)
 
 
 def check_layer_spec(layers: Any, name: str) -> tuple | None:
