@@ -279,12 +279,11 @@ print(json.dumps({
 """
 
 
+@pytest.mark.parametrize("reductions", ["numba"], indirect=True)  # numba only
 def test_numba_without_a_writable_cache_compiles_uncached(reductions, tmp_path):
     """numba with a read-only package directory and no writable HOME or NUMBA_CACHE_DIR
     refuses ``cache=True`` at import (numba #4908, #5566): the kernels are compiled
     without a cache instead, and writing records works with them."""
-    if reductions != "numba":
-        pytest.skip("numba only")
     site, logs = tmp_path / "site", tmp_path / "logs"
     package = site / "tb_convfilters"
     shutil.copytree(
@@ -328,10 +327,9 @@ def test_numba_without_a_writable_cache_compiles_uncached(reductions, tmp_path):
     assert_close(np.array(got["stats"], np.float32), reference_stats(data, "HWIO"), data)
 
 
+@pytest.mark.parametrize("reductions", ["numba"], indirect=True)  # numba only
 def test_numba_that_cannot_compile_falls_back_to_numpy(reductions, monkeypatch, caplog):
     """When numba fails at import even without a cache, the reductions use numpy."""
-    if reductions != "numba":
-        pytest.skip("numba only")
     numba = pytest.importorskip("numba")
 
     def broken(*args, **kwargs):
