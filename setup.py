@@ -1,8 +1,24 @@
 """Packaging for tb-convfilters: a TensorBoard plugin that shows conv filters."""
 
+import shutil
+from pathlib import Path
+
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class CleanBuildPy(build_py):
+    """Copies the package into an emptied build folder: setuptools reuses ``build/lib`` and
+    never removes a file from it, so a module moved or deleted in the sources would ship
+    again from an earlier build."""
+
+    def run(self):
+        shutil.rmtree(Path(self.build_lib) / "tb_convfilters", ignore_errors=True)
+        super().run()
+
 
 setup(
+    cmdclass={"build_py": CleanBuildPy},
     name="tb-convfilters",
     version="0.1.0",
     description="TensorBoard plugin: see convolution filters and activations as they train",

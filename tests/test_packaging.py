@@ -11,6 +11,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_wheel_ships_frontend_and_entry_points(tmp_path):
+    # A module left in build/lib by an earlier build (of a version where it still existed)
+    stale = ROOT / "build" / "lib" / "tb_convfilters" / "_removed_module.py"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_text("")
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(tmp_path), str(ROOT)],
@@ -25,6 +29,10 @@ def test_wheel_ships_frontend_and_entry_points(tmp_path):
         assert f"tb_convfilters/frontend/static/{name}" in names
     assert "tb_convfilters/frontend/http_api.md" in names
     assert not any("/test/" in n or n.startswith("tests/") for n in names)
+    # exactly the package's modules: none from an earlier build, none missing
+    package = ROOT / "tb_convfilters"
+    sources = {f"tb_convfilters/{p.relative_to(package).as_posix()}" for p in package.rglob("*.py")}
+    assert {n for n in names if n.endswith(".py")} == sources
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "convfilters = tb_convfilters.plugin:ConvFiltersLoader" in text
