@@ -300,6 +300,39 @@ def test_fit_logs_patterns_and_projections_every_n_epochs(tmp_path):
     assert projections.shape == (2 * 3, 8, 8, 3)
 
 
+def test_an_earlier_failure_does_not_cost_the_patterns_of_the_step(tmp_path):
+    """A record that failed in the background before the patterns are logged is warned
+    once; every pattern layer of that step is still logged."""
+    import os
+
+    model = model_2d()
+    x, y = data((8, 8, 3))
+    callback = FiltersCallback(
+        tmp_path,
+        layers=["conv"],
+        every_n_epochs=2,  # no kernels at step 1: the patterns' writes meet the failure
+        patterns=["conv", "up"],
+        patterns_every_n_epochs=1,
+        patterns_max_filters=2,
+        patterns_options={"steps": 2},
+    )
+
+    class RemoveFile(keras.callbacks.Callback):  # runs before ours at each epoch's end
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                callback._writer.flush()
+                for name in os.listdir(tmp_path / "train"):  # the next record fails
+                    os.remove(tmp_path / "train" / name)
+                callback._writer.kernel("probe", np.zeros((3, 3, 1, 1), np.float32), epoch)
+                callback._writer._queue.wait()
+
+    with pytest.warns(RuntimeWarning, match="writing an earlier record failed"):
+        model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[RemoveFile(), callback])
+    client = plugin_client(tmp_path)
+    assert steps(client, "conv/pattern") == [1] and steps(client, "up/pattern") == [1]
+    assert steps(client, "conv/kernel") == [1]  # the final weights, at the end of training
+
+
 def test_patterns_arguments_are_checked(tmp_path):
     with pytest.raises(ValueError, match="patterns_every_n_epochs"):
         FiltersCallback(tmp_path, patterns=["conv"], patterns_every_n_epochs=0)

@@ -294,23 +294,25 @@ class FiltersCallback(keras.callbacks.Callback):
             return
         if self._writer is None:
             self._writer = Writer(files.join(self.log_dir, "train"))
-        try:
-            logged = vis.log_patterns(
-                self._writer,
-                self.model,
-                self.patterns,
-                step,
-                max_filters=self.patterns_max_filters,
-                projection_inputs=self.projection_inputs,
-                # patterns are images in [0, 1]: only float dtypes can hold them
-                dtype=self.dtype if self.dtype in ("float16", "bfloat16") else None,
-                **self.patterns_options,
-            )
-        except Exception as e:
-            self._policy.report("patterns", f"patterns of {self.patterns}", e)
-            return
+        nbytes = 0
+        for layer in self.patterns:  # one layer's failure costs no other layer its patterns
+            try:
+                logged = vis.log_patterns(
+                    self._writer,
+                    self.model,
+                    layer,
+                    step,
+                    max_filters=self.patterns_max_filters,
+                    projection_inputs=self.projection_inputs,
+                    # patterns are images in [0, 1]: only float dtypes can hold them
+                    dtype=self.dtype if self.dtype in ("float16", "bfloat16") else None,
+                    **self.patterns_options,
+                )
+            except Exception as e:
+                self._policy.report(f"{layer}/pattern", f"patterns of layer {layer!r}", e)
+                continue
+            nbytes += sum(a.nbytes for a in logged.values())
         self._flush()
-        nbytes = sum(a.nbytes for a in logged.values())
         self._budget.check(nbytes, f"FiltersCallback patterns at step {step}")
 
     def _log_activations(self, step: int) -> int:
