@@ -363,8 +363,7 @@ def cut_view(
     in order (the caller checksums them), about `window` bytes at a time, so memory
     holds the view and one read. Elements come as unsigned integers of their size.
     """
-    itemsize = 2 if header["dtype"] == "bfloat16" else np.dtype(header["dtype"]).itemsize
-    dtype = np.dtype(f"<u{itemsize}")
+    dtype = np.dtype(f"<u{numpy_dtype(header['dtype']).itemsize}")
     out = np.empty(tuple(view["shape"]), dtype)
     _cut(read, 0, tuple(header["shape"]), tuple(view["shape"]), out, dtype, max(window, 1))
     return out

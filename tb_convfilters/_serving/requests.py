@@ -18,11 +18,11 @@ from tensorboard import errors
 from tensorboard.backend import http_util
 from werkzeug import wrappers
 
+from tb_convfilters._record.arguments import MAX_STEP
 from tb_convfilters._serving.data_sources import HttpError
 
 logger = logging.getLogger(__name__)
 
-MAX_STEP = 2**63 - 1
 _STEP_RE = re.compile(r"[0-9]{1,19}")
 _COUNT_RE = re.compile(r"[0-9]{1,9}")
 

@@ -163,8 +163,7 @@ class EventFile:
         try:
             files.upload(path, self._file.getvalue())
         except Exception as e:  # the records stay buffered for the next try
-            last = "" if self._last is None else f" (the last: tag {self._last[0]!r} step "
-            last += "" if self._last is None else f"{self._last[1]})"
+            last = "" if self._last is None else " (the last: tag {!r} step {})".format(*self._last)
             raise WriterError(
                 f"{self._name} could not upload its records{last} to {path}: "
                 f"{type(e).__name__}: {e}"
