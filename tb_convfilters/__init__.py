@@ -6,7 +6,8 @@ Writing: ``tb_convfilters.summary`` (TF2 ops and numpy ``*_pb`` twins),
 """
 
 from tb_convfilters._record.metadata import PLUGIN_NAME
+from tb_convfilters._record.receptive_field import ReceptiveField
 from tb_convfilters._writing.writer import Writer, WriterError
 
-__all__ = ["PLUGIN_NAME", "Writer", "WriterError"]
+__all__ = ["PLUGIN_NAME", "ReceptiveField", "Writer", "WriterError"]
 __version__ = "0.1.0"

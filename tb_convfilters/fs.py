@@ -10,7 +10,7 @@ def __getattr__(name: str):
         globals()["_warned"] = True
         warnings.warn(
             "tb_convfilters.fs is private and moved to tb_convfilters._record.files; "
-            "import public names from tb_convfilters (see the docs\' API pages)",
+            "import public names from tb_convfilters (see the docs' API pages)",
             DeprecationWarning,
             stacklevel=2,
         )

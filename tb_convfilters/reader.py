@@ -28,6 +28,7 @@ from google.protobuf.message import DecodeError
 from tensorboard.compat.proto import event_pb2, summary_pb2
 
 from tb_convfilters._record import encoding, files, metadata
+from tb_convfilters._record import examples as _examples
 from tb_convfilters._record.events import _masked_crc
 
 logger = logging.getLogger(__name__)
@@ -210,6 +211,37 @@ def read(logdir: str | os.PathLike, run: str, tag: str, step: int | None = None)
 
     Raises NotFoundError naming the runs, tags or steps that exist.
     """
+    return _find(logdir, run, tag, step).array()
+
+
+def examples(
+    logdir: str | os.PathLike, run: str, tag: str, step: int | None = None
+) -> _examples.Examples:
+    """The dataset examples of activation `tag` at `step` (the latest if None).
+
+    >>> ex = reader.examples("logs", "train", "conv2/activation")
+    >>> ex.indices[17]   # the probe inputs filter 17 responds to most, best first
+    >>> ex.crops[17, 0]  # the part of the best one that its maximum sees
+
+    See ``Examples`` for the fields. Raises NotFoundError when the activation has no
+    examples at that step (they are logged with ``examples=`` and probe inputs).
+    """
+    if tag.endswith(_examples.EXAMPLES_SUFFIX):
+        tag = tag[: -len(_examples.EXAMPLES_SUFFIX)]
+    entry = _find(logdir, run, _examples.examples_tag(tag), step)
+    header = entry.header()
+    if header.get("kind") != "examples":
+        raise NotFoundError(f"tag {entry.tag!r} in run {run!r} holds no dataset examples")
+    found = _examples.decode(header, entry.array(), tag=tag, step=entry.step)
+    ref = header.get("inputs")
+    if ref:
+        inputs = _find(logdir, run, ref["tag"], None)
+        found.inputs, found.input_layout = inputs.array(), inputs.header()["layout"]
+    return found
+
+
+def _find(logdir: str | os.PathLike, run: str, tag: str, step: int | None) -> Entry:
+    """The entry of `tag` at `step` (the latest if None), or NotFoundError."""
     paths = _pick_runs(logdir, run)[run]
     found: Entry | None = None
     steps: set[int] = set()
@@ -229,7 +261,7 @@ def read(logdir: str | os.PathLike, run: str, tag: str, step: int | None = None)
         raise NotFoundError(
             f"step {step!r} not found in run {run!r}, tag {tag!r}; it has {_steps_text(steps)}"
         )
-    return found.array()
+    return found
 
 
 def _steps_text(steps: set[int]) -> str:

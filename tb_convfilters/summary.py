@@ -246,6 +246,7 @@ def _write_tf(name: str, data: Any, step: Any, description: str | None, options:
     ):
         return tf.summary.write(tag=tag, tensor=tensor, step=step, metadata=meta)
 
+
 # Inside tf.function, AutoGraph would rewrite these ops (and the numpy code under them) on
 # the first trace, which takes seconds; they need no conversion. This marks them as
 # tf.autograph.experimental.do_not_convert does, without importing TensorFlow here.

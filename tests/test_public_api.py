@@ -19,11 +19,11 @@ import tb_convfilters
 
 # module -> names the README and docs/ use
 PUBLIC = {
-    "tb_convfilters": ["Writer", "WriterError", "PLUGIN_NAME", "__version__"],
+    "tb_convfilters": ["Writer", "WriterError", "ReceptiveField", "PLUGIN_NAME", "__version__"],
     "tb_convfilters.summary": [
         "kernel", "activation", "patterns", "kernel_pb", "activation_pb", "patterns_pb",
     ],
-    "tb_convfilters.reader": ["list", "entries", "read", "NotFoundError", "Entry"],
+    "tb_convfilters.reader": ["list", "entries", "read", "examples", "NotFoundError", "Entry"],
     "tb_convfilters.keras": ["FiltersCallback"],
     "tb_convfilters.torch": [
         "log_kernels", "log_activations", "log_sample_activations", "flush", "to_numpy",

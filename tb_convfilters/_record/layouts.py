@@ -36,12 +36,16 @@ ACTIVATION_LAYOUTS: dict[str, str] = {
     "NCDHW": "3D, channels first",
 }
 PATTERN_LAYOUTS: dict[str, str] = {"NHWC": "images, channels last"}
+# Dataset examples: named parts packed into bytes (see _record.examples).
+EXAMPLES_LAYOUTS: dict[str, str] = {"B": "bytes of named parts"}
 
 LAYOUTS_BY_KIND: dict[str, dict[str, str]] = {
     "kernel": KERNEL_LAYOUTS,
     "activation": ACTIVATION_LAYOUTS,
     "pattern": PATTERN_LAYOUTS,
     "projection": PATTERN_LAYOUTS,
+    "examples": EXAMPLES_LAYOUTS,
+    "inputs": ACTIVATION_LAYOUTS,  # the probe inputs of dataset examples
 }
 
 

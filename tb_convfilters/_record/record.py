@@ -55,9 +55,7 @@ class Record(NamedTuple):
     def completion(self) -> Completion:
         """The stats and checksum work of this (not yet completed) record, for `finished`."""
         header = self.header
-        return Completion(
-            self.array, header["layout"], header["kind"], stats=bool(header["stats"])
-        )
+        return Completion(self.array, header["layout"], header["kind"], stats=bool(header["stats"]))
 
     def finished(self, work: Completion) -> Record:
         """This record with the stats and checksums `work` computed."""

@@ -26,10 +26,13 @@ import numpy as np
 
 from tb_convfilters._record import files
 from tb_convfilters._record.arguments import check_step, check_tag
+from tb_convfilters._record.examples import Found, rank
 from tb_convfilters._record.patterns import pattern_record
+from tb_convfilters._record.receptive_field import ReceptiveField
 from tb_convfilters._record.record import Record, make_record
 from tb_convfilters._writing.copy_queue import CopyQueue
 from tb_convfilters._writing.event_file import EventFile
+from tb_convfilters._writing.examples import examples_arguments, write_examples
 from tb_convfilters._writing.failures import WriterError, report
 
 __all__ = ["Writer", "WriterError", "shared"]
@@ -95,6 +98,7 @@ class Writer:
             raise ValueError(f"max_queue_mb={max_queue_mb!r} must be a positive number of MiB")
         self.logdir = os.fspath(logdir)
         self._dtype = dtype
+        self._probe_inputs: dict[str, dict | None] = {}  # digest -> as the examples name it
         self._pid = os.getpid()
         self._queue = None if blocking else CopyQueue(int(max_queue_mb * (1 << 20)))
         self._done = False  # closed, its file closed or its buffer uploaded
@@ -202,9 +206,25 @@ class Writer:
         dtype: str | None = None,
         max_filters: int | Sequence[int] | None = None,
         max_bytes: int | None = None,
+        inputs: Any = None,
+        examples: int | None = None,
+        receptive_field: ReceptiveField | dict | None = None,
+        input_layout: str | None = None,
     ) -> None:
         """Logs the feature maps of every sample in `data` at `step` (`max_samples`: the
-        first N only); arguments as in ``summary.activation_pb``."""
+        first N only); arguments as in ``summary.activation_pb``.
+
+        With `inputs` (the network inputs that gave `data`, one per sample) the
+        top `examples` inputs of each channel (default 9; 0: none) are logged as
+        its dataset examples (``reader.examples``), ranked over every sample of
+        `data`; `receptive_field` (a ``ReceptiveField``) lets each example's crop
+        be cut from its input, else the examples keep their maps to lay over the
+        whole input. `examples=N` without `inputs` logs indices, values and
+        positions only. The inputs are stored once per Writer.
+        """
+        k, field, inputs, input_layout = examples_arguments(
+            data, layout, inputs, examples, receptive_field, input_layout
+        )
         rec = make_record(
             data,
             kind="activation",
@@ -217,7 +237,33 @@ class Writer:
             tag=tag,
             convert=self._queue is None,
         )
+        if k:
+            filters = rec.header.get("filters")
+            found = rank(np.asarray(data), layout, k, keep_maps=field is None)
+            if filters is not None:
+                found = found.take(filters)
         self._write_record(tag, rec, step, description)
+        if k:
+            self.write_examples(
+                tag,
+                found,
+                step,
+                layout=layout,
+                field=field,
+                inputs=inputs,
+                input_layout=input_layout,
+                dtype=dtype or self._dtype,
+                filters=filters,
+            )
+
+    def write_examples(
+        self, tag: str, found: Found, step: int, *, layout: str, **options: Any
+    ) -> int:
+        """Writes dataset examples ranked by the caller (``examples.write_examples``);
+        the probe inputs once per digest. Returns the bytes queued."""
+        return write_examples(
+            self._write_record, self._probe_inputs, tag, found, step, layout=layout, **options
+        )
 
     def patterns(
         self,

@@ -3,6 +3,7 @@ the per-filter statistics stored with every step (``encoding.STAT_NAMES``), read
 tensors: the last step of each kernel (duplicates), a few more to date a duplicate pair,
 and the first and last step of a layer whose statistics did not move (frozen).
 """
+
 from __future__ import annotations
 
 import logging

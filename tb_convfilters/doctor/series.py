@@ -100,6 +100,7 @@ def make_series(
         nbytes=math.prod(shape) * _ITEMSIZE.get(info.get("dtype"), 8),
     )
 
+
 _ITEMSIZE = {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int8": 1, "uint8": 1}
 
 

@@ -25,7 +25,6 @@ METHODS = ("guided_backprop", "deconvnet", "gradient")
 _RELUS = (keras.activations.relu, keras.ops.relu, tf.nn.relu)
 
 
-
 def _rule_relu(method: str) -> Any:
     """A ReLU whose gradient follows the guided-backprop or deconvnet rule."""
 
