@@ -3,7 +3,7 @@
 Per channel, the `k` inputs with the largest maximum over positions (one entry per
 input), each with its index into the probe inputs, that maximum and where it is;
 kept by `TopK` batch by batch, so memory does not grow with the probe size. Ties go
-to the lower index; NaN ranks below every number.
+to the lower index; NaN ranks below every number (an all-NaN map has value -inf).
 
 Stored as two kinds of record, beside the activation step:
 
@@ -111,6 +111,7 @@ class TopK:
         axis = 1 if last else 2
         if flat.dtype.kind == "f" and flat.dtype.itemsize < 4 or flat.dtype.name == "bfloat16":
             flat = flat.astype(np.float32)
+        maps_of = flat  # the maps as they are (NaN included)
         if flat.dtype.kind == "f" and np.isnan(flat).any():
             flat = np.where(np.isnan(flat), -np.inf, flat)
         where = np.argmax(flat, axis=axis)  # (n, C): first maximum
@@ -132,7 +133,7 @@ class TopK:
             if self._maps is not None:
                 maps[old] = self._maps[ch[old], order[old]]
             new_j, new_c = order[~old] - kept, ch[~old]
-            maps[~old] = flat[new_j, :, new_c] if last else flat[new_j, new_c, :]
+            maps[~old] = maps_of[new_j, :, new_c] if last else maps_of[new_j, new_c, :]
             self._maps = maps
         self._values = cand_values[rows, order]
         self._indices = cand_indices[rows, order]
@@ -260,16 +261,15 @@ def rank(data: Any, layout: str, k: int, *, keep_maps: bool, batch: int = 256) -
 
 
 def input_layout_for(layout: str, rank_: int) -> str:
-    """The layout of inputs of rank `rank_` fed to a network whose maps are `layout`:
-    channels on the same side."""
-    last = layout.endswith("C")
-    for candidate in layouts.ACTIVATION_LAYOUTS:
-        if len(candidate) == rank_ and candidate.endswith("C") == last:
-            return candidate
-    raise ValueError(
-        f"inputs of rank {rank_} have no layout for examples (they need N, a channel axis and "
-        "1-3 spatial axes: add a channel axis, or pass input_layout=)"
-    )
+    """The layout of inputs of rank `rank_` to a network whose maps are `layout`: the
+    same spatial axes, channels on the same side."""
+    if rank_ != len(layout):
+        raise ValueError(
+            f"inputs of rank {rank_} have no layout for examples of maps {layout!r}: they need "
+            f"N, a channel axis and the maps' {len(layout) - 2} spatial axes (add a channel "
+            "axis, or pass input_layout=)"
+        )
+    return layout
 
 
 def inputs_header(inputs: np.ndarray, layout: str, dtype: str, digest: str) -> dict:
