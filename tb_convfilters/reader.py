@@ -236,7 +236,11 @@ def examples(
     ref = header.get("inputs")
     if ref:
         inputs = _find(logdir, run, ref["tag"], None)
-        found.inputs, found.input_layout = inputs.array(), inputs.header()["layout"]
+        inputs_header = inputs.header()
+        found.inputs, found.input_layout = inputs.array(), inputs_header["layout"]
+        value_range = inputs_header.get("range")
+        if value_range is not None:
+            found.input_range = (float(value_range[0]), float(value_range[1]))
     return found
 
 

@@ -2,10 +2,16 @@
 
 The ``*_pb`` functions never import TensorFlow; the TF2 ops import it on first
 use, so ``import tb_convfilters.summary`` works without TensorFlow installed.
+
+Dataset examples (``inputs=``, ``examples=``) are ranked in numpy, so the TF2
+``activation`` logs them in eager mode only; the probe inputs go to each default
+writer once per digest, while ``activation_pb`` (stateless) holds them in every
+Summary it returns.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,13 +20,19 @@ from tensorboard.compat.proto import summary_pb2, tensor_pb2, tensor_shape_pb2, 
 
 from tb_convfilters._record import encoding, metadata, parallel
 from tb_convfilters._record.arguments import check_tag
+from tb_convfilters._record.examples import INPUTS_PREFIX, rank
 from tb_convfilters._record.patterns import _check_pattern_values, _pattern_options, pattern_record
+from tb_convfilters._record.receptive_field import ReceptiveField
 from tb_convfilters._record.record import Record, make_record
+from tb_convfilters._writing.examples import examples_arguments, write_examples
 
 Cap = int | Sequence[int] | None
 
 
-def _summary_pb(tag: str, rec: Record, description: str | None) -> summary_pb2.Summary:
+def _summary_pb(
+    tag: str, rec: Record, description: str | None, summary: summary_pb2.Summary | None = None
+) -> summary_pb2.Summary:
+    """`summary` (default a new one) with the value of `rec` at `tag` added."""
     check_tag(tag)
     blobs = rec.blobs()
     tensor = tensor_pb2.TensorProto(
@@ -30,7 +42,7 @@ def _summary_pb(tag: str, rec: Record, description: str | None) -> summary_pb2.S
         ),
         string_val=blobs,
     )
-    summary = summary_pb2.Summary()
+    summary = summary_pb2.Summary() if summary is None else summary
     summary.value.add(
         tag=tag,
         metadata=metadata.create_summary_metadata(rec.header, description),
@@ -89,6 +101,10 @@ def activation_pb(
     dtype: str | None = None,
     max_filters: Cap = None,
     max_bytes: int | None = None,
+    inputs: Any = None,
+    examples: int | None = None,
+    receptive_field: ReceptiveField | dict | None = None,
+    input_layout: str | None = None,
 ) -> summary_pb2.Summary:
     """A ``Summary`` proto holding the feature maps of every sample given.
 
@@ -96,7 +112,17 @@ def activation_pb(
     only the first N samples and `max_filters` the first N channels (or the
     listed ones). Data over `max_bytes` (default 1 GiB) keeps the samples that
     fit, with a warning (once) naming the knobs.
+
+    Dataset examples as in ``Writer.activation``: with `inputs` (one network input
+    per sample of `data`) the top `examples` inputs per channel (default 9; 0:
+    none), cut by `receptive_field` when given, are a second value at
+    ``<tag>/examples``; the inputs a third at ``examples_inputs/<digest>``. Being
+    stateless, every Summary holds the inputs again: log them rarely, or use
+    ``Writer`` (once per digest).
     """
+    k, field, inputs, input_layout = examples_arguments(
+        data, layout, inputs, examples, receptive_field, input_layout
+    )
     rec = make_record(
         data,
         kind="activation",
@@ -107,7 +133,47 @@ def activation_pb(
         max_bytes=max_bytes,
         tag=tag,
     )
-    return _summary_pb(tag, rec, description)
+    summary = _summary_pb(tag, rec, description)
+    if k:
+        records = _examples_records(tag, data, rec, layout, k, field, inputs, input_layout, dtype)
+        for value_tag, value_rec, text in records:
+            _summary_pb(value_tag, value_rec, text, summary)
+    return summary
+
+
+def _examples_records(
+    tag: str,
+    data: Any,
+    rec: Record,
+    layout: str,
+    k: int,
+    field: ReceptiveField | None,
+    inputs: np.ndarray | None,
+    input_layout: str | None,
+    dtype: str | None,
+    written: dict[str, dict | None] | None = None,
+) -> list[tuple[str, Record, str | None]]:
+    """(tag, record, description) of the probe inputs (unless their digest is in
+    `written`) and of the examples of activation `tag` (`rec`: its record)."""
+    filters = rec.header.get("filters")
+    found = rank(np.asarray(data), layout, k, keep_maps=field is None)
+    if filters is not None:
+        found = found.take(filters)
+    out: list[tuple[str, Record, str | None]] = []
+    write_examples(
+        lambda t, r, _step, text: out.append((t, r, text)),
+        {} if written is None else written,
+        tag,
+        found,
+        0,
+        layout=layout,
+        field=field,
+        inputs=inputs,
+        input_layout=input_layout,
+        dtype=dtype,
+        filters=filters,
+    )
+    return out
 
 
 def patterns_pb(
@@ -167,16 +233,86 @@ def activation(
     layout: str = "NHWC",
     max_samples: int | None = None,
     description: str | None = None,
+    inputs: Any = None,
+    examples: int | None = None,
+    receptive_field: ReceptiveField | dict | None = None,
+    input_layout: str | None = None,
     **options: Any,
 ) -> Any:
-    """Writes feature maps to the default TF2 summary writer (see `activation_pb`)."""
-    return _write_tf(
-        name,
-        data,
-        step,
-        description,
-        dict(kind="activation", layout=layout, max_samples=max_samples, **options),
-    )
+    """Writes feature maps to the default TF2 summary writer (see `activation_pb`).
+
+    With `inputs` (or `examples` > 0) the dataset examples are written too, at
+    ``<name>/examples``, and the probe inputs once per default writer and digest;
+    that needs eager mode (a ValueError inside ``tf.function``: log them from
+    eager code, ``Writer.activation`` or the callbacks).
+    """
+    import tensorflow as tf
+
+    wants = inputs is not None or bool(examples)
+    if wants and not tf.executing_eagerly():
+        raise ValueError(
+            f"summary.activation({name!r}, inputs=..., examples={examples!r}): dataset examples "
+            "need eager mode; call it outside tf.function, or use Writer.activation or the "
+            "FiltersCallback"
+        )
+    k = 0
+    if wants:
+        if isinstance(getattr(data, "value", None), tf.Variable):
+            data = data.value
+        data = np.asarray(data)
+        x = None if inputs is None else np.asarray(inputs)
+        k, field, x, in_layout = examples_arguments(
+            data, layout, x, examples, receptive_field, input_layout
+        )
+    options = dict(kind="activation", layout=layout, max_samples=max_samples, **options)
+    result = _write_tf(name, data, step, description, options)
+    if k and tf.summary.should_record_summaries():
+        rec = make_record(data, tag=name, convert=False, **options)  # for its kept filters
+        written = _probe_inputs_written()
+        records = _examples_records(
+            name, data, rec, layout, k, field, x, in_layout, options.get("dtype"), written
+        )
+        for value_tag, value_rec, text in records:
+            if value_tag.startswith(INPUTS_PREFIX):
+                tf.summary.write(
+                    tag=value_tag,
+                    tensor=tf.constant(value_rec.blobs(), dtype=tf.string),
+                    step=step,
+                    metadata=metadata.create_summary_metadata(value_rec.header, text),
+                )
+            else:
+                _write_tf_record(value_tag, value_rec, step, text)
+    return result
+
+
+# default TF2 writer -> {digest: what the examples say of its inputs}: the probe inputs
+# written to it (kept while the writer lives)
+_INPUTS_WRITTEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _probe_inputs_written() -> dict[str, dict | None]:
+    """The probe inputs already written to the current default writer (a fresh dict, so
+    written every call, where it cannot be told)."""
+    from tensorflow.python.ops import summary_ops_v2
+
+    writer = getattr(getattr(summary_ops_v2, "_summary_state", None), "writer", None)
+    try:
+        return _INPUTS_WRITTEN.setdefault(writer, {})
+    except TypeError:  # None, or a writer that cannot be weakly referenced
+        return {}
+
+
+def _write_tf_record(tag: str, rec: Record, step: Any, description: str | None) -> Any:
+    """Writes a complete record at `tag` (under the current name scope) with tf.summary."""
+    import tensorflow as tf
+
+    meta = metadata.create_summary_metadata(rec.header, description)
+    tensor = tf.constant(rec.blobs(), dtype=tf.string)
+    with tf.summary.experimental.summary_scope(tag, "convfilters_summary", values=[step]) as (
+        scoped,
+        _,
+    ):
+        return tf.summary.write(tag=scoped, tensor=tensor, step=step, metadata=meta)
 
 
 def patterns(

@@ -1,18 +1,21 @@
 """``tb-convfilters export LOGDIR --out DIR``: every logged step as a ``.npy`` file, with an
-``index.json`` listing them."""
+``index.json`` listing them; dataset examples as ``.npz`` (their arrays, crops cut)."""
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 import urllib.parse
 
+import numpy as np
 from tqdm import tqdm
 
 from tb_convfilters import reader
 from tb_convfilters._record import encoding, files
+from tb_convfilters._record import examples as _examples
 
 # Header keys about the record format, left out of the export's index.json.
 _NOT_INDEXED = {"version", "stats", "payload_crc32c", "stats_crc32c"}
@@ -41,8 +44,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary line")
     parser.epilog = (
         "Writes DIR/<run>/<tag>/<step>.npy (bfloat16 widened to float32, exact) and "
-        "DIR/index.json describing every file (layout, stored dtype, kept filters)."
+        "DIR/index.json describing every file (layout, stored dtype, kept filters). Dataset "
+        "examples (<tag>/examples) become <step>.npz holding indices, values, positions, "
+        "channels, crops (when the probe inputs are stored) and maps (unknown receptive field); "
+        "the probe inputs (examples_inputs/<digest>) a .npy."
     )
+
+
+def examples_npz(header: dict, entry: reader.Entry, inputs: dict[str, reader.Entry]) -> bytes:
+    """An examples record as .npz bytes: its arrays, and the crops cut from its probe inputs
+    (`inputs`: the run's inputs records by tag) when they are stored."""
+    ex = _examples.decode(header, entry.array(), tag=entry.tag, step=entry.step)
+    ref = header.get("inputs")
+    if ref and ref.get("tag") in inputs:
+        found = inputs[ref["tag"]]
+        ex.inputs, ex.input_layout = found.array(), found.header()["layout"]
+    arrays = {
+        "indices": ex.indices,
+        "values": ex.values,
+        "positions": ex.positions,
+        "channels": ex.channels,
+    }
+    if ex.inputs is not None:
+        arrays["crops"] = ex.crops
+    if ex.maps is not None:
+        arrays["maps"] = ex.maps
+    out = io.BytesIO()
+    np.savez(out, **arrays)
+    return out.getvalue()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,33 +96,53 @@ def run(args: argparse.Namespace) -> int:
     index: dict[str, dict] = {}
     failed = 0
     bar = tqdm(unit="B", unit_scale=True, desc="export", disable=True if args.quiet else None)
+
+    def export(entry: reader.Entry, inputs: dict[str, reader.Entry] | None) -> None:
+        """Writes `entry`; with `inputs` None, examples wait in `pending`, their inputs
+        being perhaps later in the run."""
+        nonlocal failed
+        try:
+            header = entry.header()
+            if header.get("kind") == "examples":
+                if inputs is None:
+                    pending.append(entry)
+                    return
+                data, suffix = examples_npz(header, entry, inputs), "npz"
+            else:
+                data, suffix = entry.npy_bytes(), "npy"
+        except encoding.RecordError as e:
+            print(f"tb-convfilters export: skipped: {e}", file=sys.stderr)
+            failed += 1
+            return
+        rel = f"{safe_path(entry.run)}/{safe_path(entry.tag)}/{entry.step}.{suffix}"
+        path = os.path.join(args.out, *rel.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        index[rel] = {
+            "file": rel,
+            "run": entry.run,
+            "tag": entry.tag,
+            "step": entry.step,
+            "wall_time": entry.wall_time,
+            **{k: v for k, v in header.items() if k not in _NOT_INDEXED},
+        }
+        bar.update(len(data))
+        bar.set_postfix(arrays=len(index), refresh=False)
+
     try:
         for name in args.run or runs:
+            inputs: dict[str, reader.Entry] = {}  # the run's probe inputs, by tag
+            pending: list[reader.Entry] = []  # its examples (small), written after the run
             for entry in reader._values(name, runs[name], None):
                 seen.setdefault(entry.tag, set()).add(entry.step)
+                if entry.tag.startswith(_examples.INPUTS_PREFIX):
+                    inputs[entry.tag] = entry
                 if (tags and entry.tag not in tags) or (steps and entry.step not in steps):
                     continue
-                rel = f"{safe_path(entry.run)}/{safe_path(entry.tag)}/{entry.step}.npy"
-                try:
-                    header, data = entry.header(), entry.npy_bytes()
-                except encoding.RecordError as e:
-                    print(f"tb-convfilters export: skipped: {e}", file=sys.stderr)
-                    failed += 1
-                    continue
-                path = os.path.join(args.out, *rel.split("/"))
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "wb") as f:
-                    f.write(data)
-                index[rel] = {
-                    "file": rel,
-                    "run": entry.run,
-                    "tag": entry.tag,
-                    "step": entry.step,
-                    "wall_time": entry.wall_time,
-                    **{k: v for k, v in header.items() if k not in _NOT_INDEXED},
-                }
-                bar.update(len(data))
-                bar.set_postfix(arrays=len(index), refresh=False)
+                export(entry, None)
+            for entry in pending:
+                export(entry, inputs)
     finally:
         bar.close()
     if index:

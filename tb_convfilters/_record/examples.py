@@ -301,7 +301,8 @@ class Examples:
     ``(C, k, *crop)`` is each example's receptive field cut from its input (in the
     input's layout without N, zero past its border); where the field is unknown,
     the whole input, and `maps` ``(C, k, *map)`` the example's map to lay over it.
-    None without stored probe inputs.
+    None without stored probe inputs. `input_range` ``(min, max)`` of the finite probe
+    inputs (their record's ``range``): the limits the crops are drawn with.
     """
 
     tag: str
@@ -315,6 +316,7 @@ class Examples:
     inputs: np.ndarray | None
     input_layout: str | None
     ranked: int
+    input_range: tuple[float, float] | None = None
 
     @property
     def crops(self) -> np.ndarray | None:

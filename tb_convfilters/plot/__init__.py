@@ -4,13 +4,15 @@
 >>> fig = plot.grid(model.get_layer("conv1").kernel.numpy(), "HWIO")
 >>> fig.savefig("conv1.png")
 >>> plot.grid_from_logs("logs", "train", "conv1/kernel")     # the latest step
+>>> plot.examples("logs", "train", "conv2/activation")       # dataset examples per filter
 
 Kernels draw one row per filter and one tile per input channel (depthwise: one row
 per input channel, one tile per multiplier); rows of at most three tiles are laid out
 as the dashboard lays them out, a near-square grid of labelled blocks; activations
 one tile per channel in a near-square grid; 3D tiles put their D slices side by side.
 Colour tables, the NaN/Inf colour and the percentile limits come from the dashboard's
-own settings (``tb_convfilters._dashboard.colormaps``).
+own settings (``tb_convfilters._dashboard.colormaps``). Dataset examples (`examples`,
+`example_pixels`, `example_overlay`) live in ``plot.dataset_examples``.
 Needs ``pip install "tb-convfilters[plot]"``.
 """
 
@@ -35,6 +37,21 @@ except ImportError as e:  # pragma: no cover - exercised by hand without matplot
 from tb_convfilters import reader
 from tb_convfilters._dashboard import colormaps
 from tb_convfilters._record.layouts import ACTIVATION_LAYOUTS, KERNEL_LAYOUTS
+from tb_convfilters.plot.dataset_examples import example_overlay, example_pixels, examples
+
+__all__ = [
+    "BLOCK_CHANNELS",
+    "Tiles",
+    "block_columns",
+    "cell_limits",
+    "example_overlay",
+    "example_pixels",
+    "examples",
+    "grid",
+    "grid_from_logs",
+    "image",
+    "tiles",
+]
 
 _SCALES = ("tile", "filter", "layer")
 # As the dashboard (layout.js BLOCK_CHANNELS): kernels with at most this many tiles per
