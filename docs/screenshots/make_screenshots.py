@@ -4,7 +4,8 @@
 
 Logs synthetic but filter-like data (oriented Gabor kernels sharpening out of
 noise over training steps, their feature maps, a second layer, a compared run,
-a run with planted problems for the filter doctor, patterns of a layer),
+a run with planted problems for the filter doctor, patterns of a layer, the
+planted bars' dataset examples),
 starts ``tensorboard`` on it and saves one PNG per main view next to this file
 (only the named ones, e.g. ``doctor patterns``, when names are given).
 """
@@ -23,6 +24,7 @@ import tb_convfilters
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "tests"))
 from support import CHROMIUM, CHROMIUM_ARGS, plugin_frame, tensorboard  # noqa: E402
+from test_browser_examples import FIELD, bars, sobel  # noqa: E402
 
 STEPS = (0, 100, 200, 400, 800)
 
@@ -90,6 +92,14 @@ def patterns_run(logdir: Path) -> None:
         )
 
 
+def examples_run(logdir: Path) -> None:
+    """The planted bars: Sobel-x and Sobel-y over images holding one thin bar each, with
+    their dataset examples (the vertical bars top Sobel-x, the horizontal ones Sobel-y)."""
+    x = bars(n=48, size=20, seed=3)
+    with tb_convfilters.Writer(logdir / "bars") as w:
+        w.activation("sobel/activation", sobel(x), 0, inputs=x, examples=9, receptive_field=FIELD)
+
+
 def write_logs(logdir: Path) -> None:
     rng = np.random.default_rng(7)
     yy, xx = np.mgrid[0:40, 0:40] / 40
@@ -130,6 +140,7 @@ def write_logs(logdir: Path) -> None:
                 )
     sick_run(logdir)
     patterns_run(logdir)
+    examples_run(logdir)
     big = rng.normal(scale=0.05, size=(3, 3, 512, 512)).astype(np.float16)
     with tb_convfilters.Writer(logdir / "wide") as w:
         w.kernel(
@@ -230,6 +241,16 @@ def main(names: list[str]) -> None:
 
             if want("patterns"):
                 shoot(base, page, "patterns", "run=vis&tag=conv1/pattern", hover_pattern)
+
+            def open_examples(frame):
+                frame.locator(".examples[data-state='drawn']").wait_for()
+                frame.locator("canvas.main-grid").first.click(position={"x": 3, "y": 3})
+                frame.locator(".examples-detail .examples-input").first.wait_for()
+                frame.locator(".examples-title").first.hover()
+
+            if want("examples"):
+                tall = browser.new_page(viewport={"width": 1400, "height": 1250})
+                shoot(base, tall, "examples", "run=bars&tag=sobel/activation&ex=1", open_examples)
             if want("dark"):
                 dark = browser.new_page(
                     viewport={"width": 1400, "height": 860}, color_scheme="dark"

@@ -75,6 +75,14 @@ export const similarity = (tag, runs, steps, init) =>
   getJSON("similarity", { tag, runs: runs.join(","), steps: steps ? steps.join(",") : null }, init);
 
 /**
+ * Dataset examples of activation `tag` at `step`: {step, k, ranked, rows, channels, indices,
+ * values, positions, field, input, crops, maps, inputs} (http_api.md); `rows` the filters
+ * (all if undefined), `whole` adds each example's whole input.
+ */
+export const examples = (run, tag, step, { rows, whole } = {}, init) =>
+  getJSON("examples", { run, tag, step, rows: rows ? rows.join(",") : null, whole: whole ? 1 : null }, init);
+
+/**
  * One logged tensor: {array, shape, dtype, header, step, buffer}.
  * `step` comes from X-Convfilters-Step (the step actually served, as a string).
  * `maxFilters` / `maxChannels` ask for only the first N filters / M input channels.

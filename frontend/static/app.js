@@ -16,9 +16,10 @@ import { Comparing } from "./comparing.js";
 import { Controls } from "./controls.js";
 import { DetailView } from "./detail.js";
 import { DoctorView } from "./doctorview.js";
+import { ExampleDetail, ExampleStrips } from "./examplesview.js";
 import { fmt } from "./dom.js";
 import { HealthTable } from "./health.js";
-import { IMAGE_KINDS } from "./layout.js";
+import { IMAGE_KINDS, filterCount } from "./layout.js";
 import { StepLoader } from "./loader.js";
 import { cellLimits, MODE_LABELS } from "./normalize.js";
 import * as page from "./page.js";
@@ -54,6 +55,8 @@ export class Dashboard {
     // the views beside the grids (DetailView, PatternHover and SimilarityView read the dashboard)
     this.health = new HealthTable({ onSelect: (f) => this.selection.select(f, true) });
     this.detail = new DetailView(this);
+    this.exampleDetail = new ExampleDetail();
+    this.detail.node.append(this.exampleDetail.node);
     this.doctor = new DoctorView({ onJump: (f) => this.triage.jumpTo(f) });
     this.patternHover = new PatternHover(this);
     this.similarity = new SimilarityView(this);
@@ -227,8 +230,44 @@ export class Dashboard {
   ensurePanels() {
     const runs = this.shownRuns();
     const old = new Map(this.panels.map((p) => [p.run, p]));
-    this.panels = runs.map((r) => old.get(r) || new Panel(r, this.panelHost));
+    this.panels = runs.map((r) => old.get(r) || this.newPanel(r));
     this.controls.setPanels(this.panels.map((p) => p.node));
+  }
+
+  newPanel(run) {
+    const panel = new Panel(run, this.panelHost);
+    panel.examples = new ExampleStrips();
+    panel.node.append(panel.examples.node);
+    return panel;
+  }
+
+  /** Each panel's dataset examples (Show: examples) at the shown step, rows in the grid's order. */
+  showExamples(results, order) {
+    const s = this.state;
+    this.panels.forEach((panel, i) => {
+      const result = results[i];
+      if (!s.examples || !result || result.error || !result.grid) {
+        panel.examples.hide();
+        return;
+      }
+      const n = filterCount(result.grid);
+      const display = order || Array.from({ length: n }, (_, r) => r);
+      const perm = result.tensor.match ? result.tensor.match.permutation : null;
+      const filters = display.map((r) => (perm ? perm[r] : r));
+      panel.examples.show(panel.run, s.tag, s.step, filters, Boolean(this.info(panel.run, s.tag).examples));
+    });
+    this.showExampleDetail();
+  }
+
+  /** The detail view's examples of its filter, when Show: examples is on. */
+  showExampleDetail() {
+    const s = this.state;
+    const target = this.detail.open ? this.detail.target : null;
+    if (!s.examples || !target || !this.info(target.run, s.tag).examples) {
+      this.exampleDetail.close();
+      return;
+    }
+    this.exampleDetail.show(target.run, s.tag, s.step, target.f);
   }
 
   async loadSteps(show) {
@@ -332,6 +371,7 @@ export class Dashboard {
     const order = await this.loader.rowOrder(results[0], this.panels.length ? this.panels[0].run : null);
     if (token !== this.token) return;
     this.panels.forEach((p, i) => this.drawPanel(p, results[i], fixed, order));
+    this.showExamples(results, order);
     this.triage.updateSide();
     this.triage.updateFindings();
     this.similarity.update();

@@ -44,8 +44,10 @@ export class Controls {
         if (v >= 50 && v <= 100) host.change({ pct: v });
       },
     });
-    c.diff = fillSelect(el("select", { id: "diff-select", onchange: () => host.change({ diff: c.diff.value }) }), [
-      ["none", "weights"], ["first", "− first step"], ["run", "− another run"],
+    // "examples" is the grid as logged, with each filter's dataset examples beside it
+    const show = (v) => (v === "examples" ? { diff: "none", examples: true } : { diff: v, examples: false });
+    c.diff = fillSelect(el("select", { id: "diff-select", onchange: () => host.change(show(c.diff.value)) }), [
+      ["none", "weights"], ["first", "− first step"], ["run", "− another run"], ["examples", "examples"],
     ]);
     c.base = el("select", { id: "base-select", onchange: () => host.change({ base: c.base.value }) });
     c.baseLabel = label("base run", c.base, { hidden: true, title: "Subtracted by \"− another run\"; the run that \"Align\" reorders the others to" });
@@ -138,7 +140,7 @@ export class Controls {
     c.cmap.value = s.cmap;
     c.norm.value = s.norm;
     c.pct.value = String(s.pct);
-    c.diff.value = s.diff;
+    c.diff.value = s.examples ? "examples" : s.diff;
     c.sort.value = s.sort;
     c.rgb.checked = s.rgb;
     c.sample.value = String(s.sample);

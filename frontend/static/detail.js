@@ -70,6 +70,7 @@ export class DetailView {
     this.open = true;
     this.node.hidden = false;
     this.refresh();
+    this.dashboard.showExampleDetail();
   }
 
   refresh() {

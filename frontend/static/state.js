@@ -23,6 +23,7 @@ export function defaults() {
     rgb: false,
     sample: 0,
     sort: "none",
+    examples: false, // "Show: dataset examples": each filter's strip of examples beside the grid
     sel: null,
     zoom: null, // css px per value chosen by the user; null: fit the available width
   };
@@ -47,6 +48,7 @@ export function decode(hash) {
   if (DIFFS.includes(q.get("diff"))) s.diff = q.get("diff");
   if (q.has("base")) s.base = q.get("base");
   s.align = q.get("align") === "1";
+  s.examples = q.get("ex") === "1" && s.diff === "none";
   s.rgb = q.get("rgb") === "1";
   s.sample = int(q.get("sample")) || 0;
   if (SORTS.includes(q.get("sort"))) s.sort = q.get("sort");
@@ -69,6 +71,7 @@ export function encode(state) {
   for (const run of state.compare || []) q.append("cmp", run);
   if ((state.diff === "run" || state.align) && state.base !== null) q.set("base", state.base);
   if (state.align) q.set("align", "1");
+  if (state.examples) q.set("ex", "1");
   if (state.rgb) q.set("rgb", "1");
   if (state.sample) q.set("sample", String(state.sample));
   if (state.sel !== null && state.sel !== undefined) q.set("sel", String(state.sel));

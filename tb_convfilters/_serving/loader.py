@@ -12,6 +12,7 @@ from tensorboard.plugins import base_plugin
 from tb_convfilters._record import metadata
 from tb_convfilters._serving import memory_release
 from tb_convfilters._serving.compare_routes import DEFAULT_MAX_SIMILARITY_MB
+from tb_convfilters._serving.example_routes import DEFAULT_MAX_EXAMPLES_MB
 from tb_convfilters._serving.plugin import DEFAULT_MAX_TENSOR_MB, ConvFiltersPlugin
 
 
@@ -43,6 +44,13 @@ class ConvFiltersLoader(base_plugin.TBLoader):
             default=DEFAULT_MAX_SIMILARITY_MB,
             help="Filters tab: memory (MiB) one CKA similarity request may use "
             "(default: %(default)s).",
+        )
+        parser.add_argument(
+            "--convfilters_max_examples_mb",
+            type=float,
+            default=DEFAULT_MAX_EXAMPLES_MB,
+            help="Filters tab: largest answer (MiB) of crops one dataset-examples request "
+            "returns (default: %(default)s).",
         )
         parser.add_argument(
             "--convfilters_release_memory",
@@ -102,4 +110,14 @@ class ConvFiltersLoader(base_plugin.TBLoader):
             if flags
             else DEFAULT_MAX_SIMILARITY_MB
         )
-        return ConvFiltersPlugin(context, max_tensor_mb=max_mb, max_similarity_mb=similarity_mb)
+        examples_mb = (
+            getattr(flags, "convfilters_max_examples_mb", DEFAULT_MAX_EXAMPLES_MB)
+            if flags
+            else DEFAULT_MAX_EXAMPLES_MB
+        )
+        return ConvFiltersPlugin(
+            context,
+            max_tensor_mb=max_mb,
+            max_similarity_mb=similarity_mb,
+            max_examples_mb=examples_mb,
+        )

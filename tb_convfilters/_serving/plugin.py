@@ -26,17 +26,21 @@ from werkzeug.security import safe_join
 
 from tb_convfilters._dashboard.files import frontend_dir as _frontend_dir
 from tb_convfilters._record import encoding, metadata
+from tb_convfilters._record.examples import EXAMPLES_SUFFIX, INPUTS_PREFIX
 from tb_convfilters._serving import data_sources
 from tb_convfilters._serving.compare_routes import DEFAULT_MAX_SIMILARITY_MB, CompareRoutes
 from tb_convfilters._serving.data_sources import HttpError, header_of, step_at
 from tb_convfilters._serving.data_sources import quoted as _name
+from tb_convfilters._serving.example_routes import DEFAULT_MAX_EXAMPLES_MB, ExampleRoutes
 from tb_convfilters._serving.requests import (
     bounded_count_param,
     bytes_chunks,
     count_param,
+    flag_param,
     json_response,
     param,
     route,
+    rows_param,
     step_param,
     steps_param,
 )
@@ -103,12 +107,16 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         context: base_plugin.TBContext,
         max_tensor_mb: float = DEFAULT_MAX_TENSOR_MB,
         max_similarity_mb: float = DEFAULT_MAX_SIMILARITY_MB,
+        max_examples_mb: float = DEFAULT_MAX_EXAMPLES_MB,
     ):
         self._source = data_sources.make_source(context)
         logger.info("convfilters: serving from the %s", self._source.mode)
         self._max_tensor_bytes = int(max_tensor_mb * (1 << 20))
         self._compare = CompareRoutes(
             self._source, self._max_tensor_bytes, int(max_similarity_mb * (1 << 20))
+        )
+        self._examples = ExampleRoutes(
+            self._source, int(max_examples_mb * (1 << 20)), self._max_tensor_bytes
         )
         self._static = _frontend_dir() / "static"
         self._skipped: set[tuple[str, str]] = set()  # series already logged as unreadable
@@ -123,6 +131,7 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
             "/findings": self._serve_findings,
             "/align": self._serve_align,
             "/similarity": self._serve_similarity,
+            "/examples": self._serve_examples,
         }
 
     def is_active(self) -> bool:
@@ -134,17 +143,25 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
     # ---- implementations (called by the routes; tested directly) ----
 
     def tags_impl(self, ctx: Any, experiment: str) -> dict:
-        """``{run: {tag: {kind, layout, shape, dtype, description, ...}}}``."""
+        """``{run: {tag: {kind, layout, shape, dtype, description, ...}}}``; an activation
+        with dataset examples has ``examples`` (their tag), which are not listed as rows."""
         result: dict[str, dict] = {}
         for run, tags in self._source.listing(ctx, experiment).items():
             for tag, series in tags.items():
+                if tag.startswith(INPUTS_PREFIX) or (
+                    tag.endswith(EXAMPLES_SUFFIX) and tag[: -len(EXAMPLES_SUFFIX)] in tags
+                ):
+                    continue
                 info = _series_info(series.content, series.description or "")
                 if info is None:
                     if (run, tag) not in self._skipped:
                         self._skipped.add((run, tag))
                         logger.warning("convfilters: skipping %s/%s: unreadable metadata", run, tag)
                     continue
-                result.setdefault(run, {})[tag] = {**info, "max_step": series.max_step}
+                entry = {**info, "max_step": series.max_step}
+                if info.get("kind") == "activation" and tag + EXAMPLES_SUFFIX in tags:
+                    entry["examples"] = tag + EXAMPLES_SUFFIX
+                result.setdefault(run, {})[tag] = entry
         return result
 
     def steps_impl(self, ctx: Any, experiment: str, run: str, tag: str) -> list[dict]:
@@ -313,6 +330,17 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         )
 
     # ---- end of filter doctor ----
+
+    # ---- dataset examples (see example_routes.py) ----
+
+    @route
+    def _serve_examples(self, request: wrappers.Request) -> wrappers.Response:
+        ctx, experiment, run, tag = self._request_args(request)
+        step, rows = step_param(request), rows_param(request)
+        whole = flag_param(request, "whole")
+        return json_response(
+            request, self._examples.examples_impl(ctx, experiment, run, tag, step, rows, whole)
+        )
 
     # ---- comparing runs: align and similarity (see compare_routes.py) ----
 

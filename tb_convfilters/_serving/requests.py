@@ -91,6 +91,27 @@ def steps_param(request: wrappers.Request) -> list[int] | None:
     return [int(p) for p in parts]
 
 
+def rows_param(request: wrappers.Request, most: int = 100_000) -> list[int] | None:
+    """``rows=R1,R2,...`` (row indices 0.., at most `most` of them), or None if not given."""
+    raw = param(request, "rows", required=False)
+    if raw is None:
+        return None
+    parts = raw.split(",")
+    if len(parts) > most or not all(_COUNT_RE.fullmatch(p) for p in parts):
+        raise HttpError(
+            400, f"rows={raw[:40]!r} is not a list of row indices R1,R2,... (at most {most})"
+        )
+    return [int(p) for p in parts]
+
+
+def flag_param(request: wrappers.Request, name: str) -> bool:
+    """``name=1`` or ``name=0`` (the default)."""
+    raw = param(request, name, required=False)
+    if raw not in (None, "0", "1"):
+        raise HttpError(400, f"{name}={raw[:40]!r} is not allowed; expected 0 or 1")
+    return raw == "1"
+
+
 def count_param(request: wrappers.Request, name: str) -> int | None:
     """A count ``name=N`` (1 or more), or None if not given."""
     raw = param(request, name, required=False)
