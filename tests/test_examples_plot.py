@@ -73,14 +73,12 @@ def test_example_pixels_outside_the_input_transparent():
     assert (out[..., :3] == 255).all()
 
 
-def test_example_pixels_3d_slices_side_by_side():
-    crop = np.arange(8.0).reshape(2, 2, 2, 1)  # D=2, H=2, W=2, C=1
-    out = plot.example_pixels(crop, "NDHWC", (0.0, 7.0))
-    assert out.shape == (2, 5, 4)
-    assert out[:, 2, 3].tolist() == [0, 0]  # the separator is transparent
-    expect = np.floor(255 * crop[..., 0] / 7 + 0.5)
-    assert out[:, :2, 0].tolist() == expect[0].tolist()
-    assert out[:, 3:, 0].tolist() == expect[1].tolist()
+def test_example_pixels_3d_draw_the_middle_slice_as_the_dashboard():
+    crop = np.arange(24.0).reshape(3, 2, 4, 1)  # D=3, H=2, W=4, C=1
+    out = plot.example_pixels(crop, "NDHWC", (0.0, 23.0))
+    assert out.shape == (2, 4, 4)
+    assert out[..., 0].tolist() == np.floor(255 * crop[1, ..., 0] / 23 + 0.5).tolist()
+    assert plot.example_pixels(np.arange(5.0)[:, None], "NWC", (0, 4)).shape == (1, 5, 4)
 
 
 def test_example_overlay_by_hand():

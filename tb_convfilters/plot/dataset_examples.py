@@ -42,17 +42,9 @@ def _as_cdhw(array: np.ndarray, layout: str) -> np.ndarray:
     return arr.transpose([have.index(letter) for letter in "CDHW"])
 
 
-def _flatten_slices(dhw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(D, H, W, ...) -> (H, D*(W+1)-1, ...) with D slices side by side, and where it is
-    a slice (not a 1-px separator)."""
-    d, h, w = dhw.shape[:3]
-    rest = dhw.shape[3:]
-    out = np.zeros((h, d * (w + 1) - 1, *rest), dhw.dtype)
-    valid = np.zeros((h, d * (w + 1) - 1), bool)
-    for i in range(d):
-        out[:, i * (w + 1) : i * (w + 1) + w] = dhw[i]
-        valid[:, i * (w + 1) : i * (w + 1) + w] = True
-    return out, valid
+def _middle_slice(dhw: np.ndarray) -> np.ndarray:
+    """(D, H, W, ...) -> (H, W, ...): the middle D slice, as the dashboard draws 3-D inputs."""
+    return dhw[dhw.shape[0] // 2]
 
 
 def example_pixels(
@@ -63,8 +55,8 @@ def example_pixels(
     start: Sequence[int] | None = None,
     input_shape: Sequence[int] | None = None,
 ) -> np.ndarray:
-    """An example's crop as RGBA uint8 ``(H, W, 4)`` (3D: D slices side by side, 1 px
-    apart, transparent between); the rule the dashboard draws crops with.
+    """An example's crop as RGBA uint8 ``(H, W, 4)`` (3-D: the middle D slice; 1-D:
+    ``1 x W``); the rule the dashboard draws crops with.
 
     Each value is scaled by the probe inputs' `value_range` ``(lo, hi)``:
     ``t = clip((x - lo) / (hi - lo), 0, 1)`` (``hi == lo``: 0.5; NaN: 0); 3 channels
@@ -106,9 +98,7 @@ def example_pixels(
             inside &= ((index >= 0) & (index < n)).reshape(shape)
         alpha = np.where(inside, alpha, 0).astype(np.uint8)
     dhwc = np.concatenate([np.moveaxis(rgb, 0, -1), alpha[..., None]], axis=-1)
-    out, valid = _flatten_slices(dhwc)
-    out[~valid] = 0
-    return out
+    return _middle_slice(dhwc)
 
 
 def example_overlay(
@@ -144,9 +134,7 @@ def example_overlay(
     rgba[..., 3] = alpha
     full = {letter: n for letter, n in zip(spatial, rgba.shape, strict=False)}
     dhw = rgba.reshape(full.get("D", 1), full.get("H", 1), full.get("W", 1), 4)
-    out, valid = _flatten_slices(dhw)
-    out[~valid] = 0
-    return out
+    return _middle_slice(dhw)
 
 
 def _pick(ex: Examples, filters: int | Sequence[int] | None) -> list[int]:
