@@ -399,3 +399,28 @@ def test_cli_imports_and_reports(torch_files, tmp_path, capsys):
     assert "names one run, but the paths make 2" in capsys.readouterr().err
     assert cli.main([*argv, "--layout", "up*"]) == 2
     assert "PATTERN=LAYOUT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["a.keras", "b.weights.h5", "c.h5"])
+def test_nested_keras_model_tags_are_the_callbacks(tmp_path, name):
+    """A backbone model inside a Sequential: tags are its layers' names, as FiltersCallback's."""
+    import keras
+
+    from tb_convfilters.keras import layers
+
+    inner_in = keras.Input((8, 8, 2))
+    y = keras.layers.Conv2D(3, 3, name="inner_conv")(inner_in)
+    inner = keras.Model(inner_in, keras.layers.Conv2D(3, 3)(y), name="backbone")
+    model = keras.Sequential([keras.Input((8, 8, 2)), inner, keras.layers.Conv2D(2, 1)])
+    path = tmp_path / name
+    model.save_weights(path) if name.endswith(".weights.h5") else model.save(path)
+    import_models(path, tmp_path / "logs", run="r", progress=False)
+    want = {
+        part.tag: (part.layout, getattr(layer, part.variable_name).numpy())
+        for layer in layers.select_layers(model, None)
+        for part in layers.kernel_parts(layer)
+    }
+    (got,) = _run(tmp_path / "logs", "r").values()
+    assert set(got) == set(want) and len(want) == 3 and "inner_conv/kernel" in want
+    for tag, (array, layout) in got.items():
+        assert layout == want[tag][0] and _same(array, want[tag][1]), tag

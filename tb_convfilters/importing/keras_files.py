@@ -92,20 +92,24 @@ def _legacy(h5: Any, path: Path) -> list[tuple[Any, Kernel]]:
     root = h5["model_weights"] if "model_weights" in h5 else h5
     config = h5.attrs.get("model_config")
     classes = config_layers(json.loads(config)) if config is not None else {}
+    order = {name: i for i, name in enumerate(classes)}
     found = []
     for i, raw in enumerate(root.attrs["layer_names"]):
-        layer = raw.decode() if isinstance(raw, bytes) else str(raw)
-        group = root[layer]
-        kind = keras_kind(classes.get(layer), layer)
+        group = root[raw.decode() if isinstance(raw, bytes) else str(raw)]
         for raw_weight in group.attrs.get("weight_names", []):
             weight = raw_weight.decode() if isinstance(raw_weight, bytes) else str(raw_weight)
             data = group.get(weight)
             if data is None or not hasattr(data, "shape"):
                 continue
-            attribute = weight.rsplit("/", 1)[-1].removesuffix(":0")
-            tag_layout = keras_kernel(layer, attribute, data.shape, kind)
+            # `conv/kernel:0`; a nested model's group lists its layers' weights by their names
+            *_, layer, attribute = ["", *weight.removesuffix(":0").split("/")]
+            layer = layer or group.name.rsplit("/", 1)[-1]
+            tag_layout = keras_kernel(
+                layer, attribute, data.shape, keras_kind(classes.get(layer), layer)
+            )
             if tag_layout:
-                found.append(((i, 0), Kernel(data.name, *tag_layout, _read(data, path))))
+                key = (i, order.get(layer, len(order)))
+                found.append((key, Kernel(data.name, *tag_layout, _read(data, path))))
     return found
 
 
