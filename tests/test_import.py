@@ -285,7 +285,7 @@ def test_torchscript_is_refused(tmp_path):
 
     path = tmp_path / "scripted.pt"
     torch.jit.script(torch.nn.Conv2d(1, 2, 3)).save(str(path))
-    with pytest.raises(ImportFailure, match="TorchScript"):
+    with pytest.raises(ImportFailure, match="refused: .* TorchScript archive holds code"):
         import_models(path, tmp_path / "logs", progress=False)
 
 
@@ -424,3 +424,16 @@ def test_nested_keras_model_tags_are_the_callbacks(tmp_path, name):
     assert set(got) == set(want) and len(want) == 3 and "inner_conv/kernel" in want
     for tag, (array, layout) in got.items():
         assert layout == want[tag][0] and _same(array, want[tag][1]), tag
+
+
+def test_state_dict_inside_a_checkpoint_dict_and_from_data_parallel(tmp_path):
+    import torch
+
+    weight = torch.randn(4, 2, 3, 3)
+    path = tmp_path / "epoch=2-step=40.ckpt"  # Lightning's name; a training script's dict
+    torch.save(
+        {"epoch": 2, "state_dict": {"module.conv.weight": weight}, "optimizer": {"lr": 0.1}}, path
+    )
+    summary = import_models(path, tmp_path / "logs", progress=False)
+    assert summary.runs[0].checkpoints[0].step == 40
+    assert _same(reader.read(tmp_path / "logs", "epoch=2-step=40", "conv/weight"), weight.numpy())
