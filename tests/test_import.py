@@ -298,7 +298,9 @@ def test_a_corrupt_file_in_the_middle_leaves_no_run(torch_files, tmp_path):
     logdir.mkdir()
     with pytest.raises(ImportFailure, match="epoch_2.pt"):
         import_models(folder, logdir, progress=False)
-    assert list(logdir.iterdir()) == []  # neither the run nor its temporary folder
+    with pytest.raises(ImportFailure, match="epoch_2.pt"):
+        import_models(folder, logdir, run="group/seed1", progress=False)
+    assert list(logdir.iterdir()) == []  # neither the run nor its temporary or parent folder
 
 
 def _state(tmp_path: Path, name: str, tensors: dict) -> Path:

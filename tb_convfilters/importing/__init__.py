@@ -13,6 +13,7 @@ that fails leaves no run behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -175,11 +176,14 @@ def import_models(
             )
     finals = [_check_run_name(logdir_path, name) for name, _ in groups]
     written: list[tuple[Path, Path]] = []  # (temporary folder, final folder)
+    created: list[Path] = []
     summary = ImportSummary(str(logdir_path), [])
     bar = _progress(total, progress)
     try:
         for (name, checkpoints), final in zip(groups, finals, strict=True):
+            missing = [d for d in [final.parent, *final.parent.parents] if not d.exists()]
             final.parent.mkdir(parents=True, exist_ok=True)
+            created.extend(missing)  # deepest first
             tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.importing-", dir=final.parent))
             written.append((tmp, final))
             summary.runs.append(
@@ -190,6 +194,9 @@ def import_models(
     except BaseException:
         for tmp, _ in written:
             shutil.rmtree(tmp, ignore_errors=True)
+        for folder in created:  # the run's parent folders made here (run="group/name")
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     finally:
         bar.close()
