@@ -51,6 +51,7 @@ setup(
         "tensorboardx": ["tensorboardX>=2.6"],
         "plot": ["matplotlib>=3.7"],
         "fast": ["numba>=0.59"],  # the Writer's stats in one compiled pass (fused.py)
+        "onnx": ["onnx"],  # tb-convfilters import of .onnx files
         "test": [
             "pytest",
             "playwright",
@@ -62,6 +63,8 @@ setup(
             "mkdocs-material",
             "ipython",  # the %tensorboard notebook magic in test_notebook
             "scikit-learn",  # benchmarks.dead_units and the compare example train on its digits
+            "onnx",  # test_import: a hand-built ONNX model
+            "safetensors",  # test_import: .safetensors saved by a PyTorch loop
         ],
     },
     entry_points={

@@ -1,4 +1,4 @@
-"""The ``tb-convfilters`` command: ``export`` (logs to .npy), ``doctor`` and ``compare``.
+"""The ``tb-convfilters`` command: ``export`` (logs to .npy), ``doctor``, ``compare``, ``import``.
 
 Each subcommand is a module of ``tb_convfilters._commands`` with ``add_arguments(parser)``
 and ``run(args) -> int``.
@@ -20,6 +20,10 @@ SUBCOMMANDS = {
     "compare": (
         "tb_convfilters._commands.compare",
         "match filters across runs trained apart; layer CKA",
+    ),
+    "import": (
+        "tb_convfilters._commands.importing",
+        "write the kernels of trained models and checkpoint folders as runs",
     ),
 }
 

@@ -44,6 +44,9 @@ PUBLIC = {
     "tb_convfilters.doctor": ["diagnose", "Thresholds", "Finding", "PROBLEMS"],
     "tb_convfilters.compare": ["align", "match_filters", "cka", "similarity", "Match"],
     "tb_convfilters.plugin": ["ConvFiltersLoader", "ConvFiltersPlugin"],
+    "tb_convfilters.importing": [
+        "import_models", "ImportFailure", "ImportSummary", "ImportedRun", "ImportedCheckpoint",
+    ],
     "tb_convfilters.cli": ["main"],
 }
 PRIVATE_PACKAGES = {"_record", "_writing", "_serving", "_commands", "_dashboard"}
@@ -52,7 +55,7 @@ FLOORS = [
     {"_record", "_dashboard"},
     {"_writing"},
     {"__init__", "summary", "reader", "keras", "torch", "lightning", "flax", "vis", "plot"}
-    | {"doctor", "compare"},
+    | {"doctor", "compare", "importing"},
     {"_serving", "_commands"},
     {"plugin", "cli", "record", "fs"},
 ]
