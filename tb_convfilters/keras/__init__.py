@@ -42,6 +42,7 @@ from tb_convfilters.keras.layers import (
     select_layers,
     variable_numpy,
 )
+from tb_convfilters.keras.receptive_fields import receptive_field
 
 __all__ = [
     "DEFAULT_LAYER_TYPES",
@@ -49,6 +50,7 @@ __all__ = [
     "FiltersCallback",
     "activation_layout",
     "kernel_parts",
+    "receptive_field",
     "variable_numpy",
 ]
 
