@@ -54,7 +54,7 @@ def keras_worker(logdir: str, outdir: str) -> None:
 
     # Keras 3's fit() fails under MultiWorkerMirroredStrategy (keras-team/keras#20585),
     # so this is the custom loop such a user writes, driving the callback's hooks.
-    callback = FiltersCallback(logdir, sample_inputs=images[:2])
+    callback = FiltersCallback(logdir, sample_inputs=images[:2], examples=0)
     callback.set_model(model)
     callback.on_train_begin()
     for epoch in range(EPOCHS):

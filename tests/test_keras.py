@@ -50,7 +50,7 @@ def steps(client, tag: str, run: str = "train") -> list[int]:
 def test_fit_logs_conv_kernels_and_activations_beside_the_stock_callback(tmp_path):
     model = model_2d()
     x, y = data((8, 8, 3))
-    callback = FiltersCallback(tmp_path, sample_inputs=x[:2])
+    callback = FiltersCallback(tmp_path, sample_inputs=x[:2], examples=0)  # test_examples_keras
     model.fit(
         x, y, epochs=2, batch_size=4, verbose=0,
         callbacks=[keras.callbacks.TensorBoard(tmp_path), callback],
@@ -133,7 +133,7 @@ def test_every_n_batches_steps_are_the_batch_count_1d_layers(tmp_path):
     model = keras.Model(inputs, outputs)
     model.compile(optimizer="sgd", loss="mse")
     x, y = data((12, 2))
-    callback = FiltersCallback(tmp_path, every_n_batches=3, sample_inputs=x[:1])
+    callback = FiltersCallback(tmp_path, every_n_batches=3, sample_inputs=x[:1], examples=0)
     model.fit(x, y, epochs=2, batch_size=2, verbose=0, callbacks=[callback])  # 8 batches
     client = plugin_client(tmp_path)
     tags = client.get(PREFIX + "tags").json["train"]
@@ -158,7 +158,7 @@ def test_3d_layers_every_n_epochs(tmp_path):
     ])
     model.compile(optimizer="sgd", loss="mse")
     x, y = data((4, 4, 4, 1), n=4)
-    callback = FiltersCallback(tmp_path, every_n_epochs=2, sample_inputs=x[:1])
+    callback = FiltersCallback(tmp_path, every_n_epochs=2, sample_inputs=x[:1], examples=0)
     model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[callback])
     client = plugin_client(tmp_path)
     tags = client.get(PREFIX + "tags").json["train"]
@@ -183,7 +183,8 @@ def test_nested_layer_errors_warn_once_and_training_goes_on(tmp_path):
     with pytest.warns(RuntimeWarning, match=r"layer 'inner' cannot be computed from the model's "
                                             r"inputs.*training goes on") as caught:
         nested_model().fit(x, y, epochs=3, verbose=0,
-                           callbacks=[FiltersCallback(tmp_path / "a", sample_inputs=x)])
+                           callbacks=[FiltersCallback(tmp_path / "a", sample_inputs=x,
+                                                      examples=0)])
     assert sum("FiltersCallback" in str(w.message) for w in caught) == 1
     client = plugin_client(tmp_path / "a")
     tags = client.get(PREFIX + "tags").json["train"]

@@ -151,7 +151,7 @@ def train_keras_run(logdir: str) -> dict[int, np.ndarray]:
 
     x = rng.standard_normal((16, 6, 6, 1)).astype(np.float32)
     y = rng.integers(0, 2, 16)
-    callbacks = [FiltersCallback(logdir, sample_inputs=x[:2]), Keep()]
+    callbacks = [FiltersCallback(logdir, sample_inputs=x[:2], examples=0), Keep()]
     model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=callbacks)
     return kernels
 

@@ -112,32 +112,40 @@ class TopK:
         if flat.dtype.kind == "f" and flat.dtype.itemsize < 4 or flat.dtype.name == "bfloat16":
             flat = flat.astype(np.float32)
         maps_of = flat  # the maps as they are (NaN included)
-        if flat.dtype.kind == "f" and np.isnan(flat).any():
+        best = flat.max(axis=axis)  # (n, C); a contiguous reduction, unlike argmax
+        if best.dtype.kind == "f" and np.isnan(best).any():
             flat = np.where(np.isnan(flat), -np.inf, flat)
-        where = np.argmax(flat, axis=axis)  # (n, C): first maximum
-        best = np.take_along_axis(flat, np.expand_dims(where, axis), axis).squeeze(axis)
+            best = flat.max(axis=axis)
         cand_values = best.T  # (C, n)
         cand_indices = np.broadcast_to(np.arange(self.inputs, self.inputs + n), (c, n))
-        cand_flat = where.T
+        kept = 0 if self._values is None else self._values.shape[1]
         if self._values is not None:
             cand_values = np.concatenate([self._values, cand_values.astype(self._values.dtype)], 1)
             cand_indices = np.concatenate([self._indices, cand_indices], 1)
-            cand_flat = np.concatenate([self._flat, cand_flat], 1)
-        kept = 0 if self._values is None else self._values.shape[1]
         order = np.lexsort((cand_indices, -cand_values.astype(np.float64)), axis=1)[:, : self.k]
         rows = np.arange(c)[:, None]
+        # where each maximum is: searched only in the maps of the inputs that enter the top k
+        old = order < kept
+        ch = np.broadcast_to(rows, order.shape)
+        new_j, new_c = order[~old] - kept, ch[~old]
+        new_maps = flat[new_j, :, new_c] if last else flat[new_j, new_c, :]  # (entries, P)
+        where = np.empty(order.shape, np.int64)
+        if self._flat is not None:
+            where[old] = self._flat[ch[old], order[old]]
+        where[~old] = np.argmax(new_maps, axis=1)  # the first maximum
         if self.keep_maps:
             maps = np.empty((c, order.shape[1], flat.shape[axis]), flat.dtype)
-            old = order < kept
-            ch = np.broadcast_to(rows, order.shape)
             if self._maps is not None:
                 maps[old] = self._maps[ch[old], order[old]]
-            new_j, new_c = order[~old] - kept, ch[~old]
-            maps[~old] = maps_of[new_j, :, new_c] if last else maps_of[new_j, new_c, :]
+            maps[~old] = (
+                new_maps
+                if maps_of is flat
+                else (maps_of[new_j, :, new_c] if last else maps_of[new_j, new_c, :])
+            )
             self._maps = maps
         self._values = cand_values[rows, order]
         self._indices = cand_indices[rows, order]
-        self._flat = cand_flat[rows, order]
+        self._flat = where
         self.inputs += n
         return self
 

@@ -23,6 +23,7 @@ import keras
 
 from tb_convfilters._record import encoding, files
 from tb_convfilters._record.arguments import check_cap, check_float_dtype, check_positive_int
+from tb_convfilters._record.examples import DEFAULT_EXAMPLES, Found, check_examples
 from tb_convfilters._record.record import make_record
 from tb_convfilters._writing.policies import (
     DEFAULT_MAX_MAPS,
@@ -42,6 +43,7 @@ from tb_convfilters.keras.layers import (
     select_layers,
     variable_numpy,
 )
+from tb_convfilters.keras.receptive_fields import receptive_field
 
 __all__ = [
     "DEFAULT_LAYER_TYPES",
@@ -49,6 +51,7 @@ __all__ = [
     "FiltersCallback",
     "activation_layout",
     "kernel_parts",
+    "receptive_field",
     "variable_numpy",
 ]
 
@@ -92,6 +95,13 @@ class FiltersCallback(keras.callbacks.Callback):
         `max_samples`, and how often each channel fires (> 0) over all of them,
         which the doctor's dead rule reads (it wants ``doctor.DEAD_MIN_INPUTS``).
       max_samples: how many inputs' feature maps are stored (default 8).
+      examples: with `sample_inputs`, the top N sample inputs of each channel of each
+        logged output (its dataset examples, ``reader.examples``), ranked over all
+        of them by the channel's maximum over positions; 0: none. The sample inputs
+        are stored once, and each example's crop is its receptive field
+        (``receptive_field``), or the whole input with the example's map where the
+        field is unknown. Sample inputs that are several arrays (a multi-input
+        model), or not 3-5-D, give examples without inputs (no crops).
       batch_size: inputs per forward pass over `sample_inputs`.
       activation_layers: names (str) and/or layer classes whose outputs on
         `sample_inputs` are logged instead of the kernel layers' (any layer with a
@@ -128,6 +138,7 @@ class FiltersCallback(keras.callbacks.Callback):
         every_n_batches: int | None = None,
         sample_inputs: Any = None,
         max_samples: int = DEFAULT_MAX_MAPS,
+        examples: int = DEFAULT_EXAMPLES,
         batch_size: int = 64,
         activation_layers: Iterable[str | type] | str | type | None = None,
         dtype: str | None = None,
@@ -161,6 +172,7 @@ class FiltersCallback(keras.callbacks.Callback):
             raise TypeError(f"sample_inputs={sample_inputs!r} must be model inputs (arrays)")
         self.sample_inputs = sample_inputs
         self.max_samples = check_positive_int(max_samples, "max_samples")
+        self.examples = check_examples(examples)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self._policy = ErrorPolicy("FiltersCallback", raise_errors)
         self._budget = StepBudget(budget_mb, _KNOBS)
@@ -239,6 +251,15 @@ class FiltersCallback(keras.callbacks.Callback):
         except WriterError as e:  # an earlier record's failure: this one is queued
             self._policy.report(tag, "writing an earlier record failed", e)
         return encoding.payload_nbytes(rec.header)
+
+    def _write_examples(self, tag: str, found: Found, step: int, **options: Any) -> int:
+        if self._writer is None:
+            self._writer = Writer(files.join(self.log_dir, "train"))
+        try:
+            return self._writer.write_examples(tag, found, step, **options)
+        except WriterError as e:  # an earlier record's failure
+            self._policy.report(tag, "writing an earlier record failed", e)
+            return 0
 
     def _flush(self) -> None:
         try:
@@ -328,8 +349,9 @@ class FiltersCallback(keras.callbacks.Callback):
                 dtype=self.dtype,
                 max_filters=self.max_filters,
                 report=self._policy.report,
+                examples=self.examples if self.sample_inputs is not None else 0,
             )
-        return self._probe.log(step, self._write)
+        return self._probe.log(step, self._write, self._write_examples)
 
 
 def _check_patterns(patterns: Any) -> list[str]:
