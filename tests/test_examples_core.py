@@ -262,3 +262,22 @@ def test_a_corrupt_examples_payload_is_a_record_error():
         ex.unpack(header, b"\0" * 30)
     with pytest.raises(encoding.RecordError, match="bad examples parts"):
         ex.unpack({"parts": [["indices", "nonsense", [2]]]}, b"")
+
+
+def test_the_call_that_reports_an_earlier_failure_keeps_its_examples(tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    x = np.random.default_rng(5).normal(size=(6, 5, 5, 1)).astype(np.float32)
+    act = np.random.default_rng(6).normal(size=(6, 5, 5, 2)).astype(np.float32)
+    w = tc.Writer(run)
+    w.kernel("k", np.ones((3, 3, 1, 2), np.float32), 0)
+    w.flush()
+    shutil.rmtree(run)
+    w.kernel("k", np.ones((3, 3, 1, 2), np.float32), 1)  # fails in the background
+    w._queue.wait()
+    with pytest.raises(tc.WriterError, match=r"tag 'k' step 1"):
+        w.activation("a", act, 1, inputs=x)  # reports it; its own records are queued
+    w.close()
+    got = reader.examples(tmp_path, "run", "a", step=1)
+    assert got.crops is not None and got.indices.shape == (2, 6)

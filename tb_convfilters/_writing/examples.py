@@ -29,6 +29,7 @@ from tb_convfilters._record.examples import (
 from tb_convfilters._record.layouts import ACTIVATION_LAYOUTS
 from tb_convfilters._record.receptive_field import ReceptiveField
 from tb_convfilters._record.record import DEFAULT_MAX_BYTES, Record, samples_digest
+from tb_convfilters._writing.failures import WriterError
 
 # (tag, record, step, description): the Writer's record writer
 WriteRecord = Callable[[str, Record, int, str | None], None]
@@ -81,6 +82,7 @@ def write_examples(
     """
     nbytes = 0
     ref = None
+    earlier: WriterError | None = None
     if inputs is not None and input_layout is not None:
         digest = digest or samples_digest(inputs)
         if digest not in written:
@@ -95,7 +97,10 @@ def write_examples(
                     stacklevel=3,
                 )
             else:
-                write(inputs_tag(digest), rec, step, "probe inputs of dataset examples")
+                try:
+                    write(inputs_tag(digest), rec, step, "probe inputs of dataset examples")
+                except WriterError as e:  # an earlier record's failure: this one is queued
+                    earlier = e
                 nbytes += rec.array.nbytes
                 written[digest] = inputs_ref(rec.header)
         ref = written[digest]
@@ -110,6 +115,8 @@ def write_examples(
         step,
         f"dataset examples of `{tag}`: the top {header['k']} of {found.inputs} inputs per channel",
     )
+    if earlier is not None:
+        raise earlier
     return nbytes + rec.array.nbytes
 
 

@@ -242,19 +242,27 @@ class Writer:
             found = rank(np.asarray(data), layout, k, keep_maps=field is None)
             if filters is not None:
                 found = found.take(filters)
-        self._write_record(tag, rec, step, description)
-        if k:
-            self.write_examples(
-                tag,
-                found,
-                step,
-                layout=layout,
-                field=field,
-                inputs=inputs,
-                input_layout=input_layout,
-                dtype=dtype or self._dtype,
-                filters=filters,
-            )
+
+        def log_examples() -> None:
+            if k:
+                self.write_examples(
+                    tag,
+                    found,
+                    step,
+                    layout=layout,
+                    field=field,
+                    inputs=inputs,
+                    input_layout=input_layout,
+                    dtype=dtype or self._dtype,
+                    filters=filters,
+                )
+
+        try:
+            self._write_record(tag, rec, step, description)
+        except WriterError:  # an earlier record's failure: this one is queued, and its examples
+            log_examples()
+            raise
+        log_examples()
 
     def write_examples(
         self, tag: str, found: Found, step: int, *, layout: str, **options: Any
