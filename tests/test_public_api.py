@@ -27,6 +27,7 @@ PUBLIC = {
     "tb_convfilters.keras": ["FiltersCallback"],
     "tb_convfilters.torch": [
         "log_kernels", "log_activations", "log_sample_activations", "flush", "to_numpy",
+        "receptive_field",
     ],
     "tb_convfilters.lightning": ["FiltersCallback"],
     "tb_convfilters.flax": ["log_params"],

@@ -21,7 +21,9 @@ Under ``torch.distributed`` (DDP) only rank 0 writes unless ``all_ranks=True``;
 the other ranks return at once, so ``target`` may be None there.
 
 Modules: ``common`` (targets, flushing, budgets, picking submodules), ``kernels``
-(``log_kernels``), ``activations`` (``log_activations``, ``log_sample_activations``).
+(``log_kernels``), ``activations`` (``log_activations``, ``log_sample_activations``),
+``examples`` (their dataset examples), ``receptive_fields`` (``receptive_field``: a
+submodule's field over the model's input, from its ``torch.fx`` graph).
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ from tb_convfilters.torch.common import (  # noqa: F401 - semi-private names, re
     to_numpy,
 )
 from tb_convfilters.torch.kernels import log_kernels
+from tb_convfilters.torch.receptive_fields import receptive_field
 
 __all__ = [
     "KERNEL_LAYOUTS",
@@ -67,5 +70,6 @@ __all__ = [
     "log_activations",
     "log_kernels",
     "log_sample_activations",
+    "receptive_field",
     "to_numpy",
 ]
