@@ -18,6 +18,7 @@ from tb_convfilters._record.arguments import (
     check_float_dtype,
     check_step,
 )
+from tb_convfilters._record.examples import DEFAULT_EXAMPLES, check_examples, examples_tag
 from tb_convfilters._record.firing import Firing
 from tb_convfilters._record.record import make_record, samples_digest
 from tb_convfilters._writing.policies import DEFAULT_MAX_MAPS, DEFAULT_STEP_BUDGET_MB
@@ -30,10 +31,12 @@ from tb_convfilters.torch.common import (
     _rank,
     _select,
     _tag,
+    _unwrap,
     _writer_for,
     kernel_layout,
     to_numpy,
 )
+from tb_convfilters.torch.examples import ExamplesProbe
 
 
 @contextlib.contextmanager
@@ -50,6 +53,7 @@ def log_activations(
     budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
     all_ranks: bool = False,
     raise_errors: bool = False,
+    examples: int = DEFAULT_EXAMPLES,
 ) -> Iterator[list[str]]:
     """Logs the outputs of conv submodules during the forward passes run inside the block.
 
@@ -68,6 +72,14 @@ def log_activations(
     when the block ends; hooks are removed then. Under ``torch.distributed`` only
     rank 0 hooks and writes unless `all_ranks`.
 
+    With `examples` (default 9; 0: off) each output's dataset examples are logged
+    beside it as ``<name>/activation/examples`` (``reader.examples``): per channel,
+    the `examples` inputs to `module` whose map has the largest maximum, over
+    every input of every pass. The inputs (when `module` is called with one tensor)
+    are stored once per Writer as the probe inputs; each example's crop is its
+    receptive field (``receptive_field``), or where that is unknown the whole
+    input with the example's map to lay over it.
+
     Inside the block `module` is in eval mode and autograd is off (``torch.no_grad()``),
     so the sample forward moves no BatchNorm statistics and runs no dropout; each
     submodule's train/eval mode is restored when the block ends. A module that fails
@@ -78,6 +90,7 @@ def log_activations(
     check_budget_mb(budget_mb)
     check_float_dtype(dtype)
     check_cap(max_filters, "max_filters")
+    examples = check_examples(examples)
     if isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1:
         raise ValueError(f"max_samples={max_samples!r} must be a positive integer")
     selected = _select(module, modules, _CONV_TYPES)
@@ -88,7 +101,9 @@ def log_activations(
             if not all_ranks and _rank() != 0:
                 yield []
                 return
-            options = dict(max_samples=max_samples, dtype=dtype, max_filters=max_filters)
+            options = dict(
+                max_samples=max_samples, dtype=dtype, max_filters=max_filters, examples=examples
+            )
             yield from _hooked(
                 target, module, selected, step, prefix, budget_mb, raise_errors, options
             )
@@ -116,11 +131,17 @@ def _hooked(
     # tag -> (description, layout, maps kept, firing counts)
     seen: dict[str, tuple[str, str, list, Firing]] = {}
     inputs: list = []  # the first `max_samples` inputs to `module`: their digest goes with the maps
+    probe = (
+        ExamplesProbe(_unwrap(module), options["examples"], policy) if options["examples"] else None
+    )
 
     def keep_inputs(_m: nn.Module, args: Any) -> None:
         kept = sum(len(a) for a in inputs)
+        whole = probe.keep(args) if probe is not None else None  # every input, for the examples
         if kept < max_samples and args and isinstance(args[0], torch.Tensor):
-            inputs.append(to_numpy(args[0].detach()[: max_samples - kept]).copy())
+            if whole is None:
+                whole = to_numpy(args[0].detach()[: max_samples - kept]).copy()
+            inputs.append(whole[: max_samples - kept])
 
     def hook_for(name: str, m: nn.Module):
         tag = _tag(prefix, name, "activation")
@@ -136,7 +157,8 @@ def _hooked(
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"module {name!r} returned {type(output).__name__}, not a tensor")
             out = output.detach()
-            if conv_rank is not None and out.dim() == conv_rank - 1:
+            unbatched = conv_rank is not None and out.dim() == conv_rank - 1
+            if unbatched:
                 out = out.unsqueeze(0)  # unbatched input (C, H, W)
             layout = _ACTIVATION_LAYOUTS.get(out.dim())
             if layout is None:
@@ -148,6 +170,8 @@ def _hooked(
             _, _, maps, firing = seen.setdefault(tag, (description, layout, [], Firing()))
             values = to_numpy(out)
             firing.add(values, layout)
+            if probe is not None:  # ranked on the CPU copy that the firing counts used
+                probe.rank(tag, name, m, values, layout, unbatched)
             kept = sum(len(a) for a in maps)
             if kept < max_samples:
                 maps.append(values[: max_samples - kept].copy())
@@ -183,6 +207,20 @@ def _hooked(
                 continue
         tags.append(tag)
         sizes.append(encoding.payload_nbytes(rec.header))
+        if probe is not None:
+            try:
+                sizes.append(
+                    probe.write(
+                        writer,
+                        tag,
+                        step,
+                        layout=layout,
+                        dtype=options["dtype"],
+                        filters=rec.header.get("filters"),
+                    )
+                )
+            except Exception as e:
+                policy.report(examples_tag(tag), f"dataset examples of {tag!r}", e)
     try:
         writer.flush(wait=False)  # a URL logdir uploads the step
     except Exception as e:
