@@ -35,6 +35,9 @@ class ExamplesProbe:
         self.tops: dict[str, TopK | None] = {}  # tag -> ranking so far (None: it failed)
         self.fields: dict[str, ReceptiveField | None] = {}
         self._inputs: tuple[np.ndarray | None, str | None, str | None] | None = None
+        # Traced now, before any hook runs: fx patches Module.__call__ while it traces,
+        # which a forward running in another thread (DataParallel) must not see.
+        self._trailing = trailing_fields(root)
 
     def keep(self, args: tuple) -> np.ndarray | None:
         """Keeps a forward's input (the module's only argument, as a numpy copy);
@@ -56,7 +59,7 @@ class ExamplesProbe:
             self.unbatched[-1] = True
         if tag not in self.tops:
             key = "" if m is self.root else name
-            field = with_axes(trailing_fields(self.root).get(key), len(layout) - 2)
+            field = with_axes(self._trailing.get(key), len(layout) - 2)
             self.fields[tag] = field
             self.tops[tag] = TopK(self.k, keep_maps=field is None)
         top = self.tops[tag]
