@@ -21,6 +21,7 @@ from torch import nn
 
 from tb_convfilters import torch as tb_torch
 from tb_convfilters._record.arguments import check_cap, check_float_dtype, check_positive_int
+from tb_convfilters._record.examples import DEFAULT_EXAMPLES, check_examples
 from tb_convfilters._writing.policies import DEFAULT_MAX_MAPS, DEFAULT_STEP_BUDGET_MB, ErrorPolicy
 from tb_convfilters._writing.writer import Writer
 
@@ -79,6 +80,9 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
         ``<name>/activation``: the maps of the first `max_samples` inputs and how
         often each channel fires over all of them (see ``torch.log_activations``).
       max_samples: how many inputs' feature maps are stored (default 8).
+      examples: with `sample_inputs`, each conv output's dataset examples: the top
+        N of the sample inputs per channel (default 9; 0: off), stored with the
+        inputs (see ``torch.log_activations``).
       batch_size: inputs per forward pass over `sample_inputs`.
       dtype: store as this float dtype, e.g. ``"float16"``; max_filters / max_channels:
         keep the first N output filters / input channels, or the listed indices.
@@ -105,6 +109,7 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
         max_channels: int | Sequence[int] | None = None,
         budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
         raise_errors: bool = False,
+        examples: int = DEFAULT_EXAMPLES,
     ):
         super().__init__()
         if log_dir is not None and (
@@ -122,6 +127,7 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
             raise TypeError(f"sample_inputs={sample_inputs!r} must be module inputs (tensors)")
         self.sample_inputs = sample_inputs
         self.max_samples = check_positive_int(max_samples, "max_samples")
+        self.examples = check_examples(examples)
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.budget_mb = budget_mb
         self._policy = ErrorPolicy("FiltersCallback", raise_errors)
@@ -217,7 +223,12 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
         device = next(iter(pl_module.parameters()), torch.empty(0)).device
         try:  # log_activations: eval mode, no_grad, each submodule's mode restored after
             with tb_torch.log_activations(
-                self._writer, pl_module, step, max_samples=self.max_samples, **options
+                self._writer,
+                pl_module,
+                step,
+                max_samples=self.max_samples,
+                examples=self.examples,
+                **options,
             ):
                 for batch in _batches(self.sample_inputs, self.batch_size):
                     batch = _apply(batch, lambda t: t.to(device))

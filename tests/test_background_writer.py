@@ -92,12 +92,17 @@ def test_torch_helpers_log_the_weights_of_the_step_not_later_ones(tmp_path, monk
         w.flush()
     assert reader.read(tmp_path, "run", "2/weight", 0).tobytes() == before.tobytes()
     assert reader.read(tmp_path, "run", "0/activation", 0).tobytes() == conv0.tobytes()
-    # the live weights are copied; the maps are already a copy of the helper's own
+    # the live weights are copied; the maps are already a copy of the helper's own, as are
+    # the examples (the probe inputs go through write_examples, which copies them)
+    (inputs_tag,) = [tag for tag in owned if tag.startswith("examples_inputs/")]
     assert owned == {
         "0/weight": False,
         "2/weight": False,
         "0/activation": True,
         "2/activation": True,
+        "0/activation/examples": True,
+        "2/activation/examples": True,
+        inputs_tag: False,
     }
 
 

@@ -110,7 +110,11 @@ def test_torch_ddp_only_rank_zero_writes(tmp_path):
     assert f".{rank0}." in path.name
     kernels = {"conv1/weight", "conv2/weight", "head/weight"}  # DDP's "module." unwrapped
     activations = {"conv1/activation", "conv2/activation"}
-    assert_written_once(logdir, ".", kernels | activations, [0, 1])
+    examples = {f"{tag}/examples" for tag in activations}
+    listed = reader.list(logdir)["."]
+    (inputs,) = [tag for tag in listed if tag.startswith("examples_inputs/")]
+    assert listed.pop(inputs) == [0]  # the probe inputs, once per Writer
+    assert listed == {tag: [0, 1] for tag in sorted(kernels | activations | examples)}
     written = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     assert Counter(written[0]) == Counter({tag: 2 for tag in kernels | activations})
     assert written[1] == []

@@ -404,3 +404,23 @@ def test_real_tensorboard_survives_a_record_that_is_not_an_event(tmp_path, load_
         if load_fast == "true":
             write_run(logdir, "later", range(2))
             wait_for(lambda: get("steps?run=later&tag=k")[0] == 200, timeout=60, what="a new run")
+
+
+def test_a_writer_never_truncates_an_event_file_named_like_its_own(tmp_path, monkeypatch):
+    """A SummaryWriter of this process names its file as ours are named (second, host,
+    pid, a counter of its own): in the same second the second file must not replace the
+    first (seen: torch's SummaryWriter file emptied by ours, both counters at 0)."""
+    import itertools
+
+    from tb_convfilters._writing import event_file
+
+    monkeypatch.setattr(event_file.time, "time", lambda: 1_700_000_000.0)
+    paths = []
+    for value in (1.0, 2.0):
+        monkeypatch.setattr(event_file, "_file_counter", itertools.count())  # the same name
+        with tb_convfilters.Writer(tmp_path / "run") as w:
+            w.kernel("k", np.full((1, 1, 1, 1), value, np.float32), int(value), layout="HWIO")
+            paths.append(w._event_file.path)
+    assert paths[0] != paths[1]
+    for step in (1, 2):  # each file still holds its record
+        assert tb_convfilters.reader.read(tmp_path, "run", "k", step).item() == step

@@ -171,7 +171,7 @@ def torch_run(logdir: str) -> dict[int, np.ndarray]:
             model[0].weight.mul_(1.5)
         weights[step] = model[0].weight.detach().numpy().copy()
         log_kernels(logdir, model, step)
-        with log_activations(logdir, model, step):
+        with log_activations(logdir, model, step, examples=0):  # (tests/test_examples_torch.py)
             model(torch.ones(1, 1, 5, 5))
     return weights
 

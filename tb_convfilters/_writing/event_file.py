@@ -67,14 +67,21 @@ class EventFile:
     def _open(self) -> None:
         """Starts a new event file (for a URL, a new buffer)."""
         files.makedirs(self.logdir)
-        self._id = f"{socket.gethostname()}.{os.getpid()}.{next(_file_counter)}"
-        if self.remote:
-            self._file = io.BytesIO()
-        else:
+        while True:
+            self._id = f"{socket.gethostname()}.{os.getpid()}.{next(_file_counter)}"
+            if self.remote:
+                self._file = io.BytesIO()
+                break
             self.path = files.join(self.logdir, self._file_name(""))
             # Unbuffered: each record reaches the file whole as it is written, and a
             # forked child holds no buffered bytes of ours to write when it exits.
-            self._file = open(self.path, "wb", buffering=0)
+            # Exclusive: a SummaryWriter of this process names its file the same way
+            # (time, host, pid, its own counter); the same second must not truncate it.
+            try:
+                self._file = open(self.path, "xb", buffering=0)
+                break
+            except FileExistsError:
+                continue
         self._start_file()
 
     def _start_file(self) -> None:
