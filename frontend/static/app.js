@@ -282,12 +282,14 @@ export class Dashboard {
     const source = target ? this.examplesSource(target.run) : null;
     const panel = source ? this.panels.find((p) => p.run === target.run) : null;
     const grid = panel && panel.loaded ? panel.loaded.grid : null;
-    const row = grid ? storedRow(grid.filterLabel(target.f), this.info(target.run, source.tag)) : -1;
+    const label = grid ? grid.filterLabel(target.f) : null;
+    const row = grid ? storedRow(label, this.info(target.run, source.tag)) : -1;
     if (row < 0) {
       this.exampleDetail.close();
       return;
     }
-    this.exampleDetail.show(target.run, source.tag, this.state.step, row);
+    const what = grid.kind === "kernel" ? `filter ${label} (channel ${label} of ${source.tag})` : `channel ${label}`;
+    this.exampleDetail.show(target.run, source.tag, this.state.step, row, what);
   }
 
   async loadSteps(show) {

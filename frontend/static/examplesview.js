@@ -243,7 +243,8 @@ export class ExampleStrips {
 /**
  * One filter's examples on their whole inputs: the receptive-field box outlined, or
  * (field unknown) the example's map laid over in red; with each one's input index and
- * value. `show(run, tag, step, filter)`; `close()`.
+ * value. `show(run, tag, step, row, what?)` (`row` of activation `tag`; `what` names it
+ * in the title); `close()`.
  */
 export class ExampleDetail {
   constructor() {
@@ -258,7 +259,7 @@ export class ExampleDetail {
     this.node.hidden = true;
   }
 
-  async show(run, tag, step, filter) {
+  async show(run, tag, step, filter, what = null) {
     const seq = ++this.seq;
     this.node.hidden = false;
     this.node.dataset.filter = String(filter);
@@ -273,7 +274,7 @@ export class ExampleDetail {
       return;
     }
     if (seq !== this.seq) return;
-    this.title.textContent = `Dataset examples of ${answer.channels[0]} at step ${answer.step}`;
+    this.title.textContent = `Dataset examples of ${what || `channel ${answer.channels[0]}`} at step ${answer.step}`;
     const p = prepared(answer);
     if (!p.images) {
       setChildren(this.list, answer.indices[0].map((i, j) => el("div", {}, `input #${i} · ${fmt(answer.values[0][j])}`)));
