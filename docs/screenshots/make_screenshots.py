@@ -24,7 +24,7 @@ import tb_convfilters
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1] / "tests"))
 from support import CHROMIUM, CHROMIUM_ARGS, plugin_frame, tensorboard  # noqa: E402
-from test_browser_examples import FIELD, bars, sobel  # noqa: E402
+from test_browser_examples import FIELD, KERNEL, bars, sobel  # noqa: E402
 
 STEPS = (0, 100, 200, 400, 800)
 
@@ -93,10 +93,12 @@ def patterns_run(logdir: Path) -> None:
 
 
 def examples_run(logdir: Path) -> None:
-    """The planted bars: Sobel-x and Sobel-y over images holding one thin bar each, with
-    their dataset examples (the vertical bars top Sobel-x, the horizontal ones Sobel-y)."""
+    """The planted bars: Sobel-x and Sobel-y (the kernel `sobel/kernel`) over images holding
+    one thin bar each, with their dataset examples (the vertical bars top Sobel-x, the
+    horizontal ones Sobel-y)."""
     x = bars(n=48, size=20, seed=3)
     with tb_convfilters.Writer(logdir / "bars") as w:
+        w.kernel("sobel/kernel", KERNEL, 0, layout="HWIO")
         w.activation("sobel/activation", sobel(x), 0, inputs=x, examples=9, receptive_field=FIELD)
 
 
@@ -243,14 +245,14 @@ def main(names: list[str]) -> None:
                 shoot(base, page, "patterns", "run=vis&tag=conv1/pattern", hover_pattern)
 
             def open_examples(frame):
-                frame.locator(".examples[data-state='drawn']").wait_for()
+                frame.locator(".examples[data-mode='rows'][data-state='drawn']").wait_for()
                 frame.locator("canvas.main-grid").first.click(position={"x": 3, "y": 3})
                 frame.locator(".examples-detail .examples-input").first.wait_for()
                 frame.locator(".examples-title").first.hover()
 
             if want("examples"):
                 tall = browser.new_page(viewport={"width": 1400, "height": 1250})
-                shoot(base, tall, "examples", "run=bars&tag=sobel/activation&ex=1", open_examples)
+                shoot(base, tall, "examples", "run=bars&tag=sobel/kernel&ex=1", open_examples)
             if want("dark"):
                 dark = browser.new_page(
                     viewport={"width": 1400, "height": 860}, color_scheme="dark"

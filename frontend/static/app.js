@@ -16,6 +16,7 @@ import { Comparing } from "./comparing.js";
 import { Controls } from "./controls.js";
 import { DetailView } from "./detail.js";
 import { DoctorView } from "./doctorview.js";
+import { examplesSource, storedRow } from "./examplerows.js";
 import { ExampleDetail, ExampleStrips } from "./examplesview.js";
 import { fmt } from "./dom.js";
 import { HealthTable } from "./health.js";
@@ -92,6 +93,7 @@ export class Dashboard {
       hoverExtra: (panel, hit, view) => this.hoverExtra(panel, hit, view),
       showStep: () => this.showStep(),
       tag: () => this.state.tag,
+      gridDrawn: (panel) => panel.examples && panel.examples.place(panel.view),
     };
     const side = [this.detail.node, this.similarity.node, this.doctor.node, this.health.node];
     this.controls = new Controls(root, side, {
@@ -236,38 +238,58 @@ export class Dashboard {
 
   newPanel(run) {
     const panel = new Panel(run, this.panelHost);
-    panel.examples = new ExampleStrips();
-    panel.node.append(panel.examples.node);
+    panel.examples = new ExampleStrips({ onWidth: () => this.fitBeside(panel) });
+    panel.body.append(panel.examples.node);
     return panel;
   }
 
-  /** Each panel's dataset examples (Show: examples) at the shown step, rows in the grid's order. */
-  showExamples(results, order) {
+  /** With Show: examples, the activation whose examples `run`'s shown tag draws ({tag, rows}, examplerows.js), else null. */
+  examplesSource(run) {
+    return this.state.examples ? examplesSource(this.state.tag, this.tags[run]) : null;
+  }
+
+  /** Room right of `panel`'s grid for its strips; a kernel's filters one a line, so each strip sits beside its row. */
+  fitBeside(panel) {
+    const source = this.examplesSource(panel.run);
+    panel.view.setBeside(source ? panel.examples.width() : 0, Boolean(source && source.rows));
+  }
+
+  /** Each panel's dataset examples (Show: examples) at the shown step: beside a kernel's rows, else a list of channels. */
+  showExamples(results) {
     const s = this.state;
     this.panels.forEach((panel, i) => {
       const result = results[i];
-      if (!s.examples || !result || result.error || !result.grid) {
+      const source = this.examplesSource(panel.run);
+      if (!source || !result || result.error || !result.grid) {
         panel.examples.hide();
         return;
       }
-      const n = filterCount(result.grid);
-      const display = order || Array.from({ length: n }, (_, r) => r);
-      const perm = result.tensor.match ? result.tensor.match.permutation : null;
-      const filters = display.map((r) => (perm ? perm[r] : r));
-      panel.examples.show(panel.run, s.tag, s.step, filters, Boolean(this.info(panel.run, s.tag).examples));
+      const grid = result.grid;
+      const actInfo = this.info(panel.run, source.tag);
+      if (source.rows && grid.rowFilters) {
+        panel.examples.showRows(panel.run, source.tag, s.step, actInfo, panel.view);
+        return;
+      }
+      const labels = Array.from({ length: filterCount(grid) }, (_, f) => grid.filterLabel(f));
+      panel.examples.showList(panel.run, source.tag, s.step, labels, actInfo);
     });
     this.showExampleDetail();
   }
 
-  /** The detail view's examples of its filter, when Show: examples is on. */
+  /** The detail view's examples of its filter (from a kernel: its layer's activation's channel), when Show: examples is on. */
   showExampleDetail() {
-    const s = this.state;
     const target = this.detail.open ? this.detail.target : null;
-    if (!s.examples || !target || !this.info(target.run, s.tag).examples) {
+    const source = target ? this.examplesSource(target.run) : null;
+    const panel = source ? this.panels.find((p) => p.run === target.run) : null;
+    const grid = panel && panel.loaded ? panel.loaded.grid : null;
+    const label = grid ? grid.filterLabel(target.f) : null;
+    const row = grid ? storedRow(label, this.info(target.run, source.tag)) : -1;
+    if (row < 0) {
       this.exampleDetail.close();
       return;
     }
-    this.exampleDetail.show(target.run, s.tag, s.step, target.f);
+    const what = grid.kind === "kernel" ? `filter ${label} (channel ${label} of ${source.tag})` : `channel ${label}`;
+    this.exampleDetail.show(target.run, source.tag, this.state.step, row, what);
   }
 
   async loadSteps(show) {
@@ -371,7 +393,7 @@ export class Dashboard {
     const order = await this.loader.rowOrder(results[0], this.panels.length ? this.panels[0].run : null);
     if (token !== this.token) return;
     this.panels.forEach((p, i) => this.drawPanel(p, results[i], fixed, order));
-    this.showExamples(results, order);
+    this.showExamples(results);
     this.triage.updateSide();
     this.triage.updateFindings();
     this.similarity.update();
@@ -400,12 +422,16 @@ export class Dashboard {
       notes.push(grid.rowFilters ? `no ${s.sort} to sort by at this step` : "sorting applies to kernel rows");
     }
     if (s.rgb && !grid.rgb && grid.kind === "kernel") notes.push("RGB needs 3 input channels");
+    if (s.examples && !this.examplesSource(panel.run)) {
+      notes.push(`no dataset examples: neither ${s.tag} nor its layer's activation has them in this run (log them with Writer.activation(..., inputs=x))`);
+    }
     panel.setStatus(notes.join("; "));
     panel.setPartial(result.cap);
     panel.setTitle(tensor.match ? this.comparing.alignTitle(result.title, tensor.match) : result.title);
     panel.view.bg = this.dark ? [32, 33, 36] : [255, 255, 255];
     panel.view.sep = this.dark ? [72, 74, 78] : [200, 200, 200];
     panel.view.view.rowOrder = order;
+    this.fitBeside(panel);
     panel.view.set({
       grid,
       values,

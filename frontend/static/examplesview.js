@@ -1,17 +1,19 @@
 // The dataset examples of an activation (issue 28), drawn with examplepixels.js:
-// ExampleStrips (one per panel: each shown filter's k crops at the shown step) and
+// ExampleStrips (one per panel, right of its grid: each filter's k crops at the shown
+// step, beside its row for a kernel's filters, else a list labelled by channel) and
 // ExampleDetail (one filter's examples on their whole inputs, where it fired outlined).
+// Where strips go is examplerows.js.
 
 import * as api from "./api.js";
 import { el, fmt, setChildren } from "./dom.js";
 import { boxOf, boxRect, decodeBinary, imagePixels, overlayPixels } from "./examplepixels.js";
+import { rowPlaces, STRIP_GAP, storedRow, stripSize, stripsWidth } from "./examplerows.js";
 
-/** Crops are drawn this many css px across at most (an integer scale of their pixels). */
-const CROP_PX = 40;
 const DETAIL_PX = 160;
-const GAP = 2;
-/** Filters one strip list fetches (the route's rows=), in the grid's order. */
+/** Filters one request of strips fetches (the route's rows=). */
 export const MAX_STRIP_ROWS = 64;
+/** k assumed (the writers' default) until an answer says. */
+const DEFAULT_K = 9;
 
 function scaleFor(h, w, most) {
   return Math.max(1, Math.floor(most / Math.max(h, w)));
@@ -42,85 +44,207 @@ function prepared(answer) {
   return { answer, images: true, layout, crops, crop, range, inputShape };
 }
 
+/** The canvas of row `r`'s strip (k crops, best first), labelled `label`; or its input indices as text. */
+function stripNode(p, r, label, row) {
+  const answer = p.answer;
+  const data = { filter: String(label), row: String(row) };
+  const labelNode = el("span", { class: "examples-label" }, String(label));
+  if (!p.images) {
+    return el("div", { class: "examples-row", dataset: data }, labelNode, answer.indices[r].map((i) => `#${i} `).join(""));
+  }
+  const first = p.crop(r, 0);
+  const size = stripSize(first.height, first.width, answer.k);
+  const canvas = el("canvas", {
+    class: "examples-strip",
+    width: size.width,
+    height: size.height,
+    dataset: { ...data, scale: String(size.scale), tile: String(size.tile), gap: String(STRIP_GAP) },
+    title: answer.indices[r].map((i, j) => `#${i}: ${fmt(answer.values[r][j])}`).join("\n"),
+  });
+  canvas.style.width = `${size.width}px`;
+  canvas.style.height = `${size.height}px`;
+  const ctx = canvas.getContext("2d");
+  for (let j = 0; j < answer.k; j++) blit(ctx, j ? p.crop(r, j) : first, j * (size.tile + STRIP_GAP), 0, size.scale);
+  const node = el("div", { class: "examples-row", dataset: data }, labelNode, canvas);
+  node.crop = { h: first.height, w: first.width, k: answer.k };
+  return node;
+}
+
 /**
- * The strips of one panel: for each filter shown, its k examples' crops, best first.
- * `show(run, tag, step, filters)` fetches and draws (filters: the run's filter of
- * each grid row, in display order); `hide()`.
+ * The strips of one panel, right of its grid. `showRows(run, tag, step, actInfo, view)`:
+ * a kernel's filters (the rows of GridView `view`, stacked): each one's strip beside its
+ * row, fetched as rows come into view, placed again by `place(view)` after every draw
+ * (zoom, pan, sort, resize). `showList(run, tag, step, labels, actInfo)`: a list of the
+ * strips of channels `labels` (display order), each labelled. `tag` is the activation
+ * with the examples, `actInfo` its tags entry (a label is matched to its stored row).
+ * `say(text)`; `hide()`; `width()`: css px the strips need. `onWidth()` is called when
+ * that changes (an answer's k).
  */
 export class ExampleStrips {
-  constructor() {
+  constructor({ onWidth = () => {} } = {}) {
     this.title = el("div", { class: "examples-title" });
     this.list = el("div", { class: "examples-list" });
-    this.node = el("div", { class: "examples", hidden: true }, this.title, this.list);
+    this.rowsBox = el("div", { class: "examples-rows" });
+    this.node = el("div", { class: "examples", hidden: true }, this.rowsBox, this.title, this.list);
     this.seq = 0;
+    this.k = DEFAULT_K;
+    this.onWidth = onWidth;
+    this.rows = null; // rows mode: {key, run, tag, step, actInfo, strips: Map(row -> node|null), pending, failed}
+  }
+
+  width() {
+    return stripsWidth(this.k);
   }
 
   hide() {
     this.seq++;
+    this.rows = null;
     this.node.hidden = true;
-  }
-
-  async show(run, tag, step, filters, hasExamples) {
-    const seq = ++this.seq;
-    this.node.hidden = false;
-    this.node.dataset.run = run;
-    this.node.dataset.step = String(step);
-    if (!hasExamples) {
-      this.say(`${tag} has no dataset examples in ${run} (log them with Writer.activation(..., inputs=x)).`);
-      return;
-    }
-    const shown = filters.slice(0, MAX_STRIP_ROWS);
-    let answer;
-    try {
-      answer = await api.examples(run, tag, step, { rows: [...shown].sort((a, b) => a - b) });
-    } catch (e) {
-      if (seq === this.seq) this.say(e.status === 404 ? `No dataset examples at step ${step}: ${e.message}` : `Dataset examples: ${e.message}`);
-      return;
-    }
-    if (seq !== this.seq) return;
-    this.draw(answer, shown, filters.length);
   }
 
   say(text) {
     this.node.dataset.state = "message";
     this.title.textContent = text;
     this.list.replaceChildren();
+    this.rowsBox.replaceChildren();
   }
 
-  draw(answer, shown, total) {
+  learnK(k) {
+    if (k === this.k) return;
+    this.k = k;
+    this.onWidth();
+  }
+
+  open(mode, run, step) {
+    this.node.hidden = false;
+    this.node.dataset.mode = mode;
+    this.node.dataset.run = run;
+    this.node.dataset.step = String(step);
+  }
+
+  showRows(run, tag, step, actInfo, view) {
+    const key = JSON.stringify([run, tag, step]);
+    this.open("rows", run, step);
+    if (!this.rows || this.rows.key !== key) {
+      this.seq++;
+      this.rows = { key, run, tag, step, actInfo, strips: new Map(), pending: new Set(), failed: false };
+      this.node.dataset.state = "loading";
+      this.title.textContent = "";
+      this.list.replaceChildren();
+      this.rowsBox.replaceChildren();
+    }
+    this.place(view);
+  }
+
+  /** Puts each fetched strip beside its row of `view` (GridView) as drawn now; fetches the rows in view that are missing. */
+  place(view) {
+    this.view = view;
+    const st = this.rows;
+    const d = view.data;
+    if (this.node.hidden || !d || !d.grid) return;
+    const height = view.canvas.height / view.dpr();
+    if (!st) {
+      this.list.style.maxHeight = `${Math.max(240, height)}px`;
+      return;
+    }
+    const grid = d.grid;
+    const places = rowPlaces(grid, view.view, view.dpr(), height) || [];
+    this.rowsBox.style.height = `${height}px`;
+    // the rows' box starts where the grid canvas starts (both top-aligned); measured, not assumed
+    const offset = view.canvas.getBoundingClientRect().top - this.rowsBox.getBoundingClientRect().top;
+    const wanted = new Map();
+    for (const p of places) {
+      const label = grid.filterLabel(grid.filterOf(p.row, 0));
+      const row = storedRow(label, st.actInfo);
+      if (row >= 0) wanted.set(row, p);
+    }
+    const missing = [...wanted.keys()].filter((r) => !st.strips.has(r) && !st.pending.has(r));
+    if (missing.length && !st.failed) this.fetchRows(st, missing.slice(0, MAX_STRIP_ROWS));
+    for (const [row, node] of st.strips) {
+      if (!node) continue;
+      const p = wanted.get(row);
+      node.hidden = !p;
+      if (!p) continue;
+      node.dataset.slot = String(p.slot);
+      const canvas = node.querySelector("canvas");
+      let h = p.height;
+      if (canvas) {
+        const size = stripSize(node.crop.h, node.crop.w, node.crop.k, p.height);
+        canvas.style.width = `${size.cssWidth}px`;
+        canvas.style.height = `${size.cssHeight}px`;
+        h = size.cssHeight;
+      }
+      node.style.top = `${offset + p.top + Math.max(0, (p.height - h) / 2)}px`;
+    }
+  }
+
+  async fetchRows(st, rows) {
+    rows.forEach((r) => st.pending.add(r));
+    let answer;
+    try {
+      answer = await api.examples(st.run, st.tag, st.step, { rows: [...rows].sort((a, b) => a - b) });
+    } catch (e) {
+      if (st !== this.rows) return;
+      st.failed = true; // said once, not asked again for this step
+      this.say(e.status === 404 ? `No dataset examples of ${st.tag} at step ${st.step}: ${e.message}` : `Dataset examples: ${e.message}`);
+      return;
+    } finally {
+      rows.forEach((r) => st.pending.delete(r));
+    }
+    if (st !== this.rows) return;
+    const p = prepared(answer);
+    const at = new Map(answer.rows.map((r, i) => [r, i]));
+    for (const row of rows) {
+      const i = at.get(row);
+      // a kept channel whose label is not the filter's: nothing to show
+      const node = i === undefined || storedRow(answer.channels[i], st.actInfo) !== row ? null : stripNode(p, i, answer.channels[i], row);
+      if (node) this.rowsBox.append(node);
+      st.strips.set(row, node);
+    }
+    this.node.dataset.state = "drawn";
+    this.title.textContent = `Dataset examples of ${st.tag} at step ${answer.step}: beside each filter, the ${answer.k} of ${answer.ranked} probe inputs it responds to most`
+      + (p.images ? "" : "; no probe inputs were stored, so no crops");
+    this.learnK(answer.k);
+    if (this.view) this.place(this.view);
+  }
+
+  async showList(run, tag, step, labels, actInfo) {
+    const seq = ++this.seq;
+    this.rows = null;
+    this.rowsBox.replaceChildren();
+    this.rowsBox.style.height = "0";
+    this.open("list", run, step);
+    const all = labels.map((label) => ({ label, row: storedRow(label, actInfo) })).filter((x) => x.row >= 0);
+    const shown = all.slice(0, MAX_STRIP_ROWS);
+    if (!shown.length) {
+      this.say(`None of these channels was kept in ${tag}: no dataset examples.`);
+      return;
+    }
+    let answer;
+    try {
+      answer = await api.examples(run, tag, step, { rows: shown.map((x) => x.row).sort((a, b) => a - b) });
+    } catch (e) {
+      if (seq === this.seq) this.say(e.status === 404 ? `No dataset examples at step ${step}: ${e.message}` : `Dataset examples: ${e.message}`);
+      return;
+    }
+    if (seq !== this.seq) return;
     const p = prepared(answer);
     this.node.dataset.state = "drawn";
-    const more = total > shown.length ? ` (the first ${shown.length} of ${total} filters)` : "";
-    this.title.textContent = `Dataset examples at step ${answer.step}: the ${answer.k} of ${answer.ranked} probe inputs each filter responds to most${more}`
+    const more = all.length > shown.length ? ` (the first ${shown.length} of ${all.length} channels)` : "";
+    this.title.textContent = `Dataset examples at step ${answer.step}: the ${answer.k} of ${answer.ranked} probe inputs each channel responds to most${more}`
       + (p.images ? "" : "; no probe inputs were stored, so no crops");
-    const rowOf = new Map(answer.rows.map((r, i) => [r, i]));
-    setChildren(this.list, shown.map((f) => {
-      const r = rowOf.get(f);
-      if (r === undefined) return null;
-      const label = el("span", { class: "examples-label" }, `${answer.channels[r]}`);
-      if (!p.images) return el("div", { class: "examples-row", dataset: { filter: String(f) } }, label, answer.indices[r].map((i) => `#${i} `).join(""));
-      const first = p.crop(r, 0);
-      const scale = scaleFor(first.height, first.width, CROP_PX);
-      const tw = first.width * scale;
-      const th = first.height * scale;
-      const canvas = el("canvas", {
-        class: "examples-strip",
-        width: answer.k * (tw + GAP) - GAP,
-        height: th,
-        dataset: { filter: String(f), scale: String(scale), tile: String(tw), gap: String(GAP) },
-        title: answer.indices[r].map((i, j) => `#${i}: ${fmt(answer.values[r][j])}`).join("\n"),
-      });
-      const ctx = canvas.getContext("2d");
-      for (let j = 0; j < answer.k; j++) blit(ctx, j ? p.crop(r, j) : first, j * (tw + GAP), 0, scale);
-      return el("div", { class: "examples-row", dataset: { filter: String(f) } }, label, canvas);
-    }));
+    const at = new Map(answer.rows.map((r, i) => [r, i]));
+    setChildren(this.list, shown.map((x) => (at.has(x.row) ? stripNode(p, at.get(x.row), answer.channels[at.get(x.row)], x.row) : null)));
+    this.learnK(answer.k);
+    if (this.view) this.place(this.view);
   }
 }
 
 /**
  * One filter's examples on their whole inputs: the receptive-field box outlined, or
  * (field unknown) the example's map laid over in red; with each one's input index and
- * value. `show(run, tag, step, filter)`; `close()`.
+ * value. `show(run, tag, step, row, what?)` (`row` of activation `tag`; `what` names it
+ * in the title); `close()`.
  */
 export class ExampleDetail {
   constructor() {
@@ -135,7 +259,7 @@ export class ExampleDetail {
     this.node.hidden = true;
   }
 
-  async show(run, tag, step, filter) {
+  async show(run, tag, step, filter, what = null) {
     const seq = ++this.seq;
     this.node.hidden = false;
     this.node.dataset.filter = String(filter);
@@ -150,7 +274,7 @@ export class ExampleDetail {
       return;
     }
     if (seq !== this.seq) return;
-    this.title.textContent = `Dataset examples of ${answer.channels[0]} at step ${answer.step}`;
+    this.title.textContent = `Dataset examples of ${what || `channel ${answer.channels[0]}`} at step ${answer.step}`;
     const p = prepared(answer);
     if (!p.images) {
       setChildren(this.list, answer.indices[0].map((i, j) => el("div", {}, `input #${i} · ${fmt(answer.values[0][j])}`)));

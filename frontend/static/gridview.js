@@ -25,7 +25,8 @@ export class GridView {
    * options.maxHeight() -> css px, options.maxZoom (css px per value when fitting),
    * options.maxTile (largest tile when fitting, css px), options.className (extra canvas
    * class), options.showValues (write values at large zoom), options.hoverExtra(hit, view)
-   * -> nodes appended to the tooltip (or null).
+   * -> nodes appended to the tooltip (or null), options.onDrawn(gridView) (after every
+   * draw: zoom, pan, sort, resize; e.g. to place what sits beside the rows).
    */
   constructor(options = {}) {
     this.options = options;
@@ -45,6 +46,9 @@ export class GridView {
     this.bg = [255, 255, 255];
     this.sep = [200, 200, 200];
     this.pending = false;
+    // css px kept free right of the grid, and block grids stacked one filter a line (setBeside)
+    this.beside = 0;
+    this.stack = false;
     this.canvas.addEventListener("mousemove", (e) => this.hover(e));
     this.canvas.addEventListener("mouseleave", () => { this.tooltip.hidden = true; this.lastMouse = null; });
     this.canvas.addEventListener("click", (e) => this.click(e));
@@ -115,7 +119,7 @@ export class GridView {
 
   availableWidth() {
     const w = (this.node.parentElement && this.node.parentElement.clientWidth) || 800;
-    return Math.max(120, w - 4);
+    return Math.max(120, w - 4 - this.beside);
   }
 
   availableHeight() {
@@ -139,12 +143,16 @@ export class GridView {
     const width = this.availableWidth() * dpr;
     const height = this.availableHeight() * dpr;
     let z;
-    if (source.blocks) {
+    if (source.blocks && !this.stack) {
       const best = fitBlocks(source, width, height, maxZoom, least, (zoom) => this.bandFor(zoom));
       this.blockCols = best.blockCols;
       this.data.grid = this.shown(source);
       z = best.zoom;
     } else {
+      if (source.blocks) {
+        this.blockCols = 1;
+        this.data.grid = this.shown(source);
+      }
       const grid = this.data.grid;
       z = fitZoom(grid, width, maxZoom);
       while (z > 1 && z > least && geometry(grid, z, this.bandFor(z)).height > height) z--;
@@ -154,6 +162,26 @@ export class GridView {
     this.view.panY = 0;
     this.fitted = true;
     this.userZoom = null;
+  }
+
+  /**
+   * Leaves `width` css px free right of the grid and, with `stack`, draws a block grid's
+   * filters one a line (rows beside which something is drawn); fits again when either
+   * changes (a zoom the user chose is kept).
+   */
+  setBeside(width, stack) {
+    if (width === this.beside && stack === this.stack) return;
+    this.beside = width;
+    this.stack = stack;
+    this.fitted = false;
+    if (!this.data || !this.data.grid) return;
+    const chosen = this.userZoom;
+    this.fit();
+    if (chosen !== null) {
+      this.view.zoom = this.deviceZoom(chosen);
+      this.userZoom = chosen;
+    }
+    this.draw();
   }
 
   /** Zoom/pan from another view (compared panels move together); `userZoom` as in onView. */
@@ -243,6 +271,7 @@ export class GridView {
     c.dataset.rendered = String((Number(c.dataset.rendered) || 0) + 1);
     this.drawOverlay();
     this.placeHighlight();
+    if (this.options.onDrawn) this.options.onDrawn(this);
   }
 
   /** Display slot of grid row `r` (where view.rowOrder puts it; -1 if nowhere). */

@@ -52,7 +52,9 @@ export function capAxes(info) {
  * Dashboard (app.js); its interface, `host`: clickCell(panel, hit);
  * syncView(panel, view) (the user zoomed or panned); gridHeight() -> css px;
  * hoverExtra(panel, hit, view) -> tooltip nodes or null; showStep() (draw the
- * step again, e.g. with a smaller view); tag() -> the shown tag.
+ * step again, e.g. with a smaller view); tag() -> the shown tag; gridDrawn(panel)
+ * (after every draw of the grid). `body` holds the grid; what goes right of it is
+ * appended there.
  */
 export class Panel {
   constructor(run, host) {
@@ -64,7 +66,9 @@ export class Panel {
       onView: (view) => host.syncView(this, view),
       maxHeight: () => host.gridHeight(),
       hoverExtra: (hit, view) => host.hoverExtra(this, hit, view),
+      onDrawn: () => host.gridDrawn(this),
     });
+    this.body = el("div", { class: "panel-body" }, this.view.node);
     this.title = el("span", { class: "panel-title" });
     this.status = el("div", { class: "panel-status", role: "status" });
     this.colorbar = el("canvas", { class: "colorbar", width: 256, height: 12 });
@@ -85,7 +89,7 @@ export class Panel {
       this.legend,
       this.partial,
       this.status,
-      this.view.node,
+      this.body,
     );
     this.loaded = null;
     this.node.dataset.run = run;
