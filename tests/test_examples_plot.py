@@ -125,7 +125,7 @@ def test_examples_figure_from_a_logdir(tmp_path):
                     yy, xc = start[0] + y, start[1] + xx
                     if 0 <= yy < 8 and 0 <= xc < 8:
                         crop[y, xx] = x[i, yy, xc]
-            (img,) = drawn[row * 3 + j]
+            _, img = drawn[row * 3 + j]  # the checkerboard, then the crop
             want = plot.example_pixels(crop, "NHWC", (-5.0, 7.0), start=start, input_shape=(8, 8))
             np.testing.assert_array_equal(img, want)
     assert fig.axes[0].get_ylabel() == "filter 3"
@@ -141,7 +141,7 @@ def test_examples_figure_unknown_field_lays_the_map_over_the_input(tmp_path):
     assert len(drawn) == 6
     for c in range(2):
         for j, (i, value, _) in enumerate(top[c]):
-            base, over = drawn[c * 3 + j]
+            _, base, over = drawn[c * 3 + j]  # the checkerboard, the input, the map
             np.testing.assert_array_equal(base, plot.example_pixels(x[i], "NHWC", (-5.0, 7.0)))
             want = plot.example_overlay(a[i, ..., c], value, "NHWC", (8, 8))
             np.testing.assert_array_equal(over, want)

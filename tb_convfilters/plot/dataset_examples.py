@@ -137,6 +137,12 @@ def example_overlay(
     return _middle_slice(dhw)
 
 
+def _checkerboard(shape: tuple[int, ...]) -> np.ndarray:
+    """Two greys (#8a8a8a, #a8a8a8) in squares of one pixel, behind transparent pixels."""
+    y, x = np.indices(shape)
+    return np.where((y + x) % 2, 0xA8, 0x8A) / 255.0
+
+
 def _pick(ex: Examples, filters: int | Sequence[int] | None) -> list[int]:
     """Rows of `ex` to draw: all, the first N, or these activation channels."""
     channels = [int(c) for c in ex.channels]
@@ -225,6 +231,15 @@ def examples(
         for j in range(k):
             ax = axes[i, j]
             base, over = tiles[i][j]
+            # past the input's border is transparent: a grey checkerboard, as in the tab
+            ax.imshow(
+                _checkerboard(base.shape[:2]),
+                cmap="gray",
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+                resample=False,
+            )
             ax.imshow(base, interpolation="nearest", resample=False)
             if over is not None:
                 ax.imshow(over, interpolation="nearest", resample=False)
