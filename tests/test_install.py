@@ -38,8 +38,13 @@ WRITE = textwrap.dedent(
     assert colormaps.lut("diverging").shape == (257, 3)  # colormaps.json shipped in the package
     print(tb_convfilters.__file__)
     kernel = np.random.default_rng(3).normal(size=(3, 3, 4, 6)).astype(np.float32)
+    rng = np.random.default_rng(4)
+    inputs = rng.normal(size=(12, 6, 6, 1)).astype(np.float32)
+    maps = rng.normal(size=(12, 6, 6, 6)).astype(np.float32)
+    field = tb_convfilters.ReceptiveField((-1, -1), (1, 1), (3, 3))  # a 3x3 "same" conv
     with tb_convfilters.Writer(sys.argv[1]) as w:
         w.kernel("conv1/kernel", kernel, step=2, layout="HWIO")
+        w.activation("conv1/activation", maps, 2, inputs=inputs, receptive_field=field, examples=2)
     """
 )
 
@@ -152,6 +157,12 @@ def test_installed_package_draws_the_grid(version, kind, dists, tmp_path_factory
         assert status == 200, body[:300]
         kernel = load_npy(body)
         assert json.loads(headers["X-Convfilters-Header"])["layout"] == "HWIO"
+        status, body, _ = http_get(
+            f"{base}/data/plugin/convfilters/examples?run={RUN}&tag=conv1%2Factivation&rows=0"
+        )
+        assert status == 200, body[:300]
+        answer = json.loads(body)
+        assert answer["k"] == 2 and answer["crops"]["shape"] == [1, 2, 3, 3, 1], answer
 
         page.goto(f"{base}/#convfilters")
         frame = plugin_frame(page)
