@@ -43,7 +43,8 @@ const fixed = limitsFromStats(job.stats, job.p, signed);
 const lo = Math.fround(fixed[0]);
 const hi = Math.fround(fixed[1]);
 const table = lut(job.colormap, {});
-const colors = job.steps.map((vals) => vals.map((v) => colorOf(v === null ? NaN : v, lo, hi, table)));
+const color = (v) => colorOf(v === null ? NaN : v, lo, hi, table);
+const colors = job.steps.map((vals) => vals.map(color));
 console.log(JSON.stringify({ fixed: [lo, hi], colors }));
 """
 
@@ -79,7 +80,9 @@ def tab_colors(tmp_path, arrays, colormap="diverging"):
         "stats": [{"names": ["min", "max"], "steps": stats_rows}],
         "p": 99.5,
         "colormap": colormap,
-        "steps": [[None if not np.isfinite(v) else float(v) for v in a.ravel()] for a in arrays.values()],
+        "steps": [
+            [None if not np.isfinite(v) else float(v) for v in a.ravel()] for a in arrays.values()
+        ],
     }
     script = tmp_path / "tab.mjs"
     script.write_text(TAB % {"static": STATIC.as_uri()})
