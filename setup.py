@@ -52,6 +52,8 @@ setup(
         "plot": ["matplotlib>=3.7"],
         "fast": ["numba>=0.59"],  # the Writer's stats in one compiled pass (fused.py)
         "onnx": ["onnx"],  # tb-convfilters import of .onnx files
+        # tb-convfilters animate / plot.animate: GIF (Pillow, with matplotlib), MP4 and WebM
+        "video": ["matplotlib>=3.7", "imageio>=2.9", "imageio-ffmpeg>=0.4"],
         "test": [
             "pytest",
             "playwright",
@@ -65,6 +67,8 @@ setup(
             "scikit-learn",  # benchmarks.dead_units and the compare example train on its digits
             "onnx",  # test_import: a hand-built ONNX model
             "safetensors",  # test_import: .safetensors saved by a PyTorch loop
+            "imageio",  # test_animate: videos read back
+            "imageio-ffmpeg",  # test_animate: MP4 and WebM written and read
         ],
     },
     entry_points={

@@ -1,4 +1,4 @@
-"""The ``tb-convfilters`` command: ``export`` (logs to .npy), ``doctor``, ``compare``, ``import``.
+"""The ``tb-convfilters`` command: ``export``, ``doctor``, ``compare``, ``import``, ``animate``.
 
 Each subcommand is a module of ``tb_convfilters._commands`` with ``add_arguments(parser)``
 and ``run(args) -> int``.
@@ -24,6 +24,10 @@ SUBCOMMANDS = {
     "import": (
         "tb_convfilters._commands.importing",
         "write the kernels of trained models and checkpoint folders as runs",
+    ),
+    "animate": (
+        "tb_convfilters._commands.animate",
+        "a layer over its logged steps as a GIF, MP4 or WebM",
     ),
 }
 

@@ -6,8 +6,8 @@
 // The Dashboard holds the state and the data flow (tags -> steps -> tensors ->
 // drawing) and composes the parts, each given a small interface (documented at
 // the top of its class): Controls (controls.js), StepLoader (loader.js),
-// Selection (selection.js), Triage (triage.js), Comparing (comparing.js) and
-// the Panels (panel.js).
+// Selection (selection.js), Triage (triage.js), Comparing (comparing.js),
+// VideoExport (videoexport.js) and the Panels (panel.js).
 
 import * as api from "./api.js";
 import { TensorCache } from "./cache.js";
@@ -30,6 +30,7 @@ import { Selection } from "./selection.js";
 import { SimilarityView } from "./similarity.js";
 import { decode, encode, stepIndex, unionSteps } from "./state.js";
 import { Triage } from "./triage.js";
+import { VideoExport } from "./videoexport.js";
 
 const POLL_MS = 30000;
 const PLAY_MS = 700;
@@ -107,6 +108,15 @@ export class Dashboard {
       reload: () => this.reload(),
       copyLink: () => this.copyLink(),
     });
+    this.videoExport = new VideoExport({
+      state,
+      info,
+      stepsOf: (run) => this.stepsByRun.get(run) || [],
+      load: (step) => this.loader.loadPanel(this.panels[0], step),
+      stats: (run, tag) => this.loader.stats(run, tag),
+      dark: () => this.dark,
+    });
+    this.controls.addTool(this.videoExport.node);
   }
 
   // ---- URL state ----

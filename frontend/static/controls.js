@@ -72,12 +72,13 @@ export class Controls {
     c.description = el("div", { class: "description", id: "tag-description" });
     this.message = el("div", { class: "message", id: "message", role: "alert", hidden: true });
     this.loading = el("span", { class: "loading", id: "loading", hidden: true }, "loading…");
+    this.tools = el("span", { class: "tools", id: "tools" });
     this.panelsNode = el("div", { class: "panels", id: "panels" });
     this.side = el("aside", { class: "side", id: "side" }, ...side);
     root.classList.add("convfilters");
     root.replaceChildren(el("div", { class: "app" },
       el("div", { class: "toolbar" },
-        label("Run", c.run), label("Tag", c.tag), c.compare, c.reload, c.copy, c.link, this.loading),
+        label("Run", c.run), label("Tag", c.tag), c.compare, c.reload, c.copy, c.link, this.tools, this.loading),
       el("div", { class: "toolbar" },
         el("span", { class: "step-box" }, c.prev, c.play, c.next, label("Step", c.slider), c.stepLabel),
         label("Colormap", c.cmap), label("Scale", c.norm), label("Percentile", c.pct),
@@ -175,6 +176,11 @@ export class Controls {
   setPanels(nodes) {
     this.panelsNode.replaceChildren(...nodes);
     this.panelsNode.dataset.count = String(nodes.length);
+  }
+
+  /** Adds a view's node (e.g. the video export) to the first toolbar. */
+  addTool(node) {
+    this.tools.append(node);
   }
 
   /** The step slider over `count` steps, at step `index`. */

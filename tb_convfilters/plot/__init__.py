@@ -5,6 +5,7 @@
 >>> fig.savefig("conv1.png")
 >>> plot.grid_from_logs("logs", "train", "conv1/kernel")     # the latest step
 >>> plot.examples("logs", "train", "conv2/activation")       # dataset examples per filter
+>>> plot.animate("logs", "train", "conv1/kernel")             # over the steps (plot.animation)
 
 Kernels draw one row per filter and one tile per input channel (depthwise: one row
 per input channel, one tile per multiplier); rows of at most three tiles are laid out
@@ -37,11 +38,13 @@ except ImportError as e:  # pragma: no cover - exercised by hand without matplot
 from tb_convfilters import reader
 from tb_convfilters._dashboard import colormaps
 from tb_convfilters._record.layouts import ACTIVATION_LAYOUTS, KERNEL_LAYOUTS
+from tb_convfilters.plot.animation import animate
 from tb_convfilters.plot.dataset_examples import example_overlay, example_pixels, examples
 
 __all__ = [
     "BLOCK_CHANNELS",
     "Tiles",
+    "animate",
     "block_columns",
     "cell_limits",
     "example_overlay",
@@ -178,9 +181,18 @@ def image(
     colormaps.check_colormap(colormap)
     g = tiles(array, layout, sample=sample)
     lo, hi = cell_limits(g, colormap=colormap, scale=scale, percentile=percentile, limits=limits)
-    rgb = colormaps.colors(
-        g.values, lo[:, :, None, None], hi[:, :, None, None], colormaps.lut(colormap, dark=dark)
-    )
+    return _compose(g, lo, hi, colormaps.lut(colormap, dark=dark), filters)
+
+
+def _compose(
+    g: Tiles,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    table: np.ndarray,
+    filters: int | Sequence[int] | None = None,
+) -> np.ndarray:
+    """`image` of grid `g` with per-cell limits `lo`, `hi` (rows, cols) and colour `table`."""
+    rgb = colormaps.colors(g.values, lo[:, :, None, None], hi[:, :, None, None], table)
     alpha = np.where(g.valid, 255, 0).astype(np.uint8)[..., None]
     cells = np.concatenate([rgb, alpha], axis=-1)  # (rows, cols, th, tw, 4)
     if filters is not None:
