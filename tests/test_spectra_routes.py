@@ -177,3 +177,27 @@ def test_a_removed_event_file_is_a_clean_error(tmp_path):
     status, body = get(client, "spectra", run="a", tag="c1/kernel", step="4")
     assert status in (404, 409, 422), body
     assert body["error"]
+
+
+def test_fuzzed_queries_are_never_a_500(logdir):
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    client = plugin_client(logdir)
+    values = st.one_of(
+        st.sampled_from(["a", "c1/kernel", "c1/act", "c3/kernel", "dw/kernel", "0", "8", "-1"]),
+        st.text(st.characters(exclude_categories=("Cs",)), max_size=20),
+        st.integers(-(2**70), 2**70).map(str),
+    )
+    keys = st.sampled_from(["run", "tag", "step", "max_steps"])
+
+    @hypothesis.settings(max_examples=150, deadline=None)
+    @hypothesis.given(
+        name=st.sampled_from(["spectra", "spectra_steps"]),
+        query=st.dictionaries(keys, values, max_size=4),
+    )
+    def check(name, query):
+        status, body = get(client, name, **query)
+        assert status in (200, 400, 404, 413, 422), (status, body)
+        assert status == 200 or isinstance(body["error"], str)
+
+    check()
