@@ -41,9 +41,12 @@ PUBLIC = {
     "tb_convfilters.lightning": ["FiltersCallback"],
     "tb_convfilters.flax": ["log_params"],
     "tb_convfilters.vis": ["filter_patterns", "projections", "log_patterns", "METHODS"],
-    "tb_convfilters.plot": ["grid", "image", "grid_from_logs", "examples", "example_pixels"],
+    "tb_convfilters.plot": [
+        "grid", "image", "grid_from_logs", "examples", "example_pixels", "animate", "spectra",
+    ],
     "tb_convfilters.doctor": ["diagnose", "Thresholds", "Finding", "PROBLEMS"],
     "tb_convfilters.compare": ["align", "match_filters", "cka", "similarity", "Match"],
+    "tb_convfilters.spectra": ["dominant", "power", "coverage", "over_steps", "frequencies"],
     "tb_convfilters.plugin": ["ConvFiltersLoader", "ConvFiltersPlugin"],
     "tb_convfilters.importing": [
         "import_models", "ImportFailure", "ImportSummary", "ImportedRun", "ImportedCheckpoint",
@@ -56,7 +59,7 @@ FLOORS = [
     {"_record", "_dashboard"},
     {"_writing"},
     {"__init__", "summary", "reader", "keras", "torch", "lightning", "flax", "vis", "plot"}
-    | {"doctor", "compare", "importing"},
+    | {"doctor", "compare", "importing", "spectra"},
     {"_serving", "_commands"},
     {"plugin", "cli", "record", "fs"},
 ]

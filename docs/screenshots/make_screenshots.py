@@ -253,6 +253,23 @@ def main(names: list[str]) -> None:
             if want("examples"):
                 tall = browser.new_page(viewport={"width": 1400, "height": 1250})
                 shoot(base, tall, "examples", "run=bars&tag=sobel/kernel&ex=1", open_examples)
+
+            def open_spectra(frame):
+                frame.click("#spectra summary")
+                frame.wait_for_selector("#spectra-raster[data-shown]")
+                frame.locator("#health-table tbody tr[data-filter='4']").click()
+                frame.wait_for_selector("#detail-spectrum:not([hidden])")
+                frame.locator("#spectra").scroll_into_view_if_needed()
+
+            if want("spectra"):
+                tall = browser.new_page(viewport={"width": 1400, "height": 1250})
+                shoot(
+                    base,
+                    tall,
+                    "spectra",
+                    "run=resnet_lr0.1&tag=conv1/kernel&step=800",
+                    open_spectra,
+                )
             if want("dark"):
                 dark = browser.new_page(
                     viewport={"width": 1400, "height": 860}, color_scheme="dark"

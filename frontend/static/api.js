@@ -74,6 +74,12 @@ export const align = (run, base, tag, step, init) => getJSON("align", { run, bas
 export const similarity = (tag, runs, steps, init) =>
   getJSON("similarity", { tag, runs: runs.join(","), steps: steps ? steps.join(",") : null }, init);
 
+/** Spectra of kernel `tag` at `step` (latest if undefined): {step, filters, orientation, frequency, counts, ...}. */
+export const spectra = (run, tag, step, init) => getJSON("spectra", { run, tag, step }, init);
+/** The coverage of kernel `tag` over steps: {steps: [{step, counts, flat, undefined, filters} | {step, error}], ...}. */
+export const spectraSteps = (run, tag, maxSteps, init) =>
+  getJSON("spectra_steps", { run, tag, max_steps: maxSteps }, init);
+
 /**
  * Dataset examples of activation `tag` at `step`: {step, k, ranked, rows, channels, indices,
  * values, positions, field, input, crops, maps, inputs} (http_api.md); `rows` the filters

@@ -28,6 +28,7 @@ import { Panel } from "./panel.js";
 import { PatternHover } from "./patterns.js";
 import { Selection } from "./selection.js";
 import { SimilarityView } from "./similarity.js";
+import { SpectraView } from "./spectraview.js";
 import { decode, encode, stepIndex, unionSteps } from "./state.js";
 import { Triage } from "./triage.js";
 import { VideoExport } from "./videoexport.js";
@@ -62,6 +63,7 @@ export class Dashboard {
     this.doctor = new DoctorView({ onJump: (f) => this.triage.jumpTo(f) });
     this.patternHover = new PatternHover(this);
     this.similarity = new SimilarityView(this);
+    this.spectra = new SpectraView(this);
     this.comparing = new Comparing({ state, info });
     this.loader = new StepLoader({
       cache: this.cache,
@@ -96,7 +98,7 @@ export class Dashboard {
       tag: () => this.state.tag,
       gridDrawn: (panel) => panel.examples && panel.examples.place(panel.view),
     };
-    const side = [this.detail.node, this.similarity.node, this.doctor.node, this.health.node];
+    const side = [this.detail.node, this.spectra.node, this.similarity.node, this.doctor.node, this.health.node];
     this.controls = new Controls(root, side, {
       state,
       tags: () => this.tags,
@@ -175,6 +177,7 @@ export class Dashboard {
     this.loader.clearStats();
     this.triage.clearFindings();
     this.patternHover.clear();
+    this.spectra.clear();
     this.tags = {};
     await this.loadTags();
   }
@@ -407,6 +410,7 @@ export class Dashboard {
     this.triage.updateSide();
     this.triage.updateFindings();
     this.similarity.update();
+    this.spectra.update();
   }
 
   drawPanel(panel, result, fixed, order) {

@@ -10,6 +10,7 @@ import { describeFinding, seriesFindings } from "./findings.js";
 import { GridView } from "./gridview.js";
 import { canonicalize, filterCells, subGrid } from "./layout.js";
 import { cellLimits } from "./normalize.js";
+import { badgeNode, fillBadge } from "./spectraview.js";
 
 /** Kernel tags of `run` in the same layer as `tag` (same prefix before the last "/"). */
 export function kernelTagsFor(tags, run, tag) {
@@ -46,6 +47,7 @@ export class DetailView {
     this.title = el("h3", { class: "detail-title" });
     this.info = el("div", { class: "detail-info" });
     this.findings = el("div", { class: "detail-findings", id: "detail-findings" });
+    this.spectrum = badgeNode();
     this.view = new GridView({ className: "detail-grid", maxZoom: 48, maxTile: 400, showValues: true, maxHeight: () => 420 });
     this.kernelTitle = el("h4", { class: "detail-kernel-title" });
     this.kernelView = new GridView({ className: "detail-grid kernel-slices", maxZoom: 40, maxTile: 160, showValues: true, maxHeight: () => 360 });
@@ -53,7 +55,7 @@ export class DetailView {
     this.node = el("section", { class: "detail", id: "detail", hidden: true },
       el("header", { class: "detail-header" }, this.title,
         el("button", { type: "button", class: "close", title: "Close", onclick: () => this.close() }, "×")),
-      this.info, this.findings, this.view.node, this.kernelBox);
+      this.info, this.spectrum, this.findings, this.view.node, this.kernelBox);
     this.open = false;
     this.target = null;
   }
@@ -127,6 +129,12 @@ export class DetailView {
       mode: d.state.norm,
       viewName: "detail",
     });
+    const target = this.target;
+    if (grid.kind === "kernel") {
+      fillBadge(this.spectrum, d.spectra, panel.run, d.state.tag, tensor.step, label, () => this.target === target);
+    } else {
+      this.spectrum.hidden = true;
+    }
     if (grid.kind === "activation") this.showKernel(panel, grid, f);
     else this.kernelBox.hidden = true;
   }

@@ -44,6 +44,14 @@ from tb_convfilters._serving.requests import (
     step_param,
     steps_param,
 )
+from tb_convfilters._serving.requests import (
+    spread as _spread,
+)
+from tb_convfilters._serving.spectra_routes import (
+    DEFAULT_SPECTRA_STEPS,
+    MAX_SPECTRA_STEPS,
+    SpectraRoutes,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -79,16 +87,6 @@ def _series_info(content: bytes, description: str) -> dict | None:
     return info
 
 
-def _spread(total: int, cap: int, must: int | None) -> list[int]:
-    """Indices of at most `cap` of `total` steps: evenly spaced with the last one, plus
-    `must` (an index) when given."""
-    if total <= cap:
-        return list(range(total))
-    room = cap - (must is not None)
-    picked = {round(x) for x in np.linspace(total - 1, 0, room)} if room > 0 else set()
-    return sorted(picked if must is None else picked | {must})
-
-
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
@@ -118,6 +116,7 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         self._examples = ExampleRoutes(
             self._source, int(max_examples_mb * (1 << 20)), self._max_tensor_bytes
         )
+        self._spectra = SpectraRoutes(self._source, self._max_tensor_bytes)
         self._static = _frontend_dir() / "static"
         self._skipped: set[tuple[str, str]] = set()  # series already logged as unreadable
 
@@ -132,6 +131,8 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
             "/align": self._serve_align,
             "/similarity": self._serve_similarity,
             "/examples": self._serve_examples,
+            "/spectra": self._serve_spectra,
+            "/spectra_steps": self._serve_spectra_steps,
         }
 
     def is_active(self) -> bool:
@@ -341,6 +342,20 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         return json_response(
             request, self._examples.examples_impl(ctx, experiment, run, tag, step, rows, whole)
         )
+
+    # ---- spectra of filters (see spectra_routes.py) ----
+
+    @route
+    def _serve_spectra(self, request: wrappers.Request) -> wrappers.Response:
+        ctx, experiment, run, tag = self._request_args(request)
+        answer = self._spectra.spectra_impl(ctx, experiment, run, tag, step_param(request))
+        return json_response(request, answer)
+
+    @route
+    def _serve_spectra_steps(self, request: wrappers.Request) -> wrappers.Response:
+        args = self._request_args(request)
+        cap = bounded_count_param(request, "max_steps", DEFAULT_SPECTRA_STEPS, MAX_SPECTRA_STEPS)
+        return json_response(request, self._spectra.spectra_steps_impl(*args, cap))
 
     # ---- comparing runs: align and similarity (see compare_routes.py) ----
 

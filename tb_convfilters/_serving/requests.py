@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 from tensorboard import errors
 from tensorboard.backend import http_util
 from werkzeug import wrappers
@@ -145,3 +146,13 @@ def bytes_chunks(parts: tuple[Any, ...], size: int = 1 << 20) -> Iterator[bytes]
         view = memoryview(part).cast("B")
         for i in range(0, len(view), size):
             yield view[i : i + size].tobytes()
+
+
+def spread(total: int, cap: int, must: int | None) -> list[int]:
+    """Indices of at most `cap` of `total` steps: evenly spaced with the last one, plus
+    `must` (an index) when given."""
+    if total <= cap:
+        return list(range(total))
+    room = cap - (must is not None)
+    picked = {round(x) for x in np.linspace(total - 1, 0, room)} if room > 0 else set()
+    return sorted(picked if must is None else picked | {must})

@@ -6,6 +6,7 @@
 >>> plot.grid_from_logs("logs", "train", "conv1/kernel")     # the latest step
 >>> plot.examples("logs", "train", "conv2/activation")       # dataset examples per filter
 >>> plot.animate("logs", "train", "conv1/kernel")             # over the steps (plot.animation)
+>>> plot.spectra(kernel, "HWIO")                 # filters per frequency band x orientation
 
 Kernels draw one row per filter and one tile per input channel (depthwise: one row
 per input channel, one tile per multiplier); rows of at most three tiles are laid out
@@ -13,7 +14,8 @@ as the dashboard lays them out, a near-square grid of labelled blocks; activatio
 one tile per channel in a near-square grid; 3D tiles put their D slices side by side.
 Colour tables, the NaN/Inf colour and the percentile limits come from the dashboard's
 own settings (``tb_convfilters._dashboard.colormaps``). Dataset examples (`examples`,
-`example_pixels`, `example_overlay`) live in ``plot.dataset_examples``.
+`example_pixels`, `example_overlay`) live in ``plot.dataset_examples``, the spectra
+(`spectra`, `spectra_from_logs`, `coverage_pixels`) in ``plot.spectra``.
 Needs ``pip install "tb-convfilters[plot]"``.
 """
 
@@ -40,6 +42,7 @@ from tb_convfilters._dashboard import colormaps
 from tb_convfilters._record.layouts import ACTIVATION_LAYOUTS, KERNEL_LAYOUTS
 from tb_convfilters.plot.animation import animate
 from tb_convfilters.plot.dataset_examples import example_overlay, example_pixels, examples
+from tb_convfilters.plot.spectra import coverage_pixels, spectra, spectra_from_logs
 
 __all__ = [
     "BLOCK_CHANNELS",
@@ -47,12 +50,15 @@ __all__ = [
     "animate",
     "block_columns",
     "cell_limits",
+    "coverage_pixels",
     "example_overlay",
     "example_pixels",
     "examples",
     "grid",
     "grid_from_logs",
     "image",
+    "spectra",
+    "spectra_from_logs",
     "tiles",
 ]
 
