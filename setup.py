@@ -51,7 +51,7 @@ setup(
         "tensorboardx": ["tensorboardX>=2.6"],
         "plot": ["matplotlib>=3.7"],
         "fast": ["numba>=0.59"],  # the Writer's stats in one compiled pass (fused.py)
-        "onnx": ["onnx"],  # tb-convfilters import of .onnx files
+        "onnx": ["onnx", "onnxruntime"],  # tb-convfilters import of .onnx files (and activations)
         "test": [
             "pytest",
             "playwright",
@@ -64,6 +64,7 @@ setup(
             "ipython",  # the %tensorboard notebook magic in test_notebook
             "scikit-learn",  # benchmarks.dead_units and the compare example train on its digits
             "onnx",  # test_import: a hand-built ONNX model
+            "onnxruntime",  # test_import_activations: an ONNX model run on sample inputs
             "safetensors",  # test_import: .safetensors saved by a PyTorch loop
         ],
     },
