@@ -6,7 +6,6 @@ only and ``Lambda`` layers are refused before anything is written or run."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,13 +136,9 @@ def test_a_lambda_is_refused_by_safe_mode_and_runs_nothing(tmp_path):
 
     marker = tmp_path / "ran"
     where = str(marker)  # (a str: Keras serializes the closure)
-    model = keras.Sequential(
-        [
-            keras.Input((6, 6, 1)),
-            keras.layers.Lambda(lambda t: (Path(where).touch(), t)[1]),
-            keras.layers.Conv2D(2, 3),
-        ]
-    )
+    inp = keras.Input((6, 6, 1))
+    touch = keras.layers.Lambda(lambda t: (__import__("pathlib").Path(where).touch(), t)[1])
+    model = keras.Model(inp, keras.layers.Conv2D(2, 3)(touch(inp)))
     model.save(tmp_path / "lam.keras")
     marker.unlink(missing_ok=True)  # building the model called it; loading must not
     logdir = tmp_path / "logs"
@@ -353,3 +348,16 @@ def test_bad_sample_inputs(torch_run, tmp_path):
     with pytest.raises(ImportFailure, match="running the model on the sample inputs"):
         import_models(path, logdir, sample_inputs=np.zeros((2, 3, 12, 12), "f4"))
     assert not logdir.exists() or not any(logdir.iterdir())
+
+
+def test_a_savedmodel_gives_kernels_and_says_why_no_activations(tmp_path):
+    import keras
+
+    inp = keras.Input((6, 6, 1))
+    model = keras.Model(inp, keras.layers.Conv2D(2, 3, name="c")(inp))
+    model.export(str(tmp_path / "sm"), verbose=False)
+    x = np.ones((2, 6, 6, 1), "float32")
+    summary = import_models(tmp_path / "sm", tmp_path / "logs", sample_inputs=x, progress=False)
+    (c,) = summary.runs[0].checkpoints
+    assert c.tags == ["c/kernel"] and c.activations == []
+    assert "SavedModel" in c.note and ".keras" in c.note and "note: no activations" in str(summary)
