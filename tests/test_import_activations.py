@@ -361,3 +361,21 @@ def test_a_savedmodel_gives_kernels_and_says_why_no_activations(tmp_path):
     (c,) = summary.runs[0].checkpoints
     assert c.tags == ["c/kernel"] and c.activations == []
     assert "SavedModel" in c.note and ".keras" in c.note and "note: no activations" in str(summary)
+
+
+def test_a_broken_torchscript_archive_or_no_onnxruntime(torch_run, tmp_path, monkeypatch):
+    import sys
+    import zipfile
+
+    root, _ = torch_run
+    broken = tmp_path / "broken.pt"
+    with zipfile.ZipFile(broken, "w") as z:  # a TorchScript archive's names, garbage inside
+        z.writestr("broken/code/__torch__.py", "not torchscript (")
+        z.writestr("broken/data.pkl", b"\x80\x02garbage")
+    logdir = tmp_path / "logs"
+    with pytest.raises(ImportFailure, match=r"broken\.pt: not a loadable TorchScript archive"):
+        import_models(broken, logdir, sample_inputs=root / "probe.npy", progress=False)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # not installed
+    with pytest.raises(ImportFailure, match="need onnxruntime: pip install onnxruntime"):
+        import_models(root / "model.onnx", logdir, sample_inputs=root / "probe.npy")
+    assert not logdir.exists() or not any(logdir.iterdir())
