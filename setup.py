@@ -51,7 +51,7 @@ setup(
         "tensorboardx": ["tensorboardX>=2.6"],
         "plot": ["matplotlib>=3.7"],
         "fast": ["numba>=0.59"],  # the Writer's stats in one compiled pass (fused.py)
-        "onnx": ["onnx"],  # tb-convfilters import of .onnx files
+        "onnx": ["onnx", "onnxruntime"],  # tb-convfilters import of .onnx files (and activations)
         # tb-convfilters animate / plot.animate: GIF (Pillow, with matplotlib), MP4 and WebM
         "video": ["matplotlib>=3.7", "imageio>=2.9", "imageio-ffmpeg>=0.4"],
         "test": [
@@ -66,6 +66,7 @@ setup(
             "ipython",  # the %tensorboard notebook magic in test_notebook
             "scikit-learn",  # benchmarks.dead_units and the compare example train on its digits
             "onnx",  # test_import: a hand-built ONNX model
+            "onnxruntime",  # test_import_activations: an ONNX model run on sample inputs
             "safetensors",  # test_import: .safetensors saved by a PyTorch loop
             "imageio",  # test_animate: videos read back
             "imageio-ffmpeg",  # test_animate: MP4 and WebM written and read

@@ -1,5 +1,6 @@
 """``tb-convfilters import PATH... --logdir LOGDIR [--run NAME] [--step N] [--include PAT]
-[--exclude PAT] [--layout PAT=LAYOUT]``: exit status 0 when imported, 2 when nothing was
+[--exclude PAT] [--layout PAT=LAYOUT] [--sample-inputs X.npy [--batch-size N]
+[--max-samples N] [--examples N]]``: exit status 0 when imported, 2 when nothing was
 written (a bad path, an unknown format, a file refused or unreadable, bad arguments)."""
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ import argparse
 import sys
 
 from tb_convfilters import importing
+from tb_convfilters._record.examples import DEFAULT_EXAMPLES
+from tb_convfilters._writing.policies import DEFAULT_MAX_MAPS
 
 
 def _step(text: str) -> int:
@@ -17,6 +20,13 @@ def _step(text: str) -> int:
         value = -1
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _step(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
     return value
 
 
@@ -54,12 +64,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(e.g. 'up*/weight=IOHW' for a PyTorch ConvTranspose2d); repeatable",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar and no report")
-    # --sample-inputs x.npy (activations, firing and dataset examples of a file that holds
-    # the architecture) comes with the dataset examples; it will be added here.
+    parser.add_argument(
+        "--sample-inputs",
+        metavar="X.npy",
+        help="model inputs (N first) to run each checkpoint's model on: activations, firing "
+        "and dataset examples as the callbacks record them; for files that hold the "
+        "architecture (.keras, .onnx with onnxruntime, TorchScript; SavedModel: kernels only)",
+    )
+    parser.add_argument(
+        "--batch-size", type=_positive, default=64, help="inputs per forward pass (default 64)"
+    )
+    parser.add_argument(
+        "--max-samples",
+        type=_positive,
+        default=DEFAULT_MAX_MAPS,
+        help=f"inputs whose feature maps are stored (default {DEFAULT_MAX_MAPS})",
+    )
+    parser.add_argument(
+        "--examples",
+        type=_step,
+        default=DEFAULT_EXAMPLES,
+        help=f"dataset examples per channel (default {DEFAULT_EXAMPLES}; 0: none)",
+    )
     parser.epilog = (
         "Formats: " + importing.formats.KNOWN + ". Nothing from a file runs: PyTorch files "
-        "load with weights_only=True, Keras files are read as data. Exit status: 0 imported, "
-        "2 nothing written (the error says why)."
+        "load with weights_only=True, Keras files are read as data; with --sample-inputs the "
+        "model runs (Keras safe mode, onnxruntime, torch.jit.load: never Python code from the "
+        "file). Exit status: 0 imported, 2 nothing written (the error says why)."
     )
 
 
@@ -75,6 +106,10 @@ def run(args: argparse.Namespace) -> int:
             exclude=args.exclude,
             layouts=args.layout,
             progress=not args.quiet,
+            sample_inputs=args.sample_inputs,
+            batch_size=args.batch_size,
+            max_samples=args.max_samples,
+            examples=args.examples,
         )
     except ValueError as e:  # ImportFailure included
         print(f"tb-convfilters import: error: {e}", file=sys.stderr)

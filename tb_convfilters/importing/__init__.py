@@ -5,7 +5,9 @@
 
 Each PATH is a checkpoint file (PyTorch ``.pt .pth .bin .ckpt``, ``.safetensors``, Keras
 ``.keras .h5 .weights.h5``, ``.onnx``), a TensorFlow checkpoint prefix (``ckpt-3``), a
-SavedModel folder, or a folder of those. Nothing from a file runs (see the format modules).
+SavedModel folder, or a folder of those. Nothing from a file runs (see the format modules),
+except, with ``sample_inputs``, the model of a file that holds one, through its framework's
+safe loader (``sample_inputs``): its activations and dataset examples are recorded too.
 Steps follow ``importing.steps``. A run is written into a hidden folder beside it and moved
 into place once every checkpoint of every run was read, checked and written: an import
 that fails leaves no run behind.
@@ -21,23 +23,31 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from tb_convfilters._record.examples import DEFAULT_EXAMPLES
+from tb_convfilters._writing.policies import DEFAULT_MAX_MAPS
 from tb_convfilters._writing.writer import Writer
 from tb_convfilters.importing import formats, kernels, steps
+from tb_convfilters.importing import sample_inputs as sampling
 from tb_convfilters.importing.formats import Checkpoint
 from tb_convfilters.importing.kernels import ImportFailure
+from tb_convfilters.importing.sample_inputs import SampleInputs
 
 __all__ = ["import_models", "ImportFailure", "ImportSummary", "ImportedRun", "ImportedCheckpoint"]
 
 
 @dataclass
 class ImportedCheckpoint:
-    """One checkpoint written: where it came from, its format, step and the tags written."""
+    """One checkpoint written: where it came from, its format, step and the kernel tags
+    written; with sample inputs, the activation tags and a note when it recorded less."""
 
     path: str
     format: str
     step: int
     tags: list[str]
+    activations: list[str] = field(default_factory=list)
+    note: str | None = None
 
 
 @dataclass
@@ -61,12 +71,16 @@ class ImportSummary:
         lines = []
         for r in self.runs:
             n_tags = len({t for c in r.checkpoints for t in c.tags})
+            n_maps = len({t for c in r.checkpoints for t in c.activations})
             first, last = r.checkpoints[0].step, r.checkpoints[-1].step
             span = f"step {first}" if len(r.checkpoints) == 1 else f"steps {first}..{last}"
+            maps = f", {n_maps} activation tag(s)" if n_maps else ""
             lines.append(
                 f"run {r.run!r}: {len(r.checkpoints)} checkpoint(s), {span} "
-                f"({r.steps_from}), {n_tags} kernel tag(s) -> {r.path}"
+                f"({r.steps_from}), {n_tags} kernel tag(s){maps} -> {r.path}"
             )
+            for note in dict.fromkeys(c.note for c in r.checkpoints if c.note):
+                lines.append(f"  note: {note}")
         return "\n".join(lines)
 
 
@@ -137,6 +151,10 @@ def import_models(
     *,
     layouts: Mapping[str, str] | Iterable[str] | None = None,
     progress: bool = True,
+    sample_inputs: Any = None,
+    batch_size: int = 64,
+    max_samples: int = DEFAULT_MAX_MAPS,
+    examples: int = DEFAULT_EXAMPLES,
 ) -> ImportSummary:
     """Writes the conv kernels of `paths` into `logdir`: one run per folder of checkpoints
     (named after it), one run for the files given directly; one step per checkpoint.
@@ -150,6 +168,12 @@ def import_models(
         file does not describe, e.g. ``{"up*/weight": "IOHW"}`` for a PyTorch
         ConvTranspose2d in a state_dict.
       progress: a progress bar on stderr for more than one checkpoint.
+      sample_inputs: model inputs (an array, N first, or the path of a ``.npy`` file) for
+        files that hold the architecture (``.keras``, ``.onnx``, TorchScript; a SavedModel
+        gives kernels only): each checkpoint's model runs on them and its conv outputs are
+        recorded as the callbacks record them (``<layer>/activation``: the maps of the
+        first `max_samples`, firing over all, and the top `examples` inputs per channel),
+        in batches of `batch_size`. Files of weights only are refused.
 
     Raises ImportFailure (a ValueError) naming the file and tensor that cannot be imported,
     and ValueError for bad arguments; in both cases nothing is written.
@@ -160,11 +184,14 @@ def import_models(
     if not paths:
         raise ValueError("paths is empty; give checkpoint files or folders")
     include_p, exclude_p = _patterns(include, "include"), _patterns(exclude, "exclude")
+    sample = sampling.sample_options(sample_inputs, batch_size, max_samples, examples)
     overrides = kernels.parse_layout_overrides(layouts)
     logdir_path = Path(logdir)
     if "://" in str(logdir):
         raise ValueError(f"logdir={str(logdir)!r}: import writes to a local folder only")
     groups = _runs(paths, run)
+    if sample is not None:  # refuse weights-only files before anything is written
+        groups = [(name, [sampling.with_architecture(c) for c in cs]) for name, cs in groups]
     total = sum(len(c) for _, c in groups)
     if step is not None:
         if isinstance(step, bool) or not isinstance(step, int) or step < 0:
@@ -188,7 +215,14 @@ def import_models(
             written.append((tmp, final))
             summary.runs.append(
                 _write_run(
-                    name, final, tmp, checkpoints, step, include_p, exclude_p, overrides, bar
+                    name,
+                    final,
+                    tmp,
+                    checkpoints,
+                    step,
+                    (include_p, exclude_p, overrides),
+                    sample,
+                    bar,
                 )
             )
     except BaseException:
@@ -219,11 +253,11 @@ def _write_run(
     tmp: Path,
     checkpoints: list[Checkpoint],
     step: int | None,
-    include: Sequence[str],
-    exclude: Sequence[str],
-    overrides: Mapping[str, str],
+    selection: tuple[Sequence[str], Sequence[str], Mapping[str, str]],
+    sample: SampleInputs | None,
     bar,
 ) -> ImportedRun:
+    include, exclude, overrides = selection
     if step is not None:
         numbers, steps_from = [step], STEP_ARGUMENT
     else:
@@ -245,9 +279,14 @@ def _write_run(
                     layout=k.layout,
                     description=f"imported from {c.path.name} ({c.format}): {k.name}",
                 )
-            tags = [k.tag for k in found]
+            imported = ImportedCheckpoint(str(c.path), c.format, number, [k.tag for k in found])
             del found  # memory of one checkpoint
-            out.checkpoints.append(ImportedCheckpoint(str(c.path), c.format, number, tags))
+            if sample is not None:
+                recorded = sampling.record(
+                    c, writer, number, sample, lambda t: kernels.selected(t, include, exclude)
+                )
+                imported.activations, imported.note = recorded.tags, recorded.note
+            out.checkpoints.append(imported)
             bar.update()
     finally:
         writer.close()

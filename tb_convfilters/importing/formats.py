@@ -30,11 +30,18 @@ READERS: dict[str, Callable[[Path], Iterator[Kernel]]] = {
     "onnx": onnx_files.read_onnx,
     "tf-checkpoint": tf_checkpoints.read_checkpoint,
     "savedmodel": tf_checkpoints.read_savedmodel,
+    "torchscript": lambda path: _torchscript().read_torchscript(path),  # with sample inputs
 }
 KNOWN = (
     ", ".join(sorted(SUFFIXES))
     + ", TensorFlow checkpoint prefixes (ckpt-N with ckpt-N.index) and SavedModel folders"
 )
+
+
+def _torchscript():
+    from tb_convfilters.importing import torchscript
+
+    return torchscript
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,11 @@ def _matches(tag: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(tag, p) for p in patterns)
 
 
+def selected(tag: str, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> bool:
+    """Whether `tag` matches an `include` pattern (any, if none) and no `exclude` pattern."""
+    return (not include or _matches(tag, include)) and not _matches(tag, exclude)
+
+
 def select(
     kernels: Iterable[Kernel],
     source: str,
@@ -135,7 +140,7 @@ def select(
         if k.tag in seen:  # a SavedModel lists its variables twice
             continue
         seen.add(k.tag)
-        if (include and not _matches(k.tag, include)) or _matches(k.tag, exclude):
+        if not selected(k.tag, include, exclude):
             skipped.append(k.tag)
             continue
         for pattern, layout in (overrides or {}).items():

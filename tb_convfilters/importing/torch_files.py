@@ -30,7 +30,7 @@ _REFUSED = (
 )
 
 
-def _is_torchscript(path: Path) -> bool:
+def is_torchscript(path: Path) -> bool:
     if not zipfile.is_zipfile(path):
         return False
     with zipfile.ZipFile(path) as z:
@@ -78,8 +78,12 @@ def read_torch(path: Path) -> Iterator[Kernel]:
     """The conv weights of a PyTorch checkpoint; refuses files whose load would run code."""
     import torch
 
-    if _is_torchscript(path):
-        raise ImportFailure(_REFUSED.format(path=path, why="a TorchScript archive holds code"))
+    if is_torchscript(path):
+        why = (
+            "a TorchScript archive holds code; with sample inputs (--sample-inputs) it is "
+            "loaded with torch.jit.load, which runs TorchScript, never Python"
+        )
+        raise ImportFailure(_REFUSED.format(path=path, why=why))
     try:
         with warnings.catch_warnings():  # torch doubts pickle protocols it then refuses or reads
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
