@@ -439,3 +439,22 @@ def test_state_dict_inside_a_checkpoint_dict_and_from_data_parallel(tmp_path):
     summary = import_models(path, tmp_path / "logs", progress=False)
     assert summary.runs[0].checkpoints[0].step == 40
     assert _same(reader.read(tmp_path / "logs", "epoch=2-step=40", "conv/weight"), weight.numpy())
+
+
+def test_a_sequential_savedmodel_is_tagged_as_the_callback_tags_it(tmp_path):
+    import keras
+
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(2, 3, name="c1"),
+            keras.layers.Conv2D(3, 3, name="c2"),
+        ]
+    )
+    model.export(str(tmp_path / "sm"), verbose=False)
+    import_models([tmp_path / "sm"], tmp_path / "logs", run="sm", progress=False)
+    kernels = _run(tmp_path / "logs", "sm")
+    (step,) = kernels
+    assert sorted(kernels[step]) == ["c1/kernel", "c2/kernel"]  # not sequential/c1/kernel
+    for layer in ("c1", "c2"):
+        assert _same(kernels[step][f"{layer}/kernel"][0], model.get_layer(layer).kernel.numpy())

@@ -61,13 +61,17 @@ def read_checkpoint(prefix: Path, shown: Path | None = None) -> Iterator[Kernel]
     except Exception as e:  # tf.errors.DataLossError, NotFoundError, a bad object graph
         message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ImportFailure(f"{shown}: not a readable TensorFlow checkpoint: {message}") from None
+    found = []
     for key, name in names:
         if key.startswith("optimizer/") or ".OPTIMIZER_SLOT" in key or key not in shapes:
             continue
         layer, _, attribute = name.removesuffix(":0").rpartition("/")
         attribute = _ATTRIBUTES.get(attribute)
-        if not layer or attribute is None or not dtypes[key].is_floating:
-            continue
+        if layer and attribute is not None and dtypes[key].is_floating:
+            found.append((key, name, layer, attribute))
+    short = _layer_names([layer for _, _, layer, _ in found])
+    for key, name, layer, attribute in found:
+        layer = short[layer]
         shape = tuple(shapes[key])
         tag_layout = keras_kernel(layer, attribute, shape, keras_kind(None, layer.split("/")[-1]))
         if tag_layout is None:
@@ -77,6 +81,15 @@ def read_checkpoint(prefix: Path, shown: Path | None = None) -> Iterator[Kernel]
         except Exception as e:
             raise ImportFailure(f"{shown}: variable {name!r} cannot be read: {e}") from None
         yield Kernel(name, *tag_layout, array)
+
+
+def _layer_names(paths: list[str]) -> dict[str, str]:
+    """Each layer's path as FiltersCallback names the layer: its last part (``c1`` of a
+    Sequential's ``sequential/c1``, as ``layer.name``), or the whole path where two
+    layers would share that name."""
+    unique = sorted(set(paths))
+    last = [path.rsplit("/", 1)[-1] for path in unique]
+    return {p: n if last.count(n) == 1 else p for p, n in zip(unique, last, strict=True)}
 
 
 def read_savedmodel(folder: Path) -> Iterator[Kernel]:
