@@ -213,3 +213,16 @@ def test_removed_event_file_is_a_clean_error(tmp_path):
     status, body = get(client, "dynamics", run="a", tag="k1")
     assert status in (404, 409, 422), body
     assert body["error"]
+
+
+def test_cli_prints_stalled_and_fails(logdir, capsys):
+    from tb_convfilters import cli
+
+    assert cli.main(["doctor", str(logdir), "--run", "a", "--problems", "stalled"]) == 1
+    out = capsys.readouterr().out
+    (row,) = [line for line in out.splitlines() if "stalled" in line and "k1" in line]
+    assert row.split()[:5] == ["a", "k1", str(STALLED), "stalled", "10"]
+    assert "stalled_intervals=3" in row and "until_step=25" in row
+    argv = ["doctor", str(logdir), "--run", "a", "--problems", "stalled", "--stall-steps", "4"]
+    assert cli.main(argv) == 0
+    assert "0 finding(s)" in capsys.readouterr().out

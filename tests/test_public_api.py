@@ -43,6 +43,7 @@ PUBLIC = {
     "tb_convfilters.vis": ["filter_patterns", "projections", "log_patterns", "METHODS"],
     "tb_convfilters.plot": ["grid", "image", "grid_from_logs", "examples", "example_pixels"],
     "tb_convfilters.doctor": ["diagnose", "Thresholds", "Finding", "PROBLEMS"],
+    "tb_convfilters.dynamics": ["update_ratios", "rotation", "grad_norms", "read", "Dynamics"],
     "tb_convfilters.compare": ["align", "match_filters", "cka", "similarity", "Match"],
     "tb_convfilters.plugin": ["ConvFiltersLoader", "ConvFiltersPlugin"],
     "tb_convfilters.importing": [
@@ -56,7 +57,7 @@ FLOORS = [
     {"_record", "_dashboard"},
     {"_writing"},
     {"__init__", "summary", "reader", "keras", "torch", "lightning", "flax", "vis", "plot"}
-    | {"doctor", "compare", "importing"},
+    | {"doctor", "compare", "importing", "dynamics"},
     {"_serving", "_commands"},
     {"plugin", "cli", "record", "fs"},
 ]

@@ -228,10 +228,14 @@ def _too_big(s: Series, t: Thresholds, check: str) -> bool:
 
 
 def diagnose_series(
-    series: Iterable[Series], thresholds: Thresholds | None = None
+    series: Iterable[Series],
+    thresholds: Thresholds | None = None,
+    problems: Iterable[str] | None = None,
 ) -> list[Finding]:
-    """Every finding in `series`, sorted by run, tag, filter and problem."""
+    """Every finding in `series`, sorted by run, tag, filter and problem. With `problems`,
+    the update-ratio rules (which read every step) run only if it names one of theirs."""
     t = thresholds or Thresholds()
+    wanted = set(PROBLEMS if problems is None else problems)
     by_run: dict[str, list[Series]] = defaultdict(list)
     for s in series:
         by_run[s.run].append(s)
@@ -242,7 +246,8 @@ def diagnose_series(
             findings += _exploding(s, t)
             if s.kind == "kernel":
                 findings += _duplicates(s, t)
-                findings += updates.update_findings(s, t)
+                if wanted & {"stalled", "exploding_updates"}:
+                    findings += updates.update_findings(s, t)
         findings += _frozen([s for s in group if s.kind == "kernel"], t)
     findings = updates.explained(findings)
     findings.sort(
