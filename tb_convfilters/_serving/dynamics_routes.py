@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,8 +111,14 @@ class DynamicsRoutes:
                     encoding.payload_nbytes(first) * len(todo),
                     f"run {_name(run)}, tag {_name(tag)}",
                 )
-                for datum in todo:
-                    self._feed(ctx, entry, datum, run, tag)
+                # the next step is read (pread, CRC: no GIL) while this one is computed
+                with ThreadPoolExecutor(1) as pool:
+                    ahead = pool.submit(self._fetch, ctx, todo[0], run, tag)
+                    for i, datum in enumerate(todo):
+                        fetched = ahead.result()
+                        if i + 1 < len(todo):
+                            ahead = pool.submit(self._fetch, ctx, todo[i + 1], run, tag)
+                        self._feed(entry, datum, fetched, run, tag)
             with self._lock:
                 self._cache[key] = entry
                 self._trim()
@@ -125,7 +132,8 @@ class DynamicsRoutes:
                 "training dynamics are computed from kernels",
             )
 
-    def _feed(self, ctx: Any, entry: _Entry, datum: Any, run: str, tag: str) -> None:
+    def _fetch(self, ctx: Any, datum: Any, run: str, tag: str) -> tuple:
+        """(header, array, grad norms or None) of one step; 413/422 as HttpError."""
         where = f"run {_name(run)}, tag {_name(tag)}, step {datum.step}"
         header = header_of(self.source, ctx, datum, run, tag)
         self._check_kernel(header, run, tag)
@@ -144,9 +152,17 @@ class DynamicsRoutes:
             grads = None
             if self.source.count(datum) > encoding.STATS:
                 grads = grad_column(header, self.source.read(ctx, datum, encoding.STATS, run, tag))
-            entry.tracker.add(datum.step, array, header, grads, updates_of(header))
-        except (encoding.RecordError, ValueError) as e:
+        except encoding.RecordError as e:
             raise HttpError(422, f"{where} is unreadable: {e}") from None
+        return header, array, grads
+
+    def _feed(self, entry: _Entry, datum: Any, fetched: tuple, run: str, tag: str) -> None:
+        header, array, grads = fetched
+        try:
+            entry.tracker.add(datum.step, array, header, grads, updates_of(header))
+        except ValueError as e:
+            where = f"run {_name(run)}, tag {_name(tag)}, step {datum.step}"
+            raise HttpError(422, f"{where}: {e}") from None
         entry.keys.append(_identity(datum))
         entry.wall_times.append(float(datum.wall_time))
         entry.nbytes = 3 * 8 * math.prod(header["shape"])

@@ -82,9 +82,32 @@ class Dynamics:
         return bool(np.isfinite(self.grad_norms).any()) if self.grad_norms.size else False
 
 
-def _unit(rows: np.ndarray, norms: np.ndarray) -> np.ndarray:
+def _rotation(dots: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``1 - dots / (a * b)``, clipped to [0, 2] (rounding), nan where a or b is 0."""
     with np.errstate(all="ignore"):
-        return rows / norms[:, None]
+        out = 1.0 - dots / (a * b)
+    return np.where((a > 0) & (b > 0), np.clip(out, 0.0, 2.0), np.nan)
+
+
+# Below this squared relative change, ||a - b||^2 = |a|^2 + |b|^2 - 2 a.b loses more than
+# 1e-6 of its value to rounding: those filters are subtracted instead.
+_EXACT_BELOW = 1e-4
+
+
+def _change(a: np.ndarray, a_norms: np.ndarray, b: np.ndarray, b_norms: np.ndarray) -> np.ndarray:
+    """``||a - b|| / ||b||`` per row (inf where ``b`` is 0 and ``a`` is not, nan where both
+    are): one pass over the rows, and an exact subtraction for the rows that barely moved."""
+    with np.errstate(all="ignore"):
+        squared = a_norms**2 + b_norms**2 - 2 * np.einsum("ij,ij->i", a, b)
+        close = ~(squared > _EXACT_BELOW * b_norms**2)  # nan too
+        n = int(np.count_nonzero(close))
+        if n > len(close) // 8:  # many (a frozen layer): subtract them all
+            d = a - b
+            squared = np.where(close, np.einsum("ij,ij->i", d, d), squared)
+        elif n:
+            d = a[close] - b[close]
+            squared[close] = np.einsum("ij,ij->i", d, d)
+        return np.sqrt(np.maximum(squared, 0.0)) / b_norms
 
 
 class Tracker:
@@ -97,8 +120,8 @@ class Tracker:
         self._rotation: list[float] = []
         self._rotation_filters: list[np.ndarray] = []
         self._grads: list[np.ndarray | None] = []
-        self._first_unit: np.ndarray | None = None  # rows / their norms
-        self._first_layer: np.ndarray | None = None  # rows / the layer's norm
+        self._first: np.ndarray | None = None
+        self._first_norms: np.ndarray | None = None
         self._prev: np.ndarray | None = None
         self._prev_norms: np.ndarray | None = None
         self.layout = ""
@@ -132,23 +155,21 @@ class Tracker:
         rows = filter_rows(array, layout)
         with np.errstate(all="ignore"):
             norms = np.sqrt(np.einsum("ij,ij->i", rows, rows))
-            total = math.sqrt(float(np.sum(norms * norms)))
-            unit = _unit(rows, norms)
-            layer_unit = rows / total
         if not self._steps:
             self.layout, self.shape, self.header = layout, shape, header
-            self._first_unit, self._first_layer = unit, layer_unit
+            self._first, self._first_norms = rows, norms
             rotation_filters = np.where(norms > 0, 0.0, np.nan)
-            rotation = 0.0 if total > 0 else math.nan
+            rotation = 0.0 if norms.any() else math.nan
         else:
-            with np.errstate(all="ignore"):
-                d = unit - self._first_unit
-                rotation_filters = 0.5 * np.einsum("ij,ij->i", d, d)
-                d = layer_unit - self._first_layer
-                rotation = 0.5 * float(np.einsum("ij,ij->", d, d))
-                d = rows - self._prev
-                change = np.sqrt(np.einsum("ij,ij->i", d, d))
-                self._ratios.append(change / self._prev_norms)
+            # 1 - cos from dot products in float64: exact to about 1e-15
+            dots = np.einsum("ij,ij->i", rows, self._first)
+            rotation_filters = _rotation(dots, norms, self._first_norms)
+            total = math.sqrt(float(np.dot(norms, norms)))
+            first = math.sqrt(float(np.dot(self._first_norms, self._first_norms)))
+            rotation = float(
+                _rotation(np.array([dots.sum()]), np.array([total]), np.array([first]))[0]
+            )
+            self._ratios.append(_change(rows, norms, self._prev, self._prev_norms))
         self._prev, self._prev_norms = rows, norms
         self._steps.append(int(step))
         self._updates.append(None if updates is None else int(updates))
