@@ -122,3 +122,36 @@ def test_log_kernels_grads_and_updates(tmp_path):
         tb_torch.log_kernels(tmp_path, model, 4, grads="yes")
     with pytest.raises(ValueError, match="updates=-1"):
         tb_torch.log_kernels(tmp_path, model, 4, updates=-1)
+
+
+def test_doctor_dates_an_exploding_update(tmp_path):
+    from tb_convfilters import doctor
+
+    k = rng.normal(size=(3, 3, 4, 8)).astype("f4")
+    with Writer(tmp_path / "r") as w:
+        for step in range(6):
+            w.kernel("k", k, step)
+            k = k + rng.normal(0, 0.02, k.shape).astype("f4")  # ratios about 0.02
+            if step == 2:  # filter 5 jumps by about half its norm between steps 2 and 3
+                k[..., 5] += 0.5 * np.linalg.norm(k[..., 5]) / np.sqrt(36)
+    (found,) = doctor.diagnose(tmp_path)
+    assert (found.filter, found.problem, found.first_step) == (5, "exploding_updates", 2)
+    assert found.detail["to_step"] == 3 and found.detail["intervals"] == 1
+    assert found.detail["times_median"] > 10
+    _, ratios = dynamics.update_ratios(tmp_path, "r", "k")
+    assert found.detail["ratio"] == pytest.approx(ratios[2, 5])
+
+
+def test_tiny_updates_keep_their_precision(tmp_path):
+    k = rng.normal(size=(3, 3, 16, 8)).astype("f4")
+    moved = k.copy()
+    moved[0, 0, 0] += np.float32(1e-5) * np.abs(k[0, 0, 0])  # ratios about 1e-6
+    with Writer(tmp_path / "r") as w:
+        w.kernel("k", k, 0)
+        w.kernel("k", moved, 1)
+    _, ratios = dynamics.update_ratios(tmp_path, "r", "k")
+    a = np.moveaxis(k, 3, 0).reshape(8, -1).astype("f8")
+    b = np.moveaxis(moved, 3, 0).reshape(8, -1).astype("f8")
+    want = np.linalg.norm(b - a, axis=1) / np.linalg.norm(a, axis=1)
+    assert (want < 1e-5).all() and (want > 0).all()
+    np.testing.assert_allclose(ratios[0], want, rtol=1e-6)
