@@ -89,6 +89,9 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
       budget_mb: warn once when one step stores more MiB than this (None: never).
       raise_errors: raise a logging error instead of warning once per module and
         going on.
+      grads: also store each filter's gradient norm with the kernels (stats column
+        ``grad_norm``, see ``tb_convfilters.dynamics``): the gradients are copied in
+        ``on_after_backward`` of the batches whose step is logged and kept until then.
 
     The state at the end of ``fit`` is logged too when its step was not logged yet.
     Tags are ``<module name>/weight`` and ``<module name>/activation``.
@@ -110,8 +113,13 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
         budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
         raise_errors: bool = False,
         examples: int = DEFAULT_EXAMPLES,
+        grads: bool = False,
     ):
         super().__init__()
+        if not isinstance(grads, bool):
+            raise TypeError(f"grads={grads!r} must be True or False")
+        self.grads = grads
+        self._grads: dict[str, torch.Tensor] = {}
         if log_dir is not None and (
             not isinstance(log_dir, str | os.PathLike) or not os.fspath(log_dir)
         ):
@@ -155,6 +163,23 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
             self._target_dir(trainer)  # fail now, not at the end of the first epoch
             tb_torch._select(pl_module, self.modules, tuple(tb_torch.KERNEL_LAYOUTS))
             self._logged_step = None
+
+    def on_after_backward(self, trainer: Any, pl_module: Any) -> None:
+        if not self.grads or not trainer.is_global_zero:
+            return
+        if self.every_n_batches:  # logged after this batch's optimizer step
+            logged = (trainer.global_step + 1) % self.every_n_batches == 0
+        else:  # logged at the end of this epoch (or of training): keep the last batch's
+            epoch = trainer.current_epoch
+            logged = epoch % self.every_n_epochs == 0 or epoch + 1 == trainer.max_epochs
+        if logged:
+            selected = tb_torch._select(pl_module, self.modules, tuple(tb_torch.KERNEL_LAYOUTS))
+            self._grads = {
+                name: m.weight.grad.detach().clone()
+                for name, m in selected
+                if isinstance(getattr(m, "weight", None), torch.Tensor)
+                and m.weight.grad is not None
+            }
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
         step = trainer.global_step  # with gradient accumulation, one step spans several batches
@@ -210,9 +235,16 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
             all_ranks=True,  # the rank is the trainer's global rank, checked above
             raise_errors=self.raise_errors,  # a module's failure: warned once per tag
         )
+        grads, self._grads = (self._grads if self.grads else False), {}
         try:
             tb_torch.log_kernels(
-                self._writer, pl_module, step, max_channels=self.max_channels, **options
+                self._writer,
+                pl_module,
+                step,
+                max_channels=self.max_channels,
+                grads=grads,
+                updates=int(trainer.global_step),
+                **options,
             )
         except Exception as e:
             self._report("kernels", f"logging kernels at step {step}", e)

@@ -45,6 +45,7 @@ PUBLIC = {
         "grid", "image", "grid_from_logs", "examples", "example_pixels", "animate", "spectra",
     ],
     "tb_convfilters.doctor": ["diagnose", "Thresholds", "Finding", "PROBLEMS"],
+    "tb_convfilters.dynamics": ["update_ratios", "rotation", "grad_norms", "read", "Dynamics"],
     "tb_convfilters.compare": ["align", "match_filters", "cka", "similarity", "Match"],
     "tb_convfilters.spectra": ["dominant", "power", "coverage", "over_steps", "frequencies"],
     "tb_convfilters.plugin": ["ConvFiltersLoader", "ConvFiltersPlugin"],
@@ -59,7 +60,7 @@ FLOORS = [
     {"_record", "_dashboard"},
     {"_writing"},
     {"__init__", "summary", "reader", "keras", "torch", "lightning", "flax", "vis", "plot"}
-    | {"doctor", "compare", "importing", "spectra"},
+    | {"doctor", "compare", "importing", "spectra", "dynamics"},
     {"_serving", "_commands"},
     {"plugin", "cli", "record", "fs"},
 ]

@@ -5,7 +5,7 @@
 import { fmt } from "./dom.js";
 import { filterCells, filterCount } from "./layout.js";
 
-export const PROBLEMS = ["dead", "suspected_dead", "exploding", "duplicate", "mirrored", "frozen"];
+export const PROBLEMS = ["dead", "suspected_dead", "exploding", "duplicate", "mirrored", "frozen", "stalled", "exploding_updates"];
 
 /**
  * How each problem is drawn: badge/chip colour, its text colour, a one-letter
@@ -19,6 +19,8 @@ export const PROBLEM_STYLE = {
   duplicate: { color: [255, 234, 0], text: [0, 0, 0], code: "=", help: "its kernel is a (scaled) copy of a lower filter" },
   mirrored: { color: [0, 229, 255], text: [0, 0, 0], code: "−", help: "its kernel is a negated copy of a lower filter" },
   frozen: { color: [124, 77, 255], text: [255, 255, 255], code: "F", help: "the whole layer never changed while other layers did" },
+  stalled: { color: [0, 121, 107], text: [255, 255, 255], code: "S", help: "stopped changing (update ratio below the threshold) while the rest of its layer trained" },
+  exploding_updates: { color: [216, 67, 21], text: [255, 255, 255], code: "U", help: "an update ratio far above its layer's median" },
 };
 
 /** CSS colour of a problem's badge. */
@@ -140,6 +142,10 @@ export function describeFinding(f) {
       return `${f.problem === "duplicate" ? "duplicate of" : "mirror of"} filter ${d.other_filter} ${since}: cosine ${fmt(d.cosine, 4)}, norm ratio ${fmt(d.norm_ratio, 3)}`;
     case "frozen":
       return `frozen: identical at steps ${d.first_logged_step} and ${d.last_step} while ${d.changed_layers} other layer${d.changed_layers === 1 ? "" : "s"} changed (first seen at step ${f.first_step})`;
+    case "stalled":
+      return `stalled after step ${f.first_step}: update ratio ≤ ${fmt(d.max_ratio)} for ${d.stalled_intervals} logged interval${d.stalled_intervals === 1 ? "" : "s"} (to step ${d.until_step}) while its layer's median was ≥ ${fmt(d.median_ratio)}`;
+    case "exploding_updates":
+      return `update ratio ${fmt(d.ratio)} from step ${f.first_step} to ${d.to_step}: ×${fmt(d.times_median, 3)} its layer's median ${fmt(d.median_ratio)} (${d.intervals} interval${d.intervals === 1 ? "" : "s"})`;
     default:
       return `${f.problem} ${since}`;
   }

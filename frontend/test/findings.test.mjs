@@ -94,3 +94,11 @@ test("a dead unit says how many inputs it was judged on; too few make it only su
   assert.ok(PROBLEMS.indexOf("suspected_dead") === PROBLEMS.indexOf("dead") + 1);
   assert.notDeepEqual(PROBLEM_STYLE.suspected_dead.color, PROBLEM_STYLE.dead.color);
 });
+
+test("stalled and exploding_updates are described with their numbers", () => {
+  const stalled = { problem: "stalled", first_step: 4, detail: { max_ratio: 0, stalled_intervals: 5, until_step: 9, median_ratio: 0.02 } };
+  assert.match(describeFinding(stalled), /stalled after step 4: .* 5 logged intervals \(to step 9\)/);
+  const big = { problem: "exploding_updates", first_step: 3, detail: { ratio: 0.5, median_ratio: 0.01, times_median: 50, to_step: 4, intervals: 1 } };
+  assert.match(describeFinding(big), /from step 3 to 4: ×50 .* \(1 interval\)/);
+  for (const p of ["stalled", "exploding_updates"]) assert.ok(PROBLEMS.includes(p) && PROBLEM_STYLE[p].code);
+});

@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
     if not series:
         where = f"run {args.run!r} of " if args.run is not None else ""
         return fail(f"no convfilters kernels or activations with stats in {where}{args.logdir!r}")
-    findings = [f for f in doctor.diagnose_series(series, thresholds) if f.problem in args.problems]
+    found = doctor.diagnose_series(series, thresholds, args.problems)
+    findings = [f for f in found if f.problem in args.problems]
     if args.json:
         for f in findings:
             print(json.dumps(f.to_json(), allow_nan=False))

@@ -13,6 +13,7 @@ from tb_convfilters._record import encoding, layouts, parallel
 from tb_convfilters._record.arguments import _as_array, check_cap, warn_once
 from tb_convfilters._record.dtypes import _convert, _converted
 from tb_convfilters._record.firing import FIRING_STATS, Firing
+from tb_convfilters._record.gradients import GRAD_STATS, grad_norm_column
 from tb_convfilters._record.stats import Completion
 
 # Refuse single tensors above this many stored bytes unless the caller raises it.
@@ -23,8 +24,9 @@ class Record(NamedTuple):
     """One step ready to write: a C-contiguous little-endian array and its header.
 
     ``stats`` and the two checksums are None until `complete` computes them (the
-    ``Writer`` does that while it writes the payload out). `firing` holds the
-    firing columns of an activation (``firing.FIRING_STATS``), appended to its stats.
+    ``Writer`` does that while it writes the payload out). `firing` holds the extra
+    columns appended to its stats: an activation's firing columns
+    (``firing.FIRING_STATS``), a kernel's gradient norms (``gradients.GRAD_STATS``).
     A record made with ``make_record(convert=False)`` holds the array in its source
     dtype until `converted`; ``owned`` says the array is a copy no caller can change.
     """
@@ -134,6 +136,7 @@ def make_record(
     firing: Firing | None = None,
     convert: bool = True,
     owned: bool = False,
+    grad: Any = None,
 ) -> Record:
     """Checks `data` against `layout` and builds its record; errors name the bad value.
 
@@ -148,7 +151,9 @@ def make_record(
     Float data is never stored as an integer dtype (it would be truncated).
     Activations get firing statistics (``firing.FIRING_STATS``) over every sample of
     `data`, before `max_samples` keeps some; or `firing`, counted by the caller over
-    more inputs than `data` holds (same channels as `data`).
+    more inputs than `data` holds (same channels as `data`). A kernel's `grad` (an
+    array of `data`'s shape) adds each kept filter's gradient norm (``grad_norm``)
+    over the weights kept.
     """
     layouts.check_layout(layout, kind)
     a = _as_array(data)
@@ -189,6 +194,8 @@ def make_record(
         firing = _check_firing(firing, a, layout)
     elif firing is not None:
         raise ValueError("firing applies to activations with stats only")
+    if grad is not None:
+        grad = _check_grad(grad, a, kind, stats)
 
     owned = bool(owned)  # True once `a` is an array made here (or the caller's own copy)
     if max_samples is not None:
@@ -216,6 +223,8 @@ def make_record(
         kept = _pick(a, axis, cap, name)
         if kept is not None:
             a = np.take(a, kept, axis=axis)
+            if grad is not None:
+                grad = np.take(grad, kept, axis=axis)
             owned = True
             header_extra[key] = kept
             if firing is not None and key == "filters":
@@ -260,7 +269,22 @@ def make_record(
     if firing is not None:
         header["stats"] += FIRING_STATS
         rec = rec._replace(firing=firing.columns())
+    if grad is not None:
+        header["stats"] += GRAD_STATS
+        rec = rec._replace(firing=grad_norm_column(grad, layout))
     return rec.complete() if complete and convert else rec
+
+
+def _check_grad(grad: Any, a: np.ndarray, kind: str, stats: bool) -> np.ndarray:
+    """`grad` as an array of `a`'s shape; raises for other kinds and shapes."""
+    if kind != "kernel" or not stats:
+        raise ValueError("grad applies to kernels with stats only")
+    g = _as_array(grad)
+    if g.shape != a.shape:
+        raise ValueError(f"grad has shape {g.shape}; the kernel has shape {a.shape}")
+    if g.dtype.kind != "f":
+        g = g.astype(np.float32)
+    return g
 
 
 def _check_firing(firing: Firing | None, a: np.ndarray, layout: str) -> Firing:

@@ -14,11 +14,13 @@ Two sources behind one small interface (`Source`):
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from tensorboard import errors
@@ -90,7 +92,8 @@ class Source(Protocol):
         the payload (``encoding.view_header``), possibly only that view, as a checked array."""
 
     def findings(self, ctx: Any, experiment: str, run: str | None) -> dict:
-        """The filter doctor's report (``doctor.report``)."""
+        """The filter doctor's report (``doctor.report``); kernels' dynamics from
+        ``dynamics_of(ctx, experiment, run, tag)`` when the plugin set it (its cache)."""
 
 
 def _not_ours(step: Any, run: str, tag: str) -> HttpError:
@@ -154,6 +157,7 @@ class IndexSource:
     """Serves from the plugin's own index of the event files."""
 
     mode = "index"
+    dynamics_of: Callable | None = None
 
     def __init__(self, roots: dict[str, str | None], reload_interval: float | None):
         self.index = index.Index(roots, reload_interval)
@@ -215,7 +219,8 @@ class IndexSource:
 
     def findings(self, ctx: Any, experiment: str, run: str | None) -> dict:
         self.index.maybe_refresh()
-        return doctor.report(findings.index_series(self.index, run), run)
+        hook = _bound(self.dynamics_of, ctx, experiment)
+        return doctor.report(findings.index_series(self.index, run, hook), run)
 
 
 # ---- TensorBoard's data provider ----
@@ -225,6 +230,7 @@ class ProviderSource:
     """Serves the steps TensorBoard kept, through its data provider."""
 
     mode = "provider"
+    dynamics_of: Callable | None = None
 
     def __init__(self, data_provider: provider.DataProvider):
         self.provider = data_provider
@@ -344,7 +350,15 @@ class ProviderSource:
         return self.read(ctx, step, encoding.PAYLOAD, run, tag)
 
     def findings(self, ctx: Any, experiment: str, run: str | None) -> dict:
-        return findings.findings_report(self.provider, ctx, experiment, run)
+        hook = _bound(self.dynamics_of, ctx, experiment)
+        return findings.findings_report(self.provider, ctx, experiment, run, dynamics=hook)
+
+
+def _bound(dynamics_of: Callable | None, ctx: Any, experiment: str) -> Callable | None:
+    """``dynamics_of`` with the request's context: ``(run, tag) -> Dynamics``."""
+    if dynamics_of is None:
+        return None
+    return functools.partial(dynamics_of, ctx, experiment)
 
 
 def make_source(context: base_plugin.TBContext) -> Source:

@@ -4,6 +4,7 @@ files, or from TensorBoard's data provider (when the plugin has no logdir)."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -13,7 +14,7 @@ from tensorboard import errors
 from tensorboard.data import provider
 
 from tb_convfilters import doctor
-from tb_convfilters._record import encoding, metadata
+from tb_convfilters._record import encoding, layouts, metadata
 from tb_convfilters._serving import index
 from tb_convfilters.doctor.rules import Thresholds
 from tb_convfilters.doctor.series import Series, _stats_matrix, make_series
@@ -25,13 +26,28 @@ logger = logging.getLogger(__name__)
 _ALL_STEPS = 1_000_000_000
 
 
+# (run, tag) -> a kernel's dynamics.Dynamics (the dynamics routes' cache), or None.
+DynamicsOf = Callable[[str, str], Any] | None
+
+
+def _hook(dynamics: DynamicsOf, run: str, tag: str, info: dict) -> Callable[[], Any] | None:
+    if dynamics is None or info.get("kind") != "kernel":
+        return None
+    return partial(dynamics, run, tag)
+
+
 def provider_series(
-    data_provider: provider.DataProvider, ctx: Any, experiment_id: str, run: str | None = None
+    data_provider: provider.DataProvider,
+    ctx: Any,
+    experiment_id: str,
+    run: str | None = None,
+    dynamics: DynamicsOf = None,
 ) -> list[Series]:
     """Every kernel and activation series of one run (or all) through a data provider.
 
     Reads the stats blob of every step, one header per series, and tensors
-    only when a diagnosis asks. Raises ``errors.NotFoundError`` for an unknown run.
+    only when a diagnosis asks (`dynamics`: where kernels' dynamics come from).
+    Raises ``errors.NotFoundError`` for an unknown run.
     """
     run_filter = provider.RunTagFilter(runs=[run]) if run is not None else None
     common = dict(experiment_id=experiment_id, plugin_name=metadata.PLUGIN_NAME)
@@ -62,8 +78,10 @@ def provider_series(
             except encoding.RecordError as e:
                 logger.warning("doctor: %s/%s: %s", run_name, tag, e)
                 continue
-            records = ((step, _provider_stats(read, step, names)) for step in datums)
-            series = make_series(run_name, tag, info, records, load)
+            n = _n_filters(header)
+            records = ((step, _provider_stats(read, step, names, n)) for step in datums)
+            hook = _hook(dynamics, run_name, tag, info)
+            series = make_series(run_name, tag, info, records, load, hook)
             if series is not None:
                 out.append(series)
     return out
@@ -75,19 +93,41 @@ def findings_report(
     experiment_id: str,
     run: str | None = None,
     thresholds: Thresholds | None = None,
+    dynamics: DynamicsOf = None,
 ) -> dict:
     """The ``findings`` route's JSON over a data provider (`report`)."""
-    return doctor.report(provider_series(data_provider, ctx, experiment_id, run), run, thresholds)
+    found = provider_series(data_provider, ctx, experiment_id, run, dynamics)
+    return doctor.report(found, run, thresholds)
 
 
-def _provider_stats(read: Callable, step: int, names: list[str]) -> np.ndarray | None:
+def _provider_stats(
+    read: Callable, step: int, names: list[str], n_filters: int | None
+) -> np.ndarray | None:
+    """The stats of `step` read with the latest step's column `names`, or, when they do not
+    fit its `n_filters` rows (columns added later, e.g. ``grad_norm``), with its own header's."""
     try:
-        return _stats_matrix(names, read(step, encoding.STATS))
+        found = _stats_matrix(names, read(step, encoding.STATS))
+        if found is not None and (n_filters is None or len(found) == n_filters):
+            return found
+    except encoding.RecordError:
+        pass
+    try:
+        own = encoding.decode_header(read(step, encoding.HEADER)).get("stats") or []
+        return _stats_matrix(own, read(step, encoding.STATS)) if own != names else None
     except encoding.RecordError:
         return None
 
 
-def index_series(idx: index.Index, run: str | None = None) -> list[Series]:
+def _n_filters(header: dict) -> int | None:
+    try:
+        return math.prod(header["shape"][a] for a in layouts.filter_axes(header["layout"]))
+    except (KeyError, TypeError, ValueError, IndexError):
+        return None
+
+
+def index_series(
+    idx: index.Index, run: str | None = None, dynamics: DynamicsOf = None
+) -> list[Series]:
     """Every kernel and activation series of one run (or all) in the plugin's index.
 
     Statistics come from the index; tensors are read from the files when a
@@ -122,8 +162,10 @@ def index_series(idx: index.Index, run: str | None = None) -> list[Series]:
             def read(step: int, i: int, locs: dict = locs) -> bytes:
                 return locs[step].blobs[i]
 
-            records = ((step, _provider_stats(read, step, names)) for step in locs)
-            series = make_series(run_name, tag, described, records, load)
+            n = _n_filters(header)
+            records = ((step, _provider_stats(read, step, names, n)) for step in locs)
+            hook = _hook(dynamics, run_name, tag, described)
+            series = make_series(run_name, tag, described, records, load, hook)
             if series is not None:
                 out.append(series)
     return out

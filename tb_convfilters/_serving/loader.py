@@ -12,6 +12,7 @@ from tensorboard.plugins import base_plugin
 from tb_convfilters._record import metadata
 from tb_convfilters._serving import memory_release
 from tb_convfilters._serving.compare_routes import DEFAULT_MAX_SIMILARITY_MB
+from tb_convfilters._serving.dynamics_routes import DEFAULT_MAX_DYNAMICS_MB
 from tb_convfilters._serving.example_routes import DEFAULT_MAX_EXAMPLES_MB
 from tb_convfilters._serving.plugin import DEFAULT_MAX_TENSOR_MB, ConvFiltersPlugin
 
@@ -51,6 +52,13 @@ class ConvFiltersLoader(base_plugin.TBLoader):
             default=DEFAULT_MAX_EXAMPLES_MB,
             help="Filters tab: largest answer (MiB) of crops one dataset-examples request "
             "returns (default: %(default)s).",
+        )
+        parser.add_argument(
+            "--convfilters_max_dynamics_mb",
+            type=float,
+            default=DEFAULT_MAX_DYNAMICS_MB,
+            help="Filters tab: kernel bytes (MiB) one training-dynamics request may read; "
+            "what was read before is cached (default: %(default)s).",
         )
         parser.add_argument(
             "--convfilters_release_memory",
@@ -115,9 +123,15 @@ class ConvFiltersLoader(base_plugin.TBLoader):
             if flags
             else DEFAULT_MAX_EXAMPLES_MB
         )
+        dynamics_mb = (
+            getattr(flags, "convfilters_max_dynamics_mb", DEFAULT_MAX_DYNAMICS_MB)
+            if flags
+            else DEFAULT_MAX_DYNAMICS_MB
+        )
         return ConvFiltersPlugin(
             context,
             max_tensor_mb=max_mb,
             max_similarity_mb=similarity_mb,
             max_examples_mb=examples_mb,
+            max_dynamics_mb=dynamics_mb,
         )

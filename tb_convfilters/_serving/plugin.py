@@ -31,6 +31,7 @@ from tb_convfilters._serving import data_sources
 from tb_convfilters._serving.compare_routes import DEFAULT_MAX_SIMILARITY_MB, CompareRoutes
 from tb_convfilters._serving.data_sources import HttpError, header_of, step_at
 from tb_convfilters._serving.data_sources import quoted as _name
+from tb_convfilters._serving.dynamics_routes import DEFAULT_MAX_DYNAMICS_MB, DynamicsRoutes
 from tb_convfilters._serving.example_routes import DEFAULT_MAX_EXAMPLES_MB, ExampleRoutes
 from tb_convfilters._serving.requests import (
     bounded_count_param,
@@ -106,6 +107,7 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         max_tensor_mb: float = DEFAULT_MAX_TENSOR_MB,
         max_similarity_mb: float = DEFAULT_MAX_SIMILARITY_MB,
         max_examples_mb: float = DEFAULT_MAX_EXAMPLES_MB,
+        max_dynamics_mb: float = DEFAULT_MAX_DYNAMICS_MB,
     ):
         self._source = data_sources.make_source(context)
         logger.info("convfilters: serving from the %s", self._source.mode)
@@ -117,6 +119,10 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
             self._source, int(max_examples_mb * (1 << 20)), self._max_tensor_bytes
         )
         self._spectra = SpectraRoutes(self._source, self._max_tensor_bytes)
+        self._dynamics = DynamicsRoutes(
+            self._source, self._max_tensor_bytes, int(max_dynamics_mb * (1 << 20))
+        )
+        self._source.dynamics_of = self._dynamics.doctor_dynamics  # the doctor's cache too
         self._static = _frontend_dir() / "static"
         self._skipped: set[tuple[str, str]] = set()  # series already logged as unreadable
 
@@ -133,6 +139,8 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
             "/examples": self._serve_examples,
             "/spectra": self._serve_spectra,
             "/spectra_steps": self._serve_spectra_steps,
+            "/dynamics": self._serve_dynamics,
+            "/rotation": self._serve_rotation,
         }
 
     def is_active(self) -> bool:
@@ -376,4 +384,18 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
             raise HttpError(400, "runs= is empty; expected runs=A,B,...")
         steps = steps_param(request)
         answer = self._compare.similarity_impl(ctx, experiment, param(request, "tag"), runs, steps)
+        return json_response(request, answer)
+
+    # ---- training dynamics (see dynamics_routes.py) ----
+
+    @route
+    def _serve_dynamics(self, request: wrappers.Request) -> wrappers.Response:
+        ctx, experiment, run, tag = self._request_args(request)
+        return json_response(request, self._dynamics.dynamics_impl(ctx, experiment, run, tag))
+
+    @route
+    def _serve_rotation(self, request: wrappers.Request) -> wrappers.Response:
+        ctx = plugin_util.context(request.environ)
+        experiment = plugin_util.experiment_id(request.environ)
+        answer = self._dynamics.rotation_impl(ctx, experiment, param(request, "run"))
         return json_response(request, answer)

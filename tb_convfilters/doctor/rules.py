@@ -1,7 +1,8 @@
 """The doctor's rules: dead, exploding, duplicate, mirrored and frozen filters, found from
 the per-filter statistics stored with every step (``encoding.STAT_NAMES``), reading few
 tensors: the last step of each kernel (duplicates), a few more to date a duplicate pair,
-and the first and last step of a layer whose statistics did not move (frozen).
+and the first and last step of a layer whose statistics did not move (frozen). Stalled
+filters and exploding updates read every step of a kernel (``updates``).
 """
 
 from __future__ import annotations
@@ -17,11 +18,21 @@ from typing import Any
 import numpy as np
 
 from tb_convfilters._record import encoding, layouts
+from tb_convfilters.doctor import updates
 from tb_convfilters.doctor.series import COLUMNS, Series
 
 logger = logging.getLogger(__name__)
 
-PROBLEMS = ("dead", "suspected_dead", "exploding", "duplicate", "mirrored", "frozen")
+PROBLEMS = (
+    "dead",
+    "suspected_dead",
+    "exploding",
+    "duplicate",
+    "mirrored",
+    "frozen",
+    "stalled",
+    "exploding_updates",
+)
 # Not counted in the CLI's exit status unless --strict.
 UNSURE = ("suspected_dead",)
 # Columns of a Series' stats (``series.COLUMNS``).
@@ -101,6 +112,36 @@ class Thresholds:
             "largest |weight| between the first and last logged step (0: bit-exact)"
         ),
     )
+    stall_ratio: float = field(
+        default=1e-4,
+        metadata=_help(
+            "a kernel filter is stalled when its update ratio ||W[i+1] - W[i]|| / ||W[i]|| "
+            "between logged steps stays below this ..."
+        ),
+    )
+    stall_steps: int = field(
+        default=3,
+        metadata=_help("... for at least this many logged intervals in a row ..."),
+    )
+    stall_layer_ratio: float = field(
+        default=1e-3,
+        metadata=_help(
+            "... while the median update ratio of its layer is above this (the rest trains)"
+        ),
+    )
+    explode_update_median: float = field(
+        default=10.0,
+        metadata=_help(
+            "a kernel filter's updates explode when its update ratio over a logged interval "
+            "is above this times its layer's median ratio ..."
+        ),
+    )
+    explode_update_min: float = field(
+        default=1e-3,
+        metadata=_help(
+            "... and above this (filters at or below the dead norm limits are not judged)"
+        ),
+    )
 
     max_load_mb: float = field(
         default=256.0,
@@ -123,6 +164,11 @@ class Thresholds:
             ("duplicate_cosine", 0 < self.duplicate_cosine < 1, "0 < x < 1"),
             ("duplicate_min_size", self.duplicate_min_size >= 2, "an integer >= 2"),
             ("frozen_rtol", 0 <= self.frozen_rtol < 1, "0 <= x < 1"),
+            ("stall_ratio", self.stall_ratio > 0, "x > 0"),
+            ("stall_steps", self.stall_steps >= 1, "an integer >= 1"),
+            ("stall_layer_ratio", self.stall_layer_ratio >= self.stall_ratio, "x >= stall_ratio"),
+            ("explode_update_median", self.explode_update_median > 1, "x > 1"),
+            ("explode_update_min", self.explode_update_min >= 0, "x >= 0"),
             ("max_load_mb", self.max_load_mb > 0, "x > 0"),
         )
         for name, ok, allowed in checks:
@@ -182,10 +228,14 @@ def _too_big(s: Series, t: Thresholds, check: str) -> bool:
 
 
 def diagnose_series(
-    series: Iterable[Series], thresholds: Thresholds | None = None
+    series: Iterable[Series],
+    thresholds: Thresholds | None = None,
+    problems: Iterable[str] | None = None,
 ) -> list[Finding]:
-    """Every finding in `series`, sorted by run, tag, filter and problem."""
+    """Every finding in `series`, sorted by run, tag, filter and problem. With `problems`,
+    the update-ratio rules (which read every step) run only if it names one of theirs."""
     t = thresholds or Thresholds()
+    wanted = set(PROBLEMS if problems is None else problems)
     by_run: dict[str, list[Series]] = defaultdict(list)
     for s in series:
         by_run[s.run].append(s)
@@ -196,7 +246,10 @@ def diagnose_series(
             findings += _exploding(s, t)
             if s.kind == "kernel":
                 findings += _duplicates(s, t)
+                if wanted & {"stalled", "exploding_updates"}:
+                    findings += updates.update_findings(s, t)
         findings += _frozen([s for s in group if s.kind == "kernel"], t)
+    findings = updates.explained(findings)
     findings.sort(
         key=lambda f: (
             f.run,

@@ -10,6 +10,7 @@ import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -38,6 +39,8 @@ class Series:
     stats: np.ndarray  # (T, n_filters, len(STAT_NAMES)) float64
     load: Callable[[int], np.ndarray]  # step -> the array logged at that step
     nbytes: int = 0  # bytes of one step as stored (what `load` reads)
+    # the kernel's dynamics.Dynamics when the caller has them (cached); else read with `load`
+    dynamics: Callable[[], Any] | None = None
 
     @property
     def n_filters(self) -> int:
@@ -63,6 +66,7 @@ def make_series(
     info: dict,
     records: Iterable[tuple[int, np.ndarray | None]],
     load: Callable[[int], np.ndarray],
+    dynamics: Callable[[], Any] | None = None,
 ) -> Series | None:
     """A Series from its description (kind, layout, shape, filters) and ``(step, stats)`` pairs.
 
@@ -98,6 +102,7 @@ def make_series(
         stats=np.stack([by_step[int(s)] for s in steps]).astype(np.float64),
         load=load,
         nbytes=math.prod(shape) * _ITEMSIZE.get(info.get("dtype"), 8),
+        dynamics=dynamics,
     )
 
 
@@ -125,6 +130,20 @@ def _entry_loader(
     return load
 
 
+def _streamed(info: dict, where: dict, load: Callable) -> Callable[[], Any]:
+    """The kernel's dynamics, its steps read one at a time in step order."""
+
+    def dynamics() -> Any:
+        from tb_convfilters.dynamics import Tracker
+
+        tracker = Tracker()
+        for step in sorted(where):
+            tracker.add(step, load(step), info)
+        return tracker.result()
+
+    return dynamics
+
+
 def _scan_run(run: str, files: tuple[str, ...]) -> list[Series]:
     steps: dict[str, dict[int, tuple]] = defaultdict(dict)
     for entry, path, offset in reader._scan(run, files, None):
@@ -141,7 +160,8 @@ def _scan_run(run: str, files: tuple[str, ...]) -> list[Series]:
         info = by_step[max(by_step)][0]
         where = {step: (path, offset) for step, (_, _, path, offset) in by_step.items()}
         records = ((step, stats) for step, (_, stats, _, _) in by_step.items())
-        series = make_series(run, tag, info, records, _entry_loader(run, tag, where))
+        load = _entry_loader(run, tag, where)
+        series = make_series(run, tag, info, records, load, _streamed(info, where, load))
         if series is not None:
             out.append(series)
     return out

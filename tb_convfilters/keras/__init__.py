@@ -281,6 +281,7 @@ class FiltersCallback(keras.callbacks.Callback):
             return
         self._logged_step = step
         nbytes = 0
+        updates = _updates(self.model)
         for layer in self._targets:
             for part in kernel_parts(layer):
                 try:
@@ -295,6 +296,7 @@ class FiltersCallback(keras.callbacks.Callback):
                         complete=False,  # the Writer copies (unless a snapshot); converts
                         convert=False,  # and computes stats in the background
                         owned=snapshot,
+                        extra=updates,
                     )
                     desc = (
                         f"{type(layer).__name__} `{layer.name}` {part.variable_name} "
@@ -373,3 +375,13 @@ def _check_patterns_options(options: Any) -> dict:
             "expected some of: " + ", ".join(PATTERNS_OPTIONS)
         )
     return dict(options or {})
+
+
+def _updates(model: Any) -> dict | None:
+    """``{"updates": the optimizer's step count}`` for the record headers, None if unknown
+    (``tb_convfilters.dynamics`` divides update ratios by the updates between logs)."""
+    try:
+        value = int(model.optimizer.iterations.numpy())
+    except Exception:  # no optimizer yet, or another kind of model
+        return None
+    return {"updates": value} if value >= 0 else None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
 from tb_convfilters._record import encoding
@@ -13,6 +14,7 @@ from tb_convfilters._record.arguments import (
     check_cap,
     check_float_dtype,
     check_step,
+    warn_once,
 )
 from tb_convfilters._record.record import make_record
 from tb_convfilters._writing.policies import DEFAULT_STEP_BUDGET_MB
@@ -43,6 +45,8 @@ def log_kernels(
     budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
     all_ranks: bool = False,
     raise_errors: bool = False,
+    grads: bool | Mapping[str, torch.Tensor] = False,
+    updates: int | None = None,
 ) -> list[str]:
     """Logs the weight of every Conv1d/2d/3d, ConvTranspose1d/2d/3d and Linear at `step`.
 
@@ -58,11 +62,28 @@ def log_kernels(
         target or prefix); by default only rank 0 writes and other ranks return [].
       raise_errors: raise a module's logging error; by default it is warned once per
         tag and that module is skipped (training goes on). Bad arguments always raise.
+      grads: also store each filter's gradient norm (stats column ``grad_norm``, see
+        ``tb_convfilters.dynamics.grad_norms``): True reads ``weight.grad``, so call
+        this after ``loss.backward()`` and before ``zero_grad()``; or a mapping
+        ``{module name: gradient of its weight}`` saved earlier. A weight without a
+        gradient is logged without, with a warning once per tag.
+      updates: how many optimizer updates were made when this step is logged (e.g.
+        the optimizer's step count), stored in the header so that
+        ``tb_convfilters.dynamics`` can turn per-interval update ratios into
+        per-update ones.
 
     Returns the tags written. Weights are copied to the CPU; layouts are
     ``OIW OIHW OIDHW IOW IOHW IODHW OI``.
     """
     step = check_step(step)
+    if updates is not None and (
+        isinstance(updates, bool) or not isinstance(updates, int) or updates < 0
+    ):
+        raise ValueError(f"updates={updates!r} must be a non-negative integer or None")
+    if not isinstance(grads, bool | Mapping):
+        raise TypeError(
+            f"grads={grads!r} must be True, False or a mapping {{module name: gradient}}"
+        )
     check_budget_mb(budget_mb)
     check_float_dtype(dtype)
     check_cap(max_filters, "max_filters")
@@ -88,6 +109,7 @@ def log_kernels(
         tag = _tag(prefix, name, "weight")
         try:
             array, copied = host_numpy(weight)
+            grad = _gradient(grads, name, weight, tag)
             rec = make_record(
                 array,
                 kind="kernel",
@@ -98,6 +120,8 @@ def log_kernels(
                 complete=False,  # the Writer copies (unless this is a copy already), converts
                 convert=False,  # and computes stats in the background
                 owned=copied,
+                grad=grad,
+                extra=None if updates is None else {"updates": updates},
             )
             writer.write_record(tag, rec, step, f"{type(m).__name__} `{name}` weight ({layout})")
         except Exception as e:
@@ -112,3 +136,19 @@ def log_kernels(
         policy.report("flush", "writing the event file", e)
     _check_budget(writer, budget_mb, nbytes, f"log_kernels at step {step}")
     return tags
+
+
+def _gradient(grads: bool | Mapping[str, torch.Tensor], name: str, weight: Any, tag: str) -> Any:
+    """The gradient of a module's weight as numpy, or None (warned once per tag) if absent."""
+    if grads is False:
+        return None
+    g = grads.get(name) if isinstance(grads, Mapping) else weight.grad
+    if g is None:
+        warn_once(
+            ("grads", tag),
+            f"log_kernels(grads=...): {tag!r} has no gradient (call it after loss.backward() "
+            "and before zero_grad(); frozen parameters have none); logged without grad_norm",
+            stacklevel=3,
+        )
+        return None
+    return host_numpy(g.detach())[0]
