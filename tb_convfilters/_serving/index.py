@@ -58,7 +58,7 @@ _URL_CHUNK = 8 << 20
 BLOB_CACHE_BYTES = 32 << 20
 # While the first build runs: how long a listing waits for it before answering with the
 # runs indexed so far, and how long a request for a run not indexed yet waits for it.
-READY_WAIT_S = 0.02
+READY_WAIT_S = 0.01
 RUN_WAIT_S = 60.0
 _HEAD = struct.Struct("<QI")
 
