@@ -133,7 +133,7 @@ def test_the_stats_route_reads_again_a_file_replaced_after_indexing(tmp_path):
     Path(path).write_bytes(bytes(data))
     source = client.application._plugins[0]._source
     assert _stats_route(client, 1) == first  # read once, then kept: the indexed record's
-    source.index._blobs = index._BlobCache(1 << 20)  # as if they had left the cache
+    source.index._blobs = index.BlobCache(1 << 20)  # as if they had left the cache
     second = _stats_route(client, 1)  # its stale read makes the index read the file again
     assert "changed on disk" in second["error"]  # the header read was the old record's
     third = _stats_route(client, 1)

@@ -28,7 +28,6 @@ import os
 import struct
 import threading
 import time
-from collections import OrderedDict
 from typing import NamedTuple
 
 import crc32c
@@ -40,7 +39,7 @@ from tb_convfilters import reader
 from tb_convfilters._record import encoding, files, metadata
 from tb_convfilters._record.events import _masked_crc
 from tb_convfilters._serving import event_fields, payloads
-from tb_convfilters._serving.index_store import Cols, Rows, Table, View
+from tb_convfilters._serving.index_store import BlobCache, Cols, Rows, Table, View
 from tb_convfilters._serving.payloads import Loc, Stale
 
 logger = logging.getLogger(__name__)
@@ -102,31 +101,6 @@ class _Run:
         return View([(path, self.files[path].cols) for path in sorted(self.files)], self.table)
 
 
-class _BlobCache:
-    """Blobs read on demand, least recently used first out, within a byte bound."""
-
-    def __init__(self, limit: int):
-        self.limit, self.size = limit, 0
-        self._items: OrderedDict[tuple, bytes] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> bytes | None:
-        with self._lock:
-            found = self._items.get(key)
-            if found is not None:
-                self._items.move_to_end(key)
-            return found
-
-    def put(self, key: tuple, data: bytes) -> None:
-        with self._lock:
-            if key not in self._items:
-                self._items[key] = data
-                self.size += len(data)
-            while self.size > self.limit:
-                _, old = self._items.popitem(last=False)
-                self.size -= len(old)
-
-
 class Index:
     """Every convfilters record under one or more logdirs, followed as they grow.
 
@@ -150,7 +124,7 @@ class Index:
         self._version = 0  # changes whenever what is indexed changes
         self._listing: tuple[int, dict] = (-1, {})
         self._built: threading.Event | None = None  # set once the first build is done
-        self._blobs = _BlobCache(BLOB_CACHE_BYTES)
+        self._blobs = BlobCache(BLOB_CACHE_BYTES)
         self._reader = self._read_blob
 
     # ---- the first build, in the background ----
@@ -306,7 +280,7 @@ class Index:
                     changed = changed or bool(len(state.cols))
                     state = run.files[path] = _File()
                     state.fingerprint = files.read_at(path, 0, min(size, _FINGERPRINT))
-                rows = self._read_on(path, state, size, run)
+                rows = _read_on(path, state, size, run)
             except errors as e:
                 self._failed_once(path, f"cannot read {path}: {e!r}")
                 continue
@@ -321,86 +295,6 @@ class Index:
         if state.size < 0:
             return False
         return files.read_at(path, 0, min(size, _FINGERPRINT)).startswith(state.fingerprint)
-
-    @staticmethod
-    def _chunk(path: str, offset: int, size: int, chunk: int) -> tuple[bytes, int, int]:
-        return files.read_at(path, offset, min(chunk, size - offset)), offset, 0
-
-    def _read_on(self, path: str, state: _File, size: int, run: _Run) -> Rows:
-        """Indexes the complete records of `path` from ``state.offset``; returns them.
-
-        Small records are read a chunk at a time and matched against templates
-        (``event_fields.small_record``); a large one is read around its payload.
-        """
-        rows = Rows()
-        add = rows.add
-        chunk = _URL_CHUNK if files.is_url(path) else _CHUNK
-        templates, ours, shape_of = run.table.templates, run.is_ours, run.table.shape_id
-        small = event_fields._SMALL
-        head = event_fields._URL_WINDOW if files.is_url(path) else event_fields._WINDOW
-        smalls = 0  # small records in a row
-        window = functools.partial(event_fields.Window.over, path, size)
-        offset = state.offset
-        buf, base = b"", offset
-        while offset + 12 <= size:
-            i = offset - base
-            if i + 12 > len(buf):  # a chunk after small records, a window after a large one
-                buf, base, i = self._chunk(path, offset, size, chunk if smalls > 8 else head)
-                if len(buf) < 12:
-                    break  # the file shrank meanwhile: the next refresh sees it
-            length, masked = _HEAD.unpack_from(buf, i)
-            if _masked_crc(crc32c.crc32c(buf[i : i + 8])) != masked:
-                if state.warned != offset:
-                    state.warned = offset
-                    logger.warning(
-                        "%s: corrupt record length at offset %d; ignoring the rest of the file",
-                        path,
-                        offset,
-                    )
-                break
-            end = offset + 12 + length + 4
-            if end > size:
-                break  # still being written
-            try:
-                smalls = smalls + 1 if length <= small else 0
-                if smalls:
-                    if i + 16 + length > len(buf):
-                        buf, base, i = self._chunk(path, offset, size, chunk)
-                        if len(buf) < 16 + length:
-                            break
-                    found = event_fields.small_record(
-                        buf,
-                        i,
-                        length,
-                        base,
-                        templates,
-                        ours,
-                        shape_of,
-                        window,
-                    )
-                else:
-                    found = []
-                    w = window(buf, base)  # reads around the payload; its last window is kept
-                    for v in event_fields.values(w, offset, end, ours):
-                        shape, checks = shape_of(v.tag, v.blobs, v.spans, offset, end)
-                        found.append((v.step, v.wall_time, checks, shape, 0))
-                    buf, base = w.data()
-            except (event_fields.Malformed, DecodeError, UnicodeDecodeError, ValueError) as e:
-                # TensorBoard's loaders stop at a record that is no Event, too.
-                if state.warned != offset:
-                    state.warned = offset
-                    logger.warning(
-                        "%s: undecodable event at offset %d (%s); ignoring the rest of the file",
-                        path,
-                        offset,
-                        e,
-                    )
-                break
-            for step, wall, checks, shape, shift in found:
-                add(offset, step, wall, checks, shape, shift)
-            offset = end
-        state.offset, state.size = offset, size
-        return rows
 
     # ---- what is indexed ----
 
@@ -503,3 +397,84 @@ class Index:
     def _stale(self, path: str) -> None:
         with self._lock:
             self._dirty.add(path)
+
+
+def _chunk(path: str, offset: int, size: int, chunk: int) -> tuple[bytes, int, int]:
+    return files.read_at(path, offset, min(chunk, size - offset)), offset, 0
+
+
+def _read_on(path: str, state: _File, size: int, run: _Run) -> Rows:
+    """Indexes the complete records of `path` from ``state.offset``; returns them.
+
+    Small records are read a chunk at a time and matched against templates
+    (``event_fields.small_record``); a large one is read around its payload.
+    """
+    rows = Rows()
+    add = rows.add
+    chunk = _URL_CHUNK if files.is_url(path) else _CHUNK
+    templates, ours, shape_of = run.table.templates, run.is_ours, run.table.shape_id
+    small = event_fields._SMALL
+    head = event_fields._URL_WINDOW if files.is_url(path) else event_fields._WINDOW
+    smalls = 0  # small records in a row
+    window = functools.partial(event_fields.Window.over, path, size)
+    offset = state.offset
+    buf, base = b"", offset
+    while offset + 12 <= size:
+        i = offset - base
+        if i + 12 > len(buf):  # a chunk after small records, a window after a large one
+            buf, base, i = _chunk(path, offset, size, chunk if smalls > 8 else head)
+            if len(buf) < 12:
+                break  # the file shrank meanwhile: the next refresh sees it
+        length, masked = _HEAD.unpack_from(buf, i)
+        if _masked_crc(crc32c.crc32c(buf[i : i + 8])) != masked:
+            if state.warned != offset:
+                state.warned = offset
+                logger.warning(
+                    "%s: corrupt record length at offset %d; ignoring the rest of the file",
+                    path,
+                    offset,
+                )
+            break
+        end = offset + 12 + length + 4
+        if end > size:
+            break  # still being written
+        try:
+            smalls = smalls + 1 if length <= small else 0
+            if smalls:
+                if i + 16 + length > len(buf):
+                    buf, base, i = _chunk(path, offset, size, chunk)
+                    if len(buf) < 16 + length:
+                        break
+                found = event_fields.small_record(
+                    buf,
+                    i,
+                    length,
+                    base,
+                    templates,
+                    ours,
+                    shape_of,
+                    window,
+                )
+            else:
+                found = []
+                w = window(buf, base)  # reads around the payload; its last window is kept
+                for v in event_fields.values(w, offset, end, ours):
+                    shape, checks = shape_of(v.tag, v.blobs, v.spans, offset, end)
+                    found.append((v.step, v.wall_time, checks, shape, 0))
+                buf, base = w.data()
+        except (event_fields.Malformed, DecodeError, UnicodeDecodeError, ValueError) as e:
+            # TensorBoard's loaders stop at a record that is no Event, too.
+            if state.warned != offset:
+                state.warned = offset
+                logger.warning(
+                    "%s: undecodable event at offset %d (%s); ignoring the rest of the file",
+                    path,
+                    offset,
+                    e,
+                )
+            break
+        for step, wall, checks, shape, shift in found:
+            add(offset, step, wall, checks, shape, shift)
+        offset = end
+    state.offset, state.size = offset, size
+    return rows

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import itertools
 import struct
+import threading
 import zlib
 from array import array
+from collections import OrderedDict
 from typing import NamedTuple
 
 import numpy as np
@@ -231,3 +233,28 @@ class View:
                 )
             )
         return out
+
+
+class BlobCache:
+    """Blobs read on demand, least recently used first out, within a byte bound."""
+
+    def __init__(self, limit: int):
+        self.limit, self.size = limit, 0
+        self._items: OrderedDict[tuple, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> bytes | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is not None:
+                self._items.move_to_end(key)
+            return found
+
+    def put(self, key: tuple, data: bytes) -> None:
+        with self._lock:
+            if key not in self._items:
+                self._items[key] = data
+                self.size += len(data)
+            while self.size > self.limit:
+                _, old = self._items.popitem(last=False)
+                self.size -= len(old)

@@ -4,6 +4,8 @@
 `read_view` cuts a view out of it while reading it in windows. Both check that
 the bytes around the payload are still the indexed ones (else `Stale`: the file
 changed), then the payload's CRC32C and the record's (else ``encoding.RecordError``).
+`read_blob` / `read_blobs` read the blobs the index does not hold (the statistics),
+with a held blob beside them (the checks) to tell that the record is still the one indexed.
 """
 
 from __future__ import annotations
