@@ -73,7 +73,9 @@ def _memory(root: str, staged: str, stored: int, load_fast: str, keep_all: bool,
         os.rename(staged, os.path.join(logdir, "run"))
         deadline = start + 600
         # Loaded: every step is listed, and TensorBoard has read every byte stored.
-        while not (served(base, tags, steps) and tree_read_bytes(proc.pid) - read_before >= stored):
+        while not (
+            served(base, tags, steps) and tree_read_bytes(proc.pid) - read_before >= stored
+        ):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"tensorboard did not load {steps} steps")
             time.sleep(0.5)
