@@ -27,7 +27,6 @@ from tensorboard import errors
 from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 
-from tb_convfilters import doctor
 from tb_convfilters._record import encoding, metadata
 from tb_convfilters._serving import findings, index
 
@@ -154,20 +153,29 @@ def logdir_roots(context: base_plugin.TBContext) -> dict[str, str | None]:
 
 
 class IndexSource:
-    """Serves from the plugin's own index of the event files."""
+    """Serves from the plugin's own index of the event files, built in the background
+    from `start` (the plugin's load) on: a listing meanwhile has the runs indexed so far."""
 
     mode = "index"
     dynamics_of: Callable | None = None
 
     def __init__(self, roots: dict[str, str | None], reload_interval: float | None):
         self.index = index.Index(roots, reload_interval)
+        self._findings = findings.IndexFindings(self.index)
+
+    def start(self) -> None:
+        self.index.start()
+
+    def indexing(self) -> bool:
+        """Whether the first build is still running (a listing may lack runs)."""
+        return self.index.building()
 
     def listing(self, ctx: Any, experiment: str) -> dict[str, dict[str, SeriesListing]]:
-        self.index.maybe_refresh()
+        self.index.maybe_refresh(partial=True)
         return self.index.runs()
 
     def series(self, ctx: Any, experiment: str, run: str, tag: str) -> list[index.Loc]:
-        self.index.maybe_refresh()
+        self.index.maybe_refresh(run=run)
         found = self.index.series(run, tag)
         if found is None:
             if not self.index.has_run(run):
@@ -181,7 +189,7 @@ class IndexSource:
     def read(self, ctx: Any, step: index.Loc, i: int, run: str, tag: str) -> bytes:
         if step.count <= i:
             raise _not_ours(step, run, tag)
-        return step.blobs[i]
+        return self._again(step, run, tag, lambda loc: loc.blobs[i])
 
     def payload(
         self,
@@ -201,6 +209,11 @@ class IndexSource:
                 return self.index.view(loc, header, view)  # holds the view, not the record
             return self.index.payload(loc, header, chunks)
 
+        return self._again(step, run, tag, read)
+
+    def _again(self, step: index.Loc, run: str, tag: str, read: Callable) -> Any:
+        """``read(step)``; when its file changed, read again once the index has read the
+        file again: 404 if the step is gone, 409 if its record changed meanwhile."""
         try:
             return read(step)
         except index.Stale as e:
@@ -210,7 +223,7 @@ class IndexSource:
         where = f"step {step.step} of run {quoted(run)}, tag {quoted(tag)}"
         if again is None:
             raise HttpError(404, f"{where} is gone: its event file changed")
-        if again.blobs != step.blobs:
+        if not again.same_record(step):
             raise HttpError(409, f"{where} changed on disk while it was read; ask again")
         try:
             return read(again)
@@ -218,9 +231,8 @@ class IndexSource:
             raise HttpError(409, f"{where} is changing on disk; ask again") from None
 
     def findings(self, ctx: Any, experiment: str, run: str | None) -> dict:
-        self.index.maybe_refresh()
-        hook = _bound(self.dynamics_of, ctx, experiment)
-        return doctor.report(findings.index_series(self.index, run, hook), run)
+        self.index.maybe_refresh(run=run)
+        return self._findings.report(run, _bound(self.dynamics_of, ctx, experiment))
 
 
 # ---- TensorBoard's data provider ----
@@ -370,4 +382,6 @@ def make_source(context: base_plugin.TBContext) -> Source:
     # TensorBoard's flags (a plugin built in-process) the index follows every request.
     flags = context.flags
     interval = float(getattr(flags, "reload_interval", 5.0)) if flags is not None else 0.0
-    return IndexSource(roots, interval if interval > 0 or flags is None else None)
+    source = IndexSource(roots, interval if interval > 0 or flags is None else None)
+    source.start()  # the index is built before the first request asks
+    return source

@@ -52,6 +52,17 @@ class Window:
         self._start, self._data = 0, b""
         self._step = _URL_WINDOW if files.is_url(path) else _WINDOW
 
+    @classmethod
+    def over(cls, path: str, size: int, data: bytes, start: int) -> Window:
+        """A window of `path` already holding `data`, the bytes at offset `start`."""
+        w = cls(path, size)
+        w._start, w._data = start, data
+        return w
+
+    def data(self) -> tuple[bytes, int]:
+        """The bytes held, and their offset in the file."""
+        return self._data, self._start
+
     def read(self, pos: int, n: int) -> bytes:
         """`n` bytes at `pos` (fewer at the end of the file)."""
         i = pos - self._start
@@ -185,3 +196,112 @@ def _parse_value(
     if not blobs:
         return None
     return tag, tuple(blobs), tuple(spans)
+
+
+# ---- many small records: by template ----
+
+# Bytes after a record's wall time and step that pick its template (with its length).
+_KEY = 48
+_WALL = struct.Struct("<d")
+
+
+class Template(NamedTuple):
+    """A record of ours whose bytes, but for its wall time, step and blobs (the header
+    excepted), are those of an earlier record: it has the same value, blobs at the same
+    places. `segments` are (offset from the template's origin, bytes)."""
+
+    segments: tuple[tuple[int, bytes], ...]
+    shape: int
+    checks_at: int  # offset of the 8-byte checks blob, -1 if none
+
+
+# What a small record yields: (step, wall time, checks, shape id, shift) per value of ours.
+Found = list[tuple[int, float, int, int, int]]
+# (tag, blobs, spans, origin, end) -> (shape id, checks): the run's `index_store.Table.shape_id`.
+ShapeOf = Callable[[str, tuple[bytes, ...], tuple[tuple[int, int], ...], int, int], tuple[int, int]]
+
+
+def small_record(
+    buf: bytes,
+    i: int,
+    length: int,
+    base: int,
+    templates: dict,
+    ours: IsOurs,
+    shape_of: ShapeOf,
+    window: Callable[[bytes, int], Window],
+) -> Found:
+    """Our values in the TFRecord at ``buf[i:]`` (file offset ``base + i``) whose data
+    is `length` bytes (``window(buf, base)``: a Window holding `buf`, made if needed).
+    Most records match a template of an earlier one, checked with a few byte
+    comparisons; the others are parsed (`_parse_small`) and may make a template.
+
+    Raises like `values`.
+    """
+    d = i + 12
+    pos, wall, step = d, 0.0, 0
+    if buf[pos] == 0x09:  # Event.wall_time, then Event.step: their bytes vary
+        (wall,) = _WALL.unpack_from(buf, pos + 1)
+        pos += 9
+    if buf[pos] == 0x10:
+        pos += 1
+        shift = 0
+        while True:
+            byte = buf[pos]
+            pos += 1
+            step |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+            if shift > 63:
+                raise Malformed("bad varint")
+        if step >= 1 << 63:
+            step -= 1 << 64
+    rest = d + length - pos
+    key = (rest, buf[pos : pos + _KEY])
+    t = templates.get(key)
+    if t is not None:
+        for at, segment in t.segments:
+            if not buf.startswith(segment, pos + at):
+                break
+        else:
+            checks = _CHECKS_Q.unpack_from(buf, pos + t.checks_at)[0] if t.checks_at >= 0 else 0
+            return [(step, wall, checks, t.shape, pos - i)]
+    start, end = base + i, base + i + length + 16
+    found = _parse_small(buf[d : d + length], start, ours)
+    if found is None:
+        found = list(_parse_event(window(buf, base), start, end, ours))
+    origin = base + pos
+    out = []
+    for v in found:
+        shape, checks = shape_of(v.tag, v.blobs, v.spans, origin, end)
+        out.append((v.step, v.wall_time, checks, shape, pos - i))
+    if len(found) == 1 and found[0].step == step and found[0].wall_time == wall:
+        made = _template(buf, pos, d + length, base, found[0], out[0][3])
+        if made is not None:
+            templates[key] = made
+    return out
+
+
+_CHECKS_Q = struct.Struct("<Q")
+
+
+def _template(buf: bytes, pos: int, stop: int, base: int, v: Value, shape: int) -> Template | None:
+    """The template of the record whose value `v` starts at ``buf[pos]`` (after its
+    wall time and step): every byte but the blobs after the header is fixed."""
+    if len(v.blobs) <= encoding.CHECKS or v.spans[encoding.CHECKS][1] != _CHECKS_Q.size:
+        return None  # no checks blob: the checksums are in the header, which varies
+    segments, cursor = [], pos
+    for i, (at, n) in enumerate(v.spans):
+        at -= base
+        if i == encoding.HEADER:
+            continue  # part of the fixed bytes
+        if at < cursor:
+            return None
+        segments.append((cursor - pos, buf[cursor:at]))
+        cursor = at + n
+    segments.append((cursor - pos, buf[cursor:stop]))
+    if segments[0][0] != 0 or len(segments[0][1]) < min(_KEY, stop - pos):
+        return None  # the key must lie in fixed bytes
+    checks_at = v.spans[encoding.CHECKS][0] - base - pos
+    return Template(tuple(segments), shape, checks_at)

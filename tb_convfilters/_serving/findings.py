@@ -1,10 +1,13 @@
 """The findings route's series: the doctor fed from the plugin's index of the event
-files, or from TensorBoard's data provider (when the plugin has no logdir)."""
+files (`IndexFindings`: kept per series, read again only where the records changed), or
+from TensorBoard's data provider (when the plugin has no logdir)."""
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -24,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # "Every step TensorBoard kept" for read_blob_sequences.
 _ALL_STEPS = 1_000_000_000
+# Statistics of the doctor's series kept between findings requests (IndexFindings).
+SERIES_CACHE_BYTES = 256 << 20
 
 
 # (run, tag) -> a kernel's dynamics.Dynamics (the dynamics routes' cache), or None.
@@ -130,8 +135,8 @@ def index_series(
 ) -> list[Series]:
     """Every kernel and activation series of one run (or all) in the plugin's index.
 
-    Statistics come from the index; tensors are read from the files when a
-    diagnosis asks. Raises ``errors.NotFoundError`` for an unknown run.
+    Statistics are read from the files (one open per file); tensors when a diagnosis
+    asks. Raises ``errors.NotFoundError`` for an unknown run.
     """
     listing = idx.runs()
     if run is not None and run not in listing:
@@ -139,33 +144,116 @@ def index_series(
     out = []
     for run_name in sorted(listing) if run is None else [run]:
         for tag, info in sorted(listing[run_name].items()):
-            described = metadata.parse_plugin_metadata(info.content)
-            locs = {loc.step: loc for loc in idx.series(run_name, tag) or () if loc.count > 2}
-            if described is None or not locs:
-                continue
-
-            def load(step: int, locs: dict = locs) -> np.ndarray:
-                loc = locs[step]
-                header = encoding.read_header(loc.blobs.__getitem__, loc.count)
-                try:
-                    return encoding.decode_array(header, idx.payload(loc, header))
-                except index.Stale as e:
-                    raise encoding.RecordError(str(e)) from None
-
             try:
-                header = encoding.decode_header(locs[max(locs)].blobs[encoding.HEADER])
-                names = header.get("stats") or []
-            except encoding.RecordError as e:
-                logger.warning("doctor: %s/%s: %s", run_name, tag, e)
+                series = _index_one(idx, run_name, tag, info, dynamics)
+            except index.Stale as e:  # read again at the next refresh
+                logger.info("doctor: %s/%s: %s", run_name, tag, e)
                 continue
-
-            def read(step: int, i: int, locs: dict = locs) -> bytes:
-                return locs[step].blobs[i]
-
-            n = _n_filters(header)
-            records = ((step, _provider_stats(read, step, names, n)) for step in locs)
-            hook = _hook(dynamics, run_name, tag, described)
-            series = make_series(run_name, tag, described, records, load, hook)
             if series is not None:
                 out.append(series)
     return out
+
+
+def _index_one(
+    idx: index.Index, run: str, tag: str, info: index.SeriesInfo, dynamics: DynamicsOf = None
+) -> Series | None:
+    described = metadata.parse_plugin_metadata(info.content)
+    locs = [loc for loc in idx.series(run, tag) or () if loc.count > 2]
+    if described is None or not locs:
+        return None
+
+    def load(step: int) -> np.ndarray:  # looked up when asked: a kept Series holds no locs
+        loc = idx.find(run, tag, step)
+        if loc is None:
+            raise encoding.RecordError(f"step {step} is no longer in the logs")
+        header = encoding.read_header(loc.blobs.__getitem__, loc.count)
+        try:
+            return encoding.decode_array(header, idx.payload(loc, header))
+        except index.Stale as e:
+            raise encoding.RecordError(str(e)) from None
+
+    try:
+        header = encoding.decode_header(locs[-1].blobs[encoding.HEADER])
+        names = header.get("stats") or []
+    except encoding.RecordError as e:
+        logger.warning("doctor: %s/%s: %s", run, tag, e)
+        return None
+    stats = idx.read_blobs(locs, encoding.STATS)
+
+    def read(i: int, blob: int) -> bytes:  # record i's stats (read above) or another blob
+        return stats[i] if blob == encoding.STATS else locs[i].blobs[blob]
+
+    n = _n_filters(header)
+    records = ((loc.step, _provider_stats(read, i, names, n)) for i, loc in enumerate(locs))
+    hook = _hook(dynamics, run, tag, described)
+    return make_series(run, tag, described, records, load, hook)
+
+
+class IndexFindings:
+    """The findings route over the index, incremental: each series' doctor `Series`
+    (its statistics) is kept, keyed by ``Index.series_key`` (which changes with its
+    records), and read again only when that changes; a report is kept until one of
+    its series changes, so a tab opened again gets it at once."""
+
+    def __init__(self, idx: index.Index, max_bytes: int = SERIES_CACHE_BYTES):
+        self.idx = idx
+        self.max_bytes = max_bytes
+        self._series: OrderedDict[tuple[str, str], tuple[int | None, Series | None]] = OrderedDict()
+        self._bytes = 0
+        self._reports: dict[str | None, tuple[tuple, dict]] = {}
+        self._lock = threading.Lock()
+
+    def report(self, run: str | None, dynamics: DynamicsOf = None) -> dict:
+        listing = self.idx.runs()
+        if run is not None and run not in listing:
+            raise errors.NotFoundError(f"run {run!r} has no convfilters data")
+        names = sorted(listing) if run is None else [run]
+        keys = tuple(
+            (r, tag, self.idx.series_key(r, tag)) for r in names for tag in sorted(listing[r])
+        )
+        with self._lock:
+            cached = self._reports.get(run)
+        if cached is not None and cached[0] == keys:
+            return cached[1]
+        series, complete = [], True
+        for r, tag, key in keys:
+            try:
+                found = self._one(r, tag, key, listing[r][tag], dynamics)
+            except index.Stale as e:  # read again at the next refresh
+                logger.info("doctor: %s/%s: %s", r, tag, e)
+                complete = False
+                continue
+            if found is not None:
+                series.append(found)
+        answer = doctor.report(series, run)
+        if complete:
+            with self._lock:
+                self._reports[run] = (keys, answer)
+        return answer
+
+    def _one(
+        self,
+        run: str,
+        tag: str,
+        key: int | None,
+        info: index.SeriesInfo,
+        dynamics: DynamicsOf = None,
+    ) -> Series | None:
+        with self._lock:
+            cached = self._series.get((run, tag))
+            if cached is not None and cached[0] == key and key is not None:
+                self._series.move_to_end((run, tag))
+                return cached[1]
+        series = _index_one(self.idx, run, tag, info, dynamics)
+        size = 0 if series is None else series.stats.nbytes
+        with self._lock:
+            old = self._series.pop((run, tag), None)
+            if old is not None and old[1] is not None:
+                self._bytes -= old[1].stats.nbytes
+            if size <= self.max_bytes:
+                self._series[(run, tag)] = (key, series)
+                self._bytes += size
+            while self._bytes > self.max_bytes:
+                _, (_, dropped) = self._series.popitem(last=False)
+                self._bytes -= 0 if dropped is None else dropped.stats.nbytes
+        return series

@@ -277,9 +277,13 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
     @route
     def _serve_tags(self, request: wrappers.Request) -> wrappers.Response:
         ctx = plugin_util.context(request.environ)
-        return json_response(
+        response = json_response(
             request, self.tags_impl(ctx, plugin_util.experiment_id(request.environ))
         )
+        indexing = getattr(self._source, "indexing", None)
+        if indexing is not None and indexing():  # runs still being indexed are not listed yet
+            response.headers["X-Convfilters-Indexing"] = "1"
+        return response
 
     @route
     def _serve_steps(self, request: wrappers.Request) -> wrappers.Response:
