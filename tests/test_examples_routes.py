@@ -173,6 +173,7 @@ def test_corrupt_probe_inputs_are_a_clean_error(tmp_path):
     write(tmp_path)
     path, data, at = _inputs_file(tmp_path)
     client = plugin_client(tmp_path)
+    assert get(client, "steps", run="a", tag="c1/act")[0] == 200  # indexed before the damage
     path.write_bytes(data[: at + 10] + bytes([data[at + 10] ^ 0xFF]) + data[at + 11 :])
     status, body = get(client, "examples", run="a", tag="c1/act")
     assert status == 422, body
@@ -186,7 +187,7 @@ def test_removed_event_file_is_a_clean_error(tmp_path):
     write(tmp_path)
     path, _, _ = _inputs_file(tmp_path)
     client = plugin_client(tmp_path)
-    assert get(client, "tags")[0] == 200
+    assert get(client, "steps", run="a", tag="c1/act")[0] == 200  # indexed before the removal
     path.unlink()
     status, body = get(client, "examples", run="a", tag="c1/act")
     assert status in (404, 409), body
