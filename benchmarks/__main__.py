@@ -4,7 +4,7 @@
     python -m benchmarks write serve      # a subset
     python -m benchmarks --quick          # fewer rounds, smaller data
 
-Figures: write, serve, render, training, memory, examples, dynamics (see each module's docstring).
+Figures: write, serve, render, training, memory, examples, dynamics, dynview (see each module's docstring).
 Exit status 1 when a figure missed its target (or failed), 0 otherwise.
 """
 
@@ -22,7 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.common import Result, scratch_root  # noqa: E402
 
-FIGURES = ("write", "serve", "render", "training", "memory", "examples", "dynamics")
+FIGURES = ("write", "serve", "render", "training", "memory", "examples", "dynamics", "dynview")
 
 
 def table(results: list[Result]) -> str:

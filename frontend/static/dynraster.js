@@ -25,8 +25,9 @@ export const GUTTER = 6;
 export const TOP = 4;
 /** Mark of the shown step (top gutter). */
 export const SHOWN = [90, 90, 90];
-/** Thickness (px) of a finding's outline around its cell. */
+/** Thickness (px) of a finding's outline around its cell, and of the white halo around that. */
 export const RING = 2;
+export const HALO = [255, 255, 255];
 
 /** Table entry of an update ratio on the fixed log scale, or -1 (NaN, Inf, negative). */
 export function ratioIndex(v) {
@@ -140,7 +141,8 @@ function fill(data, width, x, y, w, h, rgb) {
 /**
  * A raster as RGBA {width, height, data}: cell (row, col) in colorAt(row, col) ([r, g, b]);
  * the column `shown` marked in the top gutter; each of `marks` ({row, col, color}) as a
- * ring RING px wide around its cell and a mark in the left gutter at its row.
+ * ring RING px wide around its cell (in a 1 px HALO, so it shows on any colour) and a mark
+ * in the left gutter at its row.
  */
 export function rasterPixels(g, colorAt, { shown = -1, marks = [] } = {}) {
   const data = new Uint8ClampedArray(g.width * g.height * 4);
@@ -151,16 +153,16 @@ export function rasterPixels(g, colorAt, { shown = -1, marks = [] } = {}) {
     }
   }
   if (shown >= 0 && shown < g.cols) fill(data, g.width, g.left + shown * g.cw, 0, g.cw, g.top - 1, SHOWN);
+  const ring = (r, d, color) => {
+    fill(data, g.width, r.x - d, r.y - d, r.w + 2 * d, d, color);
+    fill(data, g.width, r.x - d, r.y + r.h, r.w + 2 * d, d, color);
+    fill(data, g.width, r.x - d, r.y - d, d, r.h + 2 * d, color);
+    fill(data, g.width, r.x + r.w, r.y - d, d, r.h + 2 * d, color);
+  };
+  for (const m of marks) ring(cellRect(g, m.row, m.col), RING + 1, HALO);
   for (const m of marks) {
     const r = cellRect(g, m.row, m.col);
-    const x0 = r.x - RING;
-    const y0 = r.y - RING;
-    const w = r.w + 2 * RING;
-    const h = r.h + 2 * RING;
-    fill(data, g.width, x0, y0, w, RING, m.color);
-    fill(data, g.width, x0, r.y + r.h, w, RING, m.color);
-    fill(data, g.width, x0, y0, RING, h, m.color);
-    fill(data, g.width, r.x + r.w, y0, RING, h, m.color);
+    ring(r, RING, m.color);
     fill(data, g.width, 0, r.y, g.left - 1, Math.max(r.h, 1), m.color);
   }
   return { width: g.width, height: g.height, data };

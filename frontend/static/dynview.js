@@ -19,6 +19,8 @@ const CACHE = 8;
 const BAR_W = 256;
 const BAR_H = 14;
 const ROTATION_ROW = 14;
+/** Height (px) a raster fits its rows in (each at least 1 px: 512 filters take 512). */
+const RASTER_H = 300;
 
 function paint(canvas, img) {
   canvas.width = img.width;
@@ -144,7 +146,7 @@ export class DynamicsView {
     const grads = answer.grad_norm ? decodeBinary(answer.grad_norm).array : null;
     this.shown = { run, tag, answer, sources, marks, ratios: ratios.array, n, grads, gradLimits: grads ? gradLimits(grads) : null };
     const table = lut("sequential", { dark: d.dark });
-    const g = cellGeometry(n, cols, { maxW: 16, maxH: 10 });
+    const g = cellGeometry(n, cols, { maxHeight: RASTER_H, maxW: 16, maxH: 10 });
     this.ratio.geometry = g;
     const shown = steps.indexOf(d.state.step);
     paint(this.ratio, rasterPixels(g, (row, col) => entryColor(ratioIndex(ratios.array[col * n + sources[row]]), table),
@@ -183,7 +185,7 @@ export class DynamicsView {
     const d = this.dashboard;
     const table = lut("sequential", { dark: d.dark });
     const steps = answer.steps;
-    const g = cellGeometry(n, steps.length, { maxW: 16, maxH: 10 });
+    const g = cellGeometry(n, steps.length, { maxHeight: RASTER_H, maxW: 16, maxH: 10 });
     this.grad.geometry = g;
     paint(this.grad, rasterPixels(g, (row, col) => entryColor(gradIndex(grads[col * n + sources[row]], limits), table, MISSING),
       { shown: steps.indexOf(d.state.step) }));

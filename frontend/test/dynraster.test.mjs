@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { lut, NONFINITE } from "../static/colormap.js";
 import {
-  BAND_H, barX, cellGeometry, cellHit, cellRect, colorbarPixels, entryColor, gradIndex, gradLimits, GUTTER,
+  BAND_H, barX, HALO, cellGeometry, cellHit, cellRect, colorbarPixels, entryColor, gradIndex, gradLimits, GUTTER,
   markerCells, MISSING, RATIO_BAND, RATIO_LOG10, rasterPixels, ratioIndex, RING, ROTATION_RANGE, rotationIndex,
   rowSources, SHOWN, TOP,
 } from "../static/dynraster.js";
@@ -97,26 +97,31 @@ test("findings are marked at their filter's row and the interval starting at fir
 });
 
 test("raster: cells in their colour, the shown column and the finding's ring", () => {
-  const g = cellGeometry(3, 4, { maxW: 6, maxH: 6 });
+  const g = cellGeometry(3, 5, { maxW: 8, maxH: 8 });
   const colors = (row, col) => [row * 10, col * 10, 7];
   const img = rasterPixels(g, colors, { shown: 1, marks: [{ row: 1, col: 2, color: [1, 2, 3] }] });
-  assert.deepEqual([img.width, img.height], [GUTTER + 24, TOP + 18]);
+  assert.deepEqual([img.width, img.height], [GUTTER + 40, TOP + 24]);
   for (let row = 0; row < 3; row++) {
-    for (let col = 0; col < 4; col++) {
+    for (let col = 0; col < 5; col++) {
       const r = cellRect(g, row, col);
-      const inner = row === 1 && col === 2 ? [[r.x, r.y], [r.x + 5, r.y + 5]] : [[r.x + 3, r.y + 3]];
-      // a ring covers its neighbours' edges; every cell's centre keeps its colour
+      const inner = row === 1 && col === 2 ? [[r.x, r.y], [r.x + 7, r.y + 7]] : [[r.x + 4, r.y + 4]];
+      // a ring and its halo cover 3 px of its neighbours' edges; every cell's centre keeps its colour
       for (const [x, y] of inner) assert.deepEqual(px(img, x, y), [row * 10, col * 10, 7, 255], `${row} ${col}`);
     }
   }
-  const r = cellRect(g, 1, 2); // x 18, y 10
+  const r = cellRect(g, 1, 2); // x 22, y 12
   for (const [x, y] of [[r.x - RING, r.y - RING], [r.x - 1, r.y + 2], [r.x + r.w, r.y], [r.x + r.w + 1, r.y + r.h + 1], [r.x + 2, r.y + r.h]]) {
     assert.deepEqual(px(img, x, y), [1, 2, 3, 255], `ring ${x} ${y}`);
   }
+  for (const [x, y] of [[r.x - RING - 1, r.y], [r.x + r.w + RING, r.y + r.h + RING], [r.x, r.y - RING - 1]]) {
+    assert.deepEqual(px(img, x, y), [...HALO, 255], `halo ${x} ${y}`);
+  }
   assert.deepEqual(px(img, 0, r.y), [1, 2, 3, 255]); // the gutter mark at its row
   assert.deepEqual(px(img, 0, r.y - 1), [0, 0, 0, 0]);
-  assert.deepEqual(px(img, GUTTER + 6, 0), [...SHOWN, 255]); // column 1 marked on top
-  assert.deepEqual(px(img, GUTTER + 6, TOP - 1), [0, 0, 0, 0]);
+  assert.deepEqual(px(img, GUTTER + 8, 0), [...SHOWN, 255]); // column 1 marked on top
+  assert.deepEqual(px(img, GUTTER + 15, TOP - 2), [...SHOWN, 255]);
+  assert.deepEqual(px(img, GUTTER + 16, 0)[3], 0);
+  assert.deepEqual(px(img, GUTTER + 8, TOP - 1), [0, 0, 0, 0]);
   assert.deepEqual(px(img, GUTTER, 0), [0, 0, 0, 0]);
 });
 
