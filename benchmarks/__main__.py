@@ -4,7 +4,8 @@
     python -m benchmarks write serve      # a subset
     python -m benchmarks --quick          # fewer rounds, smaller data
 
-Figures: write, serve, render, training, memory, examples, dynamics, dynview (see each module's docstring).
+Figures: write, serve, render, training, memory, examples, dynamics, dynview (see each
+module's docstring).
 Exit status 1 when a figure missed its target (or failed), 0 otherwise.
 """
 

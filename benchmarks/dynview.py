@@ -26,17 +26,35 @@ BUDGET_MS = 100.0
 def answer(rng: np.random.Generator) -> tuple[dict, list[dict]]:
     ratios = (10.0 ** rng.uniform(-6, 0, (INTERVALS, FILTERS))).astype("<f4")
     steps = list(range(0, 100 * (INTERVALS + 1), 100))
-    blob = {"dtype": "float32", "shape": [INTERVALS, FILTERS],
-            "data": base64.b64encode(ratios.tobytes()).decode()}
+    blob = {
+        "dtype": "float32",
+        "shape": [INTERVALS, FILTERS],
+        "data": base64.b64encode(ratios.tobytes()).decode(),
+    }
     ans = {
-        "run": "run", "tag": "conv/kernel", "layout": "HWIO", "shape": [3, 3, 64, FILTERS],
-        "steps": steps, "updates": steps, "intervals": [100] * INTERVALS,
-        "filters": list(range(FILTERS)), "update_ratio": blob, "grad_norm": None,
+        "run": "run",
+        "tag": "conv/kernel",
+        "layout": "HWIO",
+        "shape": [3, 3, 64, FILTERS],
+        "steps": steps,
+        "updates": steps,
+        "intervals": [100] * INTERVALS,
+        "filters": list(range(FILTERS)),
+        "update_ratio": blob,
+        "grad_norm": None,
     }
     findings = [
-        {"run": "run", "tag": "conv/kernel", "filter": int(f), "problem": "stalled",
-         "first_step": steps[int(i)], "detail": {}}
-        for f, i in zip(rng.choice(FILTERS, 20, replace=False), rng.integers(0, INTERVALS, 20))
+        {
+            "run": "run",
+            "tag": "conv/kernel",
+            "filter": int(f),
+            "problem": "stalled",
+            "first_step": steps[int(i)],
+            "detail": {},
+        }
+        for f, i in zip(
+            rng.choice(FILTERS, 20, replace=False), rng.integers(0, INTERVALS, 20), strict=True
+        )
     ]
     return ans, findings
 

@@ -59,8 +59,11 @@ def served(tmp_path_factory):
             w.kernel(TAG, w1, step, layout="HWIO")
             if step % 2 == 0:
                 w.kernel(TAG2, w2, step, layout="HWIO")
-            w1 = planted(rng, w1, [0.0 if f == STALLED and step >= STALL_FROM else r
-                                   for f, r in enumerate(RATES)])
+            w1 = planted(
+                rng,
+                w1,
+                [0.0 if f == STALLED and step >= STALL_FROM else r for f, r in enumerate(RATES)],
+            )
             w2 = planted(rng, w2, [0.05] * 4)
     # run "g": a PyTorch conv logged with gradients at steps 0 and 2, without at step 1
     model = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3))
@@ -129,7 +132,9 @@ def test_raster_findings_click_and_rotation_follow_the_routes(served, page):
     assert (ratios[STALL_FROM:, STALLED] == 0).all()
 
     # findings are drawn once they arrive
-    canvas = frame.wait_for_selector("#dynamics-ratio[data-marks]:not([data-marks='[]'])", timeout=30000)
+    canvas = frame.wait_for_selector(
+        "#dynamics-ratio[data-marks]:not([data-marks='[]'])", timeout=30000
+    )
     ds = canvas.evaluate("c => Object.assign({}, c.dataset)")
     assert json.loads(ds["steps"]) == list(STEPS) and json.loads(ds["filters"]) == answer["filters"]
     assert (int(ds["rows"]), int(ds["cols"])) == (FILTERS, len(STEPS) - 1)
@@ -141,16 +146,29 @@ def test_raster_findings_click_and_rotation_follow_the_routes(served, page):
             assert tuple(px[y, x, :3]) == want and px[y, x, 3] == 255, (row, col)
 
     # the doctor's stalled finding: filter 3, its first_step 3, drawn at (row 3, column 3)
-    stalled = [f for f in route(served, "findings", run="a")["findings"]
-               if f["tag"] == TAG and f["problem"] == "stalled"]
+    stalled = [
+        f
+        for f in route(served, "findings", run="a")["findings"]
+        if f["tag"] == TAG and f["problem"] == "stalled"
+    ]
     assert [(f["filter"], f["first_step"]) for f in stalled] == [(STALLED, STALL_FROM)]
     marks = json.loads(ds["marks"])
-    assert {"problem": "stalled", "filter": STALLED, "row": STALLED, "col": STALL_FROM,
-            "step": STALL_FROM} in marks
+    assert {
+        "problem": "stalled",
+        "filter": STALLED,
+        "row": STALLED,
+        "col": STALL_FROM,
+        "step": STALL_FROM,
+    } in marks
     cw, ch, left, top = (int(ds[k]) for k in ("cw", "ch", "left", "top"))
     x0, y0 = left + STALL_FROM * cw, top + STALLED * ch
-    for y, x in [(y0 - 1, x0 + 1), (y0 + ch, x0 + 1), (y0 + 1, x0 - 1), (y0 + 1, x0 + cw + RING - 1),
-                 (y0 + 1, 0)]:  # the ring on each side and the left gutter's mark
+    for y, x in [
+        (y0 - 1, x0 + 1),
+        (y0 + ch, x0 + 1),
+        (y0 + 1, x0 - 1),
+        (y0 + 1, x0 + cw + RING - 1),
+        (y0 + 1, 0),
+    ]:  # the ring on each side and the left gutter's mark
         assert tuple(px[y, x, :3]) == STALLED_RGB, (y, x)
     assert tuple(px[y0 + ch // 2, x0 + cw // 2, :3]) == tuple(table[0])  # a ratio of 0: darkest
     chip = frame.locator('#dynamics-markers .dynamics-marker[data-problem="stalled"]')
@@ -214,6 +232,10 @@ def test_gradient_norms_are_drawn_where_logged(served, page):
         for col in range(3):
             y, x = cell_centre(ds, row, col)
             v = grads[col, row]
-            want = MISSING if np.isnan(v) else tuple(table[entry((np.log10(np.float64(v)) - lo) / (hi - lo))])
+            want = (
+                MISSING
+                if np.isnan(v)
+                else tuple(table[entry((np.log10(np.float64(v)) - lo) / (hi - lo))])
+            )
             assert tuple(px[y, x, :3]) == want, (row, col)
     no_problems(page)

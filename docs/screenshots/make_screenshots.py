@@ -120,8 +120,10 @@ def dynamics_run(logdir: Path) -> None:
 
     r = np.random.default_rng(11)
     net = Net()
-    targets = {name: r.normal(size=c.weight.shape) * float(c.weight.detach().abs().mean()) * 2
-               for name, c in (("conv1", net.conv1), ("conv2", net.conv2))}
+    targets = {
+        name: r.normal(size=c.weight.shape) * float(c.weight.detach().abs().mean()) * 2
+        for name, c in (("conv1", net.conv1), ("conv2", net.conv2))
+    }
     with tb_convfilters.Writer(logdir / "dynamics") as w:
         for t in range(30):
             step = 100 * t
@@ -129,7 +131,11 @@ def dynamics_run(logdir: Path) -> None:
             for name, conv in (("conv1", net.conv1), ("conv2", net.conv2)):
                 weight = conv.weight.detach().numpy()
                 n = weight.shape[0]
-                rate = (0.2 if name == "conv1" else 0.08) * 0.88**t * np.exp(r.normal(scale=0.3, size=n))
+                rate = (
+                    (0.2 if name == "conv1" else 0.08)
+                    * 0.88**t
+                    * np.exp(r.normal(scale=0.3, size=n))
+                )
                 if name == "conv2":
                     rate[17] = 0.0 if t >= 12 else rate[17]
                     rate[40] *= 30 if t == 20 else 1
@@ -143,7 +149,9 @@ def dynamics_run(logdir: Path) -> None:
                 u = targets[name] - weight + 0.3 * r.normal(size=weight.shape) * norms.mean()
                 u /= np.linalg.norm(u.reshape(n, -1), axis=1)[:, None, None, None]
                 with torch.no_grad():
-                    conv.weight += torch.from_numpy((u * (rate * norms)[:, None, None, None]).astype(np.float32))
+                    conv.weight += torch.from_numpy(
+                        (u * (rate * norms)[:, None, None, None]).astype(np.float32)
+                    )
 
 
 def write_logs(logdir: Path) -> None:
@@ -315,9 +323,12 @@ def main(names: list[str]) -> None:
                     "run=resnet_lr0.1&tag=conv1/kernel&step=800",
                     open_spectra,
                 )
+
             def open_dynamics(frame):
                 frame.click("#dynamics summary")
-                canvas = frame.wait_for_selector("#dynamics-ratio[data-marks]:not([data-marks='[]'])")
+                canvas = frame.wait_for_selector(
+                    "#dynamics-ratio[data-marks]:not([data-marks='[]'])"
+                )
                 ds = canvas.evaluate("c => Object.assign({}, c.dataset)")
                 mark = next(m for m in json.loads(ds["marks"]) if m["problem"] == "stalled")
                 x = int(ds["left"]) + mark["col"] * int(ds["cw"]) + 1
