@@ -71,6 +71,10 @@ def served(tmp_path_factory):
         for step in range(3):
             grad = torch.from_numpy(rng.normal(size=(4, 2, 3, 3)).astype(np.float32)) * 10.0**step
             log_kernels(w, model, step, grads={"0": grad} if step != 1 else False)
+    # run "bad": conv1's shape changed between its steps, so its dynamics cannot be computed
+    with Writer(logdir / "bad") as w:
+        for step, n in enumerate((8, 9)):
+            w.kernel(TAG, rng.normal(size=(3, 3, 2, n)).astype(np.float32), step, layout="HWIO")
     with tensorboard(logdir, load_fast="false") as base:
         yield base
 
@@ -238,4 +242,20 @@ def test_gradient_norms_are_drawn_where_logged(served, page):
                 else tuple(table[entry((np.log10(np.float64(v)) - lo) / (hi - lo))])
             )
             assert tuple(px[y, x, :3]) == want, (row, col)
+    no_problems(page)
+
+
+def test_a_series_the_routes_cannot_read_is_said_not_drawn(served, page):
+    status, body, _ = http_get(f"{served}/data/plugin/convfilters/dynamics?run=bad&tag={TAG}")
+    assert status == 422, body[:300]
+    error = json.loads(body)["error"]
+    frame = open_view(page, served, "bad", TAG)
+    frame.wait_for_function(
+        "() => document.querySelector('#dynamics-status').textContent.includes('Rotation of bad')"
+    )
+    text = frame.locator("#dynamics-status").inner_text()
+    assert f"Dynamics of {TAG}: {error}" in text
+    assert frame.locator("#dynamics-ratio-part canvas").count() == 0
+    assert frame.locator("#dynamics-rotation-part canvas").count() == 0
+    frame.wait_for_selector(grid_selector("bad", TAG, 1))  # the grid still shows the steps
     no_problems(page)
