@@ -5,13 +5,15 @@
 Logs synthetic but filter-like data (oriented Gabor kernels sharpening out of
 noise over training steps, their feature maps, a second layer, a compared run,
 a run with planted problems for the filter doctor, patterns of a layer, the
-planted bars' dataset examples),
+planted bars' dataset examples, a small PyTorch CNN's training dynamics with a stalled
+filter),
 starts ``tensorboard`` on it and saves one PNG per main view next to this file
 (only the named ones, e.g. ``doctor patterns``, when names are given).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 import urllib.parse
@@ -102,6 +104,56 @@ def examples_run(logdir: Path) -> None:
         w.activation("sobel/activation", sobel(x), 0, inputs=x, examples=9, receptive_field=FIELD)
 
 
+def dynamics_run(logdir: Path) -> None:
+    """30 logged steps of a small PyTorch CNN (kernels, gradient norms, optimizer updates):
+    updates shrinking as the learning rate decays, filter 17 of conv2 stalled from step
+    1200, filter 40 with one exploding update at step 2000."""
+    import torch
+
+    from tb_convfilters.torch import log_kernels
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = torch.nn.Conv2d(3, 32, 5)
+            self.conv2 = torch.nn.Conv2d(32, 64, 3)
+
+    r = np.random.default_rng(11)
+    net = Net()
+    targets = {
+        name: r.normal(size=c.weight.shape) * float(c.weight.detach().abs().mean()) * 2
+        for name, c in (("conv1", net.conv1), ("conv2", net.conv2))
+    }
+    with tb_convfilters.Writer(logdir / "dynamics") as w:
+        for t in range(30):
+            step = 100 * t
+            grads = {}
+            for name, conv in (("conv1", net.conv1), ("conv2", net.conv2)):
+                weight = conv.weight.detach().numpy()
+                n = weight.shape[0]
+                rate = (
+                    (0.2 if name == "conv1" else 0.08)
+                    * 0.88**t
+                    * np.exp(r.normal(scale=0.3, size=n))
+                )
+                if name == "conv2":
+                    rate[17] = 0.0 if t >= 12 else rate[17]
+                    rate[40] *= 30 if t == 20 else 1
+                g = r.normal(size=weight.shape) * (rate * 4)[:, None, None, None]
+                if name == "conv2" and t >= 12:
+                    g[17] *= 1e-4  # no gradient reaches it
+                grads[name] = torch.from_numpy(g.astype(np.float32))
+                log_kernels(w, net, step, modules=[name], grads={name: grads[name]}, updates=step)
+                norms = np.linalg.norm(weight.reshape(n, -1), axis=1)
+                # each filter heads for its own target (plus noise): layers rotate, then settle
+                u = targets[name] - weight + 0.3 * r.normal(size=weight.shape) * norms.mean()
+                u /= np.linalg.norm(u.reshape(n, -1), axis=1)[:, None, None, None]
+                with torch.no_grad():
+                    conv.weight += torch.from_numpy(
+                        (u * (rate * norms)[:, None, None, None]).astype(np.float32)
+                    )
+
+
 def write_logs(logdir: Path) -> None:
     rng = np.random.default_rng(7)
     yy, xx = np.mgrid[0:40, 0:40] / 40
@@ -143,6 +195,7 @@ def write_logs(logdir: Path) -> None:
     sick_run(logdir)
     patterns_run(logdir)
     examples_run(logdir)
+    dynamics_run(logdir)
     big = rng.normal(scale=0.05, size=(3, 3, 512, 512)).astype(np.float16)
     with tb_convfilters.Writer(logdir / "wide") as w:
         w.kernel(
@@ -270,6 +323,24 @@ def main(names: list[str]) -> None:
                     "run=resnet_lr0.1&tag=conv1/kernel&step=800",
                     open_spectra,
                 )
+
+            def open_dynamics(frame):
+                frame.click("#dynamics summary")
+                canvas = frame.wait_for_selector(
+                    "#dynamics-ratio[data-marks]:not([data-marks='[]'])"
+                )
+                ds = canvas.evaluate("c => Object.assign({}, c.dataset)")
+                mark = next(m for m in json.loads(ds["marks"]) if m["problem"] == "stalled")
+                x = int(ds["left"]) + mark["col"] * int(ds["cw"]) + 1
+                y = int(ds["top"]) + mark["row"] * int(ds["ch"]) + int(ds["ch"]) // 2
+                canvas.click(position={"x": x, "y": y})
+                frame.wait_for_selector("#detail:not([hidden]) .detail-title")
+                frame.wait_for_timeout(800)
+                frame.locator("#dynamics-ratio").hover(position={"x": x, "y": y})
+
+            if want("dynamics"):
+                tall = browser.new_page(viewport={"width": 1400, "height": 1400})
+                shoot(base, tall, "dynamics", "run=dynamics&tag=conv2/weight", open_dynamics)
             if want("dark"):
                 dark = browser.new_page(
                     viewport={"width": 1400, "height": 860}, color_scheme="dark"

@@ -81,6 +81,14 @@ export const spectraSteps = (run, tag, maxSteps, init) =>
   getJSON("spectra_steps", { run, tag, max_steps: maxSteps }, init);
 
 /**
+ * Training dynamics of kernel `tag`: {steps, updates, intervals, filters, update_ratio,
+ * grad_norm, rotation, rotation_filters} (binary arrays: binary.js decodeBinary).
+ */
+export const dynamics = (run, tag, init) => getJSON("dynamics", { run, tag }, init);
+/** Every kernel of `run`'s rotation from its first logged step: {tags, steps, filters, rotation}. */
+export const rotation = (run, init) => getJSON("rotation", { run }, init);
+
+/**
  * Dataset examples of activation `tag` at `step`: {step, k, ranked, rows, channels, indices,
  * values, positions, field, input, crops, maps, inputs} (http_api.md); `rows` the filters
  * (all if undefined), `whole` adds each example's whole input.

@@ -16,13 +16,13 @@ import { Comparing } from "./comparing.js";
 import { Controls } from "./controls.js";
 import { DetailView } from "./detail.js";
 import { DoctorView } from "./doctorview.js";
+import { DynamicsView } from "./dynview.js";
 import { examplesSource, storedRow } from "./examplerows.js";
 import { ExampleDetail, ExampleStrips } from "./examplesview.js";
-import { fmt } from "./dom.js";
 import { HealthTable } from "./health.js";
 import { IMAGE_KINDS, filterCount } from "./layout.js";
 import { StepLoader } from "./loader.js";
-import { cellLimits, MODE_LABELS } from "./normalize.js";
+import { cellLimits } from "./normalize.js";
 import * as page from "./page.js";
 import { Panel } from "./panel.js";
 import { PatternHover } from "./patterns.js";
@@ -55,7 +55,7 @@ export class Dashboard {
     const info = (run, tag) => this.info(run, tag);
     const panels = () => this.panels;
     const writeHash = () => this.writeHash();
-    // the views beside the grids (DetailView, PatternHover and SimilarityView read the dashboard)
+    // the views beside the grids (DetailView, PatternHover, SimilarityView, SpectraView, DynamicsView read the dashboard)
     this.health = new HealthTable({ onSelect: (f) => this.selection.select(f, true) });
     this.detail = new DetailView(this);
     this.exampleDetail = new ExampleDetail();
@@ -64,6 +64,7 @@ export class Dashboard {
     this.patternHover = new PatternHover(this);
     this.similarity = new SimilarityView(this);
     this.spectra = new SpectraView(this);
+    this.dynamics = new DynamicsView(this);
     this.comparing = new Comparing({ state, info });
     this.loader = new StepLoader({
       cache: this.cache,
@@ -98,7 +99,7 @@ export class Dashboard {
       tag: () => this.state.tag,
       gridDrawn: (panel) => panel.examples && panel.examples.place(panel.view),
     };
-    const side = [this.detail.node, this.spectra.node, this.similarity.node, this.doctor.node, this.health.node];
+    const side = [this.detail.node, this.spectra.node, this.dynamics.node, this.similarity.node, this.doctor.node, this.health.node];
     this.controls = new Controls(root, side, {
       state,
       tags: () => this.tags,
@@ -178,6 +179,7 @@ export class Dashboard {
     this.triage.clearFindings();
     this.patternHover.clear();
     this.spectra.clear();
+    this.dynamics.clear();
     this.tags = {};
     await this.loadTags();
   }
@@ -411,6 +413,7 @@ export class Dashboard {
     this.triage.updateFindings();
     this.similarity.update();
     this.spectra.update();
+    this.dynamics.update();
   }
 
   drawPanel(panel, result, fixed, order) {
@@ -460,25 +463,9 @@ export class Dashboard {
       // pattern/projection images are pictures: shown larger than kernel tiles when they fit
       maxTile: IMAGE_KINDS.includes(grid.kind) ? IMAGE_TILE : undefined,
     });
-    this.drawColorbar(panel, limits, cmap, signed, images);
+    panel.drawScale(lut(cmap, { dark: this.dark }), limits.range, s, { signed, images });
     this.triage.markPanel(panel);
     this.selection.highlightPanel(panel);
-  }
-
-  /** The colour bar of `panel` and its labels. */
-  drawColorbar(panel, limits, cmap, signed, images = false) {
-    const s = this.state;
-    const [lo, hi] = limits.range;
-    const perCell = s.norm === "tile" || s.norm === "filter";
-    panel.drawColorbar(lut(cmap, { dark: this.dark }), limits.range, {
-      signed,
-      perCell: perCell && !images,
-      note: images
-        ? "images as logged (0 black, 1 white; 3 channels as RGB); labels are filter indices"
-        : perCell
-          ? `${MODE_LABELS[s.norm]}, p${s.pct} (limits up to ${fmt(Math.max(Math.abs(lo), Math.abs(hi)))}; hover a tile)`
-          : `${MODE_LABELS[s.norm]}, p${s.pct}`,
-    });
   }
 
   /** Extra tooltip content: an aligned tile's match (comparing.js); for pattern/projection images, their filter's kernel and stats. */

@@ -5,8 +5,9 @@
 // Where strips go is examplerows.js.
 
 import * as api from "./api.js";
+import { decodeBinary } from "./binary.js";
 import { el, fmt, setChildren } from "./dom.js";
-import { boxOf, boxRect, decodeBinary, imagePixels, overlayPixels } from "./examplepixels.js";
+import { boxOf, boxRect, imagePixels, overlayPixels } from "./examplepixels.js";
 import { rowPlaces, STRIP_GAP, storedRow, stripSize, stripsWidth } from "./examplerows.js";
 
 const DETAIL_PX = 160;

@@ -7,6 +7,7 @@ import { el, fmt, setChildren } from "./dom.js";
 import { describeFinding } from "./findings.js";
 import { GridView } from "./gridview.js";
 import { IMAGE_KINDS } from "./layout.js";
+import { MODE_LABELS } from "./normalize.js";
 
 function safeName(s) {
   return String(s || "").replace(/[^A-Za-z0-9._-]+/g, "_").slice(0, 80);
@@ -181,6 +182,21 @@ export class Panel {
       el("span", { class: "bar-note" }, note),
       el("span", { class: "bar-nan", title: "NaN / Inf values" }, "NaN/Inf"),
     );
+  }
+
+  /** The colour bar of the grid drawn with `table` over `range` under the URL state `s` (norm, pct). */
+  drawScale(table, range, s, { signed, images = false }) {
+    const perCell = (s.norm === "tile" || s.norm === "filter") && !images;
+    const limit = Math.max(Math.abs(range[0]), Math.abs(range[1]));
+    this.drawColorbar(table, range, {
+      signed,
+      perCell,
+      note: images
+        ? "images as logged (0 black, 1 white; 3 channels as RGB); labels are filter indices"
+        : perCell
+          ? `${MODE_LABELS[s.norm]}, p${s.pct} (limits up to ${fmt(limit)}; hover a tile)`
+          : `${MODE_LABELS[s.norm]}, p${s.pct}`,
+    });
   }
 
   clear(message, kind = "info") {

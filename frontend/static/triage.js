@@ -203,15 +203,8 @@ export class Triage {
       h.doctor.setNote(`${f.tag} of ${f.run} has no steps to show.`);
       return;
     }
-    h.stopPlaying();
-    const s = h.state();
-    const shown = f.run === s.run || (s.compare.includes(f.run) && h.info(f.run, f.tag).kind);
-    if (!shown) s.run = f.run;
-    if (s.tag !== f.tag) Object.assign(s, { sample: 0, zoom: null });
-    Object.assign(s, { tag: f.tag, step: at.step, sel: null });
     h.doctor.active = f;
-    h.detail.close();
-    await h.showState();
+    const idx = await this.openAt(f.run, f.tag, at.step, f.filter);
     const where = at.exact
       ? `step ${at.step}, where it was first seen`
       : at.after
@@ -221,17 +214,36 @@ export class Triage {
       h.doctor.setNote(`${f.run} · ${f.tag}: the whole layer is ${f.problem}; showing ${where}.`);
       return;
     }
-    const panel = h.panels().find((p) => p.run === f.run);
-    const idx = panel && panel.loaded ? findingFilter(panel.loaded.grid, f) : -1;
     if (idx < 0) {
       h.doctor.setNote(`${f.run} · ${f.tag} at ${where}: filter ${f.filter} is not drawn.`);
       return;
     }
+    h.doctor.setNote(`${f.run} · ${f.tag} · filter ${f.filter} (${f.problem}) at ${where}.`);
+  }
+
+  /**
+   * Shows `tag` of `run` at logged step `step` and, when `label` (a filter's original index)
+   * is drawn, selects that filter and opens it in the detail view. Returns its grid index, or -1.
+   */
+  async openAt(run, tag, step, label) {
+    const h = this.host;
+    h.stopPlaying();
+    const s = h.state();
+    const shown = run === s.run || (s.compare.includes(run) && h.info(run, tag).kind);
+    if (!shown) s.run = run;
+    if (s.tag !== tag) Object.assign(s, { sample: 0, zoom: null });
+    Object.assign(s, { tag, step, sel: null });
+    h.detail.close();
+    await h.showState();
+    if (label === null || label === undefined) return -1;
+    const panel = h.panels().find((p) => p.run === run);
+    const idx = panel && panel.loaded ? findingFilter(panel.loaded.grid, { filter: label }) : -1;
+    if (idx < 0) return -1;
     h.select(idx, false);
     for (const p of h.panels()) {
       if (p.loaded && idx < filterCount(p.loaded.grid)) p.view.reveal(Math.floor(filterCells(p.loaded.grid, idx)[0] / p.loaded.grid.cols));
     }
     h.detail.show(panel, idx);
-    h.doctor.setNote(`${f.run} · ${f.tag} · filter ${f.filter} (${f.problem}) at ${where}.`);
+    return idx;
   }
 }

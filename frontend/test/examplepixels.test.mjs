@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { boxOf, boxRect, decodeBinary, imagePixels, overlayPixels, unit } from "../static/examplepixels.js";
+import { decodeBinary } from "../static/binary.js";
+import { boxOf, boxRect, imagePixels, overlayPixels, unit } from "../static/examplepixels.js";
 
 const px = (img, x, y) => Array.from(img.data.slice((y * img.width + x) * 4, (y * img.width + x) * 4 + 4));
 
