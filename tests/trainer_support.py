@@ -8,7 +8,7 @@ import json
 import urllib.parse
 from pathlib import Path
 
-from support import PREFIX, http_get, load_npy, tensorboard
+from support import PREFIX, http_get, load_npy, tensorboard, wait_for
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from tb_convfilters import PLUGIN_NAME
@@ -49,8 +49,12 @@ def filters_beside_scalars(logdir: Path, run: str, kernel_tag: str, scalar_tag: 
         status, body, _ = http_get(base + PREFIX + "tags")
         assert status == 200, body[:300]
         assert kernel_tag in json.loads(body)[run], sorted(json.loads(body))
-        query = urllib.parse.urlencode({"run": run})
-        status, body, _ = http_get(f"{base}/data/plugin/scalars/tags?{query}")
-        assert status == 200, body[:300]
-        tags = json.loads(body)
-        assert scalar_tag in tags.get(run, tags), tags
+        url = f"{base}/data/plugin/scalars/tags?" + urllib.parse.urlencode({"run": run})
+
+        def scalar_tags() -> dict:  # TensorBoard loads the runs in the background
+            status, body, _ = http_get(url)
+            assert status == 200, body[:300]
+            tags = json.loads(body)
+            return tags.get(run, tags) if scalar_tag in tags.get(run, tags) else {}
+
+        assert scalar_tag in wait_for(scalar_tags, what=f"scalar {scalar_tag!r} in run {run!r}")
