@@ -74,9 +74,16 @@ def test_kernels_exact_in_the_save_dir_and_the_results_unchanged(tmp_path):
     filters_beside_scalars(save_dir.parent, "train", "model.0.conv/weight", "train/box_loss")
 
 
-def test_add_filters_checks_its_arguments():
-    pytest.importorskip("tb_convfilters.ultralytics", exc_type=ImportError)
+def test_add_filters_checks_its_arguments(monkeypatch):
+    import importlib.util
+
+    find = importlib.util.find_spec  # the module asks only whether ultralytics is installed
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: find("json") if name == "ultralytics" else find(name, *a))
+    monkeypatch.delitem(sys.modules, "tb_convfilters.ultralytics", raising=False)
     from tb_convfilters.ultralytics import add_filters
+
+    monkeypatch.delitem(sys.modules, "tb_convfilters.ultralytics")  # imported as if installed
 
     class Model:
         def __init__(self):
