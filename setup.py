@@ -47,6 +47,9 @@ setup(
         "tf": ["tensorflow>=2.13"],
         "torch": ["torch"],
         "lightning": ["lightning>=2.0"],
+        "transformers": ["transformers>=4.40", "accelerate>=0.26"],  # the Trainer needs accelerate
+        "fastai": ["fastai>=2.7"],
+        "ultralytics": ["ultralytics>=8.1"],
         "flax": ["flax>=0.10"],
         "tensorboardx": ["tensorboardX>=2.6"],
         "plot": ["matplotlib>=3.7"],

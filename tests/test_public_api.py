@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import pkgutil
 import subprocess
 import sys
@@ -39,6 +40,9 @@ PUBLIC = {
         "receptive_field",
     ],
     "tb_convfilters.lightning": ["FiltersCallback"],
+    "tb_convfilters.transformers": ["FiltersCallback"],
+    "tb_convfilters.fastai": ["FiltersCallback"],
+    "tb_convfilters.ultralytics": ["add_filters"],
     "tb_convfilters.flax": ["log_params"],
     "tb_convfilters.vis": ["filter_patterns", "projections", "log_patterns", "METHODS"],
     "tb_convfilters.plot": [
@@ -54,13 +58,16 @@ PUBLIC = {
     ],
     "tb_convfilters.cli": ["main"],
 }
+# public modules over a framework that CI may lack: checked where it is installed
+FRAMEWORKS = {"tb_convfilters.ultralytics": "ultralytics"}
 PRIVATE_PACKAGES = {"_record", "_writing", "_serving", "_commands", "_dashboard"}
 # Floors, bottom up: a module imports only from its own floor or below.
 FLOORS = [
     {"_record", "_dashboard"},
     {"_writing"},
     {"__init__", "summary", "reader", "keras", "torch", "lightning", "flax", "vis", "plot"}
-    | {"doctor", "compare", "importing", "spectra", "dynamics"},
+    | {"doctor", "compare", "importing", "spectra", "dynamics"}
+    | {"transformers", "fastai", "ultralytics"},
     {"_serving", "_commands"},
     {"plugin", "cli", "record", "fs"},
 ]
@@ -70,6 +77,8 @@ MOVED = {"record": "make_record", "fs": "walk"}
 
 @pytest.mark.parametrize("module", sorted(PUBLIC))
 def test_every_documented_name_imports(module):
+    if module in FRAMEWORKS and importlib.util.find_spec(FRAMEWORKS[module]) is None:
+        pytest.skip(f"{FRAMEWORKS[module]} is not installed")
     mod = importlib.import_module(module)
     missing = [name for name in PUBLIC[module] if not hasattr(mod, name)]
     assert not missing, f"{module} lacks {missing}"
@@ -138,3 +147,13 @@ def test_imports_run_one_way():
                     if top in {n for floor in FLOORS for n in floor} and _floor(top) > here:
                         upward.append(f"{'/'.join(parts)} imports {name}")
     assert not upward, upward
+
+
+def test_the_training_frameworks_load_only_when_their_module_is_imported():
+    code = (
+        "import sys, tb_convfilters, tb_convfilters.torch\n"
+        "print(sorted(m for m in ('transformers', 'fastai', 'ultralytics', 'timm', "
+        "'lightning') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
