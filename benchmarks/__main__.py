@@ -4,7 +4,7 @@
     python -m benchmarks write serve      # a subset
     python -m benchmarks --quick          # fewer rounds, smaller data
 
-Figures: write, serve, render, training, memory, examples, dynamics, index (see each
+Figures: write, serve, render, training, memory, examples, dynamics, index, tab (see each
 module's docstring).
 Exit status 1 when a figure missed its target (or failed), 0 otherwise.
 """
@@ -23,7 +23,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks.common import Result, scratch_root  # noqa: E402
 
-FIGURES = ("write", "serve", "render", "training", "memory", "examples", "dynamics", "index")
+FIGURES = ("write", "serve", "render", "training", "memory", "examples", "dynamics", "index", "tab")
 
 
 def table(results: list[Result]) -> str:

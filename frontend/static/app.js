@@ -18,13 +18,15 @@ import { DetailView } from "./detail.js";
 import { DoctorView } from "./doctorview.js";
 import { examplesSource, storedRow } from "./examplerows.js";
 import { ExampleDetail, ExampleStrips } from "./examplesview.js";
-import { fmt } from "./dom.js";
+import { afterPaint, fmt } from "./dom.js";
 import { HealthTable } from "./health.js";
+import { mark } from "./marks.js";
 import { IMAGE_KINDS, filterCount } from "./layout.js";
 import { StepLoader } from "./loader.js";
 import { cellLimits, MODE_LABELS } from "./normalize.js";
 import * as page from "./page.js";
 import { Panel } from "./panel.js";
+import { PREFETCH_BYTES, Prefetcher } from "./prefetch.js";
 import { PatternHover } from "./patterns.js";
 import { Selection } from "./selection.js";
 import { SimilarityView } from "./similarity.js";
@@ -34,6 +36,7 @@ import { Triage } from "./triage.js";
 import { VideoExport } from "./videoexport.js";
 
 const POLL_MS = 30000;
+const INDEXING_POLL_MS = 300; // while the server's first index build runs
 const PLAY_MS = 700;
 const CACHE_BYTES = 384 * 1024 * 1024;
 const IMAGE_TILE = 192;
@@ -45,7 +48,7 @@ export class Dashboard {
     this.tags = {};
     this.steps = [];
     this.stepsByRun = new Map();
-    this.cache = new TensorCache(CACHE_BYTES);
+    this.cache = new TensorCache(CACHE_BYTES, { prefetchLimit: PREFETCH_BYTES });
     this.panels = [];
     this.token = 0; // the latest showStep call
     this.stepsSeq = 0; // the latest loadSteps call
@@ -70,6 +73,7 @@ export class Dashboard {
       state,
       info,
       stepsOf: (run) => this.stepsByRun.get(run) || [],
+      firstPanel: () => this.panels[0],
       comparing: this.comparing,
       showMessage: (text) => this.controls.showMessage(text),
     });
@@ -80,6 +84,7 @@ export class Dashboard {
       token: () => this.token,
       info,
       stats: (run, tag, step) => this.loader.stats(run, tag, step),
+      drift: (run, step, loaded) => this.loader.drift(run, step, loaded),
       select: (f, reveal) => this.selection.select(f, reveal),
       stopPlaying: () => {
         if (this.playing) this.togglePlay();
@@ -96,7 +101,10 @@ export class Dashboard {
       hoverExtra: (panel, hit, view) => this.hoverExtra(panel, hit, view),
       showStep: () => this.showStep(),
       tag: () => this.state.tag,
-      gridDrawn: (panel) => panel.examples && panel.examples.place(panel.view),
+      gridDrawn: (panel) => {
+        mark("grid", { tag: panel.view.data.tag, step: panel.view.data.step });
+        if (panel.examples) panel.examples.place(panel.view);
+      },
     };
     const side = [this.detail.node, this.spectra.node, this.similarity.node, this.doctor.node, this.health.node];
     this.controls = new Controls(root, side, {
@@ -119,6 +127,7 @@ export class Dashboard {
       dark: () => this.dark,
     });
     this.controls.addTool(this.videoExport.node);
+    this.prefetcher = new Prefetcher(this);
   }
 
   // ---- URL state ----
@@ -134,7 +143,8 @@ export class Dashboard {
 
   // ---- lifecycle ----
 
-  async start() {
+  /** `tags`: a promise of the first `tags` answer (index.js asks it before the modules load), or null. */
+  async start(tags = null) {
     page.watchTheme((dark) => this.setTheme(dark));
     page.watchHash(() => this.fromHash(), () => this.fromParentHash());
     let resize = null;
@@ -143,7 +153,21 @@ export class Dashboard {
       resize = setTimeout(() => this.panels.forEach((p) => p.view.draw()), 100);
     });
     this.pollTimer = setInterval(() => this.poll(), POLL_MS);
-    await this.loadTags();
+    let first = null;
+    try {
+      first = await api.tagsAnswer(tags);
+    } catch (e) {
+      this.controls.showMessage(`Could not list tags: ${e.message}`);
+      return;
+    }
+    this.pollIndexing(first.indexing);
+    await this.loadTags(first.tags);
+  }
+
+  /** While the server is still indexing, asks `tags` again soon: runs indexed since show up without a reload. */
+  pollIndexing(indexing) {
+    clearTimeout(this.indexTimer);
+    if (indexing) this.indexTimer = setTimeout(() => this.poll(), INDEXING_POLL_MS);
   }
 
   async fromParentHash() {
@@ -171,10 +195,17 @@ export class Dashboard {
     this.redraw();
   }
 
-  async reload() {
+  /** Forgets the tensors and statistics fetched (a cold start for the next tag; the benchmark's). */
+  forget() {
+    this.prefetcher.cancel();
     this.cache.clear();
-    this.comparing.clear();
     this.loader.clearStats();
+    this.loader.clearSteps();
+  }
+
+  async reload() {
+    this.forget();
+    this.comparing.clear();
     this.triage.clearFindings();
     this.patternHover.clear();
     this.spectra.clear();
@@ -184,14 +215,15 @@ export class Dashboard {
 
   async poll() {
     try {
-      const tags = await api.tags();
+      const { tags, indexing } = await api.tagsAnswer();
+      this.pollIndexing(indexing);
       if (JSON.stringify(tags) !== JSON.stringify(this.tags)) {
         this.triage.clearFindings();
         await this.loadTags(tags);
         return;
       }
       const before = this.steps.length;
-      await this.loadSteps(false);
+      await this.loadSteps(false, true);
       if (this.steps.length !== before) {
         this.loader.clearStats();
         this.triage.clearFindings();
@@ -208,6 +240,7 @@ export class Dashboard {
   async loadTags(prefetched = null) {
     try {
       this.tags = prefetched && Object.keys(prefetched).length ? prefetched : await api.tags();
+      mark("tags");
     } catch (e) {
       this.controls.showMessage(`Could not list tags: ${e.message}`);
       return;
@@ -305,19 +338,23 @@ export class Dashboard {
     this.exampleDetail.show(target.run, source.tag, this.state.step, row, what);
   }
 
-  async loadSteps(show) {
+  /** Lists the shown tag's steps (`refresh`: asked again, else as listed before) and shows the step (`show`: even if unchanged). */
+  async loadSteps(show, refresh = false) {
     const s = this.state;
+    // the tensor the step will show is fetched while the steps are listed (a tag opens at its last step)
+    if (show) this.loader.warm(this.panels, s.step ?? this.info().max_step);
     const runs = [...new Set([...this.shownRuns(), ...(s.diff === "run" || s.align ? [s.base] : [])])];
     // A newer selection may start another listing while this one waits: drop stale answers.
     const seq = ++this.stepsSeq;
     let lists;
     try {
-      lists = await Promise.all(runs.map((r) => (this.info(r, s.tag).kind ? api.steps(r, s.tag) : [])));
+      lists = await Promise.all(runs.map((r) => (this.info(r, s.tag).kind ? this.loader.steps(r, s.tag, refresh) : [])));
     } catch (e) {
       if (seq === this.stepsSeq) this.controls.showMessage(`Could not list the steps of ${s.tag}: ${e.message}`);
       return;
     }
     if (seq !== this.stepsSeq) return;
+    mark("steps", { tag: s.tag });
     runs.forEach((r, i) => this.stepsByRun.set(r, lists[i].map((d) => d.step)));
     this.steps = unionSteps(this.shownRuns().map((r) => this.stepsByRun.get(r) || []));
     let i = s.step === null ? -1 : stepIndex(this.steps, s.step);
@@ -339,6 +376,7 @@ export class Dashboard {
   }
 
   slide() {
+    mark("switch", { step: "slider" });
     const i = this.controls.stepPosition();
     if (this.steps[i] === undefined) return;
     this.state.step = this.steps[i];
@@ -371,6 +409,7 @@ export class Dashboard {
   }
 
   change(patch) {
+    mark("switch", { ...patch });
     Object.assign(this.state, patch);
     if (["run", "tag", "compare", "diff", "base", "align"].some((k) => k in patch)) {
       if ("run" in patch || "tag" in patch) this.detail.close();
@@ -384,6 +423,7 @@ export class Dashboard {
   async showStep() {
     const s = this.state;
     const token = ++this.token;
+    this.prefetcher.cancel();
     this.updateStepLabel();
     this.writeHash();
     const step = s.step;
@@ -400,17 +440,23 @@ export class Dashboard {
       if (token === this.token) this.controls.setLoading(false);
     }
     if (token !== this.token) return;
+    mark("loaded", { tag: s.tag, step: String(step) });
     const signed = isSigned(s.cmap);
     const fixed = await this.loader.fixedLimits(results, this.panels.map((p) => p.run), signed);
     if (token !== this.token) return;
     const order = await this.loader.rowOrder(results[0], this.panels.length ? this.panels[0].run : null);
     if (token !== this.token) return;
+    mark("limits", { tag: s.tag, step: String(step) });
     this.panels.forEach((p, i) => this.drawPanel(p, results[i], fixed, order));
+    // the grid first: the side views (health table, findings, examples, spectra) once it is painted
+    await afterPaint();
+    if (token !== this.token) return;
     this.showExamples(results);
     this.triage.updateSide();
     this.triage.updateFindings();
     this.similarity.update();
     this.spectra.update();
+    this.prefetcher.schedule();
   }
 
   drawPanel(panel, result, fixed, order) {
