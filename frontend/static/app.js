@@ -7,7 +7,9 @@
 // drawing) and composes the parts, each given a small interface (documented at
 // the top of its class): Controls (controls.js), StepLoader (loader.js),
 // Selection (selection.js), Triage (triage.js), Comparing (comparing.js),
-// VideoExport (videoexport.js) and the Panels (panel.js).
+// VideoExport (videoexport.js), the Panels (panel.js), ShownExamples
+// (examplesshown.js) and the Prefetcher (prefetch.js). The grid is drawn first;
+// the side views follow once it is painted.
 
 import * as api from "./api.js";
 import { TensorCache } from "./cache.js";
@@ -16,12 +18,11 @@ import { Comparing } from "./comparing.js";
 import { Controls } from "./controls.js";
 import { DetailView } from "./detail.js";
 import { DoctorView } from "./doctorview.js";
-import { examplesSource, storedRow } from "./examplerows.js";
-import { ExampleDetail, ExampleStrips } from "./examplesview.js";
+import { ShownExamples } from "./examplesshown.js";
 import { afterPaint, fmt } from "./dom.js";
 import { HealthTable } from "./health.js";
 import { mark } from "./marks.js";
-import { IMAGE_KINDS, filterCount } from "./layout.js";
+import { IMAGE_KINDS } from "./layout.js";
 import { StepLoader } from "./loader.js";
 import { cellLimits, MODE_LABELS } from "./normalize.js";
 import * as page from "./page.js";
@@ -61,8 +62,7 @@ export class Dashboard {
     // the views beside the grids (DetailView, PatternHover and SimilarityView read the dashboard)
     this.health = new HealthTable({ onSelect: (f) => this.selection.select(f, true) });
     this.detail = new DetailView(this);
-    this.exampleDetail = new ExampleDetail();
-    this.detail.node.append(this.exampleDetail.node);
+    this.examples = new ShownExamples(this);
     this.doctor = new DoctorView({ onJump: (f) => this.triage.jumpTo(f) });
     this.patternHover = new PatternHover(this);
     this.similarity = new SimilarityView(this);
@@ -284,58 +284,14 @@ export class Dashboard {
 
   newPanel(run) {
     const panel = new Panel(run, this.panelHost);
-    panel.examples = new ExampleStrips({ onWidth: () => this.fitBeside(panel) });
+    panel.examples = this.examples.strips(panel);
     panel.body.append(panel.examples.node);
     return panel;
   }
 
-  /** With Show: examples, the activation whose examples `run`'s shown tag draws ({tag, rows}, examplerows.js), else null. */
-  examplesSource(run) {
-    return this.state.examples ? examplesSource(this.state.tag, this.tags[run]) : null;
-  }
-
-  /** Room right of `panel`'s grid for its strips; a kernel's filters one a line, so each strip sits beside its row. */
-  fitBeside(panel) {
-    const source = this.examplesSource(panel.run);
-    panel.view.setBeside(source ? panel.examples.width() : 0, Boolean(source && source.rows));
-  }
-
-  /** Each panel's dataset examples (Show: examples) at the shown step: beside a kernel's rows, else a list of channels. */
-  showExamples(results) {
-    const s = this.state;
-    this.panels.forEach((panel, i) => {
-      const result = results[i];
-      const source = this.examplesSource(panel.run);
-      if (!source || !result || result.error || !result.grid) {
-        panel.examples.hide();
-        return;
-      }
-      const grid = result.grid;
-      const actInfo = this.info(panel.run, source.tag);
-      if (source.rows && grid.rowFilters) {
-        panel.examples.showRows(panel.run, source.tag, s.step, actInfo, panel.view);
-        return;
-      }
-      const labels = Array.from({ length: filterCount(grid) }, (_, f) => grid.filterLabel(f));
-      panel.examples.showList(panel.run, source.tag, s.step, labels, actInfo);
-    });
-    this.showExampleDetail();
-  }
-
-  /** The detail view's examples of its filter (from a kernel: its layer's activation's channel), when Show: examples is on. */
+  /** The detail view's examples of its filter (detail.js asks when it opens one). */
   showExampleDetail() {
-    const target = this.detail.open ? this.detail.target : null;
-    const source = target ? this.examplesSource(target.run) : null;
-    const panel = source ? this.panels.find((p) => p.run === target.run) : null;
-    const grid = panel && panel.loaded ? panel.loaded.grid : null;
-    const label = grid ? grid.filterLabel(target.f) : null;
-    const row = grid ? storedRow(label, this.info(target.run, source.tag)) : -1;
-    if (row < 0) {
-      this.exampleDetail.close();
-      return;
-    }
-    const what = grid.kind === "kernel" ? `filter ${label} (channel ${label} of ${source.tag})` : `channel ${label}`;
-    this.exampleDetail.show(target.run, source.tag, this.state.step, row, what);
+    this.examples.showDetail();
   }
 
   /** Lists the shown tag's steps (`refresh`: asked again, else as listed before) and shows the step (`show`: even if unchanged). */
@@ -451,7 +407,7 @@ export class Dashboard {
     // the grid first: the side views (health table, findings, examples, spectra) once it is painted
     await afterPaint();
     if (token !== this.token) return;
-    this.showExamples(results);
+    this.examples.show(results);
     this.triage.updateSide();
     this.triage.updateFindings();
     this.similarity.update();
@@ -482,7 +438,7 @@ export class Dashboard {
       notes.push(grid.rowFilters ? `no ${s.sort} to sort by at this step` : "sorting applies to kernel rows");
     }
     if (s.rgb && !grid.rgb && grid.kind === "kernel") notes.push("RGB needs 3 input channels");
-    if (s.examples && !this.examplesSource(panel.run)) {
+    if (s.examples && !this.examples.source(panel.run)) {
       notes.push(`no dataset examples: neither ${s.tag} nor its layer's activation has them in this run (log them with Writer.activation(..., inputs=x))`);
     }
     panel.setStatus(notes.join("; "));
@@ -491,7 +447,7 @@ export class Dashboard {
     panel.view.bg = this.dark ? [32, 33, 36] : [255, 255, 255];
     panel.view.sep = this.dark ? [72, 74, 78] : [200, 200, 200];
     panel.view.view.rowOrder = order;
-    this.fitBeside(panel);
+    this.examples.fitBeside(panel);
     panel.view.set({
       grid,
       values,

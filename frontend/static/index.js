@@ -8,7 +8,7 @@
 // Every module app.js imports, directly or not (frontend/test/modules.test.mjs checks the list).
 export const MODULES = [
   "align", "analysis", "api", "app", "cache", "cka", "colormap", "comparing", "controls", "detail",
-  "doctorview", "dom", "examplepixels", "examplerows", "examplesview", "findings", "gridcanvas",
+  "doctorview", "dom", "examplepixels", "examplerows", "examplesshown", "examplesview", "findings", "gridcanvas",
   "gridview", "health", "layout", "loader", "marks", "normalize", "overlay", "page", "panel", "patterns",
   "prefetch", "render", "selection", "similarity", "spectra", "spectraview", "state", "triage",
   "videoexport", "videoframes",
