@@ -129,6 +129,7 @@ def figures(loader: str, m: dict) -> list[Result]:
         log(f"{loader} {key}: " + " ".join(f"{x['grid']:.0f}" for x in m[key]) + " ms")
     log(f"{loader} floor: " + " ".join(f"{x['total']:.0f}" for x in m["floor"]) + " ms")
     log(f"{loader} switch to {BIG}: " + phases(min(m["big"], key=lambda x: x["grid"])["marks"]))
+    log(f"{loader} switch to {SMALL}: " + phases(min(m["small"], key=lambda x: x["grid"])["marks"]))
     log(f"{loader} tab open: " + phases(min(m["open"], key=lambda x: x["grid"])["marks"]))
     f0 = min(m["floor"], key=lambda f: f["total"])
     floor = f0["total"]
