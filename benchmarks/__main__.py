@@ -4,8 +4,8 @@
     python -m benchmarks write serve      # a subset
     python -m benchmarks --quick          # fewer rounds, smaller data
 
-Figures: write, serve, render, training, memory, examples, dynamics, dynview, index (see
-each module's docstring).
+Figures: write, serve, render, training, memory, examples, dynamics, dynview, index, tab
+(see each module's docstring).
 Exit status 1 when a figure missed its target (or failed), 0 otherwise.
 """
 
@@ -33,6 +33,7 @@ FIGURES = (
     "dynamics",
     "dynview",
     "index",
+    "tab",
 )
 
 

@@ -59,6 +59,22 @@ export async function getJSON(path, params = {}, init = {}) {
 }
 
 export const tags = (init) => getJSON("tags", {}, init);
+
+/**
+ * The `tags` answer and whether the server is still indexing (X-Convfilters-Indexing: runs
+ * not indexed yet are missing; ask again soon). `response`: a promise of the `fetch("tags")`
+ * started before this module loaded (index.js), or null to ask now.
+ */
+export async function tagsAnswer(response = null) {
+  let resp;
+  try {
+    resp = await (response || fetch("tags"));
+  } catch (e) {
+    throw new ApiError(0, `cannot reach TensorBoard (${e.message || e})`);
+  }
+  await check(resp);
+  return { tags: await resp.json(), indexing: resp.headers.get("X-Convfilters-Indexing") === "1" };
+}
 export const steps = (run, tag, init) => getJSON("steps", { run, tag }, init);
 /**
  * Per-filter stats: {names, steps, total_steps, capped}; at most `maxSteps` steps (the

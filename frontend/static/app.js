@@ -7,7 +7,9 @@
 // drawing) and composes the parts, each given a small interface (documented at
 // the top of its class): Controls (controls.js), StepLoader (loader.js),
 // Selection (selection.js), Triage (triage.js), Comparing (comparing.js),
-// VideoExport (videoexport.js) and the Panels (panel.js).
+// VideoExport (videoexport.js), the Panels (panel.js), ShownExamples
+// (examplesshown.js) and the Prefetcher (prefetch.js). The grid is drawn first;
+// the side views follow once it is painted.
 
 import * as api from "./api.js";
 import { TensorCache } from "./cache.js";
@@ -17,14 +19,16 @@ import { Controls } from "./controls.js";
 import { DetailView } from "./detail.js";
 import { DoctorView } from "./doctorview.js";
 import { DynamicsView } from "./dynview.js";
-import { examplesSource, storedRow } from "./examplerows.js";
-import { ExampleDetail, ExampleStrips } from "./examplesview.js";
+import { ShownExamples } from "./examplesshown.js";
+import { afterPaint } from "./dom.js";
 import { HealthTable } from "./health.js";
-import { IMAGE_KINDS, filterCount } from "./layout.js";
+import { mark } from "./marks.js";
+import { IMAGE_KINDS } from "./layout.js";
 import { StepLoader } from "./loader.js";
 import { cellLimits } from "./normalize.js";
 import * as page from "./page.js";
 import { Panel } from "./panel.js";
+import { PREFETCH_BYTES, Prefetcher } from "./prefetch.js";
 import { PatternHover } from "./patterns.js";
 import { Selection } from "./selection.js";
 import { SimilarityView } from "./similarity.js";
@@ -34,6 +38,7 @@ import { Triage } from "./triage.js";
 import { VideoExport } from "./videoexport.js";
 
 const POLL_MS = 30000;
+const INDEXING_POLL_MS = 300; // while the server's first index build runs
 const PLAY_MS = 700;
 const CACHE_BYTES = 384 * 1024 * 1024;
 const IMAGE_TILE = 192;
@@ -45,7 +50,7 @@ export class Dashboard {
     this.tags = {};
     this.steps = [];
     this.stepsByRun = new Map();
-    this.cache = new TensorCache(CACHE_BYTES);
+    this.cache = new TensorCache(CACHE_BYTES, { prefetchLimit: PREFETCH_BYTES });
     this.panels = [];
     this.token = 0; // the latest showStep call
     this.stepsSeq = 0; // the latest loadSteps call
@@ -58,8 +63,7 @@ export class Dashboard {
     // the views beside the grids (DetailView, PatternHover, SimilarityView, SpectraView, DynamicsView read the dashboard)
     this.health = new HealthTable({ onSelect: (f) => this.selection.select(f, true) });
     this.detail = new DetailView(this);
-    this.exampleDetail = new ExampleDetail();
-    this.detail.node.append(this.exampleDetail.node);
+    this.examples = new ShownExamples(this);
     this.doctor = new DoctorView({ onJump: (f) => this.triage.jumpTo(f) });
     this.patternHover = new PatternHover(this);
     this.similarity = new SimilarityView(this);
@@ -71,6 +75,7 @@ export class Dashboard {
       state,
       info,
       stepsOf: (run) => this.stepsByRun.get(run) || [],
+      firstPanel: () => this.panels[0],
       comparing: this.comparing,
       showMessage: (text) => this.controls.showMessage(text),
     });
@@ -81,6 +86,7 @@ export class Dashboard {
       token: () => this.token,
       info,
       stats: (run, tag, step) => this.loader.stats(run, tag, step),
+      drift: (run, step, loaded) => this.loader.drift(run, step, loaded),
       select: (f, reveal) => this.selection.select(f, reveal),
       stopPlaying: () => {
         if (this.playing) this.togglePlay();
@@ -97,7 +103,10 @@ export class Dashboard {
       hoverExtra: (panel, hit, view) => this.hoverExtra(panel, hit, view),
       showStep: () => this.showStep(),
       tag: () => this.state.tag,
-      gridDrawn: (panel) => panel.examples && panel.examples.place(panel.view),
+      gridDrawn: (panel) => {
+        mark("grid", { tag: panel.view.data.tag, step: panel.view.data.step });
+        if (panel.examples) panel.examples.place(panel.view);
+      },
     };
     const side = [this.detail.node, this.spectra.node, this.dynamics.node, this.similarity.node, this.doctor.node, this.health.node];
     this.controls = new Controls(root, side, {
@@ -120,6 +129,7 @@ export class Dashboard {
       dark: () => this.dark,
     });
     this.controls.addTool(this.videoExport.node);
+    this.prefetcher = new Prefetcher(this);
   }
 
   // ---- URL state ----
@@ -135,7 +145,8 @@ export class Dashboard {
 
   // ---- lifecycle ----
 
-  async start() {
+  /** `tags`: a promise of the first `tags` answer (index.js asks it before the modules load), or null. */
+  async start(tags = null) {
     page.watchTheme((dark) => this.setTheme(dark));
     page.watchHash(() => this.fromHash(), () => this.fromParentHash());
     let resize = null;
@@ -144,7 +155,21 @@ export class Dashboard {
       resize = setTimeout(() => this.panels.forEach((p) => p.view.draw()), 100);
     });
     this.pollTimer = setInterval(() => this.poll(), POLL_MS);
-    await this.loadTags();
+    let first = null;
+    try {
+      first = await api.tagsAnswer(tags);
+    } catch (e) {
+      this.controls.showMessage(`Could not list tags: ${e.message}`);
+      return;
+    }
+    this.pollIndexing(first.indexing);
+    await this.loadTags(first.tags);
+  }
+
+  /** While the server is still indexing, asks `tags` again soon: runs indexed since show up without a reload. */
+  pollIndexing(indexing) {
+    clearTimeout(this.indexTimer);
+    if (indexing) this.indexTimer = setTimeout(() => this.poll(), INDEXING_POLL_MS);
   }
 
   async fromParentHash() {
@@ -172,10 +197,17 @@ export class Dashboard {
     this.redraw();
   }
 
-  async reload() {
+  /** Forgets the tensors and statistics fetched (a cold start for the next tag; the benchmark's). */
+  forget() {
+    this.prefetcher.cancel();
     this.cache.clear();
-    this.comparing.clear();
     this.loader.clearStats();
+    this.loader.clearSteps();
+  }
+
+  async reload() {
+    this.forget();
+    this.comparing.clear();
     this.triage.clearFindings();
     this.patternHover.clear();
     this.spectra.clear();
@@ -186,14 +218,15 @@ export class Dashboard {
 
   async poll() {
     try {
-      const tags = await api.tags();
+      const { tags, indexing } = await api.tagsAnswer();
+      this.pollIndexing(indexing);
       if (JSON.stringify(tags) !== JSON.stringify(this.tags)) {
         this.triage.clearFindings();
         await this.loadTags(tags);
         return;
       }
       const before = this.steps.length;
-      await this.loadSteps(false);
+      await this.loadSteps(false, true);
       if (this.steps.length !== before) {
         this.loader.clearStats();
         this.triage.clearFindings();
@@ -210,6 +243,7 @@ export class Dashboard {
   async loadTags(prefetched = null) {
     try {
       this.tags = prefetched && Object.keys(prefetched).length ? prefetched : await api.tags();
+      mark("tags");
     } catch (e) {
       this.controls.showMessage(`Could not list tags: ${e.message}`);
       return;
@@ -253,73 +287,33 @@ export class Dashboard {
 
   newPanel(run) {
     const panel = new Panel(run, this.panelHost);
-    panel.examples = new ExampleStrips({ onWidth: () => this.fitBeside(panel) });
+    panel.examples = this.examples.strips(panel);
     panel.body.append(panel.examples.node);
     return panel;
   }
 
-  /** With Show: examples, the activation whose examples `run`'s shown tag draws ({tag, rows}, examplerows.js), else null. */
-  examplesSource(run) {
-    return this.state.examples ? examplesSource(this.state.tag, this.tags[run]) : null;
-  }
-
-  /** Room right of `panel`'s grid for its strips; a kernel's filters one a line, so each strip sits beside its row. */
-  fitBeside(panel) {
-    const source = this.examplesSource(panel.run);
-    panel.view.setBeside(source ? panel.examples.width() : 0, Boolean(source && source.rows));
-  }
-
-  /** Each panel's dataset examples (Show: examples) at the shown step: beside a kernel's rows, else a list of channels. */
-  showExamples(results) {
-    const s = this.state;
-    this.panels.forEach((panel, i) => {
-      const result = results[i];
-      const source = this.examplesSource(panel.run);
-      if (!source || !result || result.error || !result.grid) {
-        panel.examples.hide();
-        return;
-      }
-      const grid = result.grid;
-      const actInfo = this.info(panel.run, source.tag);
-      if (source.rows && grid.rowFilters) {
-        panel.examples.showRows(panel.run, source.tag, s.step, actInfo, panel.view);
-        return;
-      }
-      const labels = Array.from({ length: filterCount(grid) }, (_, f) => grid.filterLabel(f));
-      panel.examples.showList(panel.run, source.tag, s.step, labels, actInfo);
-    });
-    this.showExampleDetail();
-  }
-
-  /** The detail view's examples of its filter (from a kernel: its layer's activation's channel), when Show: examples is on. */
+  /** The detail view's examples of its filter (detail.js asks when it opens one). */
   showExampleDetail() {
-    const target = this.detail.open ? this.detail.target : null;
-    const source = target ? this.examplesSource(target.run) : null;
-    const panel = source ? this.panels.find((p) => p.run === target.run) : null;
-    const grid = panel && panel.loaded ? panel.loaded.grid : null;
-    const label = grid ? grid.filterLabel(target.f) : null;
-    const row = grid ? storedRow(label, this.info(target.run, source.tag)) : -1;
-    if (row < 0) {
-      this.exampleDetail.close();
-      return;
-    }
-    const what = grid.kind === "kernel" ? `filter ${label} (channel ${label} of ${source.tag})` : `channel ${label}`;
-    this.exampleDetail.show(target.run, source.tag, this.state.step, row, what);
+    this.examples.showDetail();
   }
 
-  async loadSteps(show) {
+  /** Lists the shown tag's steps (`refresh`: asked again, else as listed before) and shows the step (`show`: even if unchanged). */
+  async loadSteps(show, refresh = false) {
     const s = this.state;
+    // the tensor the step will show is fetched while the steps are listed (a tag opens at its last step)
+    if (show) this.loader.warm(this.panels, s.step ?? this.info().max_step);
     const runs = [...new Set([...this.shownRuns(), ...(s.diff === "run" || s.align ? [s.base] : [])])];
     // A newer selection may start another listing while this one waits: drop stale answers.
     const seq = ++this.stepsSeq;
     let lists;
     try {
-      lists = await Promise.all(runs.map((r) => (this.info(r, s.tag).kind ? api.steps(r, s.tag) : [])));
+      lists = await Promise.all(runs.map((r) => (this.info(r, s.tag).kind ? this.loader.steps(r, s.tag, refresh) : [])));
     } catch (e) {
       if (seq === this.stepsSeq) this.controls.showMessage(`Could not list the steps of ${s.tag}: ${e.message}`);
       return;
     }
     if (seq !== this.stepsSeq) return;
+    mark("steps", { tag: s.tag });
     runs.forEach((r, i) => this.stepsByRun.set(r, lists[i].map((d) => d.step)));
     this.steps = unionSteps(this.shownRuns().map((r) => this.stepsByRun.get(r) || []));
     let i = s.step === null ? -1 : stepIndex(this.steps, s.step);
@@ -341,6 +335,7 @@ export class Dashboard {
   }
 
   slide() {
+    mark("switch", { step: "slider" });
     const i = this.controls.stepPosition();
     if (this.steps[i] === undefined) return;
     this.state.step = this.steps[i];
@@ -373,6 +368,7 @@ export class Dashboard {
   }
 
   change(patch) {
+    mark("switch", { ...patch });
     Object.assign(this.state, patch);
     if (["run", "tag", "compare", "diff", "base", "align"].some((k) => k in patch)) {
       if ("run" in patch || "tag" in patch) this.detail.close();
@@ -386,6 +382,7 @@ export class Dashboard {
   async showStep() {
     const s = this.state;
     const token = ++this.token;
+    this.prefetcher.cancel();
     this.updateStepLabel();
     this.writeHash();
     const step = s.step;
@@ -402,18 +399,24 @@ export class Dashboard {
       if (token === this.token) this.controls.setLoading(false);
     }
     if (token !== this.token) return;
+    mark("loaded", { tag: s.tag, step: String(step) });
     const signed = isSigned(s.cmap);
     const fixed = await this.loader.fixedLimits(results, this.panels.map((p) => p.run), signed);
     if (token !== this.token) return;
     const order = await this.loader.rowOrder(results[0], this.panels.length ? this.panels[0].run : null);
     if (token !== this.token) return;
+    mark("limits", { tag: s.tag, step: String(step) });
     this.panels.forEach((p, i) => this.drawPanel(p, results[i], fixed, order));
-    this.showExamples(results);
+    // the grid first: the side views (health table, findings, examples, spectra) once it is painted
+    await afterPaint();
+    if (token !== this.token) return;
+    this.examples.show(results);
     this.triage.updateSide();
     this.triage.updateFindings();
     this.similarity.update();
     this.spectra.update();
     this.dynamics.update();
+    this.prefetcher.schedule();
   }
 
   drawPanel(panel, result, fixed, order) {
@@ -439,7 +442,7 @@ export class Dashboard {
       notes.push(grid.rowFilters ? `no ${s.sort} to sort by at this step` : "sorting applies to kernel rows");
     }
     if (s.rgb && !grid.rgb && grid.kind === "kernel") notes.push("RGB needs 3 input channels");
-    if (s.examples && !this.examplesSource(panel.run)) {
+    if (s.examples && !this.examples.source(panel.run)) {
       notes.push(`no dataset examples: neither ${s.tag} nor its layer's activation has them in this run (log them with Writer.activation(..., inputs=x))`);
     }
     panel.setStatus(notes.join("; "));
@@ -448,7 +451,7 @@ export class Dashboard {
     panel.view.bg = this.dark ? [32, 33, 36] : [255, 255, 255];
     panel.view.sep = this.dark ? [72, 74, 78] : [200, 200, 200];
     panel.view.view.rowOrder = order;
-    this.fitBeside(panel);
+    this.examples.fitBeside(panel);
     panel.view.set({
       grid,
       values,

@@ -1,31 +1,91 @@
-// The dashboard's tensors: a byte-bounded LRU of fetches (api.js).
+// The dashboard's tensors: a byte-bounded LRU of fetches (api.js), and the
+// tensors fetched ahead of need (prefetch.js) within a budget of their own.
 
 import * as api from "./api.js";
 
-/** A small byte-bounded LRU of tensor promises. */
+/** The cache key of a tensor: run, tag, step and the view's caps. */
+function keyOf(run, tag, step, caps) {
+  return JSON.stringify([run, tag, String(step), caps.maxFilters ?? null, caps.maxChannels ?? null]);
+}
+
+/**
+ * A byte-bounded LRU of tensor promises. `limit`: bytes of decoded tensors kept in
+ * all; `prefetchLimit`: bytes of those fetched ahead (`prefetch`) and not asked for
+ * since, evicted first (oldest first) when over it. `fetch(run, tag, step, caps)`
+ * -> promise of {buffer, ...} (api.tensor by default; tests pass their own).
+ */
 export class TensorCache {
-  constructor(limit) {
+  constructor(limit, { prefetchLimit = limit, fetch = null } = {}) {
     this.limit = limit;
+    this.prefetchLimit = prefetchLimit;
+    this.fetch = fetch || ((run, tag, step, caps) => api.tensor(run, tag, step, {}, caps));
     this.map = new Map();
   }
 
   /** `cap` ({maxFilters, maxChannels}) asks for a smaller view; it is part of the key. */
   get(run, tag, step, cap = null) {
-    const caps = cap ? { maxFilters: cap.maxFilters, maxChannels: cap.maxChannels } : {};
-    const key = JSON.stringify([run, tag, String(step), caps.maxFilters ?? null, caps.maxChannels ?? null]);
+    return this.entry(run, tag, step, cap, false).promise;
+  }
+
+  /**
+   * Fetches ahead unless held already: true if it started (or holds) the fetch,
+   * false when `bytes` (the expected decoded size) would not fit the prefetch budget.
+   */
+  prefetch(run, tag, step, cap = null, bytes = 0) {
+    const caps = capsOf(cap);
+    if (this.map.has(keyOf(run, tag, step, caps))) return true;
+    if (bytes > this.prefetchLimit || this.prefetchedBytes() + bytes > this.prefetchLimit) return false;
+    const entry = this.entry(run, tag, step, cap, true);
+    if (!entry.bytes) entry.bytes = bytes; // counted while it is on its way
+    entry.promise.catch(() => {}); // nobody awaits a prefetch: its failure is asked again when shown
+    return true;
+  }
+
+  /** Drops the tensors fetched ahead and not asked for since, except `keep` ([[run, tag, step, cap]]). */
+  keepAhead(keep) {
+    const wanted = new Set(keep.map(([run, tag, step, cap]) => keyOf(run, tag, step, capsOf(cap))));
+    for (const [key, e] of [...this.map]) if (e.ahead && !wanted.has(key)) this.map.delete(key);
+  }
+
+  /** Is this tensor held (or on its way)? */
+  has(run, tag, step, cap = null) {
+    return this.map.has(keyOf(run, tag, step, capsOf(cap)));
+  }
+
+  entry(run, tag, step, cap, ahead) {
+    const caps = capsOf(cap);
+    const key = keyOf(run, tag, step, caps);
     if (this.map.has(key)) {
       const entry = this.map.get(key);
       this.map.delete(key);
       this.map.set(key, entry);
-      return entry.promise;
+      if (!ahead) entry.ahead = false;
+      return entry;
     }
-    const entry = { promise: api.tensor(run, tag, step, {}, caps), bytes: 0 };
-    entry.promise.then((t) => { entry.bytes = t.buffer.byteLength; this.trim(); }, () => this.map.delete(key));
+    const entry = { promise: this.fetch(run, tag, step, caps), bytes: 0, ahead };
+    entry.promise.then(
+      (t) => { entry.bytes = t.buffer.byteLength; this.trim(); },
+      () => { if (this.map.get(key) === entry) this.map.delete(key); },
+    );
     this.map.set(key, entry);
-    return entry.promise;
+    return entry;
+  }
+
+  /** Bytes held by tensors fetched ahead and not asked for since. */
+  prefetchedBytes() {
+    let total = 0;
+    for (const e of this.map.values()) if (e.ahead) total += e.bytes;
+    return total;
   }
 
   trim() {
+    let ahead = this.prefetchedBytes();
+    for (const [key, e] of this.map) {
+      if (ahead <= this.prefetchLimit) break;
+      if (!e.ahead) continue;
+      ahead -= e.bytes;
+      this.map.delete(key);
+    }
     let total = 0;
     for (const e of this.map.values()) total += e.bytes;
     for (const [key, e] of this.map) {
@@ -38,4 +98,8 @@ export class TensorCache {
   clear() {
     this.map.clear();
   }
+}
+
+function capsOf(cap) {
+  return cap ? { maxFilters: cap.maxFilters, maxChannels: cap.maxChannels } : {};
 }

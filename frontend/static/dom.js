@@ -60,3 +60,18 @@ export function fmt(v, digits = 4) {
   if (a >= 1e4 || a < 1e-3) return v.toExponential(digits - 1);
   return Number(v.toPrecision(digits)).toString();
 }
+
+/**
+ * Resolves once the frame the page has scheduled is painted (the grids draw in
+ * animation frames): what waits for it comes after the first pixels. A timer
+ * stands in where frames do not run (a hidden page).
+ */
+export function afterPaint(fallbackMs = 250) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, fallbackMs);
+    requestAnimationFrame(() => setTimeout(() => {
+      clearTimeout(timer);
+      resolve();
+    }, 0));
+  });
+}

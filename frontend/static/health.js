@@ -4,8 +4,16 @@
 
 import { series } from "./analysis.js";
 import { el, fmt } from "./dom.js";
+import { mark } from "./marks.js";
 
 const SHOWN = 200;
+const SPARK_ROWS = 40; // rows whose sparklines are drawn per idle slice
+
+/** Runs `fn` when the page is idle (a timer where there is no requestIdleCallback). */
+function whenIdle(fn) {
+  if (typeof requestIdleCallback === "function") requestIdleCallback(fn, { timeout: 200 });
+  else setTimeout(fn, 0);
+}
 const SVG = "http://www.w3.org/2000/svg";
 
 function svg(tag, attrs) {
@@ -69,6 +77,37 @@ export class HealthTable {
   update(data) {
     this.data = data;
     this.render();
+  }
+
+  /**
+   * The sparkline of filter `f`'s `key` at the shown step: drawn once per statistics
+   * answer and step, then moved into each new rendering of the table (flags arriving,
+   * sorting) instead of drawn again.
+   */
+  spark(f, key) {
+    const { stats, step } = this.data;
+    if (!this.sparks || this.sparks.stats !== stats || this.sparks.step !== step) this.sparks = { stats, step, nodes: new Map() };
+    const id = `${f}:${key}`;
+    if (!this.sparks.nodes.has(id)) this.sparks.nodes.set(id, sparkline(series(stats, key, f), step));
+    return this.sparks.nodes.get(id);
+  }
+
+  /** Fills the rows' sparkline slots a slice at a time in idle time, the rows of the table on screen first. */
+  fillSparks(slots) {
+    const gen = (this.gen = (this.gen || 0) + 1);
+    const { step } = this.data;
+    let i = 0;
+    const slice = () => {
+      if (gen !== this.gen) return; // rendered again since
+      const end = Math.min(slots.length, i + SPARK_ROWS * 3);
+      for (; i < end; i++) {
+        const [slot, f, key] = slots[i];
+        slot.replaceWith(this.spark(f, key));
+      }
+      if (i < slots.length) whenIdle(slice);
+      else mark("sparklines", { step });
+    };
+    whenIdle(slice);
   }
 
   select(f) {
@@ -150,6 +189,14 @@ export class HealthTable {
             this.render();
           },
         }, text)));
+    const slots = []; // [placeholder, filter, key]: sparklines drawn after the table is on screen
+    const spark = (f, k) => {
+      const node = this.sparks && this.sparks.stats === stats && this.sparks.step === step && this.sparks.nodes.get(`${f}:${k}`);
+      if (node) return node;
+      const slot = el("span", { class: "spark-slot" });
+      slots.push([slot, f, k]);
+      return slot;
+    };
     const body = shown.map((f) => el("tr", {
       dataset: { filter: f },
       class: f === this.selected ? "selected" : null,
@@ -159,7 +206,7 @@ export class HealthTable {
     ...cols.map(([k]) => {
       if (k === "drift") return el("td", { class: "num" }, fmt(d.drift[f], 3));
       if (k === "nonfinite") return el("td", { class: "num" }, fmt(rows[f][stats.names.indexOf(k)], 3));
-      return el("td", { class: "num" }, el("span", {}, fmt(rows[f][stats.names.indexOf(k)], 3)), sparkline(series(stats, k, f), step));
+      return el("td", { class: "num" }, el("span", {}, fmt(rows[f][stats.names.indexOf(k)], 3)), spark(f, k));
     }),
     el("td", { class: "flags" }, ...flags[f].map((x) => el("span", {
       class: `flag flag-${x.problem}${x.later ? " later" : ""}`,
@@ -170,6 +217,8 @@ export class HealthTable {
       ? [el("tr", { class: "health-empty" }, el("td", { colspan: String(cols.length + 2) }, d.flags === null ? "checking…" : "no flagged filters"))]
       : [];
     this.table.replaceChildren(el("thead", {}, head), el("tbody", {}, ...body, ...empty));
+    mark("health", { step, rows: shown.length, flags: d.flags !== null });
+    this.fillSparks(slots);
     this.more.hidden = shown.length === listed.length;
     this.more.textContent = `show all ${listed.length} filters`;
   }

@@ -1,17 +1,40 @@
 // Entry point: TensorBoard imports this module inside the plugin iframe
 // (document base "plugin/convfilters/") and calls render().
+//
+// It imports nothing itself, so render() runs as soon as this file is here: it asks
+// `tags` at once and tells the browser every module the dashboard imports (one round
+// of requests instead of one per level of imports) while app.js loads.
 
-import { Dashboard } from "./app.js";
+// Every module app.js imports, directly or not (frontend/test/modules.test.mjs checks the list).
+export const MODULES = [
+  "align", "analysis", "api", "app", "binary", "cache", "cka", "colormap", "comparing", "controls",
+  "detail", "doctorview", "dom", "dynraster", "dynview", "examplepixels", "examplerows", "examplesshown", "examplesview", "findings", "gridcanvas",
+  "gridview", "health", "layout", "loader", "marks", "normalize", "overlay", "page", "panel", "patterns",
+  "prefetch", "render", "selection", "similarity", "spectra", "spectraview", "state", "triage",
+  "videoexport", "videoframes",
+];
 
 let dashboard = null;
 
 export function render() {
   if (dashboard) return dashboard;
+  performance.mark("convfilters:entry");
+  const tags = fetch("tags");
+  tags.catch(() => {}); // the dashboard reports it
+  for (const name of MODULES) {
+    const link = document.createElement("link");
+    link.rel = "modulepreload";
+    link.href = `static/${name}.js`;
+    document.head.append(link);
+  }
   const link = document.createElement("link");
   link.rel = "stylesheet";
   link.href = "static/style.css";
   document.head.append(link);
-  dashboard = new Dashboard(document.body);
-  dashboard.start();
+  dashboard = import("./app.js").then(({ Dashboard }) => {
+    const d = new Dashboard(document.body);
+    d.start(tags);
+    return d;
+  });
   return dashboard;
 }

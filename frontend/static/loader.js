@@ -19,17 +19,51 @@ const DRIFT_MAX_BYTES = 64 * 1024 * 1024;
  * `host`: cache (TensorCache); state() -> the URL state (read only);
  * info(run, tag) -> the tag's metadata in that run; stepsOf(run) -> the run's
  * logged steps of the tag, ascending; comparing (Comparing: aligning, match);
- * showMessage(text). Holds the statistics answers until clearStats().
+ * showMessage(text). Holds the statistics answers until clearStats() and the
+ * steps listings until clearSteps().
  */
 export class StepLoader {
   constructor(host) {
     this.host = host;
     this.statsCache = new Map();
+    this.stepsCache = new Map();
   }
 
   /** Forgets the statistics (new steps or Reload). */
   clearStats() {
     this.statsCache.clear();
+  }
+
+  /** Forgets the steps listings (Reload). */
+  clearSteps() {
+    this.stepsCache.clear();
+  }
+
+  /**
+   * The steps route's answer for `run`'s `tag` (cached; a failure is asked again);
+   * `refresh` asks the server again (the 30 s poll), as does a listing older than `tags`.
+   */
+  async steps(run, tag, refresh = false) {
+    const key = JSON.stringify([run, tag]);
+    if (refresh || !this.stepsCache.has(key)) {
+      const p = api.steps(run, tag);
+      p.catch(() => { if (this.stepsCache.get(key) === p) this.stepsCache.delete(key); });
+      this.stepsCache.set(key, p);
+    }
+    const list = await this.stepsCache.get(key);
+    // `tags` (asked again every poll) lists a later step than this listing had: ask again
+    const max = this.host.info(run, tag).max_step;
+    if (!refresh && typeof max === "number" && list.length && list[list.length - 1].step < max) return this.steps(run, tag, true);
+    return list;
+  }
+
+  /** Starts fetching what `showStep` will ask for at `step` (each panel's tensor), before the steps are listed. */
+  warm(panels, step) {
+    const s = this.host.state();
+    if (step === null || step === undefined) return;
+    for (const p of panels) {
+      if (this.host.info(p.run, s.tag).kind) this.host.cache.get(p.run, s.tag, step, p.capFor(s.tag)).catch(() => {});
+    }
   }
 
   /**
@@ -142,15 +176,13 @@ export class StepLoader {
       return { error: `Cannot draw ${s.tag}: ${e.message}` };
     }
     const out = { tensor, grid, values: tensor.array, title: "", cap };
-    // the first step, for drift (and the "− first step" view)
+    // the first step, for the "− first step" view and sorting by drift (else drift() after the grid is drawn)
     const first = runSteps[0];
-    const wantFirst = s.diff === "first" || (grid.kind === "kernel" && tensor.buffer.byteLength <= DRIFT_MAX_BYTES);
-    if (wantFirst && first !== undefined) {
+    if ((s.diff === "first" || (s.sort === "drift" && panel === this.host.firstPanel())) && first !== undefined) {
       try {
-        let t0 = first === step ? tensor : await cache.get(panel.run, s.tag, first, cap);
-        if (match && t0 !== tensor) t0 = alignTensor(t0, match);
+        const t0 = await this.firstTensor(panel.run, step, tensor, match, cap);
         if (t0.array.length === tensor.array.length) {
-          out.drift = grid.kind === "kernel" ? cosineDrift(grid, tensor.array, t0.array) : null;
+          out.drift = this.driftOf(grid, tensor, t0);
           if (s.diff === "first") {
             out.values = difference(tensor.array, t0.array);
             out.title = `W(${step}) − W(${first})`;
@@ -176,6 +208,34 @@ export class StepLoader {
       }
     }
     return out;
+  }
+
+  /** `run`'s tensor of the shown tag at its first step (aligned as `tensor` is), fetched through the cache. */
+  async firstTensor(run, step, tensor, match, cap) {
+    const first = this.host.stepsOf(run)[0];
+    let t0 = first === step ? tensor : await this.host.cache.get(run, this.host.state().tag, first, cap);
+    if (match && t0 !== tensor) t0 = alignTensor(t0, match);
+    return t0;
+  }
+
+  /** Each filter's cosine distance to the first step, or null (not a kernel, too big, shapes differ). */
+  driftOf(grid, tensor, t0) {
+    if (grid.kind !== "kernel" || tensor.buffer.byteLength > DRIFT_MAX_BYTES || t0.array.length !== tensor.array.length) return null;
+    return cosineDrift(grid, tensor.array, t0.array);
+  }
+
+  /**
+   * The drift of what `loaded` (a loadPanel result of `run` at `step`) shows, computed once
+   * and kept in it: for the health table, after the grid is drawn. Null when there is none.
+   */
+  async drift(run, step, loaded) {
+    if (!loaded || !loaded.grid || loaded.grid.kind !== "kernel") return null;
+    if (loaded.drift !== undefined) return loaded.drift;
+    if (!loaded.driftPromise) {
+      loaded.driftPromise = this.firstTensor(run, step, loaded.tensor, loaded.tensor.match || null, loaded.cap)
+        .then((t0) => this.driftOf(loaded.grid, loaded.tensor, t0), () => null);
+    }
+    return loaded.driftPromise;
   }
 
   /** The view to offer after a 413 (the first filters that fit the limit), or null. */

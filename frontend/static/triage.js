@@ -6,6 +6,7 @@
 import { rowCosines, rowNote } from "./align.js";
 import { healthFlags, nearDuplicates } from "./analysis.js";
 import * as api from "./api.js";
+import { mark } from "./marks.js";
 import { fmt } from "./dom.js";
 import { badgesFor, describeFinding, findingFilter, findingsByFilter, PROBLEMS, seriesFindings, stepAtOrAfter } from "./findings.js";
 import { filterCells, filterCount, IMAGE_KINDS } from "./layout.js";
@@ -15,7 +16,8 @@ import { filterCells, filterCount, IMAGE_KINDS } from "./layout.js";
  * `host`: state() -> the URL state (jumpTo sets run, tag, step, sel, sample,
  * zoom); panels() -> the shown Panels; token() -> the number of the latest
  * showStep (answers for older ones are dropped); info(run, tag); stats(run, tag, step)
- * -> promise of the tag's statistics; select(f, reveal) (Selection);
+ * -> promise of the tag's statistics; drift(run, step, loaded) -> promise of the shown
+ * kernel's drift per filter or null; select(f, reveal) (Selection);
  * stopPlaying(); showState() -> promise (controls, panels and step redone from
  * the state); the views health (HealthTable), detail (DetailView) and doctor
  * (DoctorView). Holds each run's findings until clearFindings().
@@ -58,6 +60,7 @@ export class Triage {
     if (entries.every((e) => e.report || e.error)) return;
     await Promise.all(entries.map((e) => e.promise));
     this.applyFindings(true);
+    mark("findings", { tag: this.host.state().tag });
   }
 
   /** Shows the findings at hand; `arrived`: some just came in (the detail view lists them too). */
@@ -83,7 +86,7 @@ export class Triage {
       h.health.update(null);
       return;
     }
-    const { grid, drift } = first.loaded;
+    const { grid } = first.loaded;
     if (IMAGE_KINDS.includes(grid.kind)) {
       h.health.update({ message: `${grid.kind === "pattern" ? "Patterns" : "Projections"} have no per-filter statistics: `
         + "hover an image for its filter's kernel and statistics." });
@@ -92,8 +95,10 @@ export class Triage {
     }
     const token = h.token();
     let stats;
+    let drift;
     try {
-      stats = await h.stats(first.run, s.tag, s.step);
+      // the drift needs the first step's tensor: fetched after the grid is drawn, beside the statistics
+      [stats, drift] = await Promise.all([h.stats(first.run, s.tag, s.step), h.drift(first.run, s.step, first.loaded)]);
     } catch (e) {
       h.health.update({ message: `Statistics unavailable: ${e.message}` });
       return;
