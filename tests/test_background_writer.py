@@ -235,12 +235,16 @@ def test_run_directory_removed_mid_run_fails_the_next_call_then_logging_goes_on(
 
 
 @pytest.mark.parametrize("end", ["close", "flush"])
-def test_run_directory_removed_mid_run_fails_close_and_flush(tmp_path, end):
+def test_run_directory_removed_mid_run_fails_close_and_flush(tmp_path, end, monkeypatch):
     run = tmp_path / "run"
     w = tb_convfilters.Writer(run)
     w.kernel("k", BIG, 0)
     w.flush()
     shutil.rmtree(run)
+    # steps 1 and 2 wait for `end`: else step 1 may fail before step 2 is logged, and
+    # the call logging step 2 reports it (test_the_call_that_reports_...)
+    monkeypatch.setattr(copy_queue, "QUIET_SECONDS", 60.0)
+    monkeypatch.setattr(copy_queue, "MAX_DELAY", 60.0)
     w.kernel("k", BIG, 1)
     w.kernel("k", BIG, 2)
     with pytest.raises(tb_convfilters.WriterError) as e:
