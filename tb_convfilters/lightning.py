@@ -13,7 +13,7 @@ Filters tab shows them in the same run as the scalars; with another logger pass
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
@@ -24,6 +24,7 @@ from tb_convfilters._record.arguments import check_cap, check_float_dtype, check
 from tb_convfilters._record.examples import DEFAULT_EXAMPLES, check_examples
 from tb_convfilters._writing.policies import DEFAULT_MAX_MAPS, DEFAULT_STEP_BUDGET_MB, ErrorPolicy
 from tb_convfilters._writing.writer import Writer
+from tb_convfilters.torch.callbacks import apply, batches, check_log_dir
 
 _BASES: list[type] = []
 _LOGGERS: list[type] = []
@@ -39,27 +40,6 @@ if not _BASES:
         "tb_convfilters.lightning needs PyTorch Lightning: pip install "
         "'tb-convfilters[lightning]' (or pip install lightning)"
     )
-
-
-def _apply(data: Any, fn: Any) -> Any:
-    """`fn` applied to every tensor of a tensor / tuple / list / dict nest."""
-    if isinstance(data, torch.Tensor):
-        return fn(data)
-    if isinstance(data, list | tuple):
-        return type(data)(_apply(d, fn) for d in data)
-    if isinstance(data, dict):
-        return {k: _apply(v, fn) for k, v in data.items()}
-    return data
-
-
-def _batches(inputs: Any, size: int) -> Iterator[Any]:
-    """`inputs` (a tensor or a nest of them) in slices of `size` along the first axis."""
-    lengths: list[int] = []
-    _apply(inputs, lambda t: lengths.append(len(t)))
-    if not lengths or lengths[0] == 0:
-        raise ValueError("sample_inputs holds no inputs")
-    for start in range(0, lengths[0], size):
-        yield _apply(inputs, lambda t, start=start: t[start : start + size])
 
 
 class FiltersCallback(*_BASES):  # one class for both packages' Trainers
@@ -120,11 +100,7 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
             raise TypeError(f"grads={grads!r} must be True or False")
         self.grads = grads
         self._grads: dict[str, torch.Tensor] = {}
-        if log_dir is not None and (
-            not isinstance(log_dir, str | os.PathLike) or not os.fspath(log_dir)
-        ):
-            raise ValueError(f"log_dir={log_dir!r} must be a non-empty path or None")
-        self.log_dir = None if log_dir is None else os.fspath(log_dir)
+        self.log_dir = check_log_dir(log_dir)
         self.modules = modules
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.every_n_batches = check_positive_int(every_n_batches, "every_n_batches", optional=True)
@@ -262,8 +238,8 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
                 examples=self.examples,
                 **options,
             ):
-                for batch in _batches(self.sample_inputs, self.batch_size):
-                    batch = _apply(batch, lambda t: t.to(device))
+                for batch in batches(self.sample_inputs, self.batch_size):
+                    batch = apply(batch, lambda t: t.to(device))
                     pl_module(*batch) if isinstance(batch, tuple) else pl_module(batch)
         except Exception as e:
             self._report("activations", f"logging activations on sample_inputs at step {step}", e)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import json
@@ -69,6 +70,19 @@ def make_plugin(
 def plugin_client(logdir: str | Path, samples: int = 0, **kwargs) -> Client:
     """A werkzeug client for TensorBoard's WSGI app holding only our plugin (`make_plugin`)."""
     return Client(application.TensorBoardWSGI([make_plugin(logdir, samples, **kwargs)]))
+
+
+def get(client: Client, route: str, **query: Any) -> tuple[int, Any]:
+    """(status, JSON body) of a plugin route asked through `client` (``plugin_client``)."""
+    response = client.get(PREFIX + route, query_string=query)
+    assert response.mimetype == "application/json"
+    return response.status_code, response.json
+
+
+def array(blob: dict) -> np.ndarray:
+    """A route's binary-in-JSON array ``{"dtype", "shape", "data"}`` (base64, little-endian)."""
+    data = base64.b64decode(blob["data"])
+    return np.frombuffer(data, np.dtype(blob["dtype"]).newbyteorder("<")).reshape(blob["shape"])
 
 
 def load_npy(body: bytes) -> np.ndarray:

@@ -12,7 +12,6 @@ route (grey where a layer was not logged), and that the gradient norms logged wi
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import urllib.parse
@@ -20,7 +19,7 @@ import urllib.parse
 import numpy as np
 import pytest
 from browser_support import canvas_pixels, grid_selector, lut_of
-from support import http_get, plugin_frame, tensorboard
+from support import array, http_get, plugin_frame, tensorboard
 
 from tb_convfilters import Writer
 
@@ -85,11 +84,6 @@ def route(base, name, **query):
     )
     assert status == 200, body[:300]
     return json.loads(body)
-
-
-def array(blob):
-    a = np.frombuffer(base64.b64decode(blob["data"]), dtype=blob["dtype"])
-    return a.reshape(blob["shape"])
 
 
 def entry(t):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import http_get, plugin_client, tensorboard, tensorboard_process
+from support import get, http_get, plugin_client, tensorboard, tensorboard_process
 
 from tb_convfilters import Writer, compare
 from tb_convfilters._record.record import make_record
@@ -57,12 +57,6 @@ def logdir(tmp_path_factory):
 @pytest.fixture(params=["index", "provider"])
 def client(request, logdir):
     return plugin_client(logdir, source=request.param)
-
-
-def get(client, route, **query):
-    response = client.get(PREFIX + route, query_string=query)
-    assert response.mimetype == "application/json"
-    return response.status_code, response.json
 
 
 def test_align_carries_the_permutation_into_the_next_layer(client):

@@ -3,11 +3,9 @@ plugin's index and from TensorBoard's data provider."""
 
 from __future__ import annotations
 
-import base64
-
 import numpy as np
 import pytest
-from support import plugin_client
+from support import array, get, plugin_client
 
 from tb_convfilters import Writer, doctor, dynamics
 from tb_convfilters._record.record import make_record
@@ -57,17 +55,6 @@ def logdir(tmp_path_factory):
 @pytest.fixture(params=["index", "provider"])
 def client(request, logdir):
     return plugin_client(logdir, source=request.param)
-
-
-def get(client, route, **query):
-    response = client.get(PREFIX + route, query_string=query)
-    assert response.mimetype == "application/json"
-    return response.status_code, response.json
-
-
-def array(blob):
-    data = base64.b64decode(blob["data"])
-    return np.frombuffer(data, np.dtype(blob["dtype"]).newbyteorder("<")).reshape(blob["shape"])
 
 
 def rows(k, axis):

@@ -3,12 +3,11 @@ plugin's index and from TensorBoard's data provider."""
 
 from __future__ import annotations
 
-import base64
 import json
 
 import numpy as np
 import pytest
-from support import http_get, plugin_client, tensorboard
+from support import array, get, http_get, plugin_client, tensorboard
 
 from tb_convfilters import Writer, reader
 from tb_convfilters._record.receptive_field import ReceptiveField
@@ -39,17 +38,6 @@ def logdir(tmp_path_factory):
 @pytest.fixture(params=["index", "provider"])
 def client(request, logdir):
     return plugin_client(logdir, source=request.param)
-
-
-def get(client, route, **query):
-    response = client.get(PREFIX + route, query_string=query)
-    assert response.mimetype == "application/json"
-    return response.status_code, response.json
-
-
-def array(blob):
-    data = base64.b64decode(blob["data"])
-    return np.frombuffer(data, np.dtype(blob["dtype"]).newbyteorder("<")).reshape(blob["shape"])
 
 
 def test_tags_list_activations_with_their_examples_not_the_records(client):

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from support import plugin_client
+from support import get, plugin_client
 
 from tb_convfilters import Writer, spectra
 
@@ -52,12 +52,6 @@ def logdir(tmp_path_factory):
 @pytest.fixture(params=["index", "provider"])
 def client(request, logdir):
     return plugin_client(logdir, source=request.param)
-
-
-def get(client, route, **query):
-    response = client.get(PREFIX + route, query_string=query)
-    assert response.mimetype == "application/json"
-    return response.status_code, response.json
 
 
 def nan(values):
