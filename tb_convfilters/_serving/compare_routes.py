@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from tb_convfilters import compare
-from tb_convfilters._record import encoding, metadata
+from tb_convfilters._record import metadata
 from tb_convfilters._serving import index
-from tb_convfilters._serving.data_sources import HttpError, Source, header_of, step_at
+from tb_convfilters._serving.data_sources import HttpError, Source, array_of, header_of, step_at
 from tb_convfilters._serving.data_sources import quoted as _name
 
 # (run, step) pairs one similarity request may compare (bounds the answer's size).
@@ -49,21 +49,7 @@ class CompareRoutes:
         self._align_lock = threading.Lock()
 
     def _array(self, ctx: Any, datum: Any, header: dict, run: str, tag: str) -> np.ndarray:
-        where = f"run {_name(run)}, tag {_name(tag)}, step {datum.step}"
-        size = encoding.payload_nbytes(header)
-        if size > self.max_tensor_bytes:
-            raise HttpError(
-                413,
-                f"tensor of {where} is {size} bytes, over the limit of {self.max_tensor_bytes} "
-                "(TensorBoard flag --convfilters_max_tensor_mb)",
-                nbytes=size,
-                limit_bytes=self.max_tensor_bytes,
-            )
-        try:
-            payload = self.source.payload(ctx, datum, header, run, tag)
-            return encoding.decode_array(header, bytes(payload))
-        except encoding.RecordError as e:
-            raise HttpError(422, f"{where} is unreadable: {e}") from None
+        return array_of(self.source, ctx, datum, header, run, tag, self.max_tensor_bytes)
 
     def _kernel_tags(self, ctx: Any, experiment: str, run: str, base: str, tag: str) -> list[str]:
         """Kernel tags both runs logged (404 for an unknown run or tag, 400 for a non-kernel)."""

@@ -23,6 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import numpy as np
 from tensorboard import errors
 from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
@@ -128,6 +129,27 @@ def header_of(source: Source, ctx: Any, step: Any, run: str, tag: str) -> dict:
         raise HttpError(
             422, f"step {step.step} of run {quoted(run)}, tag {quoted(tag)} is unreadable: {e}"
         ) from None
+
+
+def array_of(
+    source: Source, ctx: Any, step: Any, header: dict, run: str, tag: str, max_bytes: int
+) -> np.ndarray:
+    """A step's whole array (`header` from `header_of`): 413 over `max_bytes` (the
+    ``--convfilters_max_tensor_mb`` limit), 422 if the record is unreadable."""
+    where = f"run {quoted(run)}, tag {quoted(tag)}, step {step.step}"
+    size = encoding.payload_nbytes(header)
+    if size > max_bytes:
+        raise HttpError(
+            413,
+            f"tensor of {where} is {size} bytes, over the limit of {max_bytes} "
+            "(TensorBoard flag --convfilters_max_tensor_mb)",
+            nbytes=size,
+            limit_bytes=max_bytes,
+        )
+    try:
+        return encoding.decode_array(header, bytes(source.payload(ctx, step, header, run, tag)))
+    except encoding.RecordError as e:
+        raise HttpError(422, f"{where} is unreadable: {e}") from None
 
 
 # ---- the plugin's index ----

@@ -23,7 +23,7 @@ import numpy as np
 
 from tb_convfilters._record import encoding, metadata
 from tb_convfilters._serving import index
-from tb_convfilters._serving.data_sources import HttpError, Source, header_of
+from tb_convfilters._serving.data_sources import HttpError, Source, array_of, header_of
 from tb_convfilters._serving.data_sources import quoted as _name
 from tb_convfilters._serving.example_routes import binary
 from tb_convfilters.dynamics import Dynamics, Tracker
@@ -137,23 +137,14 @@ class DynamicsRoutes:
         where = f"run {_name(run)}, tag {_name(tag)}, step {datum.step}"
         header = header_of(self.source, ctx, datum, run, tag)
         self._check_kernel(header, run, tag)
-        size = encoding.payload_nbytes(header)
-        if size > self.max_tensor_bytes:
-            raise HttpError(
-                413,
-                f"tensor of {where} is {size} bytes, over the limit of {self.max_tensor_bytes} "
-                "(TensorBoard flag --convfilters_max_tensor_mb)",
-                nbytes=size,
-                limit_bytes=self.max_tensor_bytes,
-            )
-        try:
-            payload = self.source.payload(ctx, datum, header, run, tag)
-            array = encoding.decode_array(header, payload)
-            grads = None
-            if self.source.count(datum) > encoding.STATS:
-                grads = grad_column(header, self.source.read(ctx, datum, encoding.STATS, run, tag))
-        except encoding.RecordError as e:
-            raise HttpError(422, f"{where} is unreadable: {e}") from None
+        array = array_of(self.source, ctx, datum, header, run, tag, self.max_tensor_bytes)
+        grads = None
+        if self.source.count(datum) > encoding.STATS:
+            try:
+                stats = self.source.read(ctx, datum, encoding.STATS, run, tag)
+                grads = grad_column(header, stats)
+            except encoding.RecordError as e:
+                raise HttpError(422, f"{where} is unreadable: {e}") from None
         return header, array, grads
 
     def _feed(self, entry: _Entry, datum: Any, fetched: tuple, run: str, tag: str) -> None:

@@ -16,8 +16,7 @@ from collections import OrderedDict
 from typing import Any
 
 from tb_convfilters import spectra
-from tb_convfilters._record import encoding
-from tb_convfilters._serving.data_sources import HttpError, Source, header_of, step_at
+from tb_convfilters._serving.data_sources import HttpError, Source, array_of, header_of, step_at
 from tb_convfilters._serving.data_sources import quoted as _name
 from tb_convfilters._serving.requests import spread
 
@@ -61,7 +60,6 @@ class SpectraRoutes:
                 self._cache.move_to_end(key)
                 return hit
         header = header_of(self.source, ctx, datum, run, tag)
-        where = f"run {_name(run)}, tag {_name(tag)}, step {datum.step}"
         layout = header.get("layout")
         if header.get("kind") != "kernel":
             raise HttpError(
@@ -71,20 +69,7 @@ class SpectraRoutes:
             raise HttpError(
                 400, f"tag {_name(tag)} has layout {layout}: spectra need 2-D (H, W) kernels"
             )
-        size = encoding.payload_nbytes(header)
-        if size > self.max_tensor_bytes:
-            raise HttpError(
-                413,
-                f"tensor of {where} is {size} bytes, over the limit of {self.max_tensor_bytes} "
-                "(TensorBoard flag --convfilters_max_tensor_mb)",
-                nbytes=size,
-                limit_bytes=self.max_tensor_bytes,
-            )
-        try:
-            payload = self.source.payload(ctx, datum, header, run, tag)
-            array = encoding.decode_array(header, bytes(payload))
-        except encoding.RecordError as e:
-            raise HttpError(422, f"{where} is unreadable: {e}") from None
+        array = array_of(self.source, ctx, datum, header, run, tag, self.max_tensor_bytes)
         orientation, frequency = spectra.dominant(array, layout)
         cov = spectra.coverage(array, layout)
         answer = {
