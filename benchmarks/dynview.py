@@ -17,7 +17,7 @@ import json
 import numpy as np
 
 from benchmarks.common import Result, log, scratch_dir
-from benchmarks.render import CHROMIUM, CHROMIUM_ARGS, serve
+from benchmarks.render import bench_page
 
 FILTERS, INTERVALS = 512, 100
 BUDGET_MS = 100.0
@@ -60,31 +60,14 @@ def answer(rng: np.random.Generator) -> tuple[dict, list[dict]]:
 
 
 def run(quick: bool) -> list[Result]:
-    from playwright.sync_api import sync_playwright
-
     rounds = 5 if quick else 15
     ans, findings = answer(np.random.default_rng(0))
-    with scratch_dir("dynview") as data:
-        server, base = serve(data)
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(
-                    executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-                )
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(f"{base}/benchmarks/dynview_page/bench.html")
-                page.wait_for_function("document.title === 'ready'", timeout=30_000)
-                page.evaluate("([a, f]) => window.bench.draw(a, f, 3)", [ans, findings])  # JIT
-                got = page.evaluate(
-                    "([a, f, n]) => window.bench.draw(a, f, n)", [ans, findings, rounds]
-                )
-                browser.close()
-                if errors:
-                    raise RuntimeError(f"benchmark page errors: {errors}")
-        finally:
-            server.shutdown()
+    with (
+        scratch_dir("dynview") as data,
+        bench_page(data, "benchmarks/dynview_page/bench.html") as page,
+    ):
+        page.evaluate("([a, f]) => window.bench.draw(a, f, 3)", [ans, findings])  # JIT
+        got = page.evaluate("([a, f, n]) => window.bench.draw(a, f, n)", [ans, findings, rounds])
     log(json.dumps(got))
     return [
         Result(

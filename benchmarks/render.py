@@ -16,6 +16,7 @@ and ``cellLimits`` in node.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -23,7 +24,9 @@ import shutil
 import statistics
 import subprocess
 import threading
+from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +58,32 @@ def serve(data_dir: str) -> tuple[ThreadingHTTPServer, str]:
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
+@contextlib.contextmanager
+def bench_page(data_dir: str, page: str) -> Iterator[Any]:
+    """A Chromium page on `page` (a path under the checkout, e.g.
+    ``benchmarks/render_page/bench.html``) once its title is 'ready', with `data_dir`
+    served at ``/data/``; raises the page's errors when the block ends."""
+    from playwright.sync_api import sync_playwright
+
+    server, base = serve(data_dir)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+            )
+            tab = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.goto(f"{base}/{page}")
+            tab.wait_for_function("document.title === 'ready'", timeout=30_000)
+            yield tab
+            browser.close()
+            if errors:
+                raise RuntimeError(f"benchmark page errors: {errors}")
+    finally:
+        server.shutdown()
+
+
 def node_costs(rounds: int) -> dict | None:
     node = shutil.which("node")
     if node is None:
@@ -65,8 +94,6 @@ def node_costs(rounds: int) -> dict | None:
 
 
 def run(quick: bool) -> list[Result]:
-    from playwright.sync_api import sync_playwright
-
     rounds = 5 if quick else 15
     steps = 4
     results = []
@@ -75,29 +102,14 @@ def run(quick: bool) -> list[Result]:
         for s in range(steps):
             k = (rng.standard_normal((3, 3, 512, 512)) * 0.02).astype(np.float32)
             np.save(os.path.join(data, f"step{s}.npy"), k)
-        server, base = serve(data)
-        try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(
-                    executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-                )
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                errors: list[str] = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                page.goto(f"{base}/benchmarks/render_page/bench.html")
-                page.wait_for_function("document.title === 'ready'", timeout=30_000)
-                urls = [f"/data/step{s}.npy" for s in range(steps)]
-                page.evaluate("urls => window.bench.load(urls)", urls)
-                page.evaluate("n => window.bench.compare(n)", 2)  # warm-up (JIT)
-                times = page.evaluate("n => window.bench.compare(n)", rounds)
-                ms = 1500 if quick else 3000
-                scrub = page.evaluate("ms => window.bench.scrub(ms, false)", ms)
-                rescrub = page.evaluate("ms => window.bench.scrub(ms, true)", ms)
-                browser.close()
-                if errors:
-                    raise RuntimeError(f"benchmark page errors: {errors}")
-        finally:
-            server.shutdown()
+        with bench_page(data, "benchmarks/render_page/bench.html") as page:
+            urls = [f"/data/step{s}.npy" for s in range(steps)]
+            page.evaluate("urls => window.bench.load(urls)", urls)
+            page.evaluate("n => window.bench.compare(n)", 2)  # warm-up (JIT)
+            times = page.evaluate("n => window.bench.compare(n)", rounds)
+            ms = 1500 if quick else 3000
+            scrub = page.evaluate("ms => window.bench.scrub(ms, false)", ms)
+            rescrub = page.evaluate("ms => window.bench.scrub(ms, true)", ms)
 
     ours = min(times["ours"], key=lambda t: t["total"])
     naive = min(t["total"] for t in times["naive"])
