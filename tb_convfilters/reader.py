@@ -19,7 +19,7 @@ import builtins
 import logging
 import os
 import struct
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from typing import BinaryIO, NamedTuple
 
 import crc32c
@@ -228,14 +228,26 @@ def examples(
     """
     if tag.endswith(_examples.EXAMPLES_SUFFIX):
         tag = tag[: -len(_examples.EXAMPLES_SUFFIX)]
-    entry = _find(logdir, run, _examples.examples_tag(tag), step)
+    inputs_entries: dict[str, Entry] = {}  # the latest of each probe inputs record
+
+    def keep_inputs(entry: Entry) -> None:  # found in the same pass over the files
+        if entry.tag.startswith(_examples.INPUTS_PREFIX):
+            kept = inputs_entries.get(entry.tag)
+            if kept is None or entry.step >= kept.step:
+                inputs_entries[entry.tag] = entry
+
+    entry = _find(logdir, run, _examples.examples_tag(tag), step, also=keep_inputs)
     header = entry.header()
     if header.get("kind") != "examples":
         raise NotFoundError(f"tag {entry.tag!r} in run {run!r} holds no dataset examples")
     found = _examples.decode(header, entry.array(), tag=tag, step=entry.step)
     ref = header.get("inputs")
-    if ref:
-        inputs = _find(logdir, run, ref["tag"], None)
+    inputs = inputs_entries.get(ref["tag"]) if ref else None
+    if ref and inputs is None:
+        raise NotFoundError(
+            f"the probe inputs {ref['tag']!r} of tag {entry.tag!r} are not in run {run!r}"
+        )
+    if inputs is not None:
         inputs_header = inputs.header()
         found.inputs, found.input_layout = inputs.array(), inputs_header["layout"]
         value_range = inputs_header.get("range")
@@ -244,13 +256,22 @@ def examples(
     return found
 
 
-def _find(logdir: str | os.PathLike, run: str, tag: str, step: int | None) -> Entry:
-    """The entry of `tag` at `step` (the latest if None), or NotFoundError."""
+def _find(
+    logdir: str | os.PathLike,
+    run: str,
+    tag: str,
+    step: int | None,
+    also: Callable[[Entry], None] | None = None,
+) -> Entry:
+    """The entry of `tag` at `step` (the latest if None), or NotFoundError; `also` sees
+    every entry of the run on the way."""
     paths = _pick_runs(logdir, run)[run]
     found: Entry | None = None
     steps: set[int] = set()
     tags: set[str] = set()
     for entry in _values(run, paths, None):
+        if also is not None:
+            also(entry)
         tags.add(entry.tag)
         if entry.tag != tag:
             continue
