@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from support import PREFIX, http_get, load_npy, plugin_client, tensorboard
+from support import PREFIX, http_get, load_npy, make_plugin, plugin_client, tensorboard
 from tensorboard.backend import application
 from tensorboard.compat.proto import summary_pb2
 from werkzeug.test import Client
 
 import tb_convfilters
 from tb_convfilters import summary
+from tb_convfilters._dashboard.files import frontend_dir
 
 KERNEL = np.random.default_rng(0).standard_normal((3, 3, 64, 128)).astype(np.float32)
 
@@ -177,6 +180,34 @@ def test_static_index_is_a_module(tmp_path):
     r = plugin_client(tmp_path).get(PREFIX + "static/index.js")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/javascript")
     assert b"export function render" in r.data or b"export async function render" in r.data
+
+
+def test_the_dashboard_is_served_under_its_version_so_browsers_keep_it(tmp_path):
+    plugin = make_plugin(tmp_path)
+    plugin._static = tmp_path / "static"
+    shutil.copytree(frontend_dir() / "static", plugin._static)
+    client = Client(application.TensorBoardWSGI([plugin]))
+
+    def served(path: str) -> tuple[bytes, str]:
+        r = client.get(PREFIX + path.lstrip("/"))
+        assert r.status_code == 200, path
+        return r.data, r.headers["Cache-Control"]
+
+    entry = plugin.frontend_metadata().es_module_path
+    version = re.fullmatch(r"/static/([0-9a-f]{12})/index\.js", entry).group(1)
+    body, cache = served(entry)
+    assert b"export function render" in body and cache.startswith("private, max-age=")
+    assert served(f"static/{version}/app.js")[1].startswith("private, max-age=")
+    # the same bytes at the old address, never kept
+    assert served("static/index.js") == (body, "no-cache, must-revalidate")
+    # a changed file: a new address; the old one still answers, with the new file, not kept
+    app = plugin._static / "app.js"
+    app.write_bytes(app.read_bytes() + b"\n// edited\n")
+    entry2 = plugin.frontend_metadata().es_module_path
+    assert entry2 != entry
+    new, cache = served(f"static/{version}/app.js")
+    assert new.endswith(b"// edited\n") and cache == "no-cache, must-revalidate"
+    assert served(entry2.replace("index.js", "app.js"))[1].startswith("private, max-age=")
 
 
 @pytest.mark.parametrize("load_fast", ["false", "true"])

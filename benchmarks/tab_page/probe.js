@@ -2,7 +2,11 @@
 // argument, {op, ...}); reads the dashboard's marks (frontend/static/marks.js) and
 // measures the floor: fetch + draw of a tensor with the dashboard's own modules.
 async (arg) => {
-  const mod = (name) => import(new URL(`static/${name}.js`, document.baseURI).href);
+  // the dashboard's own module instances: from the folder its index.js was served from
+  const link = () => document.querySelector('link[rel="modulepreload"]');
+  while (!link()) await new Promise((r) => setTimeout(r, 2));
+  const served = link().href;
+  const mod = (name) => import(new URL(`${name}.js`, served).href);
   const { marks } = await mod("marks");
   const since = (t0, pred, timeout = 30000) => new Promise((resolve, reject) => {
     const start = performance.now();
@@ -15,7 +19,7 @@ async (arg) => {
     look();
   });
   const settle = () => new Promise((r) => setTimeout(r, arg.settle || 0));
-  const dashboard = () => import(new URL("static/index.js", document.baseURI).href).then((m) => m.render());
+  const dashboard = () => mod("index").then((m) => m.render());
   if (arg.op === "first") {
     // iframe requested (its navigation start is this document's time origin) -> first grid
     const grid = await since(0, (m) => m.name === "grid");

@@ -148,7 +148,7 @@ export class Dashboard {
   /** `tags`: a promise of the first `tags` answer (index.js asks it before the modules load), or null. */
   async start(tags = null) {
     page.watchTheme((dark) => this.setTheme(dark));
-    page.watchHash(() => this.fromHash(), () => this.fromParentHash());
+    page.watchHash(() => this.follow(location.hash), () => this.follow(page.parentState()));
     let resize = null;
     window.addEventListener("resize", () => {
       clearTimeout(resize);
@@ -172,17 +172,10 @@ export class Dashboard {
     if (indexing) this.indexTimer = setTimeout(() => this.poll(), INDEXING_POLL_MS);
   }
 
-  async fromParentHash() {
-    const hash = page.parentState();
+  /** Shows the state in `hash` (the iframe's own, or TensorBoard's page's: null if none) when it differs. */
+  async follow(hash) {
     if (hash === null) return;
     const next = decode(hash);
-    if (encode(next) === encode(this.state)) return;
-    this.state = next;
-    await this.loadTags(this.tags);
-  }
-
-  async fromHash() {
-    const next = decode(location.hash);
     if (encode(next) === encode(this.state)) return;
     this.state = next;
     await this.loadTags(this.tags);
@@ -298,11 +291,24 @@ export class Dashboard {
   }
 
   /** Lists the shown tag's steps (`refresh`: asked again, else as listed before) and shows the step (`show`: even if unchanged). */
+  /** The runs whose steps are listed: those shown, and the base of a difference or alignment. */
+  listedRuns() {
+    const s = this.state;
+    return [...new Set([...this.shownRuns(), ...(s.diff === "run" || s.align ? [s.base] : [])])];
+  }
+
+  /** Asks for the shown tag's steps listings and the tensors of the step it opens at (its last one), in parallel. */
+  startFetches() {
+    const s = this.state;
+    this.loader.warm(this.panels, s.step ?? this.info().max_step);
+    for (const r of this.listedRuns()) if (this.info(r, s.tag).kind) this.loader.steps(r, s.tag).catch(() => {});
+  }
+
   async loadSteps(show, refresh = false) {
     const s = this.state;
     // the tensor the step will show is fetched while the steps are listed (a tag opens at its last step)
     if (show) this.loader.warm(this.panels, s.step ?? this.info().max_step);
-    const runs = [...new Set([...this.shownRuns(), ...(s.diff === "run" || s.align ? [s.base] : [])])];
+    const runs = this.listedRuns();
     // A newer selection may start another listing while this one waits: drop stale answers.
     const seq = ++this.stepsSeq;
     let lists;
@@ -370,6 +376,8 @@ export class Dashboard {
   change(patch) {
     mark("switch", { ...patch });
     Object.assign(this.state, patch);
+    // a new tag's steps listing and tensor are asked for before any DOM work
+    if ("tag" in patch && !("run" in patch)) this.startFetches();
     if (["run", "tag", "compare", "diff", "base", "align"].some((k) => k in patch)) {
       if ("run" in patch || "tag" in patch) this.detail.close();
       this.loadTags(this.tags);

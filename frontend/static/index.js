@@ -1,6 +1,8 @@
 // Entry point: TensorBoard imports this module inside the plugin iframe
 // (document base "plugin/convfilters/") and calls render().
 //
+// It is served from static/<version>/ (a new address whenever a file changes), so the
+// browser keeps the dashboard's files between visits; its links are relative to it.
 // It imports nothing itself, so render() runs as soon as this file is here: it asks
 // `tags` at once and tells the browser every module the dashboard imports (one round
 // of requests instead of one per level of imports) while app.js loads.
@@ -24,12 +26,12 @@ export function render() {
   for (const name of MODULES) {
     const link = document.createElement("link");
     link.rel = "modulepreload";
-    link.href = `static/${name}.js`;
+    link.href = new URL(`${name}.js`, import.meta.url).href;
     document.head.append(link);
   }
   const link = document.createElement("link");
   link.rel = "stylesheet";
-  link.href = "static/style.css";
+  link.href = new URL("style.css", import.meta.url).href;
   document.head.append(link);
   dashboard = import("./app.js").then(({ Dashboard }) => {
     const d = new Dashboard(document.body);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 
@@ -26,3 +27,19 @@ def frontend_dir() -> Path:
         "tb_convfilters: the dashboard's files (frontend/static/index.js) are missing from "
         f"{', '.join(map(str, candidates))}; reinstall with `pip install tb-convfilters`"
     )
+
+
+def version_of(static: Path) -> str:
+    """12 hex digits that change whenever a file of `static` does (its name, size or mtime).
+
+    The dashboard is served under ``static/<version>/`` so that browsers may keep its files:
+    a changed file (an upgrade, an edit in an editable install) gets a new address.
+    """
+    digest = hashlib.sha1()
+    for path in sorted(static.iterdir()):
+        try:
+            info = path.stat()
+        except OSError:
+            continue
+        digest.update(f"{path.name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]

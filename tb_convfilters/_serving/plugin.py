@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from werkzeug import wrappers
 from werkzeug.security import safe_join
 
 from tb_convfilters._dashboard.files import frontend_dir as _frontend_dir
+from tb_convfilters._dashboard.files import version_of
 from tb_convfilters._record import encoding, metadata
 from tb_convfilters._record.examples import EXAMPLES_SUFFIX, INPUTS_PREFIX
 from tb_convfilters._serving import data_sources
@@ -61,6 +63,8 @@ DEFAULT_MAX_TENSOR_MB = 256
 DEFAULT_STATS_STEPS = 500
 MAX_STATS_STEPS = 10_000
 # Static files are served with these types only; anything else is application/octet-stream.
+_VERSION = re.compile(r"[0-9a-f]{12}")
+STATIC_MAX_AGE_S = 7 * 24 * 3600
 _CONTENT_TYPES = {
     ".js": "text/javascript",
     ".mjs": "text/javascript",
@@ -147,7 +151,9 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         return False  # TensorBoard activates the tab from data_plugin_names()
 
     def frontend_metadata(self) -> base_plugin.FrontendMetadata:
-        return base_plugin.FrontendMetadata(es_module_path="/static/index.js", tab_name="Filters")
+        # TensorBoard asks on every page load: a changed file gives the page a new address
+        path = f"/static/{version_of(self._static)}/index.js"
+        return base_plugin.FrontendMetadata(es_module_path=path, tab_name="Filters")
 
     # ---- implementations (called by the routes; tested directly) ----
 
@@ -316,6 +322,12 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
     @route
     def _serve_static(self, request: wrappers.Request) -> wrappers.Response:
         name = request.path.split("/static/", 1)[-1]
+        # static/<version>/<file>: the browser may keep it while the version is current
+        version, _, rest = name.partition("/")
+        expires = 0
+        if _VERSION.fullmatch(version) and rest:
+            name = rest
+            expires = STATIC_MAX_AGE_S if version == version_of(self._static) else 0
         root = self._static.resolve()
         joined = safe_join(str(root), name)
         try:  # resolve() also catches symlinks that lead out of static/
@@ -326,7 +338,7 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         if not found:
             raise HttpError(404, f"no static file {name[:100]!r}")
         content_type = _CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
-        return http_util.Respond(request, path.read_bytes(), content_type)
+        return http_util.Respond(request, path.read_bytes(), content_type, expires=expires)
 
     # ---- filter doctor: the findings route (see doctor.py) ----
 
