@@ -22,6 +22,7 @@ from werkzeug.test import Client
 
 import tb_convfilters
 from tb_convfilters._dashboard.files import frontend_dir
+from tb_convfilters._serving.static_files import StaticFiles
 
 RUNS = {
     "train": ("conv1/kernel", "act"),
@@ -283,7 +284,7 @@ def test_symlink_out_of_static_is_404(tmp_path, logdir):
     (static / "link.js").symlink_to(outside)
     (static / "dir").symlink_to(tmp_path)
     the_plugin = make_plugin(logdir)
-    the_plugin._static = static  # a static folder holding links that lead out of it
+    the_plugin._static = StaticFiles(static)  # a static folder holding links that lead out of it
     client = Client(application.TensorBoardWSGI([the_plugin]))
     assert client.get(PREFIX + "static/ok.js").status_code == 200
     for path in ("static/link.js", "static/dir/secret.js"):

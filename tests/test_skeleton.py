@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 import shutil
@@ -18,6 +19,7 @@ from werkzeug.test import Client
 import tb_convfilters
 from tb_convfilters import summary
 from tb_convfilters._dashboard.files import frontend_dir
+from tb_convfilters._serving.static_files import StaticFiles
 
 KERNEL = np.random.default_rng(0).standard_normal((3, 3, 64, 128)).astype(np.float32)
 
@@ -184,12 +186,13 @@ def test_static_index_is_a_module(tmp_path):
 
 def test_the_dashboard_is_served_under_its_version_so_browsers_keep_it(tmp_path):
     plugin = make_plugin(tmp_path)
-    plugin._static = tmp_path / "static"
-    shutil.copytree(frontend_dir() / "static", plugin._static)
+    folder = tmp_path / "static"
+    shutil.copytree(frontend_dir() / "static", folder)
+    plugin._static = StaticFiles(folder)
     client = Client(application.TensorBoardWSGI([plugin]))
 
-    def served(path: str) -> tuple[bytes, str]:
-        r = client.get(PREFIX + path.lstrip("/"))
+    def served(path: str, **headers: str) -> tuple[bytes, str]:
+        r = client.get(PREFIX + path.lstrip("/"), headers=headers)
         assert r.status_code == 200, path
         return r.data, r.headers["Cache-Control"]
 
@@ -198,10 +201,13 @@ def test_the_dashboard_is_served_under_its_version_so_browsers_keep_it(tmp_path)
     body, cache = served(entry)
     assert b"export function render" in body and cache.startswith("private, max-age=")
     assert served(f"static/{version}/app.js")[1].startswith("private, max-age=")
-    # the same bytes at the old address, never kept
+    # the same bytes at the old address, never kept; gzipped for a browser that takes it
     assert served("static/index.js") == (body, "no-cache, must-revalidate")
+    zipped = client.get(PREFIX + entry.lstrip("/"), headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(zipped.data) == body
     # a changed file: a new address; the old one still answers, with the new file, not kept
-    app = plugin._static / "app.js"
+    app = folder / "app.js"
     app.write_bytes(app.read_bytes() + b"\n// edited\n")
     entry2 = plugin.frontend_metadata().es_module_path
     assert entry2 != entry

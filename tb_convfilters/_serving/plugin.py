@@ -13,20 +13,15 @@ import functools
 import json
 import logging
 import math
-import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from tensorboard import plugin_util
-from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
-from werkzeug.security import safe_join
 
 from tb_convfilters._dashboard.files import frontend_dir as _frontend_dir
-from tb_convfilters._dashboard.files import version_of
 from tb_convfilters._record import encoding, metadata
 from tb_convfilters._record.examples import EXAMPLES_SUFFIX, INPUTS_PREFIX
 from tb_convfilters._serving import data_sources
@@ -55,6 +50,7 @@ from tb_convfilters._serving.spectra_routes import (
     MAX_SPECTRA_STEPS,
     SpectraRoutes,
 )
+from tb_convfilters._serving.static_files import StaticFiles
 
 logger = logging.getLogger(__name__)
 
@@ -63,19 +59,6 @@ DEFAULT_MAX_TENSOR_MB = 256
 DEFAULT_STATS_STEPS = 500
 MAX_STATS_STEPS = 10_000
 # Static files are served with these types only; anything else is application/octet-stream.
-_VERSION = re.compile(r"[0-9a-f]{12}")
-STATIC_MAX_AGE_S = 7 * 24 * 3600
-_CONTENT_TYPES = {
-    ".js": "text/javascript",
-    ".mjs": "text/javascript",
-    ".css": "text/css",
-    ".html": "text/html",
-    ".json": "application/json",
-    ".md": "text/markdown",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".woff2": "font/woff2",
-}
 
 
 @functools.lru_cache(maxsize=4096)
@@ -127,7 +110,7 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
             self._source, self._max_tensor_bytes, int(max_dynamics_mb * (1 << 20))
         )
         self._source.dynamics_of = self._dynamics.doctor_dynamics  # the doctor's cache too
-        self._static = _frontend_dir() / "static"
+        self._static = StaticFiles(_frontend_dir() / "static")
         self._skipped: set[tuple[str, str]] = set()  # series already logged as unreadable
 
     def get_plugin_apps(self) -> dict[str, Callable]:
@@ -151,9 +134,7 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
         return False  # TensorBoard activates the tab from data_plugin_names()
 
     def frontend_metadata(self) -> base_plugin.FrontendMetadata:
-        # TensorBoard asks on every page load: a changed file gives the page a new address
-        path = f"/static/{version_of(self._static)}/index.js"
-        return base_plugin.FrontendMetadata(es_module_path=path, tab_name="Filters")
+        return base_plugin.FrontendMetadata(es_module_path=self._static.entry(), tab_name="Filters")
 
     # ---- implementations (called by the routes; tested directly) ----
 
@@ -321,24 +302,7 @@ class ConvFiltersPlugin(base_plugin.TBPlugin):
 
     @route
     def _serve_static(self, request: wrappers.Request) -> wrappers.Response:
-        name = request.path.split("/static/", 1)[-1]
-        # static/<version>/<file>: the browser may keep it while the version is current
-        version, _, rest = name.partition("/")
-        expires = 0
-        if _VERSION.fullmatch(version) and rest:
-            name = rest
-            expires = STATIC_MAX_AGE_S if version == version_of(self._static) else 0
-        root = self._static.resolve()
-        joined = safe_join(str(root), name)
-        try:  # resolve() also catches symlinks that lead out of static/
-            path = Path(joined).resolve() if joined else None
-            found = path is not None and path.is_relative_to(root) and path.is_file()
-        except (OSError, ValueError):
-            found = False
-        if not found:
-            raise HttpError(404, f"no static file {name[:100]!r}")
-        content_type = _CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
-        return http_util.Respond(request, path.read_bytes(), content_type, expires=expires)
+        return self._static.respond(request)
 
     # ---- filter doctor: the findings route (see doctor.py) ----
 
