@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from tb_convfilters import torch as tb_torch
-from tb_convfilters._record.arguments import check_cap, check_float_dtype, check_positive_int
-from tb_convfilters._record.examples import DEFAULT_EXAMPLES, check_examples
-from tb_convfilters._writing.policies import DEFAULT_MAX_MAPS, DEFAULT_STEP_BUDGET_MB, ErrorPolicy
+from tb_convfilters._record.arguments import check_positive_int
+from tb_convfilters._record.examples import DEFAULT_EXAMPLES
+from tb_convfilters._writing.policies import DEFAULT_MAX_MAPS, DEFAULT_STEP_BUDGET_MB
 from tb_convfilters._writing.writer import Writer
-from tb_convfilters.torch.callbacks import apply, batches, check_log_dir
+from tb_convfilters.torch.callbacks import LoopLogger, check_log_dir
 
 _BASES: list[type] = []
 _LOGGERS: list[type] = []
@@ -55,10 +55,11 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
       every_n_batches: instead, log after every n-th training batch with step = the
         trainer's ``global_step`` (the step of Lightning's own scalars).
       sample_inputs: inputs the module is called on (``module(batch)``; a tuple is
-        unpacked) in batches of `batch_size`, moved to the module's device, in eval
-        mode under ``torch.no_grad``; each conv module's output is logged as
-        ``<name>/activation``: the maps of the first `max_samples` inputs and how
-        often each channel fires over all of them (see ``torch.log_activations``).
+        unpacked) in batches of `batch_size`, moved to the module's device (floating
+        point ones also to its dtype), in eval mode under ``torch.no_grad``; each
+        conv module's output is logged as ``<name>/activation``: the maps of the
+        first `max_samples` inputs and how often each channel fires over all of them
+        (see ``torch.log_activations``).
       max_samples: how many inputs' feature maps are stored (default 8).
       examples: with `sample_inputs`, each conv output's dataset examples: the top
         N of the sample inputs per channel (default 9; 0: off), stored with the
@@ -104,19 +105,28 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
         self.modules = modules
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.every_n_batches = check_positive_int(every_n_batches, "every_n_batches", optional=True)
-        self.dtype = check_float_dtype(dtype)
-        self.max_filters = check_cap(max_filters, "max_filters")
-        self.max_channels = check_cap(max_channels, "max_channels")
-        if isinstance(sample_inputs, str | bytes):
-            raise TypeError(f"sample_inputs={sample_inputs!r} must be module inputs (tensors)")
-        self.sample_inputs = sample_inputs
-        self.max_samples = check_positive_int(max_samples, "max_samples")
-        self.examples = check_examples(examples)
-        self.batch_size = check_positive_int(batch_size, "batch_size")
-        self.budget_mb = budget_mb
-        self._policy = ErrorPolicy("FiltersCallback", raise_errors)
-        self._writer: Writer | None = None
-        self._logged_step: int | None = None
+        self._logger = LoopLogger(
+            "FiltersCallback",
+            modules=modules,
+            sample_inputs=sample_inputs,
+            max_samples=max_samples,
+            batch_size=batch_size,
+            dtype=dtype,
+            max_filters=max_filters,
+            max_channels=max_channels,
+            budget_mb=budget_mb,
+            raise_errors=raise_errors,
+            examples=examples,
+            call=_call,  # a dict batch is one argument, as Lightning's own batches are
+        )
+
+    @property
+    def raise_errors(self) -> bool:
+        return self._logger.policy.raise_errors
+
+    @property
+    def _writer(self) -> Writer | None:
+        return self._logger.writer
 
     # ---- where ----
 
@@ -137,8 +147,8 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":
             self._target_dir(trainer)  # fail now, not at the end of the first epoch
-            tb_torch._select(pl_module, self.modules, tuple(tb_torch.KERNEL_LAYOUTS))
-            self._logged_step = None
+            self._logger.check(pl_module)
+            self._logger.logged_step = None
 
     def on_after_backward(self, trainer: Any, pl_module: Any) -> None:
         if not self.grads or not trainer.is_global_zero:
@@ -159,7 +169,8 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
         step = trainer.global_step  # with gradient accumulation, one step spans several batches
-        if self.every_n_batches and step % self.every_n_batches == 0 and step != self._logged_step:
+        logged = self._logger.logged_step
+        if self.every_n_batches and step % self.every_n_batches == 0 and step != logged:
             self._log(trainer, pl_module, step)
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
@@ -172,74 +183,22 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
             last = trainer.global_step
         else:  # current_epoch has moved past the last finished epoch
             last = max(trainer.current_epoch - 1, 0)
-        if last != self._logged_step:
+        if last != self._logger.logged_step:
             self._log(trainer, pl_module, last)
-        self._close()
+        self._logger.close()
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
-        self._close(may_raise=False)  # the trainer's exception stays the one raised
+        self._logger.close(may_raise=False)  # the trainer's exception stays the one raised
 
     # ---- logging ----
 
-    def _close(self, may_raise: bool = True) -> None:
-        """Closes the Writer; a record that failed is warned (raised only with raise_errors)."""
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            try:
-                writer.close()
-            except Exception as e:
-                self._policy.report_close(e, may_raise=may_raise)
-
-    @property
-    def raise_errors(self) -> bool:
-        return self._policy.raise_errors
-
-    def _report(self, key: str, message: str, error: Exception) -> None:
-        self._policy.report(key, message, error)
-
     def _log(self, trainer: Any, pl_module: nn.Module, step: int) -> None:
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero:  # the rank is the trainer's global rank
             return
-        self._logged_step = step
-        if self._writer is None:
-            self._writer = Writer(self._target_dir(trainer))
-        options = dict(
-            modules=self.modules,
-            dtype=self.dtype,
-            max_filters=self.max_filters,
-            budget_mb=self.budget_mb,
-            all_ranks=True,  # the rank is the trainer's global rank, checked above
-            raise_errors=self.raise_errors,  # a module's failure: warned once per tag
-        )
         grads, self._grads = (self._grads if self.grads else False), {}
-        try:
-            tb_torch.log_kernels(
-                self._writer,
-                pl_module,
-                step,
-                max_channels=self.max_channels,
-                grads=grads,
-                updates=int(trainer.global_step),
-                **options,
-            )
-        except Exception as e:
-            self._report("kernels", f"logging kernels at step {step}", e)
-        if self.sample_inputs is not None:
-            self._log_activations(pl_module, step, options)
+        log_dir = self._target_dir(trainer)
+        self._logger.log(log_dir, pl_module, step, grads=grads, updates=int(trainer.global_step))
 
-    def _log_activations(self, pl_module: nn.Module, step: int, options: dict) -> None:
-        device = next(iter(pl_module.parameters()), torch.empty(0)).device
-        try:  # log_activations: eval mode, no_grad, each submodule's mode restored after
-            with tb_torch.log_activations(
-                self._writer,
-                pl_module,
-                step,
-                max_samples=self.max_samples,
-                examples=self.examples,
-                **options,
-            ):
-                for batch in batches(self.sample_inputs, self.batch_size):
-                    batch = apply(batch, lambda t: t.to(device))
-                    pl_module(*batch) if isinstance(batch, tuple) else pl_module(batch)
-        except Exception as e:
-            self._report("activations", f"logging activations on sample_inputs at step {step}", e)
+
+def _call(module: nn.Module, batch: Any) -> Any:
+    return module(*batch) if isinstance(batch, tuple) else module(batch)

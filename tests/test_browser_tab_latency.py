@@ -92,8 +92,13 @@ def switch_marks(frame, tag: str, filters: int) -> list[dict]:
     frame.locator("#tag-select").select_option(tag)
     frame.wait_for_function(
         """([t0, tag]) => {
-            const done = (name) => performance.getEntriesByType('mark')
-                .some(m => m.startTime >= t0 && m.name === 'convfilters:' + name);
+            // after the switch to `tag` (the tag shown before may still be finishing)
+            const all = performance.getEntriesByType('mark');
+            const switched = all.filter(m => m.startTime >= t0 && m.name === 'convfilters:switch'
+                && m.detail && m.detail.tag === tag);
+            if (!switched.length) return false;
+            const since = switched[switched.length - 1].startTime;
+            const done = (name) => all.some(m => m.startTime >= since && m.name === 'convfilters:' + name);
             const c = document.querySelector('canvas.main-grid');
             const q = (s) => document.querySelector('#health-table ' + s);
             return c && c.dataset.tag === tag && done('health') && done('sparklines')

@@ -130,6 +130,19 @@ def test_epochs_logged_into_the_tensorboard_logger_exactly(tmp_path, package_nam
     assert got.tobytes() == first.numpy().tobytes()
 
 
+def test_float_sample_inputs_take_the_modules_dtype(tmp_path):
+    x, data = make_data()
+    module = make_module(pl.LightningModule).double()  # float64 weights, float32 inputs
+    callback = FiltersCallback(sample_inputs=x, max_samples=2, raise_errors=True)
+    t = trainer(pl, tmp_path, [callback], max_epochs=1)
+    t.fit(module, DataLoader(TensorDataset(x.double(), data.dataset.tensors[1]), batch_size=4))
+    module.eval()
+    with torch.no_grad():
+        want = module.features(x[:2].double())
+    got, _ = served(plugin_client(tmp_path), "fit/version_0", "features.3/activation", 0)
+    assert got.dtype == want.numpy().dtype and got.tobytes() == want.numpy().tobytes()
+
+
 def test_every_n_batches_steps_are_global_steps_and_the_end_is_logged(tmp_path):
     x, data = make_data()  # 3 batches per epoch
     module = make_module(pl.LightningModule)

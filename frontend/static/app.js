@@ -392,9 +392,9 @@ export class Dashboard {
     const token = ++this.token;
     this.prefetcher.cancel();
     this.updateStepLabel();
-    this.writeHash();
     const step = s.step;
     if (step === null || step === undefined) {
+      this.writeHash();
       this.panels.forEach((p) => p.clear("No steps logged for this tag yet."));
       return;
     }
@@ -418,6 +418,7 @@ export class Dashboard {
     // the grid first: the side views (health table, findings, examples, spectra) once it is painted
     await afterPaint();
     if (token !== this.token) return;
+    this.writeHash(); // the page's URL (history.replaceState of TensorBoard's page: ~4 ms) once the grid is up
     this.examples.show(results);
     this.triage.updateSide();
     this.triage.updateFindings();

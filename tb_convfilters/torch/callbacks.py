@@ -1,6 +1,6 @@
-"""What the training-loop callbacks share (Hugging Face ``Trainer``, fastai, Ultralytics):
-their knobs checked once, kernels and activations logged into one Writer under one error
-policy, the last logged step remembered, the Writer closed at the end of training.
+"""What the training-loop callbacks share (Lightning, Hugging Face ``Trainer``, fastai,
+Ultralytics): their knobs checked once, kernels and activations logged into one Writer
+under one error policy, the last logged step remembered, the Writer closed at the end.
 
 A framework's callback decides when to log, at which step, in which directory and on
 which process; `LoopLogger.log` does the rest.
@@ -9,7 +9,7 @@ which process; `LoopLogger.log` does the rest.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -45,6 +45,15 @@ def batches(inputs: Any, size: int) -> Iterator[Any]:
         yield apply(inputs, lambda t, start=start: t[start : start + size])
 
 
+def call_with(model: nn.Module, batch: Any) -> Any:
+    """`model` on one batch: a tuple unpacked, a dict as keyword arguments, else as it is."""
+    if isinstance(batch, tuple):
+        return model(*batch)
+    if isinstance(batch, dict):
+        return model(**batch)
+    return model(batch)
+
+
 def check_log_dir(log_dir: Any) -> str | None:
     """`log_dir` as a string path (None stays None)."""
     if log_dir is None:
@@ -57,8 +66,9 @@ def check_log_dir(log_dir: Any) -> str | None:
 class LoopLogger:
     """Logs a model's kernels (and its conv outputs on `sample_inputs`) at a step.
 
-    `who` names the callback in warnings. The knobs are those of the Lightning callback
-    (``tb_convfilters.lightning.FiltersCallback``); see there.
+    `who` names the callback in warnings; `call(model, batch)` runs the model on a batch of
+    `sample_inputs` (default `call_with`). The other knobs are those of the Lightning
+    callback (``tb_convfilters.lightning.FiltersCallback``); see there.
     """
 
     def __init__(
@@ -75,8 +85,10 @@ class LoopLogger:
         budget_mb: float | None = DEFAULT_STEP_BUDGET_MB,
         raise_errors: bool = False,
         examples: int = DEFAULT_EXAMPLES,
+        call: Callable[[nn.Module, Any], Any] = call_with,
     ):
         self.modules = modules
+        self.call = call
         self.dtype = check_float_dtype(dtype)
         self.max_filters = check_cap(max_filters, "max_filters")
         self.max_channels = check_cap(max_channels, "max_channels")
@@ -95,8 +107,17 @@ class LoopLogger:
         """Raises now when `modules` names no submodule of `model` (not at the first log)."""
         _select(model, self.modules, tuple(KERNEL_LAYOUTS))
 
-    def log(self, log_dir: str, model: nn.Module, step: int) -> None:
-        """Kernels, and activations on `sample_inputs`, at `step` into `log_dir`.
+    def log(
+        self,
+        log_dir: str,
+        model: nn.Module,
+        step: int,
+        *,
+        grads: bool | Mapping[str, torch.Tensor] = False,
+        updates: int | None = None,
+    ) -> None:
+        """Kernels, and activations on `sample_inputs`, at `step` into `log_dir`; `grads` and
+        `updates` as in ``tb_convfilters.torch.log_kernels``.
 
         The caller runs it on the main process only; failures follow the error policy."""
         self.logged_step = step
@@ -111,7 +132,15 @@ class LoopLogger:
             raise_errors=self.policy.raise_errors,  # a module's failure: warned once per tag
         )
         try:
-            log_kernels(self.writer, model, step, max_channels=self.max_channels, **options)
+            log_kernels(
+                self.writer,
+                model,
+                step,
+                max_channels=self.max_channels,
+                grads=grads,
+                updates=updates,
+                **options,
+            )
         except Exception as e:
             self.policy.report("kernels", f"logging kernels at step {step}", e)
         if self.sample_inputs is not None:
@@ -129,13 +158,7 @@ class LoopLogger:
                 **options,
             ):
                 for batch in batches(self.sample_inputs, self.batch_size):
-                    batch = apply(batch, to_model)
-                    if isinstance(batch, tuple):
-                        model(*batch)
-                    elif isinstance(batch, dict):
-                        model(**batch)
-                    else:
-                        model(batch)
+                    self.call(model, apply(batch, to_model))
         except Exception as e:
             self.policy.report(
                 "activations", f"logging activations on sample_inputs at step {step}", e
