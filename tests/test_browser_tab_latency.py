@@ -98,7 +98,8 @@ def switch_marks(frame, tag: str, filters: int) -> list[dict]:
                 && m.detail && m.detail.tag === tag);
             if (!switched.length) return false;
             const since = switched[switched.length - 1].startTime;
-            const done = (name) => all.some(m => m.startTime >= since && m.name === 'convfilters:' + name);
+            const done = (name) => all.some(
+                m => m.startTime >= since && m.name === 'convfilters:' + name);
             const c = document.querySelector('canvas.main-grid');
             const q = (s) => document.querySelector('#health-table ' + s);
             return c && c.dataset.tag === tag && done('health') && done('sparklines')

@@ -376,8 +376,10 @@ export class Dashboard {
   change(patch) {
     mark("switch", { ...patch });
     Object.assign(this.state, patch);
-    // a new tag's steps listing and tensor are asked for before any DOM work
+    // a new tag's steps listing and tensor are asked for before any DOM work; what was
+    // on its way ahead for the tag shown before gives way to them
     if ("tag" in patch && !("run" in patch)) this.startFetches();
+    if ("tag" in patch || "run" in patch) this.cache.abortAhead();
     if (["run", "tag", "compare", "diff", "base", "align"].some((k) => k in patch)) {
       if ("run" in patch || "tag" in patch) this.detail.close();
       this.loadTags(this.tags);

@@ -11,14 +11,16 @@ function keyOf(run, tag, step, caps) {
 /**
  * A byte-bounded LRU of tensor promises. `limit`: bytes of decoded tensors kept in
  * all; `prefetchLimit`: bytes of those fetched ahead (`prefetch`) and not asked for
- * since, evicted first (oldest first) when over it. `fetch(run, tag, step, caps)`
- * -> promise of {buffer, ...} (api.tensor by default; tests pass their own).
+ * since, evicted first (oldest first) when over it. `fetch(run, tag, step, caps, signal)`
+ * -> promise of {buffer, ...} (api.tensor by default; tests pass their own); a fetch
+ * ahead that is dropped while on its way is aborted (`signal`), so that it stops taking
+ * the server's time and a connection from what is shown next.
  */
 export class TensorCache {
   constructor(limit, { prefetchLimit = limit, fetch = null } = {}) {
     this.limit = limit;
     this.prefetchLimit = prefetchLimit;
-    this.fetch = fetch || ((run, tag, step, caps) => api.tensor(run, tag, step, {}, caps));
+    this.fetch = fetch || ((run, tag, step, caps, signal) => api.tensor(run, tag, step, { signal }, caps));
     this.map = new Map();
   }
 
@@ -44,7 +46,17 @@ export class TensorCache {
   /** Drops the tensors fetched ahead and not asked for since, except `keep` ([[run, tag, step, cap]]). */
   keepAhead(keep) {
     const wanted = new Set(keep.map(([run, tag, step, cap]) => keyOf(run, tag, step, capsOf(cap))));
-    for (const [key, e] of [...this.map]) if (e.ahead && !wanted.has(key)) this.map.delete(key);
+    for (const [key, e] of [...this.map]) if (e.ahead && !wanted.has(key)) this.drop(key, e);
+  }
+
+  /** Aborts the fetches ahead still on their way and not asked for since (those that arrived stay). */
+  abortAhead() {
+    for (const [key, e] of [...this.map]) if (e.ahead && e.controller) this.drop(key, e);
+  }
+
+  drop(key, entry) {
+    this.map.delete(key);
+    if (entry.controller) entry.controller.abort();
   }
 
   /** Is this tensor held (or on its way)? */
@@ -59,13 +71,17 @@ export class TensorCache {
       const entry = this.map.get(key);
       this.map.delete(key);
       this.map.set(key, entry);
-      if (!ahead) entry.ahead = false;
+      if (!ahead) {
+        entry.ahead = false;
+        entry.controller = null; // asked for now: never aborted
+      }
       return entry;
     }
-    const entry = { promise: this.fetch(run, tag, step, caps), bytes: 0, ahead };
+    const controller = ahead ? new AbortController() : null; // while on its way
+    const entry = { promise: this.fetch(run, tag, step, caps, controller && controller.signal), bytes: 0, ahead, controller };
     entry.promise.then(
-      (t) => { entry.bytes = t.buffer.byteLength; this.trim(); },
-      () => { if (this.map.get(key) === entry) this.map.delete(key); },
+      (t) => { entry.controller = null; entry.bytes = t.buffer.byteLength; this.trim(); },
+      () => { entry.controller = null; if (this.map.get(key) === entry) this.map.delete(key); },
     );
     this.map.set(key, entry);
     return entry;
@@ -96,6 +112,7 @@ export class TensorCache {
   }
 
   clear() {
+    this.abortAhead();
     this.map.clear();
   }
 }

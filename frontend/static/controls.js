@@ -2,7 +2,7 @@
 // the state; messages, the loading note and the empty page.
 
 import { COLORMAPS } from "./colormap.js";
-import { el, fillSelect } from "./dom.js";
+import { el, fillSelect, refill } from "./dom.js";
 import { MODE_LABELS, MODES } from "./normalize.js";
 
 function label(text, control, extra = {}) {
@@ -119,10 +119,13 @@ export class Controls {
     fillSelect(c.run, runs, s.run);
     const byKind = {};
     for (const t of tagNames) (byKind[tags[s.run][t].kind] ||= []).push(t);
-    c.tag.replaceChildren(...Object.entries(byKind).map(([kind, list]) =>
+    refill(c.tag, JSON.stringify(byKind), () => Object.entries(byKind).map(([kind, list]) =>
       el("optgroup", { label: `${kind}s` }, ...list.map((t) => el("option", { value: t }, t)))));
     c.tag.value = s.tag;
-    c.compareList.replaceChildren(...runs.filter((r) => r !== s.run).map((r) => {
+    const others = runs.filter((r) => r !== s.run);
+    const compareKey = JSON.stringify([others, s.compare, others.map((r) => (tags[r][s.tag] ? "" : s.tag))]);
+    refill(c.compareList, compareKey, () => (others.length ? others : [null]).map((r) => {
+      if (r === null) return el("span", { class: "dim" }, "only one run");
       const has = Boolean(tags[r][s.tag]);
       return el("label", { class: "compare-run", title: has ? "" : `no ${s.tag} in this run` },
         el("input", {
@@ -135,7 +138,6 @@ export class Controls {
           },
         }), el("span", {}, r));
     }));
-    if (runs.length < 2) c.compareList.replaceChildren(el("span", { class: "dim" }, "only one run"));
     c.compare.querySelector("summary").textContent = s.compare.length ? `Compare runs (${s.compare.length + 1})` : "Compare runs";
     fillSelect(c.base, runs, s.base);
     c.cmap.value = s.cmap;
@@ -168,13 +170,15 @@ export class Controls {
           + "This page checks for new data every 30 s; press Reload to check now.")),
     );
     fillSelect(this.run, []);
-    this.tag.replaceChildren();
+    refill(this.tag, "[]", () => []);
     this.stepLabel.textContent = "";
   }
 
   /** Shows the panels' nodes. */
   setPanels(nodes) {
-    this.panelsNode.replaceChildren(...nodes);
+    const shown = this.panelsNode.children;
+    // the same panels: left in place (taken out and put back, they are laid out and painted again)
+    if (nodes.length !== shown.length || nodes.some((n, i) => shown[i] !== n)) this.panelsNode.replaceChildren(...nodes);
     this.panelsNode.dataset.count = String(nodes.length);
   }
 

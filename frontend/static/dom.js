@@ -37,13 +37,21 @@ export function setChildren(node, ...children) {
 }
 
 /** A <select> whose options are [value, label] pairs (or plain strings). */
+/**
+ * Replaces `node`'s children with `make()` unless they were made for the same `key`
+ * (a string): new children are laid out and painted again, the whole view with them.
+ */
+export function refill(node, key, make) {
+  if (node.filledKey === key) return;
+  node.filledKey = key;
+  node.replaceChildren(...make());
+}
+
 export function fillSelect(select, options, value) {
-  select.replaceChildren(
-    ...options.map((o) => {
-      const [v, label] = Array.isArray(o) ? o : [o, o];
-      return el("option", { value: v }, label);
-    }),
-  );
+  refill(select, JSON.stringify(options), () => options.map((o) => {
+    const [v, label] = Array.isArray(o) ? o : [o, o];
+    return el("option", { value: v }, label);
+  }));
   if (value !== undefined && options.some((o) => (Array.isArray(o) ? o[0] : o) === value)) {
     select.value = value;
   }

@@ -98,3 +98,38 @@ test("TensorCache: a failed fetch is forgotten, so it is asked again", async () 
   await cache.get("r", "t", 1);
   assert.equal(n, 2);
 });
+
+test("TensorCache: a fetch ahead dropped on its way is aborted; one arrived or asked for is not", async () => {
+  const signals = {};
+  const pending = {};
+  const fetch = (run, tag, step, caps, signal) => {
+    signals[tag] = signal;
+    return new Promise((resolve, reject) => {
+      pending[tag] = () => resolve({ buffer: new ArrayBuffer(8), step: String(step) });
+      if (signal) signal.addEventListener("abort", () => reject(new Error("aborted")));
+    });
+  };
+  const cache = new TensorCache(100 * MiB, { prefetchLimit: 20 * MiB, fetch });
+  for (const tag of ["arrived", "asked", "on-its-way", "unwanted"]) cache.prefetch("r", tag, 1, null, 8);
+  pending.arrived();
+  await settle();
+  const asked = cache.get("r", "asked", 1); // asked for while on its way: never aborted
+  cache.keepAhead([["r", "arrived", 1, null], ["r", "on-its-way", 1, null]]);
+  assert.equal(signals.unwanted.aborted, true, "dropped by keepAhead while on its way");
+  assert.equal(cache.has("r", "unwanted", 1), false);
+  cache.abortAhead();
+  assert.equal(signals["on-its-way"].aborted, true);
+  assert.equal(cache.has("r", "on-its-way", 1), false);
+  assert.equal(signals.asked.aborted, false);
+  assert.equal(cache.has("r", "arrived", 1), true, "an arrived tensor stays");
+  assert.equal(cache.has("r", "asked", 1), true);
+  pending.asked();
+  assert.equal((await asked).step, "1");
+  cache.prefetch("r", "later", 1, null, 8);
+  cache.clear();
+  assert.equal(signals.later.aborted, true, "clear aborts too");
+  const shown = cache.get("r", "shown", 1);
+  assert.equal(signals.shown, null, "a tensor asked for directly has no signal to abort");
+  pending.shown();
+  await shown;
+});
