@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -206,8 +207,12 @@ def test_the_dashboard_is_served_under_its_version_so_browsers_keep_it(tmp_path)
     zipped = client.get(PREFIX + entry.lstrip("/"), headers={"Accept-Encoding": "gzip"})
     assert zipped.headers["Content-Encoding"] == "gzip"
     assert gzip.decompress(zipped.data) == body
-    # a changed file: a new address; the old one still answers, with the new file, not kept
+    # the same contents written again (a reinstall): the same address, kept by the browser
     app = folder / "app.js"
+    app.write_bytes(app.read_bytes())
+    os.utime(app, ns=(0, 10**18))
+    assert plugin.frontend_metadata().es_module_path == entry
+    # a changed file: a new address; the old one still answers, with the new file, not kept
     app.write_bytes(app.read_bytes() + b"\n// edited\n")
     entry2 = plugin.frontend_metadata().es_module_path
     assert entry2 != entry

@@ -29,17 +29,31 @@ def frontend_dir() -> Path:
     )
 
 
+_versions: dict[Path, tuple[list, str]] = {}
+
+
 def version_of(static: Path) -> str:
-    """12 hex digits that change whenever a file of `static` does (its name, size or mtime).
+    """12 hex digits that change whenever a file of `static` does: a digest of its files.
 
     The dashboard is served under ``static/<version>/`` so that browsers may keep its files:
-    a changed file (an upgrade, an edit in an editable install) gets a new address.
+    a changed file (an upgrade, an edit in an editable install) gets a new address. The
+    digest is of the contents, read again only when a file's name, size or mtime changed.
     """
-    digest = hashlib.sha1()
+    stamp = []
     for path in sorted(static.iterdir()):
         try:
             info = path.stat()
-        except OSError:
+        except OSError:  # removed meanwhile
             continue
-        digest.update(f"{path.name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
-    return digest.hexdigest()[:12]
+        stamp.append((path.name, info.st_size, info.st_mtime_ns))
+    known = _versions.get(static)
+    if known is None or known[0] != stamp:
+        digest = hashlib.sha1()
+        for name, *_ in stamp:
+            try:
+                digest.update(name.encode() + b"\0" + (static / name).read_bytes() + b"\0")
+            except OSError:
+                continue
+        known = stamp, digest.hexdigest()[:12]
+        _versions[static] = known
+    return known[1]
