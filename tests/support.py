@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 from tensorboard.backend import application
 from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
 from tensorboard.plugins import base_plugin
@@ -70,6 +71,24 @@ def make_plugin(
 def plugin_client(logdir: str | Path, samples: int = 0, **kwargs) -> Client:
     """A werkzeug client for TensorBoard's WSGI app holding only our plugin (`make_plugin`)."""
     return Client(application.TensorBoardWSGI([make_plugin(logdir, samples, **kwargs)]))
+
+
+def route_fixtures(write: Any) -> tuple[Any, Any]:
+    """The `logdir` and `client` fixtures of a route test module: `write(root)` writes the
+    logdir once for the module; `client` serves it from each source (the plugin's index and
+    TensorBoard's data provider). Use: ``logdir, client = route_fixtures(write)``."""
+
+    @pytest.fixture(scope="module")
+    def logdir(tmp_path_factory):
+        root = tmp_path_factory.mktemp("logs")
+        write(root)
+        return root
+
+    @pytest.fixture(params=["index", "provider"])
+    def client(request, logdir):
+        return plugin_client(logdir, source=request.param)
+
+    return logdir, client
 
 
 def get(client: Client, route: str, **query: Any) -> tuple[int, Any]:

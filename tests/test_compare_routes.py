@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support import get, http_get, plugin_client, tensorboard, tensorboard_process
+from support import get, http_get, plugin_client, route_fixtures, tensorboard, tensorboard_process
 
 from tb_convfilters import Writer, compare
 from tb_convfilters._record.record import make_record
@@ -44,19 +44,14 @@ def write(logdir, run, k1, k2, maps, digest, steps=(1, 2)):
             w.write_record("c1/activation", rec, step)
 
 
-@pytest.fixture(scope="module")
-def logdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("logs")
+def write_runs(root):
     b1, b2 = permuted()
     write(root, "a", K1, K2, MAPS, "x")
     write(root, "b", b1, b2, MAPS[..., P1] * 3, "x")
     write(root, "other", K1, K2, MAPS, "y", steps=(1,))
-    return root
 
 
-@pytest.fixture(params=["index", "provider"])
-def client(request, logdir):
-    return plugin_client(logdir, source=request.param)
+logdir, client = route_fixtures(write_runs)
 
 
 def test_align_carries_the_permutation_into_the_next_layer(client):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import array, get, plugin_client
+from support import array, get, plugin_client, route_fixtures
 
 from tb_convfilters import Writer, doctor, dynamics
 from tb_convfilters._record.record import make_record
@@ -45,16 +45,7 @@ def write(logdir):
         w.activation("act", rng.random((2, 4, 4, 3)).astype("f4"), 0)
 
 
-@pytest.fixture(scope="module")
-def logdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("logs")
-    write(root)
-    return root
-
-
-@pytest.fixture(params=["index", "provider"])
-def client(request, logdir):
-    return plugin_client(logdir, source=request.param)
+logdir, client = route_fixtures(write)
 
 
 def rows(k, axis):

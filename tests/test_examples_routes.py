@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from support import array, get, http_get, plugin_client, tensorboard
+from support import array, get, http_get, plugin_client, route_fixtures, tensorboard
 
 from tb_convfilters import Writer, reader
 from tb_convfilters._record.receptive_field import ReceptiveField
@@ -28,16 +28,7 @@ def write(logdir):
         w.activation("c1/act", ACTS[0], 2)  # a step without examples
 
 
-@pytest.fixture(scope="module")
-def logdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("logs")
-    write(root)
-    return root
-
-
-@pytest.fixture(params=["index", "provider"])
-def client(request, logdir):
-    return plugin_client(logdir, source=request.param)
+logdir, client = route_fixtures(write)
 
 
 def test_tags_list_activations_with_their_examples_not_the_records(client):

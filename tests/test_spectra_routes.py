@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from support import get, plugin_client
+from support import get, plugin_client, route_fixtures
 
 from tb_convfilters import Writer, spectra
 
@@ -42,16 +42,7 @@ def write(logdir):
         w.kernel("c3/kernel", np.ones((3, 3, 3, 2, 2), np.float32), 0, layout="DHWIO")
 
 
-@pytest.fixture(scope="module")
-def logdir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("logs")
-    write(root)
-    return root
-
-
-@pytest.fixture(params=["index", "provider"])
-def client(request, logdir):
-    return plugin_client(logdir, source=request.param)
+logdir, client = route_fixtures(write)
 
 
 def nan(values):
