@@ -15,6 +15,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,6 +121,13 @@ def http_get(url: str, timeout: float = 30) -> tuple[int, bytes, dict]:
             return r.status, r.read(), dict(r.headers)
     except urllib.error.HTTPError as e:
         return e.code, e.read(), dict(e.headers)
+
+
+def served_json(base: str, route: str, **query: Any) -> Any:
+    """The JSON answer (status 200) of plugin `route` from the ``tensorboard`` at `base`."""
+    status, body, _ = http_get(f"{base}{PREFIX}{route}?" + urllib.parse.urlencode(query))
+    assert status == 200, body[:300]
+    return json.loads(body)
 
 
 @contextlib.contextmanager

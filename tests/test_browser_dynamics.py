@@ -19,7 +19,7 @@ import urllib.parse
 import numpy as np
 import pytest
 from browser_support import canvas_pixels, grid_selector, lut_of
-from support import array, http_get, plugin_frame, tensorboard
+from support import array, http_get, plugin_frame, served_json, tensorboard
 
 from tb_convfilters import Writer
 
@@ -78,14 +78,6 @@ def served(tmp_path_factory):
         yield base
 
 
-def route(base, name, **query):
-    status, body, _ = http_get(
-        f"{base}/data/plugin/convfilters/{name}?" + urllib.parse.urlencode(query)
-    )
-    assert status == 200, body[:300]
-    return json.loads(body)
-
-
 def entry(t):
     """colormap.js lutIndex of t in [0, 1]: Math.round(t * 256), clamped."""
     return 0 if t <= 0 else 256 if t >= 1 else int(math.floor(t * 256 + 0.5))
@@ -120,7 +112,7 @@ def no_problems(page):
 def test_raster_findings_click_and_rotation_follow_the_routes(served, page):
     frame = open_view(page, served, "a", TAG, 7)
     table = lut_of(frame, "sequential")
-    answer = route(served, "dynamics", run="a", tag=TAG)
+    answer = served_json(served, "dynamics", run="a", tag=TAG)
     ratios = array(answer["update_ratio"])
     assert ratios.shape == (len(STEPS) - 1, FILTERS)
     # the planted ratios (float32 rounding aside); filter 3 exactly 0 from step 3
@@ -146,7 +138,7 @@ def test_raster_findings_click_and_rotation_follow_the_routes(served, page):
     # the doctor's stalled finding: filter 3, its first_step 3, drawn at (row 3, column 3)
     stalled = [
         f
-        for f in route(served, "findings", run="a")["findings"]
+        for f in served_json(served, "findings", run="a")["findings"]
         if f["tag"] == TAG and f["problem"] == "stalled"
     ]
     assert [(f["filter"], f["first_step"]) for f in stalled] == [(STALLED, STALL_FROM)]
@@ -191,7 +183,7 @@ def test_raster_findings_click_and_rotation_follow_the_routes(served, page):
     frame.wait_for_selector('#dynamics-ratio[data-shown="2"]')
 
     # rotation: rows conv1, conv2; a column per step; grey where conv2 was not logged
-    rot = route(served, "rotation", run="a")
+    rot = served_json(served, "rotation", run="a")
     values = array(rot["rotation"])
     assert rot["tags"] == [TAG, TAG2] and rot["steps"] == list(STEPS)
     rcanvas = frame.wait_for_selector("#dynamics-rotation")
@@ -217,7 +209,7 @@ def test_gradient_norms_are_drawn_where_logged(served, page):
     tag = "0/weight"
     frame = open_view(page, served, "g", tag)
     table = lut_of(frame, "sequential")
-    answer = route(served, "dynamics", run="g", tag=tag)
+    answer = served_json(served, "dynamics", run="g", tag=tag)
     grads = array(answer["grad_norm"])
     assert grads.shape == (3, 4) and np.isnan(grads[1]).all()
     canvas = frame.wait_for_selector("#dynamics-grad")

@@ -12,7 +12,7 @@ import urllib.parse
 import numpy as np
 import pytest
 from browser_support import canvas_pixels, grid_selector, lut_of
-from support import http_get, plugin_frame, tensorboard
+from support import plugin_frame, served_json, tensorboard
 
 from tb_convfilters import Writer
 
@@ -42,14 +42,6 @@ def served(tmp_path_factory):
             w.kernel(TAG, np.concatenate([k, -0.5 * k], 2).astype(np.float32), step)
     with tensorboard(logdir, load_fast="false") as base:
         yield base
-
-
-def route(base, name, **query):
-    status, body, _ = http_get(
-        f"{base}/data/plugin/convfilters/{name}?" + urllib.parse.urlencode(query)
-    )
-    assert status == 200, body[:300]
-    return json.loads(body)
 
 
 def colour(count, most, table):
@@ -83,12 +75,12 @@ def check_histogram(frame, answer, table):
 def test_histogram_raster_and_badge_show_the_routes(served, page):
     frame = open_view(page, served, f"run=a&tag={TAG}&step=10")
     table = lut_of(frame, "sequential")
-    last = route(served, "spectra", run="a", tag=TAG, step=10)
+    last = served_json(served, "spectra", run="a", tag=TAG, step=10)
     check_histogram(frame, last, table)
     # planted: at step 10 (i = 2) filter j has WAVES[(j + 2) % 6]; 6 filters, none flat
     assert sum(map(sum, last["counts"])) == 6 and last["flat"] == 0
 
-    over = route(served, "spectra_steps", run="a", tag=TAG)
+    over = served_json(served, "spectra_steps", run="a", tag=TAG)
     raster = frame.wait_for_selector('#spectra-raster[data-shown="2"]')
     assert json.loads(raster.get_attribute("data-steps")) == list(STEPS)
     px = canvas_pixels(frame, raster)
@@ -114,7 +106,7 @@ def test_histogram_raster_and_badge_show_the_routes(served, page):
         """() => { const s = document.querySelector('input[type=range]');
                    s.value = 0; s.dispatchEvent(new Event('input', {bubbles: true})); }"""
     )
-    first = route(served, "spectra", run="a", tag=TAG, step=0)
+    first = served_json(served, "spectra", run="a", tag=TAG, step=0)
     assert first["counts"] != last["counts"]
     check_histogram(frame, first, table)
     frame.wait_for_selector('#spectra-raster[data-shown="0"]')

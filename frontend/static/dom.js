@@ -59,6 +59,17 @@ export function fillSelect(select, options, value) {
 }
 
 /** Formats a number compactly for labels and tooltips. */
+/** Sizes `canvas` to `img` ({data, width, height}: RGBA pixels, 1 css px each) and puts it there. */
+export function paintPixels(canvas, img) {
+  canvas.width = img.width;
+  canvas.height = img.height;
+  canvas.style.width = `${img.width}px`;
+  canvas.style.height = `${img.height}px`;
+  if (img.width && img.height) {
+    canvas.getContext("2d").putImageData(new ImageData(img.data, img.width, img.height), 0, 0);
+  }
+}
+
 export function fmt(v, digits = 4) {
   if (v === null || v === undefined) return "—";
   if (Number.isNaN(v)) return "NaN";

@@ -7,7 +7,7 @@
 import * as api from "./api.js";
 import { decodeBinary } from "./binary.js";
 import { lut } from "./colormap.js";
-import { el, fmt, setChildren } from "./dom.js";
+import { el, fmt, paintPixels, setChildren } from "./dom.js";
 import { chip } from "./doctorview.js";
 import {
   BAND_H, cellGeometry, cellHit, colorbarPixels, decade, entryColor, gradIndex, gradLimits, markerCells,
@@ -21,14 +21,6 @@ const BAR_H = 14;
 const ROTATION_ROW = 14;
 /** Height (px) a raster fits its rows in (each at least 1 px: 512 filters take 512). */
 const RASTER_H = 300;
-
-function paint(canvas, img) {
-  canvas.width = img.width;
-  canvas.height = img.height;
-  canvas.style.width = `${img.width}px`;
-  canvas.style.height = `${img.height}px`;
-  if (img.width && img.height) canvas.getContext("2d").putImageData(new ImageData(img.data, img.width, img.height), 0, 0);
-}
 
 function remember(map, key, make) {
   if (!map.has(key)) {
@@ -47,7 +39,7 @@ function geometryData(g) {
 /** A colour bar canvas with its labels (decades of a log scale, or a linear range). */
 function colorbar(id, table, labels, marked = null) {
   const canvas = el("canvas", { class: "dynamics-bar", id });
-  paint(canvas, colorbarPixels(table, BAR_W, BAR_H + (marked ? BAND_H : 0), marked || {}));
+  paintPixels(canvas, colorbarPixels(table, BAR_W, BAR_H + (marked ? BAND_H : 0), marked || {}));
   return el("div", { class: "dynamics-bar-wrap" }, canvas,
     el("div", { class: "dynamics-bar-labels", style: { width: `${BAR_W}px` } }, ...labels.map((t) => el("span", {}, t))));
 }
@@ -149,7 +141,7 @@ export class DynamicsView {
     const g = cellGeometry(n, cols, { maxHeight: RASTER_H, maxW: 16, maxH: 10 });
     this.ratio.geometry = g;
     const shown = steps.indexOf(d.state.step);
-    paint(this.ratio, rasterPixels(g, (row, col) => entryColor(ratioIndex(ratios.array[col * n + sources[row]]), table),
+    paintPixels(this.ratio, rasterPixels(g, (row, col) => entryColor(ratioIndex(ratios.array[col * n + sources[row]]), table),
       { shown, marks: marks.map((m) => ({ ...m, color: PROBLEM_STYLE[m.problem].color })) }));
     Object.assign(this.ratio.dataset, geometryData(g), {
       run, tag, step: String(d.state.step), shown: String(shown), steps: JSON.stringify(steps),
@@ -187,7 +179,7 @@ export class DynamicsView {
     const steps = answer.steps;
     const g = cellGeometry(n, steps.length, { maxHeight: RASTER_H, maxW: 16, maxH: 10 });
     this.grad.geometry = g;
-    paint(this.grad, rasterPixels(g, (row, col) => entryColor(gradIndex(grads[col * n + sources[row]], limits), table, MISSING),
+    paintPixels(this.grad, rasterPixels(g, (row, col) => entryColor(gradIndex(grads[col * n + sources[row]], limits), table, MISSING),
       { shown: steps.indexOf(d.state.step) }));
     Object.assign(this.grad.dataset, geometryData(g), { run, tag, limits: JSON.stringify(limits) });
     const labels = limits ? [fmt(10 ** limits[0], 3), fmt(10 ** ((limits[0] + limits[1]) / 2), 3), fmt(10 ** limits[1], 3)] : [];
@@ -205,7 +197,7 @@ export class DynamicsView {
     const g = cellGeometry(tags.length, steps.length, { maxWidth: 380, minW: 2, maxW: 16, minH: ROTATION_ROW, maxH: ROTATION_ROW, left: 0 });
     this.rotation.geometry = g;
     this.shownRotation = { run, answer, values };
-    paint(this.rotation, rasterPixels(g, (row, col) => entryColor(rotationIndex(values[row * steps.length + col]), table, MISSING),
+    paintPixels(this.rotation, rasterPixels(g, (row, col) => entryColor(rotationIndex(values[row * steps.length + col]), table, MISSING),
       { shown: steps.indexOf(d.state.step) }));
     Object.assign(this.rotation.dataset, geometryData(g), { run, tags: JSON.stringify(tags), steps: JSON.stringify(steps) });
     const [lo, hi] = ROTATION_RANGE;

@@ -5,23 +5,13 @@
 
 import * as api from "./api.js";
 import { lut } from "./colormap.js";
-import { el, setChildren } from "./dom.js";
+import { el, paintPixels, setChildren } from "./dom.js";
 import {
   badgeText, bandLabel, binLabel, filterIndex, hasSpectra, histogramHit, histogramPixels,
   rasterHit, rasterPixels,
 } from "./spectra.js";
 
 const CACHE = 256;
-
-function paint(canvas, img) {
-  canvas.width = img.width;
-  canvas.height = img.height;
-  canvas.style.width = `${img.width}px`;
-  canvas.style.height = `${img.height}px`;
-  if (img.width && img.height) {
-    canvas.getContext("2d").putImageData(new ImageData(img.data, img.width, img.height), 0, 0);
-  }
-}
 
 /** Reads from the Dashboard (app.js): state (run, tag, step), info(run, tag) and dark. */
 export class SpectraView {
@@ -107,7 +97,7 @@ export class SpectraView {
     const table = lut("sequential", { dark: this.dashboard.dark });
     const counts = one.counts;
     this.shown = { one, over };
-    paint(this.hist, histogramPixels(counts, table));
+    paintPixels(this.hist, histogramPixels(counts, table));
     Object.assign(this.hist.dataset, { run, tag, step: String(one.step), counts: JSON.stringify(counts) });
     const n = one.frequency.length;
     this.histTitle.textContent = `${tag} at step ${one.step}: ${n} filters by dominant frequency (rows, low at the bottom) × orientation (columns: `
@@ -120,7 +110,7 @@ export class SpectraView {
     const bins = one.orientation_edges.length - 1;
     const shown = over.steps.findIndex((s) => s.step === one.step);
     const img = rasterPixels(over.steps, bands, bins, table, shown);
-    paint(this.raster, img);
+    paintPixels(this.raster, img);
     Object.assign(this.raster.dataset, { steps: JSON.stringify(over.steps.map((s) => s.step)), shown: String(shown), most: String(img.most) });
     this.rasterTitle.textContent = `Coverage over ${over.steps.length} step${over.steps.length === 1 ? "" : "s"}`
       + `${over.capped ? ` (of ${over.total_steps}, spread evenly)` : ""}: a row per step, the bands left to right (low first), `
