@@ -306,8 +306,8 @@ export class Dashboard {
 
   async loadSteps(show, refresh = false) {
     const s = this.state;
-    // the tensor the step will show is fetched while the steps are listed (a tag opens at its last step)
-    if (show) this.loader.warm(this.panels, s.step ?? this.info().max_step);
+    // the tensor the step will show is fetched while the steps are listed
+    if (show) this.startFetches();
     const runs = this.listedRuns();
     // A newer selection may start another listing while this one waits: drop stale answers.
     const seq = ++this.stepsSeq;

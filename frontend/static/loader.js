@@ -50,10 +50,15 @@ export class StepLoader {
       p.catch(() => { if (this.stepsCache.get(key) === p) this.stepsCache.delete(key); });
       this.stepsCache.set(key, p);
     }
-    const list = await this.stepsCache.get(key);
-    // `tags` (asked again every poll) lists a later step than this listing had: ask again
+    const asked = this.stepsCache.get(key);
+    const list = await asked;
+    // `tags` (asked again every poll) lists a later step than this listing had: ask again,
+    // unless another caller did meanwhile (the switch and its listing ask at once)
     const max = this.host.info(run, tag).max_step;
-    if (!refresh && typeof max === "number" && list.length && list[list.length - 1].step < max) return this.steps(run, tag, true);
+    if (!refresh && typeof max === "number" && list.length && list[list.length - 1].step < max) {
+      const later = this.stepsCache.get(key);
+      return later && later !== asked ? later : this.steps(run, tag, true);
+    }
     return list;
   }
 
