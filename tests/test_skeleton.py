@@ -207,6 +207,15 @@ def test_the_dashboard_is_served_under_its_version_so_browsers_keep_it(tmp_path)
     zipped = client.get(PREFIX + entry.lstrip("/"), headers={"Accept-Encoding": "gzip"})
     assert zipped.headers["Content-Encoding"] == "gzip"
     assert gzip.decompress(zipped.data) == body
+    # types by suffix; a PNG is sent as it is, not gzipped again
+    (folder / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    png = client.get(PREFIX + entry.lstrip("/").replace("index.js", "logo.png"),
+                     headers={"Accept-Encoding": "gzip"})
+    assert png.headers["Content-Type"] == "image/png" and "Content-Encoding" not in png.headers
+    assert png.data.startswith(b"\x89PNG")
+    before, entry = entry, plugin.frontend_metadata().es_module_path
+    assert entry != before  # a new file: a new version
+    version = entry.split("/")[2]
     # the same contents written again (a reinstall): the same address, kept by the browser
     app = folder / "app.js"
     app.write_bytes(app.read_bytes())

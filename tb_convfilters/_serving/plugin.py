@@ -58,7 +58,6 @@ DEFAULT_MAX_TENSOR_MB = 256
 # Steps the stats route returns by default, and at most (its max_steps parameter).
 DEFAULT_STATS_STEPS = 500
 MAX_STATS_STEPS = 10_000
-# Static files are served with these types only; anything else is application/octet-stream.
 
 
 @functools.lru_cache(maxsize=4096)

@@ -21,6 +21,7 @@ from tb_convfilters._serving.data_sources import HttpError
 
 MAX_AGE_S = 7 * 24 * 3600
 _VERSION = re.compile(r"[0-9a-f]{12}")
+# Files are served with these types only; anything else is application/octet-stream.
 _CONTENT_TYPES = {
     ".js": "text/javascript",
     ".mjs": "text/javascript",
@@ -28,7 +29,11 @@ _CONTENT_TYPES = {
     ".html": "text/html",
     ".json": "application/json",
     ".md": "text/markdown",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".woff2": "font/woff2",
 }
+_COMPRESSED = {".png", ".woff2"}  # sent as they are
 
 
 class StaticFiles:
@@ -50,7 +55,10 @@ class StaticFiles:
             name = rest
             expires = MAX_AGE_S if version == version_of(self.folder) else 0
         path = self._find(name)
-        content_type = _CONTENT_TYPES.get(path.suffix.lower(), "application/octet-stream")
+        suffix = path.suffix.lower()
+        content_type = _CONTENT_TYPES.get(suffix, "application/octet-stream")
+        if suffix in _COMPRESSED:
+            return http_util.Respond(request, path.read_bytes(), content_type, expires=expires)
         return http_util.Respond(
             request, self._gzip(path), content_type, expires=expires, content_encoding="gzip"
         )
