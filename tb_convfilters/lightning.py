@@ -23,7 +23,6 @@ from tb_convfilters import torch as tb_torch
 from tb_convfilters._record.arguments import check_positive_int
 from tb_convfilters._record.examples import DEFAULT_EXAMPLES
 from tb_convfilters._writing.policies import DEFAULT_MAX_MAPS, DEFAULT_STEP_BUDGET_MB
-from tb_convfilters._writing.writer import Writer
 from tb_convfilters.torch.callbacks import LoopLogger, check_log_dir
 
 _BASES: list[type] = []
@@ -102,6 +101,7 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
         self.grads = grads
         self._grads: dict[str, torch.Tensor] = {}
         self.log_dir = check_log_dir(log_dir)
+        self._dir: str | None = None  # where this fit writes (setup)
         self.modules = modules
         self.every_n_epochs = check_positive_int(every_n_epochs, "every_n_epochs")
         self.every_n_batches = check_positive_int(every_n_batches, "every_n_batches", optional=True)
@@ -124,10 +124,6 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
     def raise_errors(self) -> bool:
         return self._logger.policy.raise_errors
 
-    @property
-    def _writer(self) -> Writer | None:
-        return self._logger.writer
-
     # ---- where ----
 
     def _target_dir(self, trainer: Any) -> str:
@@ -146,7 +142,7 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
 
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":
-            self._target_dir(trainer)  # fail now, not at the end of the first epoch
+            self._dir = self._target_dir(trainer)  # fails now, not at the first log
             self._logger.check(pl_module)
             self._logger.logged_step = None
 
@@ -196,8 +192,7 @@ class FiltersCallback(*_BASES):  # one class for both packages' Trainers
         if not trainer.is_global_zero:  # the rank is the trainer's global rank
             return
         grads, self._grads = (self._grads if self.grads else False), {}
-        log_dir = self._target_dir(trainer)
-        self._logger.log(log_dir, pl_module, step, grads=grads, updates=int(trainer.global_step))
+        self._logger.log(self._dir, pl_module, step, grads=grads, updates=int(trainer.global_step))
 
 
 def _call(module: nn.Module, batch: Any) -> Any:

@@ -257,7 +257,7 @@ def test_a_failed_write_never_hides_the_trainers_exception_nor_stops_a_good_fit(
         def training_step(self, batch, i):
             step = self.trainer.global_step
             if step == 2:  # the records so far are on disk; the next one fails: its file is gone
-                callback._writer.flush()
+                callback._logger.writer.flush()
                 shutil.rmtree(self.trainer.logger.log_dir)
             if step == 3 and self.boom:
                 raise KeyError("the user's own error")
