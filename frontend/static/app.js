@@ -290,7 +290,6 @@ export class Dashboard {
     this.examples.showDetail();
   }
 
-  /** Lists the shown tag's steps (`refresh`: asked again, else as listed before) and shows the step (`show`: even if unchanged). */
   /** The runs whose steps are listed: those shown, and the base of a difference or alignment. */
   listedRuns() {
     const s = this.state;
@@ -304,6 +303,7 @@ export class Dashboard {
     for (const r of this.listedRuns()) if (this.info(r, s.tag).kind) this.loader.steps(r, s.tag).catch(() => {});
   }
 
+  /** Lists the shown tag's steps (`refresh`: asked again, else as listed before) and shows the step (`show`: even if unchanged). */
   async loadSteps(show, refresh = false) {
     const s = this.state;
     // the tensor the step will show is fetched while the steps are listed
