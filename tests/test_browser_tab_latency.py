@@ -87,7 +87,8 @@ MARKS = """() => Array.from(performance.getEntriesByType('mark'))
 
 
 def switch_marks(frame, tag: str, filters: int) -> list[dict]:
-    """Switches the Tag select to `tag`: the marks until its health table and sparklines are in."""
+    """Switches the Tag select to `tag`: the marks of `tag` (and those of no tag) from its
+    switch until its health table and sparklines are in."""
     t0 = frame.evaluate("() => performance.now()")
     frame.locator("#tag-select").select_option(tag)
     frame.wait_for_function(
@@ -98,8 +99,8 @@ def switch_marks(frame, tag: str, filters: int) -> list[dict]:
                 && m.detail && m.detail.tag === tag);
             if (!switched.length) return false;
             const since = switched[switched.length - 1].startTime;
-            const done = (name) => all.some(
-                m => m.startTime >= since && m.name === 'convfilters:' + name);
+            const done = (name) => all.some(m => m.startTime >= since
+                && m.name === 'convfilters:' + name && m.detail && m.detail.tag === tag);
             const c = document.querySelector('canvas.main-grid');
             const q = (s) => document.querySelector('#health-table ' + s);
             return c && c.dataset.tag === tag && done('health') && done('sparklines')
@@ -112,7 +113,7 @@ def switch_marks(frame, tag: str, filters: int) -> list[dict]:
     marks = [m for m in frame.evaluate(MARKS) if m["t"] >= t0]
     # the tag shown before may still be finishing its side views when the select changes
     switch = max(i for i, m in enumerate(marks) if m["name"] == "switch" and m.get("tag") == tag)
-    return marks[switch:]
+    return [m for m in marks[switch:] if m.get("tag", tag) == tag]
 
 
 def test_a_tag_switch_draws_the_grid_before_the_health_table(tmp_path, page):

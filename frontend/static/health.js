@@ -70,7 +70,7 @@ export class HealthTable {
   }
 
   /**
-   * data: {stats, kind, step, drift?: Float64Array, label(f) -> string,
+   * data: {stats, kind, tag, step, drift?: Float64Array, label(f) -> string,
    * flags: per filter [{problem, title, later?}] or null while pending, flagNote: where
    * the flags come from}
    */
@@ -95,7 +95,7 @@ export class HealthTable {
   /** Fills the rows' sparkline slots a slice at a time in idle time, the rows of the table on screen first. */
   fillSparks(slots) {
     const gen = (this.gen = (this.gen || 0) + 1);
-    const { step } = this.data;
+    const { tag, step } = this.data;
     let i = 0;
     const slice = () => {
       if (gen !== this.gen) return; // rendered again since
@@ -105,7 +105,7 @@ export class HealthTable {
         slot.replaceWith(this.spark(f, key));
       }
       if (i < slots.length) whenIdle(slice);
-      else mark("sparklines", { step });
+      else mark("sparklines", { tag, step });
     };
     whenIdle(slice);
   }
@@ -217,7 +217,7 @@ export class HealthTable {
       ? [el("tr", { class: "health-empty" }, el("td", { colspan: String(cols.length + 2) }, d.flags === null ? "checking…" : "no flagged filters"))]
       : [];
     this.table.replaceChildren(el("thead", {}, head), el("tbody", {}, ...body, ...empty));
-    mark("health", { step, rows: shown.length, flags: d.flags !== null });
+    mark("health", { tag: d.tag, step, rows: shown.length, flags: d.flags !== null });
     this.fillSparks(slots);
     this.more.hidden = shown.length === listed.length;
     this.more.textContent = `show all ${listed.length} filters`;

@@ -107,6 +107,7 @@ export class Triage {
     const data = {
       stats,
       kind: grid.kind,
+      tag: s.tag,
       step: s.step,
       drift: drift || null,
       label: (f) => grid.filterLabel(f),
